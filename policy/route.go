@@ -1,0 +1,179 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Capability is what a route allows clients to do, as a bit set.
+type Capability uint8
+
+const (
+	// CapPull allows manifests, blobs and tag lists to be read.
+	CapPull Capability = 1 << iota
+	// CapPush allows uploads and manifest writes (hosted routes only).
+	CapPush
+	// CapDelete allows manifests, tags and blobs to be deleted.
+	CapDelete
+)
+
+// Has reports whether every capability in want is in c.
+func (c Capability) Has(want Capability) bool { return c&want == want }
+
+// DefaultTagTTL is how long a tag record is fresh when a route sets none.
+const DefaultTagTTL = 5 * time.Minute
+
+// Route is one namespace the node serves: an origin registry it pulls
+// through, or a hosted namespace whose system of record is the global tier.
+type Route struct {
+	// Name matches containerd's ?ns=<host> and a first path element
+	// (/v2/<name>/org/app/...). For an origin it is usually the registry host.
+	Name string
+	// Origin is the base URL of the origin registry; empty for hosted routes.
+	Origin string
+	// Default makes bare names (Docker's registry-mirrors) come here.
+	Default bool
+	// Hosted routes accept pushes for names under Prefix.
+	Hosted bool
+	Prefix string
+	// ShortNamePrefix is prepended to single-element names on the default
+	// route ("alpine" becomes "library/alpine" for Docker Hub).
+	ShortNamePrefix string
+	// TagTTL is how long a tag record is fresh before it is revalidated.
+	TagTTL time.Duration
+	// Caps is what the route allows.
+	Caps Capability
+}
+
+// Fresh reports whether a tag record fetched at fetched is still fresh at now.
+func (r *Route) Fresh(fetched, now time.Time) bool {
+	ttl := r.TagTTL
+	if ttl <= 0 {
+		ttl = DefaultTagTTL
+	}
+	return now.Sub(fetched) < ttl
+}
+
+// RetryDelay is how long a failed revalidation of a stale tag is not retried,
+// so that an origin that is down is not asked again on every pull. The
+// origin's Retry-After wins when it gives one.
+func (r *Route) RetryDelay(retryAfter time.Duration) time.Duration {
+	if retryAfter > 0 {
+		return min(retryAfter, 10*time.Minute)
+	}
+	ttl := r.TagTTL
+	if ttl <= 0 {
+		ttl = DefaultTagTTL
+	}
+	return min(ttl, 30*time.Second)
+}
+
+// ErrUnknownNamespace is returned for a ?ns= that names no route, or a bare
+// name when no route is the default.
+var ErrUnknownNamespace = errors.New("policy: no route serves this namespace")
+
+// Router resolves repository names to routes. It is immutable and safe for
+// concurrent use.
+type Router struct {
+	routes []*Route
+	byName map[string]*Route
+	hosted []*Route // by prefix length, longest first
+	def    *Route
+}
+
+// NewRouter checks routes and builds a Router over them.
+func NewRouter(routes []Route) (*Router, error) {
+	r := &Router{byName: make(map[string]*Route, len(routes))}
+	for i := range routes {
+		rt := routes[i]
+		if rt.Name == "" {
+			return nil, fmt.Errorf("policy: route %d has no name", i)
+		}
+		if strings.Contains(rt.Name, "/") {
+			return nil, fmt.Errorf("policy: route name %q must not contain '/'", rt.Name)
+		}
+		if _, dup := r.byName[rt.Name]; dup {
+			return nil, fmt.Errorf("policy: route %q is configured twice", rt.Name)
+		}
+		if rt.Hosted {
+			if rt.Origin != "" {
+				return nil, fmt.Errorf("policy: hosted route %q cannot have an origin", rt.Name)
+			}
+			if rt.Prefix != "" && !strings.HasSuffix(rt.Prefix, "/") {
+				rt.Prefix += "/"
+			}
+		} else if rt.Origin == "" {
+			return nil, fmt.Errorf("policy: route %q needs an origin or hosted: true", rt.Name)
+		}
+		if rt.Caps == 0 {
+			rt.Caps = CapPull
+			if rt.Hosted {
+				rt.Caps |= CapPush | CapDelete
+			}
+		}
+		p := &rt
+		if rt.Default {
+			if r.def != nil {
+				return nil, fmt.Errorf("policy: routes %q and %q are both the default", r.def.Name, rt.Name)
+			}
+			r.def = p
+		}
+		r.routes = append(r.routes, p)
+		r.byName[rt.Name] = p
+		if rt.Hosted && rt.Prefix != "" {
+			r.hosted = append(r.hosted, p)
+		}
+	}
+	sort.SliceStable(r.hosted, func(i, j int) bool { return len(r.hosted[i].Prefix) > len(r.hosted[j].Prefix) })
+	return r, nil
+}
+
+// Routes returns the configured routes in order.
+func (r *Router) Routes() []*Route { return r.routes }
+
+// Route returns the route called name, or nil.
+func (r *Router) Route(name string) *Route { return r.byName[name] }
+
+// Resolve picks the route for a request and the repository name to use
+// with it. ns is containerd's ?ns= parameter (empty when absent) and name
+// is the repository name from the URL path.
+//
+// The order is: ?ns=; a hosted prefix; a first path element that names a
+// pull-through route; the default route. Hosted names are never shortened.
+func (r *Router) Resolve(ns, name string) (*Route, string, error) {
+	first, rest, nested := strings.Cut(name, "/")
+	if ns != "" {
+		rt := r.byName[ns]
+		if rt == nil {
+			return nil, "", fmt.Errorf("%w: %q", ErrUnknownNamespace, ns)
+		}
+		if nested && first == ns && !rt.Hosted {
+			name = rest // containerd's override_path puts the host in the path as well
+		}
+		return rt, r.expand(rt, name), nil
+	}
+	for _, rt := range r.hosted {
+		if strings.HasPrefix(name, rt.Prefix) {
+			return rt, name, nil
+		}
+	}
+	if nested {
+		if rt := r.byName[first]; rt != nil && !rt.Hosted {
+			return rt, r.expand(rt, rest), nil
+		}
+	}
+	if r.def == nil {
+		return nil, "", fmt.Errorf("%w: %q (no default route)", ErrUnknownNamespace, name)
+	}
+	return r.def, r.expand(r.def, name), nil
+}
+
+func (r *Router) expand(rt *Route, name string) string {
+	if rt.ShortNamePrefix != "" && !strings.Contains(name, "/") {
+		return rt.ShortNamePrefix + name
+	}
+	return name
+}
