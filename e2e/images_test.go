@@ -17,12 +17,12 @@ import (
 // pushed describes what was pushed to an origin, for comparison with what a
 // client pulled through the node.
 type pushed struct {
-	Repo     string          // repository, e.g. "library/e2e-crane"
-	Tag      string          // tag pushed
-	Digest   v1.Hash         // manifest or index digest
+	Repo     string           // repository, e.g. "library/e2e-crane"
+	Tag      string           // tag pushed
+	Digest   v1.Hash          // manifest or index digest
 	Images   map[string]Image // by platform "os/arch"
-	Blobs    []v1.Hash       // every layer and config blob of every image
-	LayerLen int64           // bytes per layer
+	Blobs    []v1.Hash        // every layer and config blob of every image
+	LayerLen int64            // bytes per layer
 }
 
 // Image is one platform's image of a pushed tag.
