@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"testing"
@@ -96,7 +98,9 @@ func pushImage(t *testing.T, o *origin, repo, tag string) pushed {
 }
 
 // pushIndex pushes a two-platform OCI index (this machine's platform and
-// one other) to repo:tag on the origin.
+// one other) to repo:tag on the origin. The index is written by hand, with
+// plain descriptors: older clients (skopeo 1.9) rewrite an index whose
+// descriptors carry artifactType, which changes its digest.
 func pushIndex(t *testing.T, o *origin, repo, tag string) pushed {
 	t.Helper()
 	const size = 256 << 10
@@ -104,32 +108,53 @@ func pushIndex(t *testing.T, o *origin, repo, tag string) pushed {
 	if runtime.GOARCH == "arm64" {
 		arches[1] = "amd64"
 	}
-	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
 	p := pushed{Repo: repo, Tag: tag, LayerLen: size, Images: map[string]Image{}}
+	im := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}
 	for _, arch := range arches {
 		img := platformImage(t, "linux", arch, 2, size)
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
-			Add: img,
-			Descriptor: v1.Descriptor{
-				MediaType: types.OCIManifestSchema1,
-				Platform:  &v1.Platform{OS: "linux", Architecture: arch},
-			},
-		})
 		d := describe(t, img)
+		dref, err := name.NewDigest(fmt.Sprintf("%s/%s@%s", o.Host(), repo, d.Digest), name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(dref, img); err != nil {
+			t.Fatalf("push %s: %v", dref, err)
+		}
+		raw, err := img.RawManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		im.Manifests = append(im.Manifests, v1.Descriptor{
+			MediaType: types.OCIManifestSchema1,
+			Size:      int64(len(raw)),
+			Digest:    d.Digest,
+			Platform:  &v1.Platform{OS: "linux", Architecture: arch},
+		})
 		p.Images["linux/"+arch] = d
 		p.Blobs = append(append(p.Blobs, d.Config), d.Layers...)
 	}
-	ref := ref(t, o, repo, tag)
-	if err := remote.WriteIndex(ref, idx); err != nil {
-		t.Fatalf("push %s: %v", ref, err)
-	}
-	d, err := idx.Digest()
+	raw, err := json.Marshal(im)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Digest = d
+	ref := ref(t, o, repo, tag)
+	if err := remote.Put(ref, rawManifest{raw: raw, mt: types.OCIImageIndex}); err != nil {
+		t.Fatalf("push %s: %v", ref, err)
+	}
+	if p.Digest, _, err = v1.SHA256(bytes.NewReader(raw)); err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
+
+// rawManifest is a manifest pushed as the exact bytes given.
+type rawManifest struct {
+	raw []byte
+	mt  types.MediaType
+}
+
+func (r rawManifest) RawManifest() ([]byte, error)        { return r.raw, nil }
+func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
 
 func ref(t *testing.T, o *origin, repo, tag string) name.Reference {
 	t.Helper()
