@@ -1,0 +1,333 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/edgeregistry/edge/policy"
+)
+
+// Config is the whole configuration of a node.
+type Config struct {
+	Region      string  `yaml:"region"`
+	Listen      string  `yaml:"listen"`
+	AdminListen string  `yaml:"admin_listen"`
+	DataDir     string  `yaml:"data_dir"`
+	TLS         *TLS    `yaml:"tls,omitempty"`
+	Local       Local   `yaml:"local"`
+	Routes      []Route `yaml:"routes"`
+	Global      Global  `yaml:"global"`
+	Auth        Auth    `yaml:"auth"`
+	Log         Log     `yaml:"log"`
+}
+
+// TLS names the certificate the API listener serves.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Local is the local disk tier.
+type Local struct {
+	MaxSize Size `yaml:"max_size"` // 0: unlimited
+}
+
+// Route is one origin registry or hosted namespace.
+type Route struct {
+	Name     string   `yaml:"name"`
+	Origin   string   `yaml:"origin,omitempty"`
+	Default  bool     `yaml:"default,omitempty"`
+	TagTTL   Duration `yaml:"tag_ttl,omitempty"`
+	Username string   `yaml:"username,omitempty"`
+	Password string   `yaml:"password,omitempty"`
+	Hosted   bool     `yaml:"hosted,omitempty"`
+	Prefix   string   `yaml:"prefix,omitempty"`
+	// ShortNamePrefix is put before single-element names; a default route
+	// to Docker Hub gets "library/" unless it sets one.
+	ShortNamePrefix *string `yaml:"short_name_prefix,omitempty"`
+}
+
+// Global is the global tier shared by all regions.
+type Global struct {
+	Backend string `yaml:"backend"` // storj | s3 | dir | none
+	Storj   struct {
+		Access string `yaml:"access,omitempty"`
+		Bucket string `yaml:"bucket,omitempty"`
+	} `yaml:"storj,omitempty"`
+	S3 struct {
+		Endpoint  string `yaml:"endpoint,omitempty"`
+		Bucket    string `yaml:"bucket,omitempty"`
+		Region    string `yaml:"region,omitempty"`
+		AccessKey string `yaml:"access_key,omitempty"`
+		SecretKey string `yaml:"secret_key,omitempty"`
+		PathStyle bool   `yaml:"path_style,omitempty"`
+	} `yaml:"s3,omitempty"`
+	Dir struct {
+		Path string `yaml:"path,omitempty"`
+	} `yaml:"dir,omitempty"`
+}
+
+// Auth is client authentication for the API (hosted namespaces).
+type Auth struct {
+	Htpasswd      string  `yaml:"htpasswd,omitempty"`
+	AnonymousPull *bool   `yaml:"anonymous_pull,omitempty"`
+	Grants        []Grant `yaml:"grants,omitempty"`
+}
+
+// Grant gives a user actions on names under a prefix.
+type Grant struct {
+	User    string   `yaml:"user"`
+	Prefix  string   `yaml:"prefix"`
+	Actions []string `yaml:"actions"`
+}
+
+// Log sets the node's logging.
+type Log struct {
+	Level  string `yaml:"level,omitempty"`  // debug, info, warn, error
+	Format string `yaml:"format,omitempty"` // text or json
+}
+
+// DockerHub is the origin of the embedded default route.
+const DockerHub = "https://registry-1.docker.io"
+
+// Default is the configuration of a node started without a file: the API
+// on :5000, data in ./edge-data, Docker Hub as the default route, and a
+// directory global tier inside the data directory.
+func Default() *Config {
+	c := &Config{
+		Region:      "local",
+		Listen:      ":5000",
+		AdminListen: "127.0.0.1:9102",
+		DataDir:     "edge-data",
+		Routes: []Route{{
+			Name: "docker.io", Origin: DockerHub, Default: true,
+			TagTTL: Duration(policy.DefaultTagTTL),
+		}},
+	}
+	c.Global.Backend = "dir"
+	return c
+}
+
+// Load reads a configuration file. Settings it leaves out keep the
+// defaults of Default, except routes: a file that lists routes replaces the
+// default route.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(raw)
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// Parse reads a configuration from YAML, expanding ${NAME} from the environment.
+func Parse(raw []byte) (*Config, error) {
+	var missing []string
+	raw = envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
+		name := string(envRef.FindSubmatch(m)[1])
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			missing = append(missing, name)
+		}
+		return []byte(v)
+	})
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("config: environment variables not set: %s", strings.Join(missing, ", "))
+	}
+	c := Default()
+	c.Routes = nil
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if c.Routes == nil {
+		c.Routes = Default().Routes
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the configuration and fills in what follows from it.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen: %w", err))
+	}
+	if c.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			errs = append(errs, fmt.Errorf("admin_listen: %w", err))
+		}
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir must be set"))
+	}
+	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("tls needs cert_file and key_file"))
+	}
+	for i, r := range c.Routes {
+		if r.Origin != "" {
+			u, err := url.Parse(r.Origin)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				errs = append(errs, fmt.Errorf("routes[%d] (%s): origin %q must be an http(s) URL", i, r.Name, r.Origin))
+			}
+		}
+		if r.TagTTL < 0 {
+			errs = append(errs, fmt.Errorf("routes[%d] (%s): tag_ttl must not be negative", i, r.Name))
+		}
+	}
+	if _, err := policy.NewRouter(c.PolicyRoutes()); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.Global.Backend {
+	case "none", "":
+	case "dir":
+		if c.Global.Dir.Path == "" {
+			c.Global.Dir.Path = filepath.Join(c.DataDir, "global")
+		}
+	case "s3":
+		if c.Global.S3.Endpoint == "" || c.Global.S3.Bucket == "" {
+			errs = append(errs, errors.New("global.s3 needs endpoint and bucket"))
+		}
+	case "storj":
+		if c.Global.Storj.Access == "" || c.Global.Storj.Bucket == "" {
+			errs = append(errs, errors.New("global.storj needs access and bucket"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("global.backend %q: want storj, s3, dir or none", c.Global.Backend))
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q: want text or json", c.Log.Format))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// PolicyRoutes turns the configured routes into the router's routes.
+func (c *Config) PolicyRoutes() []policy.Route {
+	out := make([]policy.Route, 0, len(c.Routes))
+	for _, r := range c.Routes {
+		pr := policy.Route{
+			Name: r.Name, Origin: r.Origin, Default: r.Default, Hosted: r.Hosted,
+			Prefix: r.Prefix, TagTTL: time.Duration(r.TagTTL),
+		}
+		switch {
+		case r.ShortNamePrefix != nil:
+			pr.ShortNamePrefix = *r.ShortNamePrefix
+		case r.Default && isDockerHub(r.Origin):
+			pr.ShortNamePrefix = "library/"
+		}
+		out = append(out, pr)
+	}
+	return out
+}
+
+func isDockerHub(origin string) bool {
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	switch u.Hostname() {
+	case "registry-1.docker.io", "index.docker.io", "docker.io":
+		return true
+	}
+	return false
+}
+
+// Redacted returns a copy with secrets replaced, for printing.
+func (c *Config) Redacted() *Config {
+	cp := *c
+	cp.Routes = append([]Route(nil), c.Routes...)
+	for i := range cp.Routes {
+		if cp.Routes[i].Password != "" {
+			cp.Routes[i].Password = "<redacted>"
+		}
+	}
+	if cp.Global.Storj.Access != "" {
+		cp.Global.Storj.Access = "<redacted>"
+	}
+	if cp.Global.S3.SecretKey != "" {
+		cp.Global.S3.SecretKey = "<redacted>"
+	}
+	return &cp
+}
+
+// Duration is a time.Duration written as "5m" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML reads "90s", "5m", "1h".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (like 30s, 5m, 1h)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Size is a byte count written as "200GiB", "512MiB", "10GB" or a number.
+type Size int64
+
+var sizeRE = regexp.MustCompile(`^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?i?B?)\s*$`)
+
+// ParseSize reads a byte count with an optional unit.
+func ParseSize(s string) (Size, error) {
+	m := sizeRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("%q is not a size (like 512MiB, 200GiB)", s)
+	}
+	f, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return 0, err
+	}
+	unit := strings.TrimSuffix(m[2], "B")
+	mult := 1.0
+	if unit != "" {
+		base := 1000.0
+		if strings.HasSuffix(unit, "i") {
+			base = 1024
+		}
+		exp := strings.Index("KMGTP", unit[:1]) + 1
+		for range exp {
+			mult *= base
+		}
+	}
+	return Size(f * mult), nil
+}
+
+// UnmarshalYAML reads a size.
+func (s *Size) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*s = v
+	return nil
+}
+
+// MarshalYAML writes the size in bytes.
+func (s Size) MarshalYAML() (any, error) { return int64(s), nil }

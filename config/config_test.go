@@ -1,0 +1,110 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFull(t *testing.T) {
+	t.Setenv("EDGE_TEST_TOKEN", "s3cr$t")
+	c, err := Parse([]byte(`
+region: eu-west
+listen: ":5000"
+admin_listen: "127.0.0.1:9102"
+data_dir: /var/lib/edge
+local: {max_size: 200GiB}
+routes:
+  - name: docker.io
+    origin: https://registry-1.docker.io
+    default: true
+    tag_ttl: 5m
+    username: mirror-bot
+    password: ${EDGE_TEST_TOKEN}
+  - name: ghcr.io
+    origin: https://ghcr.io
+  - name: team
+    hosted: true
+    prefix: team/
+global:
+  backend: dir
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Region != "eu-west" || c.Local.MaxSize != 200<<30 {
+		t.Fatalf("region %q max_size %d", c.Region, c.Local.MaxSize)
+	}
+	if c.Routes[0].Password != "s3cr$t" || time.Duration(c.Routes[0].TagTTL) != 5*time.Minute {
+		t.Fatalf("route 0 = %+v", c.Routes[0])
+	}
+	if c.Global.Dir.Path != "/var/lib/edge/global" {
+		t.Fatalf("global dir = %q", c.Global.Dir.Path)
+	}
+	pr := c.PolicyRoutes()
+	if pr[0].ShortNamePrefix != "library/" || pr[1].ShortNamePrefix != "" || !pr[2].Hosted {
+		t.Fatalf("policy routes = %+v", pr)
+	}
+	if r := c.Redacted(); r.Routes[0].Password == "s3cr$t" || c.Routes[0].Password != "s3cr$t" {
+		t.Fatal("Redacted leaks the password or changes the original")
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct{ yaml, want string }{
+		"unknown field":   {"listen: ':5000'\nlisten_addr: x\n", "listen_addr"},
+		"missing env":     {"routes: [{name: a, origin: 'https://a', password: '${EDGE_TEST_UNSET_VAR}'}]\n", "EDGE_TEST_UNSET_VAR"},
+		"bad origin":      {"routes: [{name: a, origin: 'ftp://a'}]\n", "http(s) URL"},
+		"bad ttl":         {"routes: [{name: a, origin: 'https://a', tag_ttl: soon}]\n", "not a duration"},
+		"two defaults":    {"routes: [{name: a, origin: 'https://a', default: true}, {name: b, origin: 'https://b', default: true}]\n", "both the default"},
+		"bad backend":     {"global: {backend: floppy}\n", "floppy"},
+		"bad size":        {"local: {max_size: lots}\n", "not a size"},
+		"bad listen":      {"listen: nowhere\n", "listen"},
+		"storj no access": {"global: {backend: storj}\n", "access"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Parse([]byte(tt.yaml))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaultAndEmptyFile(t *testing.T) {
+	t.Parallel()
+	for _, c := range []*Config{Default(), mustParse(t, "")} {
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if c.Listen != ":5000" || len(c.Routes) != 1 || c.Routes[0].Origin != DockerHub || !c.Routes[0].Default {
+			t.Fatalf("defaults = %+v", c)
+		}
+		if c.Global.Backend != "dir" || c.Global.Dir.Path == "" {
+			t.Fatalf("global = %+v", c.Global)
+		}
+	}
+}
+
+func mustParse(t *testing.T, s string) *Config {
+	t.Helper()
+	c, err := Parse([]byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestParseSize(t *testing.T) {
+	t.Parallel()
+	tests := map[string]Size{"1024": 1024, "1KiB": 1024, "1KB": 1000, "1.5GiB": 3 << 29, "200GiB": 200 << 30, "10MB": 10e6}
+	for in, want := range tests {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+}
