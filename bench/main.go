@@ -1,0 +1,202 @@
+// Command bench measures the edge node against the origin direct, against
+// the pull-through caches users run today (distribution in proxy mode, nginx
+// with proxy_cache) and against nginx serving the same files from disk, and
+// prints a markdown table of the figures and their ratios. It is a
+// measurement, not a test: run it with `go run ./bench` (see README.md).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	var (
+		systemsFlag   = flag.String("systems", "all", "comma-separated systems: "+strings.Join(systemNames(), ","))
+		scenariosFlag = flag.String("scenarios", "all", "comma-separated scenarios: "+strings.Join(allScenarios, ","))
+		quick         = flag.Bool("quick", false, "one repetition and 3s loads instead of 3 and 10s")
+		reps          = flag.Int("reps", 0, "repetitions of the cold scenarios (default 3, 1 with -quick)")
+		loadDur       = flag.Duration("duration", 0, "duration of each warm load (default 10s, 3s with -quick)")
+		bigMiB        = flag.Int64("big-mib", 256, "size of the big blob in MiB")
+		edgeBin       = flag.String("edge-bin", "", "edge binary to use (default: go build ./cmd/edge)")
+		registryBin   = flag.String("registry-bin", "", "distribution registry binary (default: .cache/bin/registry, then $PATH)")
+		outDir        = flag.String("out", "bench/results", "directory the table is written to")
+		workDir       = flag.String("work", "", "working directory (default: a new temporary one, removed at the end)")
+		keep          = flag.Bool("keep", false, "keep the working directory, with every instance's data and logs")
+	)
+	flag.Parse()
+	set := settings{reps: 3, loadDur: 10 * time.Second, herdSize: 20, blobClients: 16, wrkConns: 64,
+		warmTTL: 5 * time.Minute, hotTTL: 2 * time.Second}
+	if *quick {
+		set.reps, set.loadDur = 1, 3*time.Second
+	}
+	if *reps > 0 {
+		set.reps = *reps
+	}
+	if *loadDur > 0 {
+		set.loadDur = max(*loadDur, time.Second)
+	}
+	systems, err := pick(*systemsFlag, systemNames())
+	if err == nil {
+		var scenarios []string
+		scenarios, err = pick(*scenariosFlag, allScenarios)
+		if err == nil {
+			err = run(set, systems, scenarios, *bigMiB<<20, *edgeBin, *registryBin, *outDir, *workDir, *keep)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func systemNames() []string {
+	var names []string
+	for _, s := range allSystems {
+		names = append(names, s.name)
+	}
+	return names
+}
+
+// pick parses a comma-separated selection from known, keeping known's order.
+func pick(list string, known []string) ([]string, error) {
+	if list == "all" {
+		return known, nil
+	}
+	want := strings.Split(list, ",")
+	for _, w := range want {
+		if !slices.Contains(known, strings.TrimSpace(w)) {
+			return nil, fmt.Errorf("unknown %q (known: %s)", w, strings.Join(known, ","))
+		}
+	}
+	var out []string
+	for _, k := range known {
+		if slices.ContainsFunc(want, func(w string) bool { return strings.TrimSpace(w) == k }) {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+func run(set settings, systems, scenarios []string, bigSize int64, edgeBin, registryBin, outDir, workDir string, keep bool) (err error) {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	defer stopAll()
+	if workDir == "" {
+		if workDir, err = os.MkdirTemp("", "edge-bench-"); err != nil {
+			return err
+		}
+	}
+	if workDir, err = filepath.Abs(workDir); err != nil {
+		return err
+	}
+	if keep {
+		slog.Info("working directory kept", "dir", workDir)
+	} else {
+		defer os.RemoveAll(workDir)
+	}
+	for _, tool := range []string{"nginx", "wrk"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s is needed: apt-get install -y nginx wrk", tool)
+		}
+	}
+	if registryBin, err = findRegistry(registryBin); err != nil {
+		return err
+	}
+
+	results := map[string]*sysResult{}
+	for _, s := range systems {
+		results[s] = newSysResult()
+	}
+	if slices.Contains(systems, "edge") && edgeBin == "" {
+		edgeBin = filepath.Join(workDir, "edge")
+		slog.Info("building edge", "out", edgeBin)
+		if out, err := exec.CommandContext(ctx, "go", "build", "-o", edgeBin, "./cmd/edge").CombinedOutput(); err != nil {
+			edgeBin = ""
+			results["edge"].fail("build", fmt.Errorf("go build ./cmd/edge: %v: %s", err, firstLines(string(out), 5)))
+		}
+	}
+
+	originDir := filepath.Join(workDir, "origin")
+	seedDir := filepath.Join(workDir, "seed")
+	for _, d := range []string{originDir, seedDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	slog.Info("starting origin")
+	o, err := startOrigin(ctx, registryBin, originDir)
+	if err != nil {
+		return err
+	}
+	defer o.close()
+	slog.Info("seeding origin", "big_MiB", bigSize>>20)
+	c, err := seed(ctx, o.url, seedDir, bigSize)
+	if err != nil {
+		return fmt.Errorf("seed: %w", err)
+	}
+	others := &otherCPU{}
+	go others.run(ctx)
+	e := &env{origin: o, content: c, seedDir: seedDir, registryBin: registryBin, edgeBin: edgeBin, workDir: workDir, others: others}
+
+	start := time.Now()
+	for _, name := range systems {
+		if ctx.Err() != nil {
+			break
+		}
+		i := slices.IndexFunc(allSystems, func(s system) bool { return s.name == name })
+		if name == "edge" && edgeBin == "" {
+			continue
+		}
+		slog.Info("system", "name", name)
+		r := &runner{env: e, sys: allSystems[i], set: set, res: results[name], debug: keep}
+		r.run(ctx, scenarios)
+	}
+	if ctx.Err() != nil {
+		return errors.New("interrupted")
+	}
+
+	report := renderReport(set, systems, scenarios, results, c, time.Since(start), registryBin, edgeBin)
+	fmt.Println(report)
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(outDir, time.Now().UTC().Format("20060102-150405")+".md")
+	if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
+		return err
+	}
+	slog.Info("table written", "path", path)
+	return nil
+}
+
+func findRegistry(flagged string) (string, error) {
+	if flagged != "" {
+		return flagged, nil
+	}
+	if _, err := os.Stat(".cache/bin/registry"); err == nil {
+		return filepath.Abs(".cache/bin/registry")
+	}
+	if p, err := exec.LookPath("registry"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("distribution's registry is needed: GOBIN=$PWD/.cache/bin go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2")
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = append(lines[:n], "...")
+	}
+	return strings.Join(lines, " / ")
+}
