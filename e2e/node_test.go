@@ -106,19 +106,9 @@ func startEdge(t *testing.T, routes []route) *node {
 	t.Helper()
 	bin := edgeBinary(t)
 	dir := t.TempDir()
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "region: test\nlisten: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\ndata_dir: %q\nroutes:\n", filepath.Join(dir, "data"))
-	for _, r := range routes {
-		fmt.Fprintf(&cfg, "  - name: %s\n    origin: %s\n    tag_ttl: 5m\n", r.Name, r.Origin)
-		if r.Default {
-			cfg.WriteString("    default: true\n")
-		}
-	}
-	cfg.WriteString("global: {backend: none}\n")
+	cfg := edgeConfig(filepath.Join(dir, "data"), routes)
 	cfgPath := filepath.Join(dir, "edge.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	write(t, cfgPath, cfg)
 	p := startProc(t, "edge", exec.Command(bin, "serve", "--config", cfgPath))
 
 	n := &node{Routing: true}
@@ -137,7 +127,7 @@ func startEdge(t *testing.T, routes []route) *node {
 				n.Admin = "http://" + kv["addr"]
 			}
 		case <-p.done:
-			t.Fatalf("edge exited before listening (%v); config:\n%s\noutput:\n%s", p.err, cfg.String(), p.tail(40))
+			t.Fatalf("edge exited before listening (%v); config:\n%s\noutput:\n%s", p.err, cfg, p.tail(40))
 		case <-deadline:
 			t.Fatalf("edge did not log both listeners within 60s; output:\n%s", p.tail(40))
 		}
@@ -145,6 +135,21 @@ func startEdge(t *testing.T, routes []route) *node {
 	n.URL = "http://" + n.Host
 	p.waitFor(t, 30*time.Second, func() error { return httpOK(n.Admin + "/readyz") })
 	return n
+}
+
+// edgeConfig is the node's configuration for a test: listeners on loopback
+// ports chosen by the kernel, a data directory, the routes, no global tier.
+func edgeConfig(dataDir string, routes []route) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "region: test\nlisten: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\ndata_dir: %q\n", dataDir)
+	b.WriteString("log: {level: info, format: text}\nglobal: {backend: none}\nroutes:\n")
+	for _, r := range routes {
+		fmt.Fprintf(&b, "  - name: %s\n    origin: %s\n    tag_ttl: 5m\n", r.Name, r.Origin)
+		if r.Default {
+			b.WriteString("    default: true\n")
+		}
+	}
+	return b.String()
 }
 
 // logFields parses a slog text line into its keys and values.
