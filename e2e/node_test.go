@@ -72,9 +72,9 @@ func edgeBinary(t *testing.T) string {
 			return
 		}
 		edgeBuild.path = filepath.Join(dir, "edge")
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goBin); err != nil {
-			goBin = "go"
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 		}
 		args := []string{"build", "-o", edgeBuild.path}
 		if raceEnabled {
