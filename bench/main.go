@@ -25,9 +25,9 @@ func main() {
 	var (
 		systemsFlag   = flag.String("systems", "all", "comma-separated systems: "+strings.Join(systemNames(), ","))
 		scenariosFlag = flag.String("scenarios", "all", "comma-separated scenarios: "+strings.Join(allScenarios, ","))
-		quick         = flag.Bool("quick", false, "one repetition and 3s loads instead of 3 and 10s")
-		reps          = flag.Int("reps", 0, "repetitions of the cold scenarios (default 3, 1 with -quick)")
-		loadDur       = flag.Duration("duration", 0, "duration of each warm load (default 10s, 3s with -quick)")
+		quick         = flag.Bool("quick", false, "one round and 3s loads instead of 3 rounds and 5s loads")
+		reps          = flag.Int("reps", 0, "rounds of every scenario, the table shows medians (default 3, 1 with -quick)")
+		loadDur       = flag.Duration("duration", 0, "duration of each warm load (default 5s, 3s with -quick)")
 		bigMiB        = flag.Int64("big-mib", 256, "size of the big blob in MiB")
 		edgeBin       = flag.String("edge-bin", "", "edge binary to use (default: go build ./cmd/edge)")
 		registryBin   = flag.String("registry-bin", "", "distribution registry binary (default: .cache/bin/registry, then $PATH)")
@@ -36,7 +36,7 @@ func main() {
 		keep          = flag.Bool("keep", false, "keep the working directory, with every instance's data and logs")
 	)
 	flag.Parse()
-	set := settings{reps: 3, loadDur: 10 * time.Second, herdSize: 20, blobClients: 16, wrkConns: 64,
+	set := settings{reps: 3, loadDur: 5 * time.Second, herdSize: 20, blobClients: 16, wrkConns: 64,
 		warmTTL: 5 * time.Minute, hotTTL: 2 * time.Second}
 	if *quick {
 		set.reps, set.loadDur = 1, 3*time.Second
@@ -148,21 +148,23 @@ func run(set settings, systems, scenarios []string, bigSize int64, edgeBin, regi
 	}
 	others := &otherCPU{}
 	go others.run(ctx)
-	e := &env{origin: o, content: c, seedDir: seedDir, registryBin: registryBin, edgeBin: edgeBin, workDir: workDir, others: others}
-
-	start := time.Now()
-	for _, name := range systems {
-		if ctx.Err() != nil {
-			break
+	e := &env{origin: o, endpoints: map[string]*endpoint{}, content: c, seedDir: seedDir,
+		registryBin: registryBin, edgeBin: edgeBin, workDir: workDir, others: others}
+	for _, s := range systems {
+		if e.endpoints[s], err = o.endpoint(); err != nil {
+			return err
 		}
-		i := slices.IndexFunc(allSystems, func(s system) bool { return s.name == name })
+	}
+
+	b := &bench{env: e, set: set, res: results, keep: keep}
+	for _, name := range systems {
 		if name == "edge" && edgeBin == "" {
 			continue
 		}
-		slog.Info("system", "name", name)
-		r := &runner{env: e, sys: allSystems[i], set: set, res: results[name], debug: keep}
-		r.run(ctx, scenarios)
+		b.systems = append(b.systems, allSystems[slices.IndexFunc(allSystems, func(s system) bool { return s.name == name })])
 	}
+	start := time.Now()
+	b.run(ctx, scenarios)
 	if ctx.Err() != nil {
 		return errors.New("interrupted")
 	}

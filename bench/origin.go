@@ -47,11 +47,10 @@ func (c originCounts) total() int64 {
 
 func (c originCounts) manifests() int64 { return c.ManifestGET + c.ManifestHEAD }
 
-// counter counts origin requests; it is the handler of the counting proxy
-// that every system under test (and the "origin direct" baseline) talks to.
+// counter counts origin requests; it is the handler of a counting proxy
+// that a system under test (or the "origin direct" baseline) talks to.
 type counter struct {
 	blobGET, blobHEAD, manifestGET, manifestHEAD, other atomic.Int64
-	proxyErrors                                         atomic.Int64
 	next                                                http.Handler
 }
 
@@ -90,13 +89,21 @@ type bufPool struct{ p sync.Pool }
 func (b *bufPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
 func (b *bufPool) Put(s []byte) { b.p.Put(&s) }
 
-// origin is distribution's registry with filesystem storage behind the counting proxy.
+// origin is distribution's registry with filesystem storage. Every system
+// reaches it through an endpoint of its own, a counting proxy, so that the
+// origin requests of one system are never counted for another (they keep
+// running while others are measured).
 type origin struct {
-	proc     *proc
-	url      string // the counting proxy: what every system is pointed at
-	counter  *counter
-	server   *http.Server
-	listener net.Listener
+	proc    *proc
+	url     string // the registry itself, for seeding
+	proxy   *httputil.ReverseProxy
+	servers []*http.Server
+}
+
+// endpoint is one counting proxy in front of the origin.
+type endpoint struct {
+	url     string
+	counter *counter
 }
 
 func startOrigin(ctx context.Context, registryBin, dir string) (*origin, error) {
@@ -129,29 +136,33 @@ func startOrigin(ctx context.Context, registryBin, dir string) (*origin, error) 
 	}
 	rp.BufferPool = &bufPool{p: sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}}
 	rp.FlushInterval = -1 // pass every byte on at once: time to first byte is measured through this hop
-	c := &counter{next: rp}
 	// Clients that leave (wrk stopping, a cache cancelling a fill) are not
-	// worth a log line each; they are counted.
+	// worth a log line each; the request is counted all the same.
 	rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
-		c.proxyErrors.Add(1)
 		w.WriteHeader(http.StatusBadGateway)
 	}
+	return &origin{proc: p, url: regURL, proxy: rp}, nil
+}
+
+// endpoint starts a new counting proxy in front of the origin.
+func (o *origin) endpoint() (*endpoint, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		p.stop()
 		return nil, err
 	}
-	o := &origin{proc: p, counter: c, listener: l,
-		url: "http://" + l.Addr().String()}
-	o.server = &http.Server{Handler: o.counter, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = o.server.Serve(l) }()
-	return o, nil
+	c := &counter{next: o.proxy}
+	srv := &http.Server{Handler: c, ReadHeaderTimeout: 10 * time.Second}
+	o.servers = append(o.servers, srv)
+	go func() { _ = srv.Serve(l) }()
+	return &endpoint{url: "http://" + l.Addr().String(), counter: c}, nil
 }
 
 func (o *origin) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = o.server.Shutdown(ctx)
+	for _, s := range o.servers {
+		_ = s.Shutdown(ctx)
+	}
 	o.proc.stop()
 }
 

@@ -52,7 +52,7 @@ func renderReport(set settings, systems, scenarios []string, results map[string]
 	fmt.Fprintf(&b, "Machine: %d cores, Linux %s, %s; %s; %s; distribution %s; edge %s.\n\n",
 		runtime.NumCPU(), readTrim("/proc/sys/kernel/osrelease"), runtime.Version(),
 		cmdLine("nginx", "-v"), strings.Join(strings.Fields(cmdLine("wrk", "-v") + " wrk ?")[:2], " "), cmdLine(registryBin, "--version"), edgeVersion(edgeBin))
-	fmt.Fprintf(&b, "Settings: big blob %d MiB; cold and herd figures are the median of %d run(s), each from an empty cache; "+
+	fmt.Fprintf(&b, "Settings: big blob %d MiB; every figure is the median of %d round(s) (cold and herd each from an empty cache); "+
 		"warm loads %s each; herd %d; blob clients %d (Go, keep-alive); wrk -t2 -c%d; tag TTL %s (warm), %s (hot tag). "+
 		"Scenarios: %s. Run took %s.\n\n",
 		c.big.size>>20, set.reps, set.loadDur, set.herdSize, set.blobClients, set.wrkConns, seconds(set.warmTTL), seconds(set.hotTTL),
@@ -92,7 +92,7 @@ func renderReport(set settings, systems, scenarios []string, results map[string]
 			}
 		}
 		if len(busy) > 0 {
-			notes = append(notes, fmt.Sprintf("%s: other processes on the machine used (cores, average over an instance's run, worst instance): %s",
+			notes = append(notes, fmt.Sprintf("%s: other processes on the machine used (cores on average during a measurement, the busiest one): %s",
 				s, strings.Join(busy, ", ")))
 		}
 	}

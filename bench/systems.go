@@ -13,6 +13,7 @@ import (
 // env is what every system is started against.
 type env struct {
 	origin      *origin
+	endpoints   map[string]*endpoint // each system's way to the origin, by name
 	content     *content
 	seedDir     string // the seeded files, served by nginx-static
 	registryBin string
@@ -47,9 +48,10 @@ type system struct {
 	// caches is true for the pull-through caches: they start cold, count
 	// origin requests and take a tag TTL.
 	caches bool
-	// start launches a fresh instance in its own empty directory; tagTTL is
-	// how long a tag stays fresh where the system has such a setting.
-	start func(ctx context.Context, e *env, dir string, tagTTL time.Duration) (*instance, error)
+	// start launches a fresh instance in its own empty directory, in front
+	// of the origin at originURL; tagTTL is how long a tag stays fresh where
+	// the system has such a setting.
+	start func(ctx context.Context, e *env, dir, originURL string, tagTTL time.Duration) (*instance, error)
 }
 
 var allSystems = []system{
@@ -61,13 +63,13 @@ var allSystems = []system{
 }
 
 // startDirect is the origin itself, through the counting proxy.
-func startDirect(_ context.Context, e *env, _ string, _ time.Duration) (*instance, error) {
-	return &instance{url: e.origin.url}, nil
+func startDirect(_ context.Context, _ *env, _, originURL string, _ time.Duration) (*instance, error) {
+	return &instance{url: originURL}, nil
 }
 
 var edgeListening = regexp.MustCompile(`msg=listening listener=api addr=(\S+)`)
 
-func startEdge(ctx context.Context, e *env, dir string, tagTTL time.Duration) (*instance, error) {
+func startEdge(ctx context.Context, e *env, dir, originURL string, tagTTL time.Duration) (*instance, error) {
 	if e.edgeBin == "" {
 		return nil, fmt.Errorf("edge binary not built")
 	}
@@ -83,7 +85,7 @@ routes:
     tag_ttl: %s
 global:
   backend: none
-`, filepath.Join(dir, "data"), e.origin.url, seconds(tagTTL))
+`, filepath.Join(dir, "data"), originURL, seconds(tagTTL))
 	if err := os.WriteFile(cfg, []byte(y), 0o644); err != nil {
 		return nil, err
 	}
@@ -112,13 +114,13 @@ global:
 
 // startDistribution is distribution's registry in proxy mode. It has no tag
 // TTL: it asks the origin about a tag on every request.
-func startDistribution(ctx context.Context, e *env, dir string, _ time.Duration) (*instance, error) {
+func startDistribution(ctx context.Context, e *env, dir, originURL string, _ time.Duration) (*instance, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfg, []byte(registryConfig(port, filepath.Join(dir, "storage"), e.origin.url)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(registryConfig(port, filepath.Join(dir, "storage"), originURL)), 0o644); err != nil {
 		return nil, err
 	}
 	p, _, err := startProc("distribution", filepath.Join(dir, "registry.log"), registryEnv, nil, e.registryBin, "serve", cfg)
@@ -198,12 +200,12 @@ const nginxStatic = `  server {
   }
 `
 
-func startNginxCache(ctx context.Context, e *env, dir string, tagTTL time.Duration) (*instance, error) {
+func startNginxCache(ctx context.Context, _ *env, dir, originURL string, tagTTL time.Duration) (*instance, error) {
 	return startNginx(ctx, dir, nginxCache, strings.NewReplacer(
-		"{{origin}}", strings.TrimPrefix(e.origin.url, "http://"), "{{ttl}}", seconds(tagTTL)))
+		"{{origin}}", strings.TrimPrefix(originURL, "http://"), "{{ttl}}", seconds(tagTTL)))
 }
 
-func startNginxStatic(ctx context.Context, e *env, dir string, _ time.Duration) (*instance, error) {
+func startNginxStatic(ctx context.Context, e *env, dir, _ string, _ time.Duration) (*instance, error) {
 	root := filepath.Join(dir, "www")
 	blobs := filepath.Join(root, "v2", repo, "blobs")
 	manifests := filepath.Join(root, "v2", repo, "manifests")
