@@ -1,0 +1,400 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/singleflight"
+)
+
+// Config configures a Client. Only Name and Origin are required.
+type Config struct {
+	Name               string            // route name, for metrics labels and errors
+	Origin             string            // base URL of the origin, e.g. https://registry-1.docker.io or http://127.0.0.1:1234
+	Username, Password string            // optional; Basic credentials for the origin or its token server
+	Transport          http.RoundTripper // nil means a default with timeouts, keep-alive and HTTP/2
+	MetaTimeout        time.Duration     // per metadata call (HEAD, manifest GET, tags) and per wait for blob headers; default 15s
+	Logger             *slog.Logger      // nil = discard
+	Metrics            *Metrics          // nil = no metrics
+	Now                func() time.Time  // clock for token expiry and Retry-After dates; nil = time.Now
+	UserAgent          string            // default "edgeregistry-edge"
+}
+
+// Client talks to one origin registry. It is safe for concurrent use.
+type Client struct {
+	cfg    Config
+	origin string // scheme://host, as in errors
+	reg    name.Registry
+	auth   authn.Authenticator
+	base   http.RoundTripper
+	log    *slog.Logger
+	m      *Metrics
+	now    func() time.Time
+	sleep  func(context.Context, time.Duration) error // tests replace it
+
+	sf        singleflight.Group
+	mu        sync.Mutex
+	challenge *transport.Challenge // nil until the first successful ping
+	repos     *lru.Cache[string, *repoAuth]
+}
+
+// repoAuth is the authenticated transport of one repository.
+type repoAuth struct {
+	rt      http.RoundTripper
+	expires time.Time // zero: never (anonymous or Basic)
+}
+
+const (
+	defaultMetaTimeout = 15 * time.Second
+	maxRepoTransports  = 4096
+	metaRetries        = 2 // extra tries of a metadata call on 5xx or network errors
+)
+
+// New returns a Client for cfg.Origin. It does not contact the origin.
+func New(cfg Config) (*Client, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("upstream: config needs a route name")
+	}
+	u, err := url.Parse(strings.TrimSuffix(cfg.Origin, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
+		return nil, fmt.Errorf("upstream %s: origin %q must be http(s)://host[:port]", cfg.Name, cfg.Origin)
+	}
+	if u.Host == "docker.io" || u.Host == "index.docker.io" {
+		u.Host = "registry-1.docker.io" // where Docker Hub serves the API
+	}
+	opts := []name.Option{name.StrictValidation}
+	if u.Scheme == "http" {
+		opts = append(opts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(u.Host, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: origin %q: %w", cfg.Name, cfg.Origin, err)
+	}
+	if cfg.MetaTimeout <= 0 {
+		cfg.MetaTimeout = defaultMetaTimeout
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "edgeregistry-edge"
+	}
+	c := &Client{
+		cfg:    cfg,
+		origin: u.Scheme + "://" + u.Host,
+		reg:    reg,
+		auth:   authn.Anonymous,
+		base:   cfg.Transport,
+		log:    cfg.Logger,
+		m:      cfg.Metrics,
+		now:    cfg.Now,
+		sleep:  sleepCtx,
+	}
+	if cfg.Username != "" || cfg.Password != "" {
+		c.auth = &authn.Basic{Username: cfg.Username, Password: cfg.Password}
+	}
+	if c.base == nil {
+		c.base = DefaultTransport()
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	c.repos, _ = lru.New[string, *repoAuth](maxRepoTransports)
+	return c, nil
+}
+
+// DefaultTransport is the transport a Client uses when Config.Transport is
+// nil: dial and TLS timeouts, keep-alive, HTTP/2 where the origin offers it.
+func DefaultTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// Name returns the route name.
+func (c *Client) Name() string { return c.cfg.Name }
+
+// Origin returns the base URL of the origin.
+func (c *Client) Origin() string { return c.origin }
+
+// CloseIdleConnections closes idle connections of the Client's transport.
+func (c *Client) CloseIdleConnections() {
+	if ci, ok := c.base.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
+
+// ping learns the origin's auth challenge once.
+func (c *Client) ping(ctx context.Context) (*transport.Challenge, error) {
+	c.mu.Lock()
+	ch := c.challenge
+	c.mu.Unlock()
+	if ch != nil {
+		return ch, nil
+	}
+	v, err, _ := c.sf.Do("\x00ping", func() (any, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.origin+"/v2/", nil)
+		if err != nil {
+			return nil, c.newError("ping", "", "", err)
+		}
+		req.Header.Set("User-Agent", c.cfg.UserAgent)
+		start := time.Now()
+		resp, err := c.base.RoundTrip(req)
+		c.observe("ping", resp, err, start)
+		if err != nil {
+			return nil, c.transportError("ping", "", "", err)
+		}
+		ch, ok := challengeOf(resp, c.reg.Scheme() == "http")
+		if !ok {
+			return nil, c.statusError("ping", "", "", resp)
+		}
+		drain(resp.Body)
+		c.setChallenge(ch)
+		return ch, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*transport.Challenge), nil
+}
+
+func (c *Client) setChallenge(ch *transport.Challenge) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.challenge == nil || c.challenge.Scheme != ch.Scheme {
+		c.repos.Purge()
+	}
+	c.challenge = ch
+}
+
+// challengeOf reads the auth challenge of a /v2/ answer: none for 200, the
+// WWW-Authenticate Basic or Bearer challenge for 401.
+func challengeOf(resp *http.Response, insecure bool) (*transport.Challenge, bool) {
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return &transport.Challenge{Insecure: insecure}, true
+	case http.StatusUnauthorized:
+		scheme, params := parseChallenge(resp.Header.Values("WWW-Authenticate"))
+		if scheme == "" {
+			return nil, false
+		}
+		return &transport.Challenge{Scheme: scheme, Parameters: params, Insecure: insecure}, true
+	}
+	return nil, false
+}
+
+// transportFor returns the transport that authenticates requests for repo,
+// exchanging credentials for a pull token of that repository when the
+// origin asks for Bearer tokens. Tokens are reused until they expire.
+// anonymous is true when requests go out without auth.
+func (c *Client) transportFor(ctx context.Context, repo string) (rt http.RoundTripper, anonymous bool, err error) {
+	ch, err := c.ping(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	switch strings.ToLower(ch.Scheme) {
+	case "":
+		return c.base, true, nil
+	case "bearer":
+	default: // Basic, on every request
+		key := "\x00basic"
+		if ra, ok := c.repos.Get(key); ok {
+			return ra.rt, false, nil
+		}
+		rt, err := transport.FromToken(c.reg, c.auth, c.base, ch, &transport.Token{})
+		if err != nil {
+			return nil, false, c.newError("token", repo, "", err)
+		}
+		c.repos.Add(key, &repoAuth{rt: rt})
+		return rt, false, nil
+	}
+	if ra, ok := c.repos.Get(repo); ok && c.now().Before(ra.expires) {
+		return ra.rt, false, nil
+	}
+	v, err, _ := c.sf.Do(repo, func() (any, error) {
+		if ra, ok := c.repos.Get(repo); ok && c.now().Before(ra.expires) {
+			return ra.rt, nil
+		}
+		start := time.Now()
+		tok, err := transport.Exchange(ctx, c.reg, c.auth, c.base, []string{"repository:" + repo + ":pull"}, ch)
+		c.observeCode("token", tokenCode(err), start)
+		if err != nil {
+			return nil, c.transportError("token", repo, "", err)
+		}
+		if tok.Token == "" {
+			tok.Token = tok.AccessToken
+		}
+		rt, err := transport.FromToken(c.reg, c.auth, c.base, ch, tok)
+		if err != nil {
+			return nil, c.newError("token", repo, "", err)
+		}
+		ttl := time.Duration(tok.ExpiresIn) * time.Second
+		if ttl <= 0 {
+			ttl = 60 * time.Second // the token spec's default
+		}
+		// Renew a little early, so a token does not expire in flight.
+		ttl -= min(ttl/10, 30*time.Second)
+		c.repos.Add(repo, &repoAuth{rt: rt, expires: c.now().Add(ttl)})
+		c.log.Debug("origin token", "route", c.cfg.Name, "repo", repo, "ttl", ttl)
+		return rt, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return v.(http.RoundTripper), false, nil
+}
+
+func tokenCode(err error) string {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return fmt.Sprint(te.StatusCode)
+	}
+	if err != nil {
+		return "error"
+	}
+	return "200"
+}
+
+// send does one request for repo with its auth. A 401 on an origin that
+// answered the ping anonymously carries the real challenge: learn it and
+// try once more.
+func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, hdr http.Header) (*http.Response, error) {
+	for try := 0; ; try++ {
+		rt, anonymous, err := c.transportFor(ctx, repo)
+		if err != nil {
+			return nil, err
+		}
+		req, err := http.NewRequestWithContext(ctx, method, c.origin+path, nil)
+		if err != nil {
+			return nil, c.newError(op, repo, ref, err)
+		}
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		req.Header.Set("User-Agent", c.cfg.UserAgent)
+		start := time.Now()
+		resp, err := (&http.Client{Transport: rt}).Do(req)
+		c.observe(op, resp, err, start)
+		if err != nil {
+			return nil, c.transportError(op, repo, ref, err)
+		}
+		if resp.StatusCode == http.StatusUnauthorized && anonymous && try == 0 {
+			if ch, ok := challengeOf(resp, c.reg.Scheme() == "http"); ok {
+				drain(resp.Body)
+				c.setChallenge(ch)
+				continue
+			}
+		}
+		return resp, nil
+	}
+}
+
+// retry runs one idempotent call until it succeeds, fails for good, or the
+// budget (deadline) has no room for another try. 5xx and network errors are
+// tried metaRetries more times with a short backoff; a 429 is waited out
+// once if its Retry-After fits before the deadline.
+func (c *Client) retry(ctx context.Context, deadline time.Time, fn func() error) error {
+	waited429 := false
+	for attempt := 0; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		var e *Error
+		if !errors.As(err, &e) || !e.Temporary() || ctx.Err() != nil {
+			return err
+		}
+		var wait time.Duration
+		if e.Status == http.StatusTooManyRequests {
+			if waited429 || e.RetryAfter <= 0 {
+				return err
+			}
+			waited429, wait = true, e.RetryAfter
+		} else {
+			if attempt >= metaRetries {
+				return err
+			}
+			base := 100 * time.Millisecond << attempt
+			wait = base + rand.N(base/2)
+		}
+		if time.Until(deadline) <= wait {
+			return err
+		}
+		c.log.Debug("origin retry", "route", c.cfg.Name, "op", e.Op, "repo", e.Repo, "wait", wait, "err", err)
+		if c.sleep(ctx, wait) != nil {
+			return err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// drain reads a little of a body so its connection can be reused, and
+// closes it.
+func drain(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, 4<<10)
+	_ = body.Close()
+}
+
+// Names and references, as the distribution spec defines them.
+var (
+	repoRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+func (c *Client) checkName(op, repo string) error {
+	if len(repo) > 255 || !repoRE.MatchString(repo) {
+		return c.newError(op, repo, "", fmt.Errorf("%w repository name", ErrInvalid))
+	}
+	return nil
+}
+
+// checkRef validates a tag or digest; it returns the digest if ref is one.
+func (c *Client) checkRef(op, repo, ref string) (digest.Digest, error) {
+	if err := c.checkName(op, repo); err != nil {
+		return "", err
+	}
+	if strings.Contains(ref, ":") {
+		d, err := digest.Parse(ref)
+		if err != nil {
+			return "", c.newError(op, repo, ref, fmt.Errorf("%w digest: %v", ErrInvalid, err))
+		}
+		return d, nil
+	}
+	if !tagRE.MatchString(ref) {
+		return "", c.newError(op, repo, ref, fmt.Errorf("%w tag", ErrInvalid))
+	}
+	return "", nil
+}

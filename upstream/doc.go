@@ -1,0 +1,16 @@
+// Package upstream is the client of one origin registry (one Client per
+// route): manifests, blobs and tags over the OCI Distribution API, with the
+// origin's auth handled as Docker Hub, ghcr.io and the rest expect it.
+//
+// Auth: the origin is pinged once per Client; a Bearer challenge is answered
+// through go-containerregistry's transport package (anonymous or Basic
+// credentials of the route), and the token of each repository is kept and
+// reused until it expires. Metadata calls (HEAD, manifest GET, tags) get their
+// own timeout, retry 5xx and network errors a couple of times, and wait out a
+// 429 when its Retry-After fits in that timeout. Blobs are streamed, never
+// buffered; a body that breaks is resumed with a Range request from the byte
+// reached. Digests of blobs are the caller's job; manifests are verified here.
+//
+// Every failure is an *Error that names the route and the origin; match it
+// with errors.Is against ErrNotFound and ErrUnavailable.
+package upstream
