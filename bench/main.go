@@ -120,7 +120,7 @@ func run(set settings, systems, scenarios []string, bigSize int64, edgeBin, regi
 		results[s] = newSysResult()
 	}
 	if slices.Contains(systems, "edge") && edgeBin == "" {
-		edgeBin = filepath.Join(workDir, "edge")
+		edgeBin = filepath.Join(workDir, "bin", "edge")
 		slog.Info("building edge", "out", edgeBin)
 		if out, err := exec.CommandContext(ctx, "go", "build", "-o", edgeBin, "./cmd/edge").CombinedOutput(); err != nil {
 			edgeBin = ""
