@@ -1,0 +1,12 @@
+// Package cache is the tier engine of the edge node. It answers manifest,
+// tag and blob requests from the tiers in order — the local tier (memory and
+// disk, package localtier), the global tier when one is configured, then the
+// route's origin — and fills the tiers above from the one that answered.
+//
+// A blob miss is streamed to the client while it is written to disk: one
+// fill per digest however many clients ask, late joiners reading the file as
+// it grows, the fill detached from any one client. Every byte is checked
+// against its digest before it is committed, and the last bytes of a
+// streamed response are held back until the check passes, so a client never
+// receives a complete wrong blob.
+package cache

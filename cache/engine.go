@@ -1,0 +1,169 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/upstream"
+)
+
+// Origin is what the engine needs from a route's origin registry;
+// *upstream.Client satisfies it.
+type Origin interface {
+	HeadManifest(ctx context.Context, repo, ref string) (upstream.Descriptor, error)
+	GetManifest(ctx context.Context, repo, ref string) (upstream.Descriptor, []byte, error)
+	HeadBlob(ctx context.Context, repo string, d digest.Digest) (int64, error)
+	GetBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (*upstream.Blob, error)
+	Tags(ctx context.Context, repo string, n int, last string) ([]string, string, error)
+}
+
+// Engine answers pulls from the tiers in order and fills the tiers above
+// the one that answered. It is safe for concurrent use.
+type Engine struct {
+	local   *localtier.Store
+	origins map[string]Origin // by route name
+
+	log         *slog.Logger
+	now         func() time.Time
+	region      string
+	metaTimeout time.Duration
+	fillIdle    time.Duration
+	m           *metrics
+
+	fillMu sync.Mutex
+	fills  map[digest.Digest]*fill
+	wg     sync.WaitGroup // running fills
+
+	manifests singleflight.Group
+
+	revalMu sync.Mutex
+	revals  map[string]bool      // tag keys being revalidated now
+	retryAt map[string]time.Time // tag keys whose revalidation failed: not before
+}
+
+// Option configures an Engine.
+type Option func(*Engine)
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.log = l } }
+
+// WithClock sets the clock used for tag freshness.
+func WithClock(now func() time.Time) Option { return func(e *Engine) { e.now = now } }
+
+// WithRegion names the node's region in the tag records it writes.
+func WithRegion(r string) Option { return func(e *Engine) { e.region = r } }
+
+// WithMetaTimeout bounds each manifest, tag and stat call to a lower tier.
+func WithMetaTimeout(d time.Duration) Option { return func(e *Engine) { e.metaTimeout = d } }
+
+// WithFillIdleTimeout aborts a fill that receives no byte for d.
+func WithFillIdleTimeout(d time.Duration) Option { return func(e *Engine) { e.fillIdle = d } }
+
+// WithRegisterer registers the engine's metrics.
+func WithRegisterer(r prometheus.Registerer) Option {
+	return func(e *Engine) { e.m = newMetrics(r) }
+}
+
+// New returns an engine over the local tier and the origins of the routes,
+// keyed by route name. Hosted routes have no origin.
+func New(local *localtier.Store, origins map[string]Origin, opts ...Option) *Engine {
+	e := &Engine{
+		local:       local,
+		origins:     origins,
+		log:         slog.New(slog.DiscardHandler),
+		now:         time.Now,
+		metaTimeout: 15 * time.Second,
+		fillIdle:    60 * time.Second,
+		fills:       make(map[digest.Digest]*fill),
+		revals:      make(map[string]bool),
+		retryAt:     make(map[string]time.Time),
+	}
+	for _, o := range opts {
+		o(e)
+	}
+	if e.m == nil {
+		e.m = newMetrics(nil)
+	}
+	return e
+}
+
+// Close waits for the fills in progress to end; ctx bounds the wait.
+func (e *Engine) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("cache: fills still running: %w", ctx.Err())
+	}
+}
+
+func (e *Engine) origin(rt *policy.Route) (Origin, error) {
+	o := e.origins[rt.Name]
+	if o == nil {
+		return nil, fmt.Errorf("route %s has no origin: %w", rt.Name, ErrNotFound)
+	}
+	return o, nil
+}
+
+// meta returns a context for one metadata call to a lower tier: bounded by
+// the engine's timeout, and detached from the caller when shared.
+func (e *Engine) meta(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, e.metaTimeout)
+}
+
+// confirmLink makes sure d belongs to repo on route rt: known locally, or
+// confirmed by the origin, which is then remembered.
+func (e *Engine) confirmLink(ctx context.Context, rt *policy.Route, repo string, d digest.Digest, manifest bool) error {
+	ok, err := e.local.Linked(ctx, rt.Name, repo, d)
+	if err != nil {
+		return fmt.Errorf("cache: link lookup: %w", err)
+	}
+	if ok {
+		return nil
+	}
+	o, err := e.origin(rt)
+	if err != nil {
+		return err
+	}
+	mctx, cancel := e.meta(ctx)
+	defer cancel()
+	if manifest {
+		_, err = o.HeadManifest(mctx, repo, d.String())
+	} else {
+		_, err = o.HeadBlob(mctx, repo, d)
+	}
+	if err != nil {
+		return err
+	}
+	e.link(ctx, rt, repo, d)
+	return nil
+}
+
+func (e *Engine) link(ctx context.Context, rt *policy.Route, repo string, ds ...digest.Digest) {
+	if err := e.local.Link(context.WithoutCancel(ctx), rt.Name, repo, ds...); err != nil {
+		e.m.writeFailure.WithLabelValues("link").Inc()
+		e.log.Warn("cannot record repository links", "route", rt.Name, "repo", repo, "err", err)
+	}
+}
+
+// isNotFound reports whether err says the content does not exist (as
+// opposed to a tier that could not answer).
+func isNotFound(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, upstream.ErrNotFound) || errors.Is(err, localtier.ErrNotFound)
+}
+
+// closeQuietly closes c, for error paths where the close error adds nothing.
+func closeQuietly(c io.Closer) { _ = c.Close() }

@@ -1,0 +1,308 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/upstream"
+)
+
+// Manifest is a manifest's bytes with what identifies them.
+type Manifest struct {
+	Digest    digest.Digest
+	MediaType string
+	Body      []byte
+	// Stale is set when an expired tag was served because its origin
+	// could not revalidate it.
+	Stale bool
+}
+
+// Manifest returns manifest ref (a tag or a digest) of repo on route rt.
+func (e *Engine) Manifest(ctx context.Context, rt *policy.Route, repo, ref string) (Manifest, error) {
+	if d, err := digest.Parse(ref); err == nil {
+		return e.manifestByDigest(ctx, rt, repo, d)
+	}
+	return e.manifestByTag(ctx, rt, repo, ref)
+}
+
+func (e *Engine) manifestByDigest(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (Manifest, error) {
+	m, err := e.local.GetManifest(ctx, d)
+	switch {
+	case err == nil:
+		if err := e.confirmLink(ctx, rt, repo, d, true); err != nil {
+			return Manifest{}, err
+		}
+		e.m.hits.WithLabelValues("local", "manifest").Inc()
+		return Manifest{Digest: d, MediaType: m.MediaType, Body: m.Body}, nil
+	case !isNotFound(err):
+		return Manifest{}, fmt.Errorf("cache: local tier: %w", err)
+	}
+	e.m.misses.WithLabelValues("local", "manifest").Inc()
+	// Digests are immutable: fetched once, never revalidated.
+	return e.fetchManifest(ctx, rt, repo, d.String())
+}
+
+func (e *Engine) manifestByTag(ctx context.Context, rt *policy.Route, repo, tag string) (Manifest, error) {
+	rec, err := e.local.GetTag(ctx, rt.Name, repo, tag)
+	if err != nil {
+		if !isNotFound(err) {
+			return Manifest{}, fmt.Errorf("cache: local tier: %w", err)
+		}
+		e.m.misses.WithLabelValues("local", "tag").Inc()
+		return e.fetchManifest(ctx, rt, repo, tag)
+	}
+	m, err := e.local.GetManifest(ctx, rec.Digest)
+	if err != nil {
+		if !isNotFound(err) {
+			return Manifest{}, fmt.Errorf("cache: local tier: %w", err)
+		}
+		return e.fetchManifest(ctx, rt, repo, tag)
+	}
+	cached := Manifest{Digest: rec.Digest, MediaType: m.MediaType, Body: m.Body}
+	if rt.Hosted || rt.Fresh(rec.FetchedAt, e.now()) {
+		e.m.hits.WithLabelValues("local", "tag").Inc()
+		return cached, nil
+	}
+	return e.revalidate(ctx, rt, repo, tag, rec, cached)
+}
+
+// revalidate asks the origin whether an expired tag still points where it
+// did. One request revalidates a tag at a time; requests that arrive
+// meanwhile, or while the origin is backing off after a failure, are
+// answered with the digest already known.
+func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag string, rec localtier.TagRecord, cached Manifest) (Manifest, error) {
+	key := rt.Name + "\x00" + repo + "\x00" + tag
+	now := e.now()
+	e.revalMu.Lock()
+	if e.revals[key] || now.Before(e.retryAt[key]) {
+		e.revalMu.Unlock()
+		e.m.hits.WithLabelValues("local", "tag").Inc()
+		if !e.revals[key] {
+			e.m.stale.WithLabelValues(rt.Name).Inc()
+			cached.Stale = true
+		}
+		return cached, nil
+	}
+	e.revals[key] = true
+	e.revalMu.Unlock()
+
+	m, err := e.checkTag(ctx, rt, repo, tag, rec)
+
+	e.revalMu.Lock()
+	delete(e.revals, key)
+	if err != nil && !isNotFound(err) {
+		var oerr *upstream.Error
+		var retryAfter = rt.RetryDelay(0)
+		if errors.As(err, &oerr) {
+			retryAfter = rt.RetryDelay(oerr.RetryAfter)
+		}
+		e.retryAt[key] = now.Add(retryAfter)
+		e.pruneRetryLocked(now)
+	} else {
+		delete(e.retryAt, key)
+	}
+	e.revalMu.Unlock()
+
+	switch {
+	case err == nil:
+		return m, nil
+	case isNotFound(err):
+		e.m.revalidated.WithLabelValues(rt.Name, "gone").Inc()
+		return Manifest{}, err
+	default:
+		e.m.revalidated.WithLabelValues(rt.Name, "failed").Inc()
+		e.m.stale.WithLabelValues(rt.Name).Inc()
+		e.log.Warn("origin could not revalidate a tag; serving the last known digest",
+			"route", rt.Name, "repo", repo, "tag", tag, "digest", rec.Digest, "err", err)
+		cached.Stale = true
+		return cached, nil
+	}
+}
+
+// pruneRetryLocked drops back-off entries that have passed, so the map
+// stays as small as the set of tags whose origin is failing now.
+func (e *Engine) pruneRetryLocked(now time.Time) {
+	if len(e.retryAt) < 1024 {
+		return
+	}
+	for k, t := range e.retryAt {
+		if now.After(t) {
+			delete(e.retryAt, k)
+		}
+	}
+}
+
+// checkTag asks the origin for the tag's digest: unchanged, the record is
+// fresh again; changed, the new manifest is fetched.
+func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag string, rec localtier.TagRecord) (Manifest, error) {
+	o, err := e.origin(rt)
+	if err != nil {
+		return Manifest{}, err
+	}
+	mctx, cancel := e.meta(context.WithoutCancel(ctx))
+	defer cancel()
+	desc, err := o.HeadManifest(mctx, repo, tag)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if desc.Digest != rec.Digest {
+		e.m.revalidated.WithLabelValues(rt.Name, "changed").Inc()
+		return e.fetchManifest(ctx, rt, repo, tag)
+	}
+	e.m.revalidated.WithLabelValues(rt.Name, "unchanged").Inc()
+	rec.FetchedAt = e.now()
+	if err := e.local.PutTag(mctx, rt.Name, repo, tag, rec); err != nil {
+		e.m.writeFailure.WithLabelValues("tag").Inc()
+		e.log.Warn("cannot record a revalidated tag", "route", rt.Name, "repo", repo, "tag", tag, "err", err)
+	}
+	m, err := e.local.GetManifest(mctx, rec.Digest)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("cache: local tier: %w", err)
+	}
+	return Manifest{Digest: rec.Digest, MediaType: m.MediaType, Body: m.Body}, nil
+}
+
+// fetchManifest gets manifest ref from the origin and stores it. Concurrent
+// requests for the same manifest share one origin request, which goes on if
+// the request that started it leaves.
+func (e *Engine) fetchManifest(ctx context.Context, rt *policy.Route, repo, ref string) (Manifest, error) {
+	o, err := e.origin(rt)
+	if err != nil {
+		return Manifest{}, err
+	}
+	key := rt.Name + "\x00" + repo + "\x00" + ref
+	ch := e.manifests.DoChan(key, func() (any, error) {
+		mctx, cancel := e.meta(context.WithoutCancel(ctx))
+		defer cancel()
+		desc, body, err := o.GetManifest(mctx, repo, ref)
+		if err != nil {
+			return Manifest{}, err
+		}
+		m := Manifest{Digest: desc.Digest, MediaType: desc.MediaType, Body: body}
+		e.storeManifest(mctx, rt, repo, m)
+		if _, err := digest.Parse(ref); err != nil {
+			e.storeTag(mctx, rt, repo, ref, m)
+		}
+		return m, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Shared {
+			e.m.coalesced.Inc()
+		}
+		if res.Err != nil {
+			return Manifest{}, res.Err
+		}
+		return res.Val.(Manifest), nil
+	case <-ctx.Done():
+		return Manifest{}, ctx.Err()
+	}
+}
+
+func (e *Engine) storeManifest(ctx context.Context, rt *policy.Route, repo string, m Manifest) {
+	if err := e.local.PutManifest(ctx, m.Digest, localtier.Manifest{MediaType: m.MediaType, Body: m.Body}); err != nil {
+		e.m.writeFailure.WithLabelValues("manifest").Inc()
+		e.log.Warn("cannot store a manifest", "digest", m.Digest, "err", err)
+	}
+	e.link(ctx, rt, repo, append(References(m.Body), m.Digest)...)
+}
+
+func (e *Engine) storeTag(ctx context.Context, rt *policy.Route, repo, tag string, m Manifest) {
+	rec := localtier.TagRecord{
+		Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)),
+		FetchedAt: e.now(), Source: rt.Origin, Region: e.region,
+	}
+	if err := e.local.PutTag(ctx, rt.Name, repo, tag, rec); err != nil {
+		e.m.writeFailure.WithLabelValues("tag").Inc()
+		e.log.Warn("cannot record a tag", "route", rt.Name, "repo", repo, "tag", tag, "err", err)
+	}
+}
+
+// References lists the digests a manifest or index points at: config,
+// layers, child manifests, blobs and subject. Unparseable bodies have none.
+func References(body []byte) []digest.Digest {
+	type desc struct {
+		Digest digest.Digest `json:"digest"`
+	}
+	var doc struct {
+		Config    *desc  `json:"config"`
+		Layers    []desc `json:"layers"`
+		Manifests []desc `json:"manifests"`
+		Blobs     []desc `json:"blobs"`
+		Subject   *desc  `json:"subject"`
+	}
+	if json.Unmarshal(body, &doc) != nil {
+		return nil
+	}
+	var out []digest.Digest
+	add := func(d desc) {
+		if d.Digest.Validate() == nil {
+			out = append(out, d.Digest)
+		}
+	}
+	for _, list := range [][]desc{doc.Layers, doc.Manifests, doc.Blobs} {
+		for _, d := range list {
+			add(d)
+		}
+	}
+	if doc.Config != nil {
+		add(*doc.Config)
+	}
+	if doc.Subject != nil {
+		add(*doc.Subject)
+	}
+	return out
+}
+
+// Tags lists the tags of repo on route rt, from the origin; when the origin
+// cannot answer, from the tags the node knows.
+func (e *Engine) Tags(ctx context.Context, rt *policy.Route, repo string, n int, last string) ([]string, error) {
+	if !rt.Hosted {
+		o, err := e.origin(rt)
+		if err != nil {
+			return nil, err
+		}
+		mctx, cancel := e.meta(ctx)
+		tags, _, err := o.Tags(mctx, repo, n, last)
+		cancel()
+		if err == nil || isNotFound(err) {
+			return tags, err
+		}
+		known, lerr := e.local.ListTags(ctx, rt.Name, repo)
+		if lerr != nil || len(known) == 0 {
+			return nil, err
+		}
+		e.m.stale.WithLabelValues(rt.Name).Inc()
+		e.log.Warn("origin cannot list tags; answering with the tags known here", "route", rt.Name, "repo", repo, "err", err)
+		return page(known, n, last), nil
+	}
+	known, err := e.local.ListTags(ctx, rt.Name, repo)
+	if err != nil {
+		return nil, err
+	}
+	if len(known) == 0 {
+		return nil, fmt.Errorf("repository %s: %w", repo, ErrNotFound)
+	}
+	return page(known, n, last), nil
+}
+
+// page returns up to n (all when n <= 0) of the sorted tags after last.
+func page(sorted []string, n int, last string) []string {
+	i := sort.SearchStrings(sorted, last)
+	if last != "" && i < len(sorted) && sorted[i] == last {
+		i++
+	}
+	out := sorted[i:]
+	if n > 0 && len(out) > n {
+		out = out[:n]
+	}
+	return out
+}

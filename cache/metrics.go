@@ -1,0 +1,48 @@
+package cache
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the engine's Prometheus collectors.
+type metrics struct {
+	hits         *prometheus.CounterVec // tier, kind
+	misses       *prometheus.CounterVec // tier, kind
+	bytes        *prometheus.CounterVec // tier: bytes filled from that tier
+	coalesced    prometheus.Counter
+	fills        *prometheus.CounterVec // result
+	stale        *prometheus.CounterVec // route
+	revalidated  *prometheus.CounterVec // route, result
+	writeFailure *prometheus.CounterVec // what
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		hits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_tier_hits_total", Help: "Requests answered by a tier, by tier and kind (manifest, tag, blob).",
+		}, []string{"tier", "kind"}),
+		misses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_tier_misses_total", Help: "Lookups a tier could not answer, by tier and kind.",
+		}, []string{"tier", "kind"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_fill_bytes_total", Help: "Blob bytes filled into the local tier, by the tier they came from.",
+		}, []string{"tier"}),
+		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_coalesced_waiters_total", Help: "Requests that joined a fill already in progress instead of fetching again.",
+		}),
+		fills: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_fills_total", Help: "Blob fills by result (ok, mismatch, error).",
+		}, []string{"result"}),
+		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_stale_serves_total", Help: "Tags served from an expired record because the origin could not revalidate it.",
+		}, []string{"route"}),
+		revalidated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_tag_revalidations_total", Help: "Revalidations of expired tags, by result (unchanged, changed, failed).",
+		}, []string{"route", "result"}),
+		writeFailure: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_cache_write_failures_total", Help: "Failures to write the local tier; the pull is still served.",
+		}, []string{"what"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.hits, m.misses, m.bytes, m.coalesced, m.fills, m.stale, m.revalidated, m.writeFailure)
+	}
+	return m
+}

@@ -1,0 +1,88 @@
+// Command edge runs a regional edge node of the registry mirror.
+//
+//	edge serve [--config FILE]        run the node (embedded defaults without a file)
+//	edge config check [--config FILE] check a configuration and print it, secrets redacted
+//	edge version
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/edgeregistry/edge/config"
+)
+
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "edge:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage:
+  edge serve [--config FILE]          run the node (embedded defaults without a file)
+  edge config check [--config FILE]   check a configuration and print it, secrets redacted
+  edge version`
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("no command\n%s", usage)
+	}
+	switch args[0] {
+	case "serve":
+		cfg, err := loadConfig("serve", args[1:])
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return serve(ctx, cfg, stderr)
+	case "config":
+		if len(args) < 2 || args[1] != "check" {
+			return fmt.Errorf("unknown config command\n%s", usage)
+		}
+		cfg, err := loadConfig("config check", args[2:])
+		if err != nil {
+			return err
+		}
+		out, err := yaml.Marshal(cfg.Redacted())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "# configuration is valid\n%s", out)
+		return nil
+	case "version":
+		fmt.Fprintln(stdout, "edge", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+	}
+}
+
+func loadConfig(name string, args []string) (*config.Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	path := fs.String("config", "", "YAML configuration file (embedded defaults when empty)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if *path == "" {
+		cfg := config.Default()
+		return cfg, cfg.Validate()
+	}
+	return config.Load(*path)
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/config"
+	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/registry"
+	"github.com/edgeregistry/edge/upstream"
+)
+
+// serve wires the node together and runs it until ctx ends.
+func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
+	log := newLogger(cfg.Log, logOut)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	router, err := policy.NewRouter(cfg.PolicyRoutes())
+	if err != nil {
+		return err
+	}
+	store, err := localtier.Open(filepath.Join(cfg.DataDir, "local"), localtier.Options{
+		MaxSize: int64(cfg.Local.MaxSize), Logger: log.With("component", "localtier"), Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("closing the local tier", "err", err)
+		}
+	}()
+
+	originMetrics := upstream.NewMetrics(reg)
+	origins := make(map[string]cache.Origin)
+	for _, r := range cfg.Routes {
+		if r.Hosted {
+			continue
+		}
+		c, err := upstream.New(upstream.Config{
+			Name: r.Name, Origin: r.Origin, Username: r.Username, Password: r.Password,
+			Logger: log.With("component", "upstream", "route", r.Name), Metrics: originMetrics,
+		})
+		if err != nil {
+			return fmt.Errorf("route %s: %w", r.Name, err)
+		}
+		origins[r.Name] = c
+	}
+	engine := cache.New(store, origins,
+		cache.WithLogger(log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg))
+	api := registry.New(router, engine, registry.WithLogger(log.With("component", "registry")), registry.WithRegisterer(reg))
+
+	var ready atomic.Bool
+	admin := http.NewServeMux()
+	admin.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	admin.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	admin.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+
+	servers := []*listener{{name: "api", addr: cfg.Listen, handler: api, tls: cfg.TLS}}
+	if cfg.AdminListen != "" {
+		servers = append(servers, &listener{name: "admin", addr: cfg.AdminListen, handler: admin})
+	}
+	errc := make(chan error, len(servers))
+	for _, l := range servers {
+		if err := l.listen(); err != nil {
+			return err
+		}
+		log.Info("listening", "listener", l.name, "addr", l.ln.Addr().String())
+		go func() { errc <- l.serve() }()
+	}
+	ready.Store(true)
+	log.Info("edge node started", "region", cfg.Region, "routes", len(cfg.Routes), "data_dir", cfg.DataDir)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	ready.Store(false)
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, l := range servers {
+		if err := l.srv.Shutdown(sctx); err != nil {
+			log.Warn("shutdown", "listener", l.name, "err", err)
+		}
+	}
+	if err := engine.Close(sctx); err != nil {
+		log.Warn("fills did not finish", "err", err)
+	}
+	return runErr
+}
+
+type listener struct {
+	name    string
+	addr    string
+	handler http.Handler
+	tls     *config.TLS
+	ln      net.Listener
+	srv     *http.Server
+}
+
+func (l *listener) listen() error {
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return fmt.Errorf("%s listener: %w", l.name, err)
+	}
+	l.ln = ln
+	l.srv = &http.Server{
+		Handler:           l.handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
+	return nil
+}
+
+func (l *listener) serve() error {
+	var err error
+	if l.tls != nil {
+		err = l.srv.ServeTLS(l.ln, l.tls.CertFile, l.tls.KeyFile)
+	} else {
+		err = l.srv.Serve(l.ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("%s listener: %w", l.name, err)
+}
+
+func newLogger(c config.Log, out io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
+}

@@ -1,0 +1,121 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+
+	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/upstream"
+)
+
+// apiError is an error with the OCI code and HTTP status it is answered with.
+type apiError struct {
+	Status     int
+	Code       errcode.ErrorCode
+	Message    string
+	Detail     any
+	RetryAfter int // seconds; 0: none
+	Err        error
+}
+
+func (e *apiError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+func (e *apiError) Unwrap() error { return e.Err }
+
+// newError makes an apiError with the code's own status.
+func newError(code errcode.ErrorCode, msg string, detail any) *apiError {
+	return &apiError{Status: code.Descriptor().HTTPStatusCode, Code: code, Message: msg, Detail: detail}
+}
+
+// what a failed request was about, to pick the "unknown" code
+type subject int
+
+const (
+	aboutRepo subject = iota
+	aboutManifest
+	aboutBlob
+)
+
+// toAPIError maps any error from below to the OCI error the client gets.
+func toAPIError(err error, about subject) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var oe *upstream.Error
+	isOrigin := errors.As(err, &oe)
+	switch {
+	case errors.Is(err, policy.ErrUnknownNamespace):
+		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeNameUnknown, Message: err.Error(), Err: err}
+	case errors.Is(err, cache.ErrNotFound), errors.Is(err, upstream.ErrNotFound):
+		code := errcode.ErrorCodeNameUnknown
+		switch about {
+		case aboutManifest:
+			code = errcode.ErrorCodeManifestUnknown
+		case aboutBlob:
+			code = errcode.ErrorCodeBlobUnknown
+		}
+		return &apiError{Status: http.StatusNotFound, Code: code, Message: code.Message(), Detail: detail(err), Err: err}
+	case isOrigin && oe.Status == http.StatusTooManyRequests:
+		return &apiError{Status: http.StatusTooManyRequests, Code: errcode.ErrorCodeTooManyRequests,
+			Message: fmt.Sprintf("origin %s is rate limiting this node", oe.Origin), RetryAfter: int(oe.RetryAfter.Seconds()), Err: err}
+	case isOrigin && (oe.Status == http.StatusUnauthorized || oe.Status == http.StatusForbidden):
+		return &apiError{Status: http.StatusForbidden, Code: errcode.ErrorCodeDenied,
+			Message: fmt.Sprintf("origin %s denied access: check the route's credentials", oe.Origin), Err: err}
+	case errors.Is(err, cache.ErrDigestMismatch), errors.Is(err, cache.ErrSizeMismatch):
+		return &apiError{Status: http.StatusBadGateway, Code: errcode.ErrorCodeUnavailable,
+			Message: "a lower tier delivered content that does not match its digest; nothing was cached", Detail: err.Error(), Err: err}
+	case isOrigin:
+		return &apiError{Status: http.StatusBadGateway, Code: errcode.ErrorCodeUnavailable,
+			Message: fmt.Sprintf("origin %s is unavailable", oe.Origin), Detail: oe.Error(), RetryAfter: int(oe.RetryAfter.Seconds()), Err: err}
+	case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, cache.ErrFillStalled):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: errcode.ErrorCodeUnavailable,
+			Message: "origin is unavailable", Detail: err.Error(), Err: err}
+	default:
+		return &apiError{Status: http.StatusInternalServerError, Code: errcode.ErrorCodeUnknown,
+			Message: "internal error", Detail: err.Error(), Err: err}
+	}
+}
+
+func detail(err error) any {
+	var oe *upstream.Error
+	if errors.As(err, &oe) {
+		return oe.Error()
+	}
+	return nil
+}
+
+// writeError answers with the OCI error document for ae.
+func writeError(w http.ResponseWriter, r *http.Request, ae *apiError) {
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Del("Docker-Content-Digest")
+	h.Set("Content-Type", "application/json")
+	if ae.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(ae.RetryAfter))
+	}
+	w.WriteHeader(ae.Status)
+	if r.Method == http.MethodHead {
+		return
+	}
+	type entry struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+		Detail  any    `json:"detail,omitempty"`
+	}
+	_ = json.NewEncoder(w).Encode(struct {
+		Errors []entry `json:"errors"`
+	}{[]entry{{Code: ae.Code.String(), Message: ae.Message, Detail: ae.Detail}}})
+}

@@ -1,0 +1,232 @@
+package registry_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/internal/origintest"
+	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/registry"
+	"github.com/edgeregistry/edge/upstream"
+)
+
+// clock is a test clock moved by hand.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// node is a whole edge node in front of a real origin registry, with a
+// counting, fault-injecting proxy between them.
+type node struct {
+	URL    string
+	origin *origintest.Registry
+	proxy  *origintest.Proxy
+	clock  *clock
+	reg    *prometheus.Registry
+	store  *localtier.Store
+	engine *cache.Engine
+	dir    string
+	srv    *httptest.Server
+	routes []policy.Route
+}
+
+type nodeConfig struct {
+	dir       string // reuse a data directory (restart)
+	origin    *origintest.Registry
+	proxy     *origintest.Proxy
+	clock     *clock
+	ttl       time.Duration
+	extra     []policy.Route // more routes, each with its own origin
+	fillIdle  time.Duration
+	originCfg func(*upstream.Config)
+}
+
+func newNode(t *testing.T, cfg nodeConfig) *node {
+	t.Helper()
+	n := &node{origin: cfg.origin, proxy: cfg.proxy, clock: cfg.clock, dir: cfg.dir}
+	if n.origin == nil {
+		n.origin = origintest.NewRegistry(t)
+	}
+	if n.proxy == nil {
+		n.proxy = origintest.NewProxy(t, n.origin.URL)
+	}
+	if n.clock == nil {
+		n.clock = newClock()
+	}
+	if n.dir == "" {
+		n.dir = t.TempDir()
+	}
+	ttl := cfg.ttl
+	if ttl == 0 {
+		ttl = time.Minute
+	}
+	n.routes = append([]policy.Route{{Name: "docker.io", Origin: n.proxy.URL, Default: true, TagTTL: ttl}}, cfg.extra...)
+	router, err := policy.NewRouter(n.routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.reg = prometheus.NewRegistry()
+	n.store, err = localtier.Open(n.dir, localtier.Options{Clock: n.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	origins := map[string]cache.Origin{}
+	for _, r := range router.Routes() {
+		if r.Hosted {
+			continue
+		}
+		oc := upstream.Config{Name: r.Name, Origin: r.Origin, Username: n.origin.Username, Password: n.origin.Password,
+			MetaTimeout: 5 * time.Second}
+		if cfg.originCfg != nil {
+			cfg.originCfg(&oc)
+		}
+		c, err := upstream.New(oc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		origins[r.Name] = c
+	}
+	opts := []cache.Option{cache.WithClock(n.clock.Now), cache.WithRegisterer(n.reg), cache.WithMetaTimeout(5 * time.Second)}
+	if cfg.fillIdle > 0 {
+		opts = append(opts, cache.WithFillIdleTimeout(cfg.fillIdle))
+	}
+	n.engine = cache.New(n.store, origins, opts...)
+	n.srv = httptest.NewServer(registry.New(router, n.engine, registry.WithRegisterer(n.reg)))
+	n.URL = n.srv.URL
+	t.Cleanup(n.stop)
+	return n
+}
+
+// stop shuts the node down as a restart would: server, fills, store.
+func (n *node) stop() {
+	if n.srv == nil {
+		return
+	}
+	n.srv.CloseClientConnections()
+	n.srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = n.engine.Close(ctx)
+	_ = n.store.Close()
+	n.srv = nil
+}
+
+// metric reads a counter of the node's registry.
+func (n *node) metric(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := n.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			if m.Counter != nil {
+				sum += m.GetCounter().GetValue()
+			} else if m.Gauge != nil {
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// response is what a client got.
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	Err    error // transport error while reading the body
+}
+
+func do(t *testing.T, method, url string, hdr ...string) response {
+	t.Helper()
+	return doCtx(t.Context(), t, method, url, hdr...)
+}
+
+func doCtx(ctx context.Context, t *testing.T, method, url string, hdr ...string) response {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		t.Error(err)
+		return response{}
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return response{Err: err}
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	return response{Status: res.StatusCode, Header: res.Header, Body: body, Err: err}
+}
+
+// wantError checks an OCI error response.
+func wantError(t *testing.T, r response, status int, code string) {
+	t.Helper()
+	if r.Err != nil {
+		t.Fatalf("transport error: %v", r.Err)
+	}
+	if r.Status != status {
+		t.Fatalf("status = %d, want %d; body %s", r.Status, status, r.Body)
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("Content-Type = %q, want JSON", ct)
+	}
+	if code != "" && !strings.Contains(string(r.Body), `"code":"`+code+`"`) {
+		t.Fatalf("body %s does not carry code %s", r.Body, code)
+	}
+}
+
+// waitFor polls cond until it holds or the test's deadline nears.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

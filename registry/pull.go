@@ -1,0 +1,162 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/opencontainers/go-digest"
+)
+
+// maxTagsPage bounds ?n= for tag lists.
+const maxTagsPage = 10000
+
+func parseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", newError(errcode.ErrorCodeDigestInvalid, "invalid digest", s)
+	}
+	return d, nil
+}
+
+func (s *Server) manifest(w http.ResponseWriter, req *request) error {
+	r := req.client
+	if strings.Contains(req.ref, ":") {
+		if _, err := parseDigest(req.ref); err != nil {
+			return err
+		}
+	} else if !tagRE.MatchString(req.ref) {
+		return newError(errcode.ErrorCodeTagInvalid, "invalid tag", req.ref)
+	}
+	m, err := s.engine.Manifest(r.Context(), req.route, req.repo, req.ref)
+	if err != nil {
+		return err
+	}
+	if !accepts(r, m.MediaType) {
+		child, ok := platformChild(m.Body, r)
+		if !ok {
+			return newError(errcode.ErrorCodeManifestUnknown,
+				fmt.Sprintf("manifest is a %s, which the request's Accept header does not allow", m.MediaType), nil)
+		}
+		if m, err = s.engine.Manifest(r.Context(), req.route, req.repo, child.String()); err != nil {
+			return err
+		}
+	}
+	h := w.Header()
+	h.Set("Content-Type", m.MediaType)
+	h.Set("Content-Length", strconv.Itoa(len(m.Body)))
+	h.Set("Docker-Content-Digest", m.Digest.String())
+	h.Set("Etag", `"`+m.Digest.String()+`"`)
+	if m.Stale {
+		h.Set("Warning", `110 - "Response is Stale"`)
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(m.Body)
+	}
+	return nil
+}
+
+func (s *Server) blob(w http.ResponseWriter, req *request) error {
+	r := req.client
+	d, err := parseDigest(req.ref)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	if r.Method == http.MethodHead {
+		size, err := s.engine.StatBlob(r.Context(), req.route, req.repo, d)
+		if err != nil {
+			return err
+		}
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+		h.Set("Docker-Content-Digest", d.String())
+		h.Set("Accept-Ranges", "bytes")
+		h.Set("Etag", `"`+d.String()+`"`)
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	if err := checkRange(r.Header.Get("Range")); err != nil {
+		return err
+	}
+	b, err := s.engine.Blob(r.Context(), req.route, req.repo, d)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Etag", `"`+d.String()+`"`)
+	h.Set("Cache-Control", "max-age=31536000, immutable")
+	if rs, ok := b.Content.(io.ReadSeeker); ok && b.Size >= 0 {
+		if rng := r.Header.Get("Range"); rng != "" && !satisfiable(rng, b.Size) {
+			h.Set("Content-Range", "bytes */"+strconv.FormatInt(b.Size, 10))
+			return newError(errcode.ErrorCodeRangeInvalid, "requested range not satisfiable", rng)
+		}
+		http.ServeContent(w, r, "", b.Modified, rs)
+	} else {
+		if b.Size >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(b.Size, 10))
+		}
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.Copy(w, b.Content)
+	}
+	if err := b.Err(); err != nil {
+		// Headers are out: break the transfer so the client cannot take a
+		// short or wrong body for a complete one.
+		s.log.Error("aborting a blob response", "route", req.route.Name, "repo", req.repo, "digest", d, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+func (s *Server) tags(w http.ResponseWriter, req *request) error {
+	r := req.client
+	q := r.URL.Query()
+	n := 0
+	if v := q.Get("n"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 0 || n > maxTagsPage {
+			return newError(errcode.ErrorCodePaginationNumberInvalid,
+				fmt.Sprintf("n must be a number from 0 to %d", maxTagsPage), v)
+		}
+	}
+	last := q.Get("last")
+	var tags []string
+	if _, set := q["n"]; !set || n > 0 {
+		var err error
+		if tags, err = s.engine.Tags(r.Context(), req.route, req.repo, n, last); err != nil {
+			return err
+		}
+	}
+	if tags == nil {
+		tags = []string{}
+	}
+	if n > 0 && len(tags) == n {
+		next := url.Values{"n": {strconv.Itoa(n)}, "last": {tags[len(tags)-1]}}
+		if ns := q.Get("ns"); ns != "" {
+			next.Set("ns", ns)
+		}
+		w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, req.name, next.Encode()))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	body, err := json.Marshal(struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}{req.name, tags})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+	return nil
+}

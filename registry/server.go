@@ -1,0 +1,244 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/policy"
+)
+
+// Server serves the OCI Distribution API over a router and a tier engine.
+type Server struct {
+	router *policy.Router
+	engine *cache.Engine
+	log    *slog.Logger
+
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// WithRegisterer registers the server's request metrics.
+func WithRegisterer(reg prometheus.Registerer) Option {
+	return func(s *Server) {
+		reg.MustRegister(s.requests, s.duration)
+	}
+}
+
+// New returns a server for the routes of router, answered by engine.
+func New(router *policy.Router, engine *cache.Engine, opts ...Option) *Server {
+	s := &Server{
+		router: router,
+		engine: engine,
+		log:    slog.New(slog.DiscardHandler),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_http_requests_total", Help: "API requests by route, operation and status code.",
+		}, []string{"route", "op", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edge_http_request_duration_seconds", Help: "Time to answer API requests (to the end of the body), by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"op"}),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// request is one parsed API request.
+type request struct {
+	op     string // base, manifest, blob, tags, upload, catalog, referrers
+	name   string // repository name as the client wrote it
+	ref    string // tag or digest, for manifests and blobs
+	route  *policy.Route
+	repo   string // repository name at the route's origin
+	client *http.Request
+}
+
+var (
+	// component of a repository name, from the distribution spec
+	nameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+// parsePath splits /v2/<name>/<op>/<ref>.
+func parsePath(p string) (op, name, ref string, err *apiError) {
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	if !ok {
+		if p == "/v2" {
+			return "base", "", "", nil
+		}
+		return "", "", "", newError(errcode.ErrorCodeUnsupported, "not an OCI distribution API path", p)
+	}
+	if rest == "" {
+		return "base", "", "", nil
+	}
+	if rest == "_catalog" {
+		return "catalog", "", "", nil
+	}
+	for _, sep := range []struct{ s, op string }{
+		{"/manifests/", "manifest"}, {"/blobs/uploads/", "upload"}, {"/blobs/", "blob"},
+		{"/referrers/", "referrers"}, {"/tags/list", "tags"},
+	} {
+		i := strings.LastIndex(rest, sep.s)
+		if i <= 0 {
+			continue
+		}
+		name, ref = rest[:i], rest[i+len(sep.s):]
+		if sep.op == "tags" && ref != "" {
+			continue
+		}
+		if sep.op == "upload" {
+			ref = strings.TrimSuffix(ref, "/")
+		}
+		if len(name) > 255 || !nameRE.MatchString(name) {
+			return "", "", "", newError(errcode.ErrorCodeNameInvalid, "invalid repository name", name)
+		}
+		return sep.op, name, ref, nil
+	}
+	return "", "", "", newError(errcode.ErrorCodeUnsupported, "not an OCI distribution API path", p)
+}
+
+// ServeHTTP answers one API request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	w = sw
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+
+	op, name, ref, perr := parsePath(r.URL.Path)
+	req := &request{op: op, name: name, ref: ref, client: r}
+	routeName := "-"
+	var err error
+	if perr != nil {
+		err = perr
+	} else if op != "base" && op != "catalog" {
+		ns := ""
+		if r.URL.RawQuery != "" {
+			ns = r.URL.Query().Get("ns")
+		}
+		req.route, req.repo, err = s.router.Resolve(ns, name)
+		if err == nil {
+			routeName = req.route.Name
+			w.Header().Set("OCI-Namespace", req.route.Name)
+		}
+	}
+	if err == nil {
+		err = s.serve(w, req)
+	}
+	if err != nil {
+		about := aboutRepo
+		switch op {
+		case "manifest":
+			about = aboutManifest
+		case "blob":
+			about = aboutBlob
+		}
+		ae := toAPIError(err, about)
+		if ae.Status >= 500 && !errors.Is(err, context.Canceled) {
+			s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "route", routeName, "status", ae.Status, "err", err)
+		}
+		if sw.status == 0 {
+			writeError(w, r, ae)
+		}
+	}
+	if op == "" {
+		op = "invalid"
+	}
+	s.requests.WithLabelValues(routeName, op, statusText(sw.status)).Inc()
+	s.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+func (s *Server) serve(w http.ResponseWriter, req *request) error {
+	r := req.client
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
+	switch {
+	case req.op == "base" && read:
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "2")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = w.Write([]byte("{}"))
+		}
+		return nil
+	case req.op == "catalog":
+		return newError(errcode.ErrorCodeUnsupported, "this node does not list repositories", nil)
+	case !read || req.op == "upload":
+		if !req.route.Caps.Has(policy.CapPush) {
+			return &apiError{Status: http.StatusMethodNotAllowed, Code: errcode.ErrorCodeUnsupported,
+				Message: "route " + req.route.Name + " is a read-only pull-through mirror; push to a hosted route"}
+		}
+		return newError(errcode.ErrorCodeUnsupported, "pushes are not supported yet", nil)
+	case req.op == "manifest":
+		return s.manifest(w, req)
+	case req.op == "blob":
+		return s.blob(w, req)
+	case req.op == "tags":
+		return s.tags(w, req)
+	default:
+		return newError(errcode.ErrorCodeUnsupported, "operation not supported", req.op)
+	}
+}
+
+// statusWriter remembers the status written, for metrics and to know
+// whether an error can still be written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// ReadFrom keeps the sendfile path of the underlying writer.
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return io.Copy(w.ResponseWriter, r)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+var statusTexts = func() map[int]string {
+	m := map[int]string{}
+	for c := 100; c < 600; c++ {
+		m[c] = strconv.Itoa(c)
+	}
+	return m
+}()
+
+func statusText(code int) string {
+	if code == 0 {
+		return "0"
+	}
+	return statusTexts[code]
+}
