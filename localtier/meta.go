@@ -1,0 +1,269 @@
+package localtier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/opencontainers/go-digest"
+)
+
+// Manifest is a manifest's bytes and media type. Body returned by
+// GetManifest may be shared with the cache: callers must not modify it.
+type Manifest struct {
+	MediaType string
+	Body      []byte
+}
+
+// TagRecord is what the node knows about a tag.
+type TagRecord struct {
+	Digest    digest.Digest
+	MediaType string
+	Size      int64
+	FetchedAt time.Time
+	Source    string // the origin or tier the record came from
+	Region    string
+}
+
+// GetManifest returns the manifest stored under d.
+func (s *Store) GetManifest(ctx context.Context, d digest.Digest) (Manifest, error) {
+	if m, ok := s.manifests.get(d); ok {
+		return m, nil
+	}
+	if err := validDigest(d); err != nil {
+		return Manifest{}, err
+	}
+	if err := s.checkOpen(); err != nil {
+		return Manifest{}, err
+	}
+	var m Manifest
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(manKey(d))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			m, err = decodeManifest(v)
+			return err
+		})
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Manifest{}, fmt.Errorf("manifest %s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return Manifest{}, fmt.Errorf("localtier: manifest %s: %w", d, err)
+	}
+	s.manifests.add(d, m)
+	return m, nil
+}
+
+// PutManifest stores a manifest under d. The bytes are not verified against
+// d here: the caller verifies them. The store keeps its own copy of Body.
+func (s *Store) PutManifest(ctx context.Context, d digest.Digest, m Manifest) error {
+	if err := validDigest(d); err != nil {
+		return err
+	}
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	m.Body = append([]byte(nil), m.Body...)
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(manKey(d), encodeManifest(m)) }); err != nil {
+		return fmt.Errorf("localtier: put manifest %s: %w", d, err)
+	}
+	s.manifests.add(d, m)
+	return nil
+}
+
+// GetTag returns the record of route/repo:tag.
+func (s *Store) GetTag(ctx context.Context, route, repo, tag string) (TagRecord, error) {
+	k := tagCacheKey{route, repo, tag}
+	if r, ok := s.tags.Get(k); ok {
+		return r, nil
+	}
+	if err := validRepo(route, repo); err != nil {
+		return TagRecord{}, err
+	}
+	if err := validName("tag", tag); err != nil {
+		return TagRecord{}, err
+	}
+	if err := s.checkOpen(); err != nil {
+		return TagRecord{}, err
+	}
+	var r TagRecord
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(tagKey(route, repo, tag))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			r, err = decodeTag(v)
+			return err
+		})
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return TagRecord{}, fmt.Errorf("tag %s/%s:%s: %w", route, repo, tag, ErrNotFound)
+	}
+	if err != nil {
+		return TagRecord{}, fmt.Errorf("localtier: tag %s/%s:%s: %w", route, repo, tag, err)
+	}
+	s.tags.Add(k, r)
+	return r, nil
+}
+
+// PutTag stores the record of route/repo:tag, replacing any earlier one.
+func (s *Store) PutTag(ctx context.Context, route, repo, tag string, r TagRecord) error {
+	if err := validRepo(route, repo); err != nil {
+		return err
+	}
+	if err := validName("tag", tag); err != nil {
+		return err
+	}
+	if err := validDigest(r.Digest); err != nil {
+		return err
+	}
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(tagKey(route, repo, tag), encodeTag(r)) }); err != nil {
+		return fmt.Errorf("localtier: put tag %s/%s:%s: %w", route, repo, tag, err)
+	}
+	// Round-trip the times as the index does, so a hit from memory and a
+	// hit after a restart look the same.
+	r.FetchedAt = nanoTime(timeNano(r.FetchedAt))
+	s.tags.Add(tagCacheKey{route, repo, tag}, r)
+	return nil
+}
+
+// ListTags returns the tags of route/repo in lexical order.
+func (s *Store) ListTags(ctx context.Context, route, repo string) ([]string, error) {
+	if err := validRepo(route, repo); err != nil {
+		return nil, err
+	}
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	prefix := tagPrefix(route, repo)
+	var tags []string
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			tags = append(tags, string(it.Item().Key()[len(prefix):]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("localtier: list tags %s/%s: %w", route, repo, err)
+	}
+	return tags, nil
+}
+
+// Linked reports whether d is known to belong to route/repo.
+func (s *Store) Linked(ctx context.Context, route, repo string, d digest.Digest) (bool, error) {
+	k := linkCacheKey{route, repo, d}
+	if _, ok := s.links.Get(k); ok {
+		return true, nil
+	}
+	if err := validRepo(route, repo); err != nil {
+		return false, err
+	}
+	if err := validDigest(d); err != nil {
+		return false, err
+	}
+	if err := s.checkOpen(); err != nil {
+		return false, err
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(linkKey(route, repo, d))
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("localtier: link %s/%s@%s: %w", route, repo, d, err)
+	}
+	s.links.Add(k, struct{}{})
+	return true, nil
+}
+
+// Link records that the digests belong to route/repo, in one transaction.
+func (s *Store) Link(ctx context.Context, route, repo string, ds ...digest.Digest) error {
+	if err := validRepo(route, repo); err != nil {
+		return err
+	}
+	for _, d := range ds {
+		if err := validDigest(d); err != nil {
+			return err
+		}
+	}
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if len(ds) == 0 {
+		return nil
+	}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		for _, d := range ds {
+			if err := txn.Set(linkKey(route, repo, d), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("localtier: link %s/%s: %w", route, repo, err)
+	}
+	for _, d := range ds {
+		s.links.Add(linkCacheKey{route, repo, d}, struct{}{})
+	}
+	return nil
+}
+
+// manifestCache is an LRU of manifests bounded by entries and by bytes.
+type manifestCache struct {
+	mu       sync.Mutex // serialises add, so the byte count stays exact
+	c        *lru.Cache[digest.Digest, Manifest]
+	bytes    atomic.Int64
+	maxBytes int64
+}
+
+func newManifestCache(entries int, maxBytes int64) (*manifestCache, error) {
+	mc := &manifestCache{maxBytes: maxBytes}
+	c, err := lru.NewWithEvict(entries, func(_ digest.Digest, m Manifest) {
+		mc.bytes.Add(-int64(len(m.Body)))
+	})
+	if err != nil {
+		return nil, err
+	}
+	mc.c = c
+	return mc, nil
+}
+
+func (mc *manifestCache) get(d digest.Digest) (Manifest, bool) { return mc.c.Get(d) }
+
+func (mc *manifestCache) add(d digest.Digest, m Manifest) {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	if int64(len(m.Body)) > min(manifestCacheMaxItem, mc.maxBytes) {
+		mc.c.Remove(d) // keep a stale copy out
+		return
+	}
+	// Remove first so the eviction callback accounts for a replaced value.
+	mc.c.Remove(d)
+	mc.bytes.Add(int64(len(m.Body)))
+	mc.c.Add(d, m)
+	for mc.bytes.Load() > mc.maxBytes {
+		if _, _, ok := mc.c.RemoveOldest(); !ok {
+			return
+		}
+	}
+}

@@ -1,0 +1,369 @@
+package localtier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	// ErrNotFound is returned (wrapped) when a blob, manifest, tag or link
+	// is not in the local tier.
+	ErrNotFound = errors.New("localtier: not found")
+	// ErrInvalid is returned (wrapped) for a malformed digest or name.
+	ErrInvalid = errors.New("localtier: invalid argument")
+	// ErrClosed is returned by operations on a closed Store.
+	ErrClosed = errors.New("localtier: store closed")
+)
+
+// Sizes of the in-memory caches. A tag record or link costs ~200 bytes with
+// its key; blob records a little more. Manifests are bounded by bytes too.
+const (
+	tagCacheEntries      = 16384
+	linkCacheEntries     = 65536
+	blobCacheEntries     = 16384
+	manifestCacheEntries = 4096
+	manifestCacheBytes   = 16 << 20
+	// Manifests larger than this are served from badger, not cached.
+	manifestCacheMaxItem = 1 << 20
+
+	defaultHighWater     = 0.95
+	defaultLowWater      = 0.85
+	defaultFlushInterval = 30 * time.Second
+	valueLogGCInterval   = 10 * time.Minute
+	valueLogGCRatio      = 0.5
+	// evictGrace protects blobs committed or accessed this recently.
+	evictGrace = time.Second
+)
+
+// Options configure a Store. The zero value works: no disk budget, no
+// metrics, no logs, the wall clock.
+type Options struct {
+	// MaxSize is the budget for blob bytes on disk; 0 means unlimited.
+	MaxSize int64
+	// HighWater and LowWater are fractions of MaxSize: when usage passes
+	// HighWater, blobs are evicted until it is under LowWater. Defaults
+	// 0.95 and 0.85.
+	HighWater, LowWater float64
+	// Logger receives the store's logs and badger's warnings; nil discards.
+	Logger *slog.Logger
+	// Clock returns the current time; nil means time.Now.
+	Clock func() time.Time
+	// Registerer receives the store's metrics; nil means no metrics.
+	Registerer prometheus.Registerer
+	// FlushInterval is how often batched access times are written to the
+	// index; default 30s.
+	FlushInterval time.Duration
+}
+
+// Store is the local disk tier. It is safe for concurrent use.
+type Store struct {
+	dir, blobDir, tmpDir string
+	db                   *badger.DB
+	log                  *slog.Logger
+	clock                func() time.Time
+	maxSize              int64
+	high, low            int64 // bytes
+	flushEvery           time.Duration
+
+	tags      *lru.Cache[tagCacheKey, TagRecord]
+	links     *lru.Cache[linkCacheKey, struct{}]
+	blobs     *lru.Cache[digest.Digest, *blobEntry]
+	manifests *manifestCache
+
+	// blobMu serialises changes to blob files and blob records: commit,
+	// delete, eviction and the access-time flush.
+	blobMu   sync.Mutex
+	bytes    atomic.Int64 // blob bytes on disk
+	count    atomic.Int64 // blobs on disk
+	evictMu  sync.Mutex   // one eviction pass at a time
+	evictReq chan struct{}
+
+	pendMu  sync.Mutex
+	pending []*blobEntry // entries touched since the last flush
+
+	metrics *metrics
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+	closed    atomic.Bool
+}
+
+type tagCacheKey struct{ route, repo, tag string }
+
+type linkCacheKey struct {
+	route, repo string
+	d           digest.Digest
+}
+
+// Open opens or creates the store in dir. It creates dir/blobs, dir/tmp and
+// dir/index, removes leftovers of interrupted writes from dir/tmp, drops index
+// entries whose file is missing and removes blob files that have no index
+// entry.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.HighWater == 0 {
+		opts.HighWater = defaultHighWater
+	}
+	if opts.LowWater == 0 {
+		opts.LowWater = defaultLowWater
+	}
+	if opts.MaxSize < 0 || opts.HighWater <= 0 || opts.HighWater > 1 ||
+		opts.LowWater <= 0 || opts.LowWater > opts.HighWater {
+		return nil, fmt.Errorf("%w: need MaxSize >= 0 and 0 < LowWater <= HighWater <= 1, got %d, %v, %v",
+			ErrInvalid, opts.MaxSize, opts.LowWater, opts.HighWater)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = defaultFlushInterval
+	}
+	s := &Store{
+		dir:        dir,
+		blobDir:    filepath.Join(dir, "blobs"),
+		tmpDir:     filepath.Join(dir, "tmp"),
+		log:        opts.Logger,
+		clock:      opts.Clock,
+		maxSize:    opts.MaxSize,
+		high:       int64(float64(opts.MaxSize) * opts.HighWater),
+		low:        int64(float64(opts.MaxSize) * opts.LowWater),
+		flushEvery: opts.FlushInterval,
+		evictReq:   make(chan struct{}, 1),
+	}
+	for _, d := range []string{s.blobDir, s.tmpDir, filepath.Join(dir, "index")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("localtier: %w", err)
+		}
+	}
+	var err error
+	if s.tags, err = lru.New[tagCacheKey, TagRecord](tagCacheEntries); err != nil {
+		return nil, err
+	}
+	if s.links, err = lru.New[linkCacheKey, struct{}](linkCacheEntries); err != nil {
+		return nil, err
+	}
+	if s.blobs, err = lru.New[digest.Digest, *blobEntry](blobCacheEntries); err != nil {
+		return nil, err
+	}
+	if s.manifests, err = newManifestCache(manifestCacheEntries, manifestCacheBytes); err != nil {
+		return nil, err
+	}
+	// badger takes a directory lock, so open it before touching tmp: a
+	// second process on the same directory fails here.
+	s.db, err = badger.Open(badgerOptions(filepath.Join(dir, "index"), opts.Logger))
+	if err != nil {
+		return nil, fmt.Errorf("localtier: open index: %w", err)
+	}
+	if err := s.cleanTmp(); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	if err := s.repair(); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	s.metrics = newMetrics(s)
+	if opts.Registerer != nil {
+		if err := s.metrics.register(opts.Registerer); err != nil {
+			s.db.Close()
+			return nil, fmt.Errorf("localtier: register metrics: %w", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(1)
+	go s.loop(ctx)
+	if s.overHigh() {
+		s.requestEvict()
+	}
+	return s, nil
+}
+
+// badgerOptions tunes badger for an edge box where the whole node stays
+// under ~100 MiB RSS: small memtables and caches, 64 MiB value log files,
+// two compactors, values over 64 KiB (large manifests) in the value log.
+func badgerOptions(dir string, log *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log}).
+		WithMemTableSize(8 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBaseTableSize(2 << 20).
+		WithBaseLevelSize(8 << 20).
+		WithValueThreshold(64 << 10).
+		WithValueLogFileSize(64 << 20).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithCompression(options.Snappy).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(4 << 20).
+		WithMetricsEnabled(false).
+		WithCompactL0OnClose(true)
+}
+
+// badgerLogger routes badger's errors and warnings to slog and drops the rest.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error("badger", "msg", fmt.Sprintf(f, a...))
+}
+
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn("badger", "msg", fmt.Sprintf(f, a...))
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
+
+// Close flushes access times, stops the background goroutine and closes the
+// index. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		err := s.flushAccess()
+		s.closed.Store(true)
+		s.metrics.unregister()
+		s.closeErr = errors.Join(err, s.db.Close())
+	})
+	return s.closeErr
+}
+
+// loop is the one background goroutine: it flushes access times, runs
+// eviction passes on request and the value-log GC now and then.
+func (s *Store) loop(ctx context.Context) {
+	defer s.wg.Done()
+	flush := time.NewTicker(s.flushEvery)
+	defer flush.Stop()
+	gc := time.NewTicker(valueLogGCInterval)
+	defer gc.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-flush.C:
+			if err := s.flushAccess(); err != nil {
+				s.log.Warn("localtier: flush access times", "err", err)
+			}
+		case <-s.evictReq:
+			if _, err := s.Evict(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("localtier: eviction", "err", err)
+			}
+		case <-gc.C:
+			s.valueLogGC(ctx)
+		}
+	}
+}
+
+func (s *Store) valueLogGC(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := s.db.RunValueLogGC(valueLogGCRatio)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+			s.log.Warn("localtier: value log gc", "err", err)
+		}
+		return
+	}
+}
+
+// cleanTmp removes everything under dir/tmp: writes interrupted by a crash.
+func (s *Store) cleanTmp() error {
+	entries, err := os.ReadDir(s.tmpDir)
+	if err != nil {
+		return fmt.Errorf("localtier: %w", err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(s.tmpDir, e.Name())); err != nil {
+			return fmt.Errorf("localtier: remove leftover: %w", err)
+		}
+	}
+	if len(entries) > 0 {
+		s.log.Info("localtier: removed leftovers of interrupted writes", "count", len(entries))
+	}
+	return nil
+}
+
+// Usage reports the blob bytes and the number of blobs on disk.
+func (s *Store) Usage() (bytes, blobs int64) {
+	return s.bytes.Load(), s.count.Load()
+}
+
+func (s *Store) checkOpen() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// metrics are the store's Prometheus collectors.
+type metrics struct {
+	reg          prometheus.Registerer
+	bytes, blobs prometheus.GaugeFunc
+	evictions    prometheus.Counter
+	evictedBytes prometheus.Counter
+}
+
+func newMetrics(s *Store) *metrics {
+	return &metrics{
+		bytes: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "edge_local_bytes", Help: "Bytes of blobs in the local disk tier.",
+		}, func() float64 { return float64(s.bytes.Load()) }),
+		blobs: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "edge_local_blobs", Help: "Blobs in the local disk tier.",
+		}, func() float64 { return float64(s.count.Load()) }),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_evictions_total", Help: "Blobs evicted from the local disk tier.",
+		}),
+		evictedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_evicted_bytes_total", Help: "Bytes of blobs evicted from the local disk tier.",
+		}),
+	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.bytes, m.blobs, m.evictions, m.evictedBytes}
+}
+
+func (m *metrics) register(reg prometheus.Registerer) error {
+	var done []prometheus.Collector
+	for _, c := range m.collectors() {
+		if err := reg.Register(c); err != nil {
+			for _, d := range done {
+				reg.Unregister(d)
+			}
+			return err
+		}
+		done = append(done, c)
+	}
+	m.reg = reg
+	return nil
+}
+
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	for _, c := range m.collectors() {
+		m.reg.Unregister(c)
+	}
+}

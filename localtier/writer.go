@@ -1,0 +1,255 @@
+package localtier
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrAborted is returned by a BlobWriter that was aborted or whose commit
+// failed.
+var ErrAborted = errors.New("localtier: blob writer aborted")
+
+type writerState int
+
+const (
+	writing writerState = iota
+	committing
+	committed
+	aborted
+)
+
+// BlobWriter writes one blob into a temp file under dir/tmp. Commit makes it
+// part of the store; Abort drops it. Write, Commit and Abort belong to one
+// goroutine (the fill); OpenReader may be called from any goroutine at any
+// time, so late joiners can read the blob while it is being written.
+type BlobWriter struct {
+	s         *Store
+	d         digest.Digest
+	tmpPath   string
+	finalPath string
+
+	mu    sync.Mutex // guards state, f and n, and orders OpenReader against the rename
+	state writerState
+	f     *os.File
+	n     int64
+}
+
+// NewBlobWriter starts writing the blob d. The bytes are not verified
+// against d here: the caller verifies them before it commits.
+func (s *Store) NewBlobWriter(d digest.Digest) (*BlobWriter, error) {
+	if err := validDigest(d); err != nil {
+		return nil, err
+	}
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(s.tmpDir, d.Encoded()+".*")
+	if err != nil {
+		return nil, fmt.Errorf("localtier: new blob writer: %w", err)
+	}
+	return &BlobWriter{s: s, d: d, tmpPath: f.Name(), finalPath: s.blobPath(d), f: f}, nil
+}
+
+// Digest returns the digest the writer was opened for.
+func (w *BlobWriter) Digest() digest.Digest { return w.d }
+
+// Size returns the number of bytes written so far.
+func (w *BlobWriter) Size() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n
+}
+
+// Write appends p to the temp file.
+func (w *BlobWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state != writing {
+		return 0, w.stateErr()
+	}
+	n, err := w.f.Write(p)
+	w.n += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("localtier: write blob %s: %w", w.d, err)
+	}
+	return n, nil
+}
+
+func (w *BlobWriter) stateErr() error {
+	switch w.state {
+	case committing, committed:
+		return fmt.Errorf("localtier: blob writer %s already committed", w.d)
+	default:
+		return fmt.Errorf("blob %s: %w", w.d, ErrAborted)
+	}
+}
+
+// OpenReader opens the blob for reading: the temp file while it is being
+// written, the committed file after Commit. A reader opened before Commit
+// keeps reading the same file after the rename; the bytes written so far are
+// there, later ones appear as they are written. After Abort it fails with
+// ErrAborted, but readers opened before keep their file.
+func (w *BlobWriter) OpenReader() (*os.File, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var path string
+	switch w.state {
+	case writing, committing:
+		path = w.tmpPath
+	case committed:
+		path = w.finalPath
+	default:
+		return nil, fmt.Errorf("blob %s: %w", w.d, ErrAborted)
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) && w.state == committed {
+		// Committed and evicted (or deleted) since.
+		return nil, fmt.Errorf("blob %s: %w", w.d, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("localtier: open reader: %w", err)
+	}
+	return f, nil
+}
+
+// Commit checks that exactly size bytes were written, fsyncs the temp file,
+// renames it into place and writes the index entry. If the blob is already
+// in the store the temp file is dropped instead. On failure the temp file is
+// removed and the writer is aborted.
+func (w *BlobWriter) Commit(size int64, mediaType string) (err error) {
+	w.mu.Lock()
+	if w.state != writing {
+		err := w.stateErr()
+		w.mu.Unlock()
+		return err
+	}
+	w.state = committing // further Writes fail; OpenReader still opens the temp file
+	f, n := w.f, w.n
+	w.mu.Unlock()
+
+	defer func() {
+		if err != nil {
+			w.mu.Lock()
+			w.state = aborted
+			w.mu.Unlock()
+			os.Remove(w.tmpPath)
+		}
+	}()
+	if n != size {
+		f.Close()
+		return fmt.Errorf("localtier: blob %s: wrote %d bytes, expected %d", w.d, n, size)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("localtier: sync blob %s: %w", w.d, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("localtier: close blob %s: %w", w.d, err)
+	}
+	return w.s.commitBlob(w, size, mediaType)
+}
+
+// commitBlob moves a synced temp file into place and indexes it.
+func (s *Store) commitBlob(w *BlobWriter, size int64, mediaType string) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	s.blobMu.Lock()
+	defer s.blobMu.Unlock()
+	if _, err := s.readBlobRecord(w.d); err == nil {
+		if _, err := os.Stat(w.finalPath); err == nil {
+			// Already here: keep the existing file, drop ours.
+			w.mu.Lock()
+			w.state = committed
+			w.mu.Unlock()
+			os.Remove(w.tmpPath)
+			return nil
+		}
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	dir := filepath.Dir(w.finalPath)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("localtier: commit blob %s: %w", w.d, err)
+	}
+	w.mu.Lock()
+	err := os.Rename(w.tmpPath, w.finalPath)
+	if err == nil {
+		w.state = committed
+	}
+	w.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("localtier: commit blob %s: %w", w.d, err)
+	}
+	syncDir(dir)
+
+	now := s.clock().UnixNano()
+	r := blobRecord{Size: size, MediaType: mediaType, Added: now, Accessed: now}
+	prev, hadPrev := s.indexedSize(w.d)
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(blobKey(w.d), encodeBlob(r)) }); err != nil {
+		// Without an index entry the file is an orphan: remove it.
+		os.Remove(w.finalPath)
+		w.mu.Lock()
+		w.state = aborted
+		w.mu.Unlock()
+		return fmt.Errorf("localtier: index blob %s: %w", w.d, err)
+	}
+	if hadPrev {
+		s.bytes.Add(size - prev)
+	} else {
+		s.bytes.Add(size)
+		s.count.Add(1)
+	}
+	s.blobs.Add(w.d, s.newEntry(w.d, r))
+	if s.overHigh() {
+		s.requestEvict()
+	}
+	return nil
+}
+
+// indexedSize reports the size of an index entry (one whose file vanished
+// behind the store's back), so usage stays right when it is replaced.
+// s.blobMu is held.
+func (s *Store) indexedSize(d digest.Digest) (int64, bool) {
+	r, err := s.readBlobRecord(d)
+	if err != nil {
+		return 0, false
+	}
+	return r.Size, true
+}
+
+// syncDir makes a rename durable; failures only cost durability, which the
+// repair at Open handles.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// Abort drops the temp file. It is idempotent and a no-op after Commit (or
+// while Commit runs). Readers opened before keep reading their file.
+func (w *BlobWriter) Abort() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state != writing {
+		return nil
+	}
+	w.state = aborted
+	cerr := w.f.Close()
+	rerr := os.Remove(w.tmpPath)
+	if rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		return fmt.Errorf("localtier: abort blob %s: %w", w.d, rerr)
+	}
+	if cerr != nil && !errors.Is(cerr, os.ErrClosed) {
+		return fmt.Errorf("localtier: abort blob %s: %w", w.d, cerr)
+	}
+	return nil
+}
