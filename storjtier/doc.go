@@ -1,6 +1,60 @@
 // Package storjtier is the global tier: one bucket that every node of every
-// region shares, so that an origin is paid once per fleet. It holds a small
-// object-store interface (Backend) with three implementations, native Storj
-// through uplink (Storj), S3-compatible stores through minio-go (S3) and a
-// local directory (Dir), and the registry's object layout on top of it.
+// region shares, so that an origin is paid once per fleet.
+//
+// It has a small object-store interface, Backend, with three
+// implementations: native Storj through uplink (Storj), S3-compatible stores
+// through minio-go (S3: Storj's S3 gateway or any other), and a local
+// directory (Dir: the default when nothing is configured, and shared by
+// several nodes on one host). The storjtest package holds the conformance
+// suite they all pass. Tier puts the registry's object layout on a Backend.
+//
+// # Object layout
+//
+// All keys live in one bucket; every region reads and writes the same keys.
+//
+//	blobs/<alg>/<hex>
+//	    A blob, content-addressed: <alg> is sha256 or sha512 and <hex> the
+//	    encoded digest. No metadata. Writers from several regions write the
+//	    same bytes, so concurrent puts are harmless, and a put is skipped
+//	    when the object is already there with the right size.
+//
+//	manifests/<alg>/<hex>
+//	    A manifest, content-addressed like a blob (at most 4 MiB), with its
+//	    media type in the object metadata "media-type".
+//
+//	tags/<route>/<repository>/_tags/<tag>
+//	    The record of a tag, per route (the configured route name, such as
+//	    "docker.io" or a hosted namespace) and repository (its full path,
+//	    such as "library/alpine"). "_tags" cannot be a repository path
+//	    component, so the records of "a/b" and those of "a/b/c" never mix.
+//	    The record is JSON:
+//
+//	        {"digest": "sha256:…",                 // the manifest
+//	         "media_type": "application/vnd.oci.image.index.v1+json",
+//	         "size": 1234,                         // of the manifest
+//	         "fetched_at": "2026-11-22T15:30:00Z", // from the origin, UTC
+//	         "region": "eu-west"}                  // the node's region
+//
+//	    A record is replaced whole by the next writer; the last write wins.
+//
+// Metadata names are lower-case (S3 folds their case) and an object's
+// metadata is at most 1 KiB (Storj allows 2 KiB of custom metadata after
+// encryption). Listings come in no particular order: Storj lists in the
+// order of its encrypted keys.
+//
+// # Verification
+//
+// Nothing read from the tier is trusted: OpenBlob from offset 0 and
+// GetManifest check the digest, and the read that would complete a blob
+// fails with ErrDigestMismatch instead when the object is corrupt or short.
+// PutBlob and PutManifest check the digest of what they upload, and an
+// upload that does not match is abandoned before it is committed.
+//
+// # Faults
+//
+// A missing object is ErrNotFound (errors.Is) on every backend, including
+// a bucket that does not exist yet. A store that is down gives a wrapped
+// error that is not ErrNotFound. The S3 and Storj backends do no I/O when
+// they are created and create their bucket on the first put, so a node
+// starts while the store is down.
 package storjtier

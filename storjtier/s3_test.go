@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/edgeregistry/edge/storjtier"
 	"github.com/edgeregistry/edge/storjtier/storjtest"
@@ -233,6 +236,44 @@ func TestS3Config(t *testing.T) {
 	for _, ep := range []string{"https://gateway.example.com", "gateway.example.com", "127.0.0.1:9000"} {
 		if _, err := storjtier.NewS3(storjtier.S3Config{Endpoint: ep, Bucket: "b"}); err != nil {
 			t.Errorf("NewS3(%s): %v", ep, err)
+		}
+	}
+}
+
+// TestS3TierRejectsWrongContent checks that a blob whose last bytes do not
+// match its digest is never committed by a real S3 store, in one PUT and
+// in multipart uploads, where minio-go stops reading at the announced size.
+func TestS3TierRejectsWrongContent(t *testing.T) {
+	t.Parallel()
+	endpoint := startS3Server(t)
+	tier := storjtier.New(newS3(t, endpoint, storjtier.S3Config{PartSize: 5 << 20}))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, size := range []int{1000, 12 << 20} {
+		data := bytes.Repeat([]byte{'a'}, size)
+		d := digest.FromBytes(data)
+		bad := bytes.Clone(data)
+		bad[size-1] = 'b'
+		for _, announced := range []int64{int64(size), -1} {
+			err := tier.PutBlob(ctx, d, bytes.NewReader(bad), announced)
+			if !errors.Is(err, storjtier.ErrDigestMismatch) {
+				t.Errorf("size %d (announced %d): PutBlob of wrong content = %v, want ErrDigestMismatch", size, announced, err)
+			}
+			if _, err := tier.StatBlob(ctx, d); !errors.Is(err, storjtier.ErrNotFound) {
+				t.Errorf("size %d (announced %d): wrong content was committed: StatBlob = %v", size, announced, err)
+			}
+		}
+		if err := tier.PutBlob(ctx, d, bytes.NewReader(data), int64(size)); err != nil {
+			t.Fatalf("PutBlob: %v", err)
+		}
+		rc, _, err := tier.OpenBlob(ctx, d, 0)
+		if err != nil {
+			t.Fatalf("OpenBlob: %v", err)
+		}
+		n, err := io.Copy(io.Discard, rc)
+		_ = rc.Close()
+		if err != nil || n != int64(size) {
+			t.Errorf("OpenBlob read %d bytes, %v; want %d", n, err, size)
 		}
 	}
 }
