@@ -1,0 +1,181 @@
+package localtier
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+func TestRestartPersistsBlobs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clock := newClock()
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{Clock: clock.Now})
+	contents := [][]byte{randomBytes(t, 10), randomBytes(t, 70_000), {}}
+	var ds []digest.Digest
+	for _, c := range contents {
+		ds = append(ds, putBlob(t, s, c))
+	}
+	added := clock.Now()
+	clock.Advance(time.Hour)
+	readBlob(t, s, ds[0]) // an access only in memory until Close flushes it
+
+	// A fill interrupted by a crash: a writer that never commits, and a
+	// temp file from an earlier run.
+	w, err := s.NewBlobWriter(digest.FromString("interrupted"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("partial"))
+	if err := os.WriteFile(filepath.Join(dir, "tmp", "leftover.123"), []byte("junk"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w.f.Close() // the process died; its fd goes with it
+
+	s = openStore(t, dir, Options{Clock: clock.Now})
+	if n := tmpEntries(t, dir); n != 0 {
+		t.Fatalf("%d temp files after Open, want 0", n)
+	}
+	var total int64
+	for i, d := range ds {
+		info, err := s.StatBlob(ctx, d)
+		if err != nil {
+			t.Fatalf("StatBlob after reopen: %v", err)
+		}
+		wantAccess := added
+		if i == 0 {
+			wantAccess = added.Add(time.Hour)
+		}
+		if !info.Added.Equal(added) || !info.Accessed.Equal(wantAccess) {
+			t.Fatalf("blob %d: added %v accessed %v, want %v %v", i, info.Added, info.Accessed, added, wantAccess)
+		}
+		if got := readBlob(t, s, d); !bytes.Equal(got, contents[i]) {
+			t.Fatalf("blob %d differs after reopen", i)
+		}
+		total += int64(len(contents[i]))
+	}
+	if n, c := s.Usage(); n != total || c != int64(len(ds)) {
+		t.Fatalf("Usage = %d, %d; want %d, %d", n, c, total, len(ds))
+	}
+	if _, err := s.StatBlob(ctx, digest.FromString("interrupted")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("interrupted blob: %v", err)
+	}
+}
+
+func TestOpenRepairsIndexAndFiles(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, dir string, d digest.Digest) // applied while closed
+		kept   bool
+	}{
+		{"intact", func(*testing.T, string, digest.Digest) {}, true},
+		{"file missing", func(t *testing.T, dir string, d digest.Digest) {
+			if err := os.Remove(blobFile(dir, d)); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"file truncated", func(t *testing.T, dir string, d digest.Digest) {
+			if err := os.Truncate(blobFile(dir, d), 3); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			s := openStore(t, dir, Options{})
+			content := randomBytes(t, 100)
+			d := putBlob(t, s, content)
+			other := putBlob(t, s, []byte("unharmed"))
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			tc.damage(t, dir, d)
+			// Files the index has never heard of: a blob and a stray name.
+			orphan := digest.FromString("orphan")
+			if err := os.MkdirAll(filepath.Dir(blobFile(dir, orphan)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{blobFile(dir, orphan), filepath.Join(dir, "blobs", "sha256", "stray")} {
+				if err := os.WriteFile(p, []byte("orphan"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			s = openStore(t, dir, Options{})
+			_, err := s.StatBlob(ctx, d)
+			if tc.kept && err != nil {
+				t.Fatalf("intact blob: %v", err)
+			}
+			if !tc.kept {
+				if !errors.Is(err, ErrNotFound) {
+					t.Fatalf("damaged blob: StatBlob = %v, want ErrNotFound", err)
+				}
+				if _, err := os.Stat(blobFile(dir, d)); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("damaged blob file still there: %v", err)
+				}
+			}
+			if got := readBlob(t, s, other); string(got) != "unharmed" {
+				t.Fatalf("other blob: %q", got)
+			}
+			for _, p := range []string{blobFile(dir, orphan), filepath.Join(dir, "blobs", "sha256", "stray")} {
+				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("orphan %s still there: %v", p, err)
+				}
+			}
+			wantBytes, wantCount := int64(len("unharmed")), int64(1)
+			if tc.kept {
+				wantBytes, wantCount = wantBytes+100, 2
+			}
+			if n, c := s.Usage(); n != wantBytes || c != wantCount {
+				t.Fatalf("Usage = %d, %d; want %d, %d", n, c, wantBytes, wantCount)
+			}
+			// The damaged blob can be filled again.
+			if !tc.kept {
+				putBlob(t, s, content)
+				if got := readBlob(t, s, d); !bytes.Equal(got, content) {
+					t.Fatal("refilled blob differs")
+				}
+			}
+		})
+	}
+}
+
+func blobFile(dir string, d digest.Digest) string {
+	return filepath.Join(dir, "blobs", string(d.Algorithm()), d.Encoded()[:2], d.Encoded())
+}
+
+func TestOpenTwiceFails(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	w, err := s.NewBlobWriter(digest.FromString("in flight"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	if s2, err := Open(dir, Options{}); err == nil {
+		s2.Close()
+		t.Fatal("second Open of the same directory succeeded")
+	}
+	// The second Open must not have removed the live writer's temp file.
+	if _, err := w.Write([]byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	if n := tmpEntries(t, dir); n != 1 {
+		t.Fatalf("%d temp files, want 1", n)
+	}
+}
