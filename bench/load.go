@@ -215,6 +215,11 @@ func runWrk(ctx context.Context, url, accept string, conns int, dur time.Duratio
 	if err != nil {
 		return wrkResult{}, fmt.Errorf("wrk: %w: %s", err, out)
 	}
+	return parseWrk(out)
+}
+
+// parseWrk reads the figures from wrk's report.
+func parseWrk(out []byte) (wrkResult, error) {
 	m := wrkRPS.FindSubmatch(out)
 	if m == nil {
 		return wrkResult{}, fmt.Errorf("wrk printed no Requests/sec: %s", out)
