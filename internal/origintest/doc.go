@@ -1,7 +1,7 @@
 // Package origintest gives tests a real origin registry and a fault-injecting
 // proxy in front of it.
 //
-// NewRegistry starts distribution's registry in-process (in-memory storage) on
+// NewRegistry starts distribution's registry in-process (storage in t.TempDir) on
 // 127.0.0.1, optionally behind Docker Hub style token auth (WithTokenAuth: a
 // 401 challenge, a token server that checks Basic credentials and issues
 // scoped, short-lived JWTs, and counts them) or htpasswd Basic auth

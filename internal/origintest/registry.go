@@ -22,7 +22,7 @@ import (
 	// Access controllers and the storage driver register themselves.
 	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
 	_ "github.com/distribution/distribution/v3/registry/auth/token"
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 )
 
 // TokenPath is the path of the token endpoint (the realm of the challenge) on
@@ -82,7 +82,7 @@ func silenceLogs() {
 	})
 }
 
-// NewRegistry starts an origin registry with in-memory storage on
+// NewRegistry starts an origin registry, storage in t.TempDir(), on
 // 127.0.0.1:0. It is stopped when the test ends.
 func NewRegistry(t testing.TB, opts ...Option) *Registry {
 	t.Helper()
@@ -94,7 +94,7 @@ func NewRegistry(t testing.TB, opts ...Option) *Registry {
 
 	cfg := &configuration.Configuration{}
 	cfg.Storage = configuration.Storage{
-		"inmemory": configuration.Parameters{},
+		"filesystem": configuration.Parameters{"rootdirectory": t.TempDir()},
 		"maintenance": configuration.Parameters{
 			"uploadpurging": map[any]any{"enabled": false},
 		},
