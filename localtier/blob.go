@@ -93,7 +93,7 @@ func (s *Store) lookupBlob(d digest.Digest) (*blobEntry, error) {
 	e := s.newEntry(d, r)
 	// Another goroutine may have cached its own entry meanwhile; keep the
 	// first so that access times accumulate on one entry.
-	if prev, ok, _ := s.blobs.PeekOrAdd(d, e); ok {
+	if prev, ok := s.blobs.PeekOrAdd(d, e); ok {
 		return prev, nil
 	}
 	return e, nil

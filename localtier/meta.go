@@ -228,8 +228,13 @@ func (s *Store) Link(ctx context.Context, route, repo string, ds ...digest.Diges
 	return nil
 }
 
-// manifestCache is an LRU of manifests bounded by entries and by bytes.
+// manifestCache is a sharded LRU of manifests bounded by entries and by
+// bytes; each shard holds an equal share of both.
 type manifestCache struct {
+	shards [cacheShards]manifestShard
+}
+
+type manifestShard struct {
 	mu       sync.Mutex // serialises add, so the byte count stays exact
 	c        *lru.Cache[digest.Digest, Manifest]
 	bytes    atomic.Int64
@@ -237,33 +242,51 @@ type manifestCache struct {
 }
 
 func newManifestCache(entries int, maxBytes int64) (*manifestCache, error) {
-	mc := &manifestCache{maxBytes: maxBytes}
-	c, err := lru.NewWithEvict(entries, func(_ digest.Digest, m Manifest) {
-		mc.bytes.Add(-int64(len(m.Body)))
-	})
-	if err != nil {
-		return nil, err
+	mc := &manifestCache{}
+	for i := range mc.shards {
+		sh := &mc.shards[i]
+		sh.maxBytes = maxBytes / cacheShards
+		c, err := lru.NewWithEvict(max(entries/cacheShards, 1), func(_ digest.Digest, m Manifest) {
+			sh.bytes.Add(-int64(len(m.Body)))
+		})
+		if err != nil {
+			return nil, err
+		}
+		sh.c = c
 	}
-	mc.c = c
 	return mc, nil
 }
 
-func (mc *manifestCache) get(d digest.Digest) (Manifest, bool) { return mc.c.Get(d) }
+func (mc *manifestCache) shard(d digest.Digest) *manifestShard {
+	return &mc.shards[digestShard(d)%cacheShards]
+}
+
+func (mc *manifestCache) get(d digest.Digest) (Manifest, bool) { return mc.shard(d).c.Get(d) }
 
 func (mc *manifestCache) add(d digest.Digest, m Manifest) {
-	mc.mu.Lock()
-	defer mc.mu.Unlock()
-	if int64(len(m.Body)) > min(manifestCacheMaxItem, mc.maxBytes) {
-		mc.c.Remove(d) // keep a stale copy out
+	sh := mc.shard(d)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	// Remove first: the eviction callback accounts for a replaced value,
+	// and an oversized new value must not leave a stale one behind.
+	sh.c.Remove(d)
+	if int64(len(m.Body)) > sh.maxBytes {
 		return
 	}
-	// Remove first so the eviction callback accounts for a replaced value.
-	mc.c.Remove(d)
-	mc.bytes.Add(int64(len(m.Body)))
-	mc.c.Add(d, m)
-	for mc.bytes.Load() > mc.maxBytes {
-		if _, _, ok := mc.c.RemoveOldest(); !ok {
+	sh.bytes.Add(int64(len(m.Body)))
+	sh.c.Add(d, m)
+	for sh.bytes.Load() > sh.maxBytes {
+		if _, _, ok := sh.c.RemoveOldest(); !ok {
 			return
 		}
 	}
+}
+
+// bytes reports the bytes cached, for tests.
+func (mc *manifestCache) bytes() int64 {
+	var n int64
+	for i := range mc.shards {
+		n += mc.shards[i].bytes.Load()
+	}
+	return n
 }

@@ -22,7 +22,7 @@ func TestManifestRoundTrip(t *testing.T) {
 		{"small", Manifest{MediaType: indexMediaType, Body: []byte(`{"schemaVersion":2}`)}},
 		{"empty body", Manifest{MediaType: "application/vnd.oci.image.manifest.v1+json", Body: []byte{}}},
 		// Larger than the cache's item bound: served from badger.
-		{"large", Manifest{MediaType: indexMediaType, Body: make([]byte, manifestCacheMaxItem+1)}},
+		{"large", Manifest{MediaType: indexMediaType, Body: make([]byte, manifestCacheBytes/cacheShards+1)}},
 		// Larger than the value threshold: lives in badger's value log.
 		{"value log", Manifest{MediaType: indexMediaType, Body: make([]byte, 200<<10)}},
 	}
@@ -77,27 +77,35 @@ func TestManifestRoundTrip(t *testing.T) {
 
 func TestManifestCacheByteBound(t *testing.T) {
 	t.Parallel()
-	mc, err := newManifestCache(100, 1000)
+	mc, err := newManifestCache(100*cacheShards, 1000*cacheShards)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 20 {
-		mc.add(digest.FromBytes([]byte{byte(i)}), Manifest{Body: make([]byte, 300)})
-		if n := mc.bytes.Load(); n > 1000 {
+	// Digests of one shard: the same last hex digit.
+	var ds []digest.Digest
+	for i := 0; len(ds) < 20; i++ {
+		if d := digest.FromBytes([]byte{byte(i)}); digestShard(d)%cacheShards == 7 {
+			ds = append(ds, d)
+		}
+	}
+	for i, d := range ds {
+		mc.add(d, Manifest{Body: make([]byte, 300)})
+		if n := mc.bytes(); n > 1000 {
 			t.Fatalf("after %d adds: %d bytes cached", i+1, n)
 		}
 	}
-	if n := mc.c.Len(); n != 3 {
+	if n := mc.shard(ds[0]).c.Len(); n != 3 {
 		t.Fatalf("%d manifests cached, want 3", n)
 	}
-	if _, ok := mc.get(digest.FromBytes([]byte{19})); !ok {
+	last := ds[len(ds)-1]
+	if _, ok := mc.get(last); !ok {
 		t.Fatal("newest manifest not cached")
 	}
-	mc.add(digest.FromBytes([]byte{19}), Manifest{Body: make([]byte, 2000)})
-	if _, ok := mc.get(digest.FromBytes([]byte{19})); ok {
+	mc.add(last, Manifest{Body: make([]byte, 2000)})
+	if _, ok := mc.get(last); ok {
 		t.Fatal("oversized manifest cached")
 	}
-	if n := mc.bytes.Load(); n != 600 {
+	if n := mc.bytes(); n != 600 {
 		t.Fatalf("%d bytes accounted, want 600", n)
 	}
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -36,9 +35,9 @@ const (
 	linkCacheEntries     = 65536
 	blobCacheEntries     = 16384
 	manifestCacheEntries = 4096
-	manifestCacheBytes   = 16 << 20
-	// Manifests larger than this are served from badger, not cached.
-	manifestCacheMaxItem = 1 << 20
+	// The byte bound is split evenly over the shards; a manifest larger
+	// than a shard's share (1 MiB) is served from badger, not cached.
+	manifestCacheBytes = 16 << 20
 
 	defaultHighWater     = 0.95
 	defaultLowWater      = 0.85
@@ -79,9 +78,9 @@ type Store struct {
 	high, low            int64 // bytes
 	flushEvery           time.Duration
 
-	tags      *lru.Cache[tagCacheKey, TagRecord]
-	links     *lru.Cache[linkCacheKey, struct{}]
-	blobs     *lru.Cache[digest.Digest, *blobEntry]
+	tags      *shardedLRU[tagCacheKey, TagRecord]
+	links     *shardedLRU[linkCacheKey, struct{}]
+	blobs     *shardedLRU[digest.Digest, *blobEntry]
 	manifests *manifestCache
 
 	// blobMu serialises changes to blob files and blob records: commit,
@@ -154,13 +153,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	var err error
-	if s.tags, err = lru.New[tagCacheKey, TagRecord](tagCacheEntries); err != nil {
+	if s.tags, err = newShardedLRU[tagCacheKey, TagRecord](tagCacheEntries, tagShard, nil); err != nil {
 		return nil, err
 	}
-	if s.links, err = lru.New[linkCacheKey, struct{}](linkCacheEntries); err != nil {
+	if s.links, err = newShardedLRU[linkCacheKey, struct{}](linkCacheEntries, linkShard, nil); err != nil {
 		return nil, err
 	}
-	if s.blobs, err = lru.New[digest.Digest, *blobEntry](blobCacheEntries); err != nil {
+	if s.blobs, err = newShardedLRU[digest.Digest, *blobEntry](blobCacheEntries, digestShard, nil); err != nil {
 		return nil, err
 	}
 	if s.manifests, err = newManifestCache(manifestCacheEntries, manifestCacheBytes); err != nil {
