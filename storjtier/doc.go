@@ -57,4 +57,15 @@
 // error that is not ErrNotFound. The S3 and Storj backends do no I/O when
 // they are created and create their bucket on the first put, so a node
 // starts while the store is down.
+//
+// # Tests
+//
+// storjtest.BackendConformance runs against the directory backend, and
+// against a real S3 server (versitygw) that the tests start on a free
+// loopback port. They find it in $EDGE_S3_SERVER, on PATH or in
+// $(go env GOPATH)/bin, where scripts/s3server installs it; without it the
+// S3 tests skip, or fail when CI=true. The Storj backend runs the same
+// suite when STORJ_TEST_ACCESS (a serialized access grant) and
+// STORJ_TEST_BUCKET are set, each test under its own prefix of that
+// bucket, and says that it was not exercised otherwise.
 package storjtier
