@@ -79,12 +79,12 @@ func (b *Blob) Read(p []byte) (int, error) {
 		if err == nil {
 			return n, nil
 		}
-		if err == io.EOF && (b.Size < 0 || b.reached == b.Size) {
-			b.err = io.EOF
-			return n, io.EOF
-		}
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+		if errors.Is(err, io.EOF) {
+			if b.Size < 0 || b.reached == b.Size {
+				b.err = io.EOF
+				return n, io.EOF
+			}
+			err = io.ErrUnexpectedEOF // short of Size
 		}
 		if rerr := b.resume(err); rerr != nil {
 			b.err = rerr

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -408,5 +411,45 @@ func TestInvalidNames(t *testing.T) {
 		if err := call(); !errors.Is(err, upstream.ErrInvalid) || errors.Is(err, upstream.ErrUnavailable) {
 			t.Errorf("err %v, want ErrInvalid", err)
 		}
+	}
+}
+
+func TestNotARegistry(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(srv.Close)
+	c, _ := newClient(t, srv.URL)
+	_, err := c.HeadManifest(t.Context(), "app", "v1")
+	var e *upstream.Error
+	if !errors.As(err, &e) || e.Op != "ping" || e.Status != http.StatusNotFound || errors.Is(err, upstream.ErrNotFound) {
+		t.Fatalf("err %v: a 404 on /v2/ is not a missing image", err)
+	}
+}
+
+// An origin that answers /v2/ anonymously but wants a token for the
+// repository: the client learns the challenge from the 401 and goes on.
+func TestChallengeOnRepositoryOnly(t *testing.T) {
+	t.Parallel()
+	r := origintest.NewRegistry(t, origintest.WithTokenAuth("", ""))
+	img := origintest.PushImage(t, r.URL, "app", "v1", 1, 256)
+	target, _ := url.Parse(r.URL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/v2/" {
+			return // 200 for everyone
+		}
+		rp.ServeHTTP(w, req)
+	}))
+	t.Cleanup(srv.Close)
+	c, _ := newClient(t, srv.URL)
+	before := r.TokensIssued()
+	for range 3 {
+		desc, err := c.HeadManifest(t.Context(), "app", "v1")
+		if err != nil || desc.Digest != mustDigest(t, img) {
+			t.Fatalf("HeadManifest: %+v %v", desc, err)
+		}
+	}
+	if got := r.TokensIssued() - before; got != 1 {
+		t.Fatalf("%d tokens, want 1", got)
 	}
 }

@@ -101,6 +101,9 @@ func (e *Error) Temporary() bool {
 func (e *Error) Is(target error) bool {
 	switch target {
 	case ErrNotFound:
+		if e.Op == "ping" || e.Op == "token" {
+			return false // a 404 there means a misconfigured origin, not a missing image
+		}
 		switch e.Code {
 		case "MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN":
 			return true

@@ -127,7 +127,9 @@ func (p *Proxy) FailStatus(m Match, code, times int) {
 }
 
 // Drop closes the client's connection without an answer, as a dead or
-// restarting host does.
+// restarting host does. Note that net/http's client itself retries an
+// idempotent request once when a reused keep-alive connection is closed
+// this way, so one Drop may go unnoticed by the code under test.
 func (p *Proxy) Drop(m Match, times int) {
 	p.add(&rule{m: m, kind: faultDrop}, times)
 }
