@@ -73,28 +73,21 @@ func (s *Store) lookupBlob(d digest.Digest) (*blobEntry, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	var r blobRecord
-	err := s.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(blobKey(d))
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error {
-			r, err = decodeBlob(v)
-			return err
-		})
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
-	}
+	gen := s.blobGen.Load()
+	r, err := s.readBlobRecord(d)
 	if err != nil {
-		return nil, fmt.Errorf("localtier: blob %s: %w", d, err)
+		return nil, err
 	}
 	e := s.newEntry(d, r)
 	// Another goroutine may have cached its own entry meanwhile; keep the
 	// first so that access times accumulate on one entry.
 	if prev, ok := s.blobs.PeekOrAdd(d, e); ok {
-		return prev, nil
+		e = prev
+	}
+	if s.blobGen.Load() != gen {
+		// A blob was removed while we read: ours may be it, so do not
+		// leave a record in memory that the index no longer has.
+		s.blobs.Remove(d)
 	}
 	return e, nil
 }
@@ -130,7 +123,11 @@ func (s *Store) OpenBlob(ctx context.Context, d digest.Digest) (*os.File, BlobIn
 
 // touch records an access in memory; the flush writes it to the index.
 func (s *Store) touch(e *blobEntry) {
-	e.accessed.Store(s.clock().UnixNano())
+	// Skip the store when nothing changed: hits on a hot blob from many
+	// cores then only read the shared cache line.
+	if now := s.clock().UnixNano(); e.accessed.Load() != now {
+		e.accessed.Store(now)
+	}
 	if !e.dirty.Load() && e.dirty.CompareAndSwap(false, true) {
 		s.pendMu.Lock()
 		s.pending = append(s.pending, e)
@@ -178,10 +175,11 @@ func (s *Store) readBlobRecord(d digest.Digest) (blobRecord, error) {
 
 // removeBlobLocked deletes the index entry, then the file. s.blobMu is held.
 func (s *Store) removeBlobLocked(d digest.Digest, size int64) error {
-	s.blobs.Remove(d)
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(blobKey(d)) }); err != nil {
 		return fmt.Errorf("localtier: delete blob %s: %w", d, err)
 	}
+	s.blobGen.Add(1)
+	s.blobs.Remove(d)
 	s.bytes.Add(-size)
 	s.count.Add(-1)
 	if err := os.Remove(s.blobPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {

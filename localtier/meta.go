@@ -94,6 +94,7 @@ func (s *Store) GetTag(ctx context.Context, route, repo, tag string) (TagRecord,
 	if err := s.checkOpen(); err != nil {
 		return TagRecord{}, err
 	}
+	gen := s.tagGen.Load()
 	var r TagRecord
 	err := s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(tagKey(route, repo, tag))
@@ -111,7 +112,14 @@ func (s *Store) GetTag(ctx context.Context, route, repo, tag string) (TagRecord,
 	if err != nil {
 		return TagRecord{}, fmt.Errorf("localtier: tag %s/%s:%s: %w", route, repo, tag, err)
 	}
-	s.tags.Add(k, r)
+	// A writer's record wins over ours; if one wrote meanwhile, ours may be
+	// older than the index, so it must not stay in memory.
+	if prev, ok := s.tags.PeekOrAdd(k, r); ok {
+		r = prev
+	}
+	if s.tagGen.Load() != gen {
+		s.tags.Remove(k)
+	}
 	return r, nil
 }
 
@@ -129,13 +137,19 @@ func (s *Store) PutTag(ctx context.Context, route, repo, tag string, r TagRecord
 	if err := s.checkOpen(); err != nil {
 		return err
 	}
+	k := tagCacheKey{route, repo, tag}
+	mu := &s.tagMu[tagShard(k)%cacheShards]
+	mu.Lock()
+	defer mu.Unlock()
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(tagKey(route, repo, tag), encodeTag(r)) }); err != nil {
+		s.tags.Remove(k)
 		return fmt.Errorf("localtier: put tag %s/%s:%s: %w", route, repo, tag, err)
 	}
+	s.tagGen.Add(1)
 	// Round-trip the times as the index does, so a hit from memory and a
 	// hit after a restart look the same.
 	r.FetchedAt = nanoTime(timeNano(r.FetchedAt))
-	s.tags.Add(tagCacheKey{route, repo, tag}, r)
+	s.tags.Add(k, r)
 	return nil
 }
 

@@ -3,7 +3,9 @@ package localtier
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -220,4 +222,52 @@ func TestTagsAndLinks(t *testing.T) {
 		t.Fatalf("GetTag after Close = %v, want ErrClosed", err)
 	}
 	check(t, openStore(t, dir, Options{}))
+}
+
+// Concurrent writers and readers of one tag: afterwards memory and the
+// index agree on the record.
+func TestTagWriteThroughUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	const writers, rounds = 4, 50
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				r := TagRecord{Digest: digest.FromString(fmt.Sprint(w, i)), Size: int64(w*rounds + i)}
+				if err := s.PutTag(ctx, "r", "repo", "latest", r); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				if _, err := s.GetTag(ctx, "r", "repo", "latest"); err != nil && !errors.Is(err, ErrNotFound) {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	inMemory, err := s.GetTag(ctx, "r", "repo", "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	onDisk, err := openStore(t, dir, Options{}).GetTag(ctx, "r", "repo", "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inMemory.Digest != onDisk.Digest || inMemory.Size != onDisk.Size {
+		t.Fatalf("memory has %+v, index has %+v", inMemory, onDisk)
+	}
 }

@@ -86,10 +86,17 @@ type Store struct {
 	// blobMu serialises changes to blob files and blob records: commit,
 	// delete, eviction and the access-time flush.
 	blobMu   sync.Mutex
-	bytes    atomic.Int64 // blob bytes on disk
-	count    atomic.Int64 // blobs on disk
-	evictMu  sync.Mutex   // one eviction pass at a time
+	blobGen  atomic.Uint64 // bumped when a blob record is removed
+	bytes    atomic.Int64  // blob bytes on disk
+	count    atomic.Int64  // blobs on disk
+	evictMu  sync.Mutex    // one eviction pass at a time
 	evictReq chan struct{}
+
+	// tagMu orders writers of one tag so that badger and the cache end
+	// up with the same record; tagGen lets a reader that raced a writer
+	// drop what it cached.
+	tagMu  [cacheShards]sync.Mutex
+	tagGen atomic.Uint64
 
 	pendMu  sync.Mutex
 	pending []*blobEntry // entries touched since the last flush

@@ -470,3 +470,64 @@ func TestInvalidArguments(t *testing.T) {
 		t.Errorf("Open with LowWater > HighWater = %v, want ErrInvalid", err)
 	}
 }
+
+// Commits, deletes and reads of one blob race; afterwards the cache, the
+// index, the file and the usage agree.
+func TestBlobConsistencyUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t, t.TempDir(), Options{})
+	content := []byte("contended blob")
+	d := digest.FromBytes(content)
+	var wg sync.WaitGroup
+	const rounds = 50
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		for range rounds {
+			w, err := s.NewBlobWriter(d)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			w.Write(content)
+			if err := w.Commit(int64(len(content)), ""); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range rounds {
+			if err := s.DeleteBlob(ctx, d); err != nil && !errors.Is(err, ErrNotFound) {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range rounds {
+			f, _, err := s.OpenBlob(ctx, d)
+			if err == nil {
+				if got, _ := io.ReadAll(f); !bytes.Equal(got, content) {
+					t.Errorf("read %q", got)
+				}
+				f.Close()
+			} else if !errors.Is(err, ErrNotFound) {
+				t.Error(err)
+			}
+		}
+	}()
+	wg.Wait()
+	_, statErr := s.StatBlob(ctx, d)
+	_, fileErr := os.Stat(s.blobPath(d))
+	n, c := s.Usage()
+	switch {
+	case statErr == nil && fileErr == nil && n == int64(len(content)) && c == 1:
+	case errors.Is(statErr, ErrNotFound) && errors.Is(fileErr, os.ErrNotExist) && n == 0 && c == 0:
+	default:
+		t.Fatalf("StatBlob: %v, file: %v, usage: %d bytes, %d blobs", statErr, fileErr, n, c)
+	}
+}
