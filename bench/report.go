@@ -74,6 +74,28 @@ func renderReport(set settings, systems, scenarios []string, results map[string]
 		b.WriteString("\n")
 	}
 
+	if set.reps > 1 {
+		b.WriteString("\nEvery round, in order:\n\n| figure |")
+		for _, s := range systems {
+			fmt.Fprintf(&b, " %s |", s)
+		}
+		b.WriteString("\n|---|" + strings.Repeat("---:|", len(systems)) + "\n")
+		for _, r := range rows(set) {
+			if r.scenario == "" || !slices.Contains(scenarios, r.scenario) {
+				continue
+			}
+			fmt.Fprintf(&b, "| %s |", r.label)
+			for _, s := range systems {
+				var vs []string
+				for _, v := range results[s].rounds[r.metric] {
+					vs = append(vs, r.format(v))
+				}
+				fmt.Fprintf(&b, " %s |", strings.Join(vs, " / "))
+			}
+			b.WriteString("\n")
+		}
+	}
+
 	var notes []string
 	for _, s := range systems {
 		res := results[s]

@@ -55,13 +55,22 @@ type sysResult struct {
 	errs map[string]string // by scenario
 	// notes are details worth reading next to the table (origin requests by kind, wrk errors).
 	notes []string
+	// rounds holds every round's figure of the metrics that v holds the median of.
+	rounds map[string][]float64
 	// others is, by scenario, the most cores that other processes on the
 	// machine used on average during one of its measurements.
 	others map[string]float64
 }
 
 func newSysResult() *sysResult {
-	return &sysResult{v: map[string]float64{}, errs: map[string]string{}, others: map[string]float64{}}
+	return &sysResult{v: map[string]float64{}, errs: map[string]string{}, others: map[string]float64{},
+		rounds: map[string][]float64{}}
+}
+
+// setMedian records the figure of every round and their median.
+func (r *sysResult) setMedian(metric string, rounds []float64) {
+	r.rounds[metric] = rounds
+	r.v[metric] = median(rounds)
 }
 
 func (r *sysResult) fail(scenario string, err error) {
@@ -205,8 +214,8 @@ func (b *bench) cold(ctx context.Context) {
 	}
 	for _, sys := range b.systems {
 		if r := b.res[sys.name]; len(walls[sys.name]) > 0 && !r.failed(scCold) {
-			r.v[mColdWall] = median(walls[sys.name])
-			r.v[mColdTTFB] = median(ttfbs[sys.name])
+			r.setMedian(mColdWall, walls[sys.name])
+			r.setMedian(mColdTTFB, ttfbs[sys.name])
 		}
 	}
 }
@@ -245,8 +254,8 @@ func (b *bench) herd(ctx context.Context) {
 	}
 	for _, sys := range b.systems {
 		if r := b.res[sys.name]; len(walls[sys.name]) > 0 && !r.failed(scHerd) {
-			r.v[mHerdWall] = median(walls[sys.name])
-			r.v[mHerdTTFB] = median(ttfbs[sys.name])
+			r.setMedian(mHerdWall, walls[sys.name])
+			r.setMedian(mHerdTTFB, ttfbs[sys.name])
 		}
 	}
 }
@@ -328,7 +337,7 @@ func (b *bench) warm(ctx context.Context, want func(string) bool) {
 			if len(figures[l.sys.name]) == 0 || r.failed(sc.name) {
 				continue
 			}
-			r.v[sc.metric] = median(figures[l.sys.name])
+			r.setMedian(sc.metric, figures[l.sys.name])
 			d := origin[l.sys.name]
 			if sc.name == scWarmManifest && l.sys.caches {
 				r.v[mManifestOrigin] = float64(d.total())
@@ -432,9 +441,8 @@ func (b *bench) hotTag(ctx context.Context) {
 		if len(counts[sys.name]) == 0 || r.failed(scHotTag) {
 			continue
 		}
-		r.v[mHotTagOrigin] = median(counts[sys.name])
-		r.v[mHotTagRPS] = median(rps[sys.name])
-		r.note("hot-tag: origin manifest requests per round: %v", counts[sys.name])
+		r.setMedian(mHotTagOrigin, counts[sys.name])
+		r.setMedian(mHotTagRPS, rps[sys.name])
 	}
 }
 
