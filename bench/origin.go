@@ -49,6 +49,9 @@ func (c originCounts) manifests() int64 { return c.ManifestGET + c.ManifestHEAD 
 
 // counter counts origin requests; it is the handler of a counting proxy
 // that a system under test (or the "origin direct" baseline) talks to.
+// internal/origintest's proxy counts the same way for the tests, but it keeps
+// every request and brings an in-process registry along: too heavy for a
+// path taking tens of thousands of requests a second.
 type counter struct {
 	blobGET, blobHEAD, manifestGET, manifestHEAD, other atomic.Int64
 	next                                                http.Handler
