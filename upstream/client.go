@@ -155,7 +155,7 @@ func (c *Client) ping(ctx context.Context) (*transport.Challenge, error) {
 	if ch != nil {
 		return ch, nil
 	}
-	v, err, _ := c.sf.Do("\x00ping", func() (any, error) {
+	v, err := c.shared(ctx, "ping", "", "\x00ping", func(ctx context.Context) (any, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.origin+"/v2/", nil)
 		if err != nil {
 			return nil, c.newError("ping", "", "", err)
@@ -179,6 +179,24 @@ func (c *Client) ping(ctx context.Context) (*transport.Challenge, error) {
 		return nil, err
 	}
 	return v.(*transport.Challenge), nil
+}
+
+// shared runs fn once for all concurrent callers with the same key. fn runs
+// detached from any one caller, under its own MetaTimeout, so a caller that
+// leaves does not fail the others; each caller waits only as long as its
+// own ctx allows.
+func (c *Client) shared(ctx context.Context, op, repo, key string, fn func(context.Context) (any, error)) (any, error) {
+	ch := c.sf.DoChan(key, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.MetaTimeout)
+		defer cancel()
+		return fn(ctx)
+	})
+	select {
+	case r := <-ch:
+		return r.Val, r.Err
+	case <-ctx.Done():
+		return nil, c.newError(op, repo, "", ctx.Err())
+	}
 }
 
 func (c *Client) setChallenge(ch *transport.Challenge) {
@@ -234,7 +252,7 @@ func (c *Client) transportFor(ctx context.Context, repo string) (rt http.RoundTr
 	if ra, ok := c.repos.Get(repo); ok && c.now().Before(ra.expires) {
 		return ra.rt, false, nil
 	}
-	v, err, _ := c.sf.Do(repo, func() (any, error) {
+	v, err := c.shared(ctx, "token", repo, repo, func(ctx context.Context) (any, error) {
 		if ra, ok := c.repos.Get(repo); ok && c.now().Before(ra.expires) {
 			return ra.rt, nil
 		}

@@ -453,3 +453,33 @@ func TestChallengeOnRepositoryOnly(t *testing.T) {
 		t.Fatalf("%d tokens, want 1", got)
 	}
 }
+
+// A caller that leaves while the token is being fetched does not fail the
+// others waiting for the same token.
+func TestSharedTokenOutlivesFirstCaller(t *testing.T) {
+	t.Parallel()
+	r := origintest.NewRegistry(t, origintest.WithTokenAuth("", ""))
+	origintest.PushImage(t, r.URL, "app", "v1", 1, 256)
+	p := origintest.NewProxy(t, r.URL)
+	c, _ := newClient(t, p.URL)
+	before := r.TokensIssued()
+
+	g := p.Hold(origintest.Match{Path: origintest.TokenPath}, -1)
+	ctxA, cancelA := context.WithCancel(t.Context())
+	errA := make(chan error, 1)
+	go func() { _, err := c.HeadManifest(ctxA, "app", "v1"); errA <- err }()
+	<-g.Reached()
+	errB := make(chan error, 1)
+	go func() { _, err := c.HeadManifest(t.Context(), "app", "v1"); errB <- err }()
+	cancelA()
+	if err := <-errA; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first caller: %v", err)
+	}
+	g.Release()
+	if err := <-errB; err != nil {
+		t.Fatalf("second caller: %v", err)
+	}
+	if got := r.TokensIssued() - before; got != 1 {
+		t.Fatalf("%d tokens", got)
+	}
+}
