@@ -68,6 +68,9 @@ func (p *Proxy) plan(r *http.Request) plan {
 	var seen [faultHold + 1]bool
 	kept := p.faults[:0]
 	for _, f := range p.faults {
+		if f.kind == faultHold && f.gate.released() {
+			continue // a released gate holds nothing: drop its rule
+		}
 		slot := f.kind
 		if slot == faultDrop {
 			slot = faultStatus // a request is answered with a status or dropped, not both
@@ -94,9 +97,6 @@ func (p *Proxy) plan(r *http.Request) plan {
 				pl.latency = f.d
 				pl.names = append(pl.names, "latency "+f.d.String())
 			case faultHold:
-				if f.gate.released() {
-					continue // drop the rule
-				}
 				pl.gate = f.gate
 				pl.names = append(pl.names, "hold")
 			}
@@ -164,8 +164,9 @@ func (p *Proxy) Latency(m Match, d time.Duration) {
 // Hold holds matching responses at a point until the gate is released:
 // with after < 0 before the request is forwarded to the origin; with
 // after >= 0 once the headers and the first `after` body bytes are sent and
-// flushed to the client. Every matching request is held until Release (or
-// ClearFaults); after it, requests pass.
+// flushed to the client (a body shorter than that is not held). Every
+// matching request is held until Release (or ClearFaults); after it,
+// requests pass.
 func (p *Proxy) Hold(m Match, after int64) *Gate {
 	g := &Gate{after: after, reached: make(chan struct{}), release: make(chan struct{})}
 	p.mu.Lock()
