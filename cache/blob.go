@@ -222,6 +222,10 @@ func (v *verifyReader) Read(p []byte) (int, error) {
 		v.h.Write(buf[:k])
 		v.n += int64(k)
 		v.pending = append(v.pending, buf[:k]...)
+		if v.size >= 0 && v.n > v.size {
+			v.err = &VerifyError{Digest: v.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("origin sent more than %d bytes", v.size)}
+			return 0, v.err
+		}
 		if err == io.EOF {
 			v.eof = true
 			if v.err = v.check(); v.err != nil {
