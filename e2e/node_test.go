@@ -266,6 +266,7 @@ func (n *node) originRequests(t *testing.T, route string) map[string]float64 {
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("edge_origin_requests_total{route=%q} by op: %v", route, ops)
 	return ops
 }
 
