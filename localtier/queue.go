@@ -1,0 +1,151 @@
+package localtier
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// The durable queue: keys "q\x00<item>" whose value is the time the item
+// was first queued. Items are opaque strings chosen by the caller (the
+// write-behind to the global tier); a key queued twice is one item. The
+// queue survives restarts and crashes like every other index entry.
+const prefixQueue = "q" + sep
+
+// queueLen counts the items, once from a scan and then kept in step.
+type queueLen struct {
+	once sync.Once
+	mu   sync.Mutex
+	n    int
+	err  error
+}
+
+var queueLens sync.Map // *Store -> *queueLen
+
+func (s *Store) queueLen() *queueLen {
+	v, _ := queueLens.LoadOrStore(s, &queueLen{})
+	ql := v.(*queueLen)
+	ql.once.Do(func() {
+		ql.err = s.db.View(func(txn *badger.Txn) error {
+			opts := badger.DefaultIteratorOptions
+			opts.PrefetchValues = false
+			opts.Prefix = []byte(prefixQueue)
+			it := txn.NewIterator(opts)
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				ql.n++
+			}
+			return nil
+		})
+	})
+	return ql
+}
+
+// Enqueue adds item to the durable queue; an item already queued stays
+// queued once, with its first time.
+func (s *Store) Enqueue(ctx context.Context, item string) error {
+	if err := validName("queue item", item); err != nil {
+		return err
+	}
+	ql := s.queueLen()
+	ql.mu.Lock()
+	defer ql.mu.Unlock()
+	added := false
+	err := s.db.Update(func(txn *badger.Txn) error {
+		key := []byte(prefixQueue + item)
+		if _, err := txn.Get(key); err == nil {
+			return nil
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		added = true
+		return txn.Set(key, binary.AppendVarint(nil, s.clock().UnixNano()))
+	})
+	if err != nil {
+		return fmt.Errorf("localtier: enqueue %q: %w", item, err)
+	}
+	if added {
+		ql.n++
+	}
+	return nil
+}
+
+// QueueItem is one item of the durable queue.
+type QueueItem struct {
+	Item   string
+	Queued time.Time
+}
+
+// Queued returns up to limit items that sort after `after` ("" for the
+// first), in key order.
+func (s *Store) Queued(ctx context.Context, after string, limit int) ([]QueueItem, error) {
+	var out []QueueItem
+	err := s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(prefixQueue)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		start := []byte(prefixQueue + after)
+		for it.Seek(start); it.Valid() && len(out) < limit; it.Next() {
+			item := string(it.Item().Key()[len(prefixQueue):])
+			if after != "" && item == after {
+				continue
+			}
+			var queued time.Time
+			if err := it.Item().Value(func(v []byte) error {
+				ns, n := binary.Varint(v)
+				if n <= 0 {
+					return errCorrupt
+				}
+				queued = time.Unix(0, ns)
+				return nil
+			}); err != nil {
+				return err
+			}
+			out = append(out, QueueItem{Item: item, Queued: queued})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("localtier: queue: %w", err)
+	}
+	return out, nil
+}
+
+// Dequeue removes item from the queue; a missing item is no error.
+func (s *Store) Dequeue(ctx context.Context, item string) error {
+	ql := s.queueLen()
+	ql.mu.Lock()
+	defer ql.mu.Unlock()
+	removed := false
+	err := s.db.Update(func(txn *badger.Txn) error {
+		key := []byte(prefixQueue + item)
+		if _, err := txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		removed = true
+		return txn.Delete(key)
+	})
+	if err != nil {
+		return fmt.Errorf("localtier: dequeue %q: %w", item, err)
+	}
+	if removed {
+		ql.n--
+	}
+	return nil
+}
+
+// QueueLen returns how many items are queued.
+func (s *Store) QueueLen() (int, error) {
+	ql := s.queueLen()
+	ql.mu.Lock()
+	defer ql.mu.Unlock()
+	return ql.n, ql.err
+}
