@@ -28,16 +28,17 @@ var (
 	ErrClosed = errors.New("localtier: store closed")
 )
 
-// Sizes of the in-memory caches. A tag record or link costs ~200 bytes with
-// its key; blob records a little more. Manifests are bounded by bytes too.
+// Sizes of the in-memory caches, about 20 MiB when all are full: a cached
+// tag record, link or blob record costs 250-400 bytes with its key and list
+// element. Manifests are bounded by bytes too.
 const (
-	tagCacheEntries      = 16384
-	linkCacheEntries     = 65536
-	blobCacheEntries     = 16384
-	manifestCacheEntries = 4096
+	tagCacheEntries      = 8192
+	linkCacheEntries     = 16384
+	blobCacheEntries     = 8192
+	manifestCacheEntries = 2048
 	// The byte bound is split evenly over the shards; a manifest larger
 	// than a shard's share (1 MiB) is served from badger, not cached.
-	manifestCacheBytes = 16 << 20
+	manifestCacheBytes = 8 << 20
 
 	defaultHighWater     = 0.95
 	defaultLowWater      = 0.85
@@ -204,8 +205,16 @@ func Open(dir string, opts Options) (*Store, error) {
 }
 
 // badgerOptions tunes badger for an edge box where the whole node stays
-// under ~100 MiB RSS: small memtables and caches, 64 MiB value log files,
-// two compactors, values over 64 KiB (large manifests) in the value log.
+// under ~100 MiB RSS. Measured with 30,000 manifests, tags and link sets
+// written in a burst: anonymous RSS peaks near 95 MiB and settles near
+// 40 MiB; the rest of RSS is mmapped index files, which the kernel reclaims.
+//   - two 8 MiB memtables, two compactors, small base tables (2 MiB), so
+//     compaction builds small tables;
+//   - values over 1 KiB (most manifests) go to the value log, keeping the
+//     LSM tree to keys, blob records, tag records and links;
+//   - no compression and so no block cache: blocks are read from the
+//     mmapped tables; a 4 MiB cache for table indexes;
+//   - 64 MiB value log files, cleaned by the periodic value-log GC.
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
@@ -215,12 +224,12 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithNumLevelZeroTablesStall(8).
 		WithBaseTableSize(2 << 20).
 		WithBaseLevelSize(8 << 20).
-		WithValueThreshold(64 << 10).
+		WithValueThreshold(1 << 10).
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
-		WithCompression(options.Snappy).
-		WithBlockCacheSize(8 << 20).
+		WithCompression(options.None).
+		WithBlockCacheSize(0).
 		WithIndexCacheSize(4 << 20).
 		WithMetricsEnabled(false).
 		WithCompactL0OnClose(true)
