@@ -62,6 +62,7 @@ disabled_plugins = [
 		_, err := tryRun(10*time.Second, nil, ctr, "--address", c.sock, "version")
 		return err
 	})
+	assertLoopbackOnly(t, "containerd", p.cmd.Process.Pid)
 	return c
 }
 

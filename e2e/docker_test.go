@@ -16,6 +16,7 @@ import (
 type dockerd struct {
 	docker string   // client binary
 	env    []string // DOCKER_HOST and DOCKER_CONFIG for the client
+	pid    int      // dockerd's
 }
 
 func startDockerd(t *testing.T, mirror *node) *dockerd {
@@ -55,6 +56,7 @@ func startDockerd(t *testing.T, mirror *node) *dockerd {
 	)
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(containerd)+":"+os.Getenv("PATH"))
 	p := startProc(t, "dockerd", cmd, dir)
+	d.pid = p.cmd.Process.Pid
 	p.waitFor(t, 60*time.Second, func() error {
 		if _, err := os.Stat(sock); err != nil {
 			return err
@@ -112,6 +114,9 @@ func TestDockerPull(t *testing.T) {
 			t.Errorf("edge_origin_requests_total{route=\"docker.io\"} is 0 after docker pull")
 		}
 	}
+
+	// By now dockerd runs its own containerd too.
+	assertLoopbackOnly(t, "dockerd", d.pid)
 
 	d.run(t, "rmi", ref)
 	check("warm pull")

@@ -134,6 +134,7 @@ func startEdge(t *testing.T, routes []route) *node {
 	}
 	n.URL = "http://" + n.Host
 	p.waitFor(t, 30*time.Second, func() error { return httpOK(n.Admin + "/readyz") })
+	assertLoopbackOnly(t, "edge", p.cmd.Process.Pid)
 	return n
 }
 
