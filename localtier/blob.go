@@ -70,9 +70,10 @@ func (s *Store) lookupBlob(d digest.Digest) (*blobEntry, error) {
 	if err := validDigest(d); err != nil {
 		return nil, err
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.begin(); err != nil {
 		return nil, err
 	}
+	defer s.end()
 	gen := s.blobGen.Load()
 	r, err := s.readBlobRecord(d)
 	if err != nil {
@@ -140,9 +141,10 @@ func (s *Store) DeleteBlob(ctx context.Context, d digest.Digest) error {
 	if err := validDigest(d); err != nil {
 		return err
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.begin(); err != nil {
 		return err
 	}
+	defer s.end()
 	s.blobMu.Lock()
 	defer s.blobMu.Unlock()
 	r, err := s.readBlobRecord(d)

@@ -32,9 +32,10 @@ func (s *Store) requestEvict() {
 func (s *Store) Evict(ctx context.Context) (int64, error) {
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
-	if err := s.checkOpen(); err != nil {
+	if err := s.begin(); err != nil {
 		return 0, err
 	}
+	defer s.end()
 	if !s.overHigh() {
 		return 0, nil
 	}

@@ -38,9 +38,10 @@ func (s *Store) GetManifest(ctx context.Context, d digest.Digest) (Manifest, err
 	if err := validDigest(d); err != nil {
 		return Manifest{}, err
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.begin(); err != nil {
 		return Manifest{}, err
 	}
+	defer s.end()
 	var m Manifest
 	err := s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(manKey(d))
@@ -68,9 +69,10 @@ func (s *Store) PutManifest(ctx context.Context, d digest.Digest, m Manifest) er
 	if err := validDigest(d); err != nil {
 		return err
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.begin(); err != nil {
 		return err
 	}
+	defer s.end()
 	m.Body = append([]byte(nil), m.Body...)
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(manKey(d), encodeManifest(m)) }); err != nil {
 		return fmt.Errorf("localtier: put manifest %s: %w", d, err)
@@ -91,9 +93,10 @@ func (s *Store) GetTag(ctx context.Context, route, repo, tag string) (TagRecord,
 	if err := validName("tag", tag); err != nil {
 		return TagRecord{}, err
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.begin(); err != nil {
 		return TagRecord{}, err
 	}
+	defer s.end()
 	gen := s.tagGen.Load()
 	var r TagRecord
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -134,9 +137,10 @@ func (s *Store) PutTag(ctx context.Context, route, repo, tag string, r TagRecord
 	if err := validDigest(r.Digest); err != nil {
 		return err
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.begin(); err != nil {
 		return err
 	}
+	defer s.end()
 	k := tagCacheKey{route, repo, tag}
 	mu := &s.tagMu[tagShard(k)%cacheShards]
 	mu.Lock()
@@ -158,9 +162,10 @@ func (s *Store) ListTags(ctx context.Context, route, repo string) ([]string, err
 	if err := validRepo(route, repo); err != nil {
 		return nil, err
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.begin(); err != nil {
 		return nil, err
 	}
+	defer s.end()
 	prefix := tagPrefix(route, repo)
 	var tags []string
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -192,9 +197,10 @@ func (s *Store) Linked(ctx context.Context, route, repo string, d digest.Digest)
 	if err := validDigest(d); err != nil {
 		return false, err
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.begin(); err != nil {
 		return false, err
 	}
+	defer s.end()
 	err := s.db.View(func(txn *badger.Txn) error {
 		_, err := txn.Get(linkKey(route, repo, d))
 		return err
@@ -219,9 +225,10 @@ func (s *Store) Link(ctx context.Context, route, repo string, ds ...digest.Diges
 			return err
 		}
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.begin(); err != nil {
 		return err
 	}
+	defer s.end()
 	if len(ds) == 0 {
 		return nil
 	}

@@ -108,7 +108,8 @@ type Store struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
-	closed    atomic.Bool
+	closeMu   sync.RWMutex // held for reading by every use of the index
+	closed    bool         // guarded by closeMu
 }
 
 type tagCacheKey struct{ route, repo, tag string }
@@ -254,8 +255,10 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancel()
 		s.wg.Wait()
+		s.closeMu.Lock()
+		defer s.closeMu.Unlock()
+		s.closed = true
 		err := s.flushAccess()
-		s.closed.Store(true)
 		s.metrics.unregister()
 		s.closeErr = errors.Join(err, s.db.Close())
 	})
@@ -323,62 +326,17 @@ func (s *Store) Usage() (bytes, blobs int64) {
 	return s.bytes.Load(), s.count.Load()
 }
 
-func (s *Store) checkOpen() error {
-	if s.closed.Load() {
+// begin guards a use of the index against Close; every begin that returns
+// nil is paired with an end. Calls between begin and end must not begin
+// again (a waiting Close would deadlock them). The in-memory hot paths do
+// not begin at all.
+func (s *Store) begin() error {
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
 		return ErrClosed
 	}
 	return nil
 }
 
-// metrics are the store's Prometheus collectors.
-type metrics struct {
-	reg          prometheus.Registerer
-	bytes, blobs prometheus.GaugeFunc
-	evictions    prometheus.Counter
-	evictedBytes prometheus.Counter
-}
-
-func newMetrics(s *Store) *metrics {
-	return &metrics{
-		bytes: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "edge_local_bytes", Help: "Bytes of blobs in the local disk tier.",
-		}, func() float64 { return float64(s.bytes.Load()) }),
-		blobs: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "edge_local_blobs", Help: "Blobs in the local disk tier.",
-		}, func() float64 { return float64(s.count.Load()) }),
-		evictions: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edge_evictions_total", Help: "Blobs evicted from the local disk tier.",
-		}),
-		evictedBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edge_evicted_bytes_total", Help: "Bytes of blobs evicted from the local disk tier.",
-		}),
-	}
-}
-
-func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.bytes, m.blobs, m.evictions, m.evictedBytes}
-}
-
-func (m *metrics) register(reg prometheus.Registerer) error {
-	var done []prometheus.Collector
-	for _, c := range m.collectors() {
-		if err := reg.Register(c); err != nil {
-			for _, d := range done {
-				reg.Unregister(d)
-			}
-			return err
-		}
-		done = append(done, c)
-	}
-	m.reg = reg
-	return nil
-}
-
-func (m *metrics) unregister() {
-	if m.reg == nil {
-		return
-	}
-	for _, c := range m.collectors() {
-		m.reg.Unregister(c)
-	}
-}
+func (s *Store) end() { s.closeMu.RUnlock() }

@@ -531,3 +531,58 @@ func TestBlobConsistencyUnderConcurrency(t *testing.T) {
 		t.Fatalf("StatBlob: %v, file: %v, usage: %d bytes, %d blobs", statErr, fileErr, n, c)
 	}
 }
+
+// Close while calls are in flight: each call succeeds or fails with
+// ErrClosed, none panics, and Close returns once they are done.
+func TestCloseDuringUse(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := putBlob(t, s, []byte("x"))
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				tag := fmt.Sprint("t", g, "-", i)
+				err := s.PutTag(ctx, "r", "repo", tag, TagRecord{Digest: d})
+				if err == nil {
+					_, err = s.ListTags(ctx, "r", "repo")
+				}
+				if err == nil {
+					_, err = s.Linked(ctx, "r", tag, d)
+				}
+				if err == nil {
+					err = s.DeleteBlob(ctx, digest.FromString(tag))
+					if errors.Is(err, ErrNotFound) {
+						err = nil
+					}
+				}
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if _, err := s.NewBlobWriter(d); !errors.Is(err, ErrClosed) {
+		t.Fatalf("NewBlobWriter after Close = %v", err)
+	}
+	if _, err := s.Evict(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Evict after Close = %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close = %v", err)
+	}
+}

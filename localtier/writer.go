@@ -47,9 +47,10 @@ func (s *Store) NewBlobWriter(d digest.Digest) (*BlobWriter, error) {
 	if err := validDigest(d); err != nil {
 		return nil, err
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.begin(); err != nil {
 		return nil, err
 	}
+	defer s.end()
 	f, err := os.CreateTemp(s.tmpDir, d.Encoded()+".*")
 	if err != nil {
 		return nil, fmt.Errorf("localtier: new blob writer: %w", err)
@@ -158,9 +159,10 @@ func (w *BlobWriter) Commit(size int64, mediaType string) (err error) {
 
 // commitBlob moves a synced temp file into place and indexes it.
 func (s *Store) commitBlob(w *BlobWriter, size int64, mediaType string) error {
-	if err := s.checkOpen(); err != nil {
+	if err := s.begin(); err != nil {
 		return err
 	}
+	defer s.end()
 	s.blobMu.Lock()
 	defer s.blobMu.Unlock()
 	if _, err := s.readBlobRecord(w.d); err == nil {
