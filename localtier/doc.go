@@ -24,6 +24,7 @@
 //	m\x00<digest>                          manifest: media type and body
 //	t\x00<route>\x00<repo>\x00<tag>        tag record
 //	l\x00<route>\x00<repo>\x00<digest>     link: the digest belongs to route/repo (empty value)
+//	q\x00<item>                            durable queue item: time first queued (queue.go)
 //
 // Because NUL sorts before every other byte, a prefix scan over
 // "t\x00<route>\x00<repo>\x00" yields exactly that repository's tags in

@@ -17,7 +17,8 @@ import (
 // queue survives restarts and crashes like every other index entry.
 const prefixQueue = "q" + sep
 
-// queueLen counts the items, once from a scan and then kept in step.
+// queueLen counts the items, once from a scan and then kept in step. It
+// lives in the Store (field queue); mu also orders Enqueue and Dequeue.
 type queueLen struct {
 	once sync.Once
 	mu   sync.Mutex
@@ -25,11 +26,10 @@ type queueLen struct {
 	err  error
 }
 
-var queueLens sync.Map // *Store -> *queueLen
-
+// queueLen returns the counter, scanning the queue on first use. The caller
+// holds begin.
 func (s *Store) queueLen() *queueLen {
-	v, _ := queueLens.LoadOrStore(s, &queueLen{})
-	ql := v.(*queueLen)
+	ql := &s.queue
 	ql.once.Do(func() {
 		ql.err = s.db.View(func(txn *badger.Txn) error {
 			opts := badger.DefaultIteratorOptions
@@ -52,6 +52,10 @@ func (s *Store) Enqueue(ctx context.Context, item string) error {
 	if err := validName("queue item", item); err != nil {
 		return err
 	}
+	if err := s.begin(); err != nil {
+		return err
+	}
+	defer s.end()
 	ql := s.queueLen()
 	ql.mu.Lock()
 	defer ql.mu.Unlock()
@@ -84,6 +88,10 @@ type QueueItem struct {
 // Queued returns up to limit items that sort after `after` ("" for the
 // first), in key order.
 func (s *Store) Queued(ctx context.Context, after string, limit int) ([]QueueItem, error) {
+	if err := s.begin(); err != nil {
+		return nil, err
+	}
+	defer s.end()
 	var out []QueueItem
 	err := s.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
@@ -119,6 +127,13 @@ func (s *Store) Queued(ctx context.Context, after string, limit int) ([]QueueIte
 
 // Dequeue removes item from the queue; a missing item is no error.
 func (s *Store) Dequeue(ctx context.Context, item string) error {
+	if err := validName("queue item", item); err != nil {
+		return err
+	}
+	if err := s.begin(); err != nil {
+		return err
+	}
+	defer s.end()
 	ql := s.queueLen()
 	ql.mu.Lock()
 	defer ql.mu.Unlock()
@@ -144,6 +159,10 @@ func (s *Store) Dequeue(ctx context.Context, item string) error {
 
 // QueueLen returns how many items are queued.
 func (s *Store) QueueLen() (int, error) {
+	if err := s.begin(); err != nil {
+		return 0, err
+	}
+	defer s.end()
 	ql := s.queueLen()
 	ql.mu.Lock()
 	defer ql.mu.Unlock()

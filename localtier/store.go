@@ -99,6 +99,8 @@ type Store struct {
 	tagMu  [cacheShards]sync.Mutex
 	tagGen atomic.Uint64
 
+	queue queueLen // the durable queue's item count (queue.go)
+
 	pendMu  sync.Mutex
 	pending []*blobEntry // entries touched since the last flush
 
