@@ -81,10 +81,11 @@ func renderReport(set settings, systems, scenarios []string, results map[string]
 		}
 		b.WriteString("\n|---|" + strings.Repeat("---:|", len(systems)) + "\n")
 		for _, r := range rows(set) {
-			if r.scenario == "" || !slices.Contains(scenarios, r.scenario) {
+			if !slices.ContainsFunc(systems, func(s string) bool { return len(results[s].rounds[r.metric]) > 0 }) {
 				continue
 			}
-			fmt.Fprintf(&b, "| %s |", r.label)
+			label, _, _ := strings.Cut(r.label, " (×")
+			fmt.Fprintf(&b, "| %s |", label)
 			for _, s := range systems {
 				var vs []string
 				for _, v := range results[s].rounds[r.metric] {
