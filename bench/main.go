@@ -29,7 +29,7 @@ func main() {
 		reps          = flag.Int("reps", 0, "rounds of every scenario, the table shows medians (default 3, 1 with -quick)")
 		loadDur       = flag.Duration("duration", 0, "duration of each warm load (default 5s, 3s with -quick)")
 		bigMiB        = flag.Int64("big-mib", 256, "size of the big blob in MiB")
-		edgeBin       = flag.String("edge-bin", "", "edge binary to use (default: go build ./cmd/edge)")
+		edgeBin       = flag.String("edge-bin", "", "edge binary to use (default: ./cmd/edge built as committed at HEAD)")
 		registryBin   = flag.String("registry-bin", "", "distribution registry binary (default: .cache/bin/registry, then $PATH)")
 		outDir        = flag.String("out", "bench/results", "directory the table is written to")
 		workDir       = flag.String("work", "", "working directory (default: a new temporary one, removed at the end)")
@@ -119,12 +119,11 @@ func run(set settings, systems, scenarios []string, bigSize int64, edgeBin, regi
 	for _, s := range systems {
 		results[s] = newSysResult()
 	}
+	edgeDesc := "given as " + edgeBin
 	if slices.Contains(systems, "edge") && edgeBin == "" {
-		edgeBin = filepath.Join(workDir, "bin", "edge")
-		slog.Info("building edge", "out", edgeBin)
-		if out, err := exec.CommandContext(ctx, "go", "build", "-o", edgeBin, "./cmd/edge").CombinedOutput(); err != nil {
-			edgeBin = ""
-			results["edge"].fail("build", fmt.Errorf("go build ./cmd/edge: %v: %s", err, firstLines(string(out), 5)))
+		if edgeBin, edgeDesc, err = buildEdge(ctx, workDir); err != nil {
+			edgeBin, edgeDesc = "", "not built"
+			results["edge"].fail("build", err)
 		}
 	}
 
@@ -148,7 +147,7 @@ func run(set settings, systems, scenarios []string, bigSize int64, edgeBin, regi
 	}
 	others := &otherCPU{}
 	go others.run(ctx)
-	e := &env{origin: o, endpoints: map[string]*endpoint{}, content: c, seedDir: seedDir,
+	e := &env{origin: o, endpoints: map[string]*endpoint{}, content: c,
 		registryBin: registryBin, edgeBin: edgeBin, workDir: workDir, others: others}
 	for _, s := range systems {
 		if e.endpoints[s], err = o.endpoint(); err != nil {
@@ -169,7 +168,7 @@ func run(set settings, systems, scenarios []string, bigSize int64, edgeBin, regi
 		return errors.New("interrupted")
 	}
 
-	report := renderReport(set, systems, scenarios, results, c, time.Since(start), registryBin, edgeBin)
+	report := renderReport(set, systems, scenarios, results, c, time.Since(start), registryBin, edgeDesc)
 	fmt.Println(report)
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err
@@ -180,6 +179,29 @@ func run(set settings, systems, scenarios []string, bigSize int64, edgeBin, regi
 	}
 	slog.Info("table written", "path", path)
 	return nil
+}
+
+// buildEdge builds ./cmd/edge as committed at HEAD, from a clean export of
+// the tree: what is measured is a commit, not whatever the working tree
+// holds at that moment.
+func buildEdge(ctx context.Context, workDir string) (bin, desc string, err error) {
+	rev := strings.TrimSpace(cmdLine("git", "rev-parse", "--short", "HEAD"))
+	src := filepath.Join(workDir, "edge-src")
+	bin = filepath.Join(workDir, "bin", "edge")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", "", err
+	}
+	slog.Info("building edge", "commit", rev, "out", bin)
+	export := fmt.Sprintf("git archive HEAD | tar -x -C %q", src)
+	if out, err := exec.CommandContext(ctx, "bash", "-o", "pipefail", "-c", export).CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("export HEAD: %v: %s", err, firstLines(string(out), 5))
+	}
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/edge")
+	build.Dir = src
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("go build ./cmd/edge at %s: %v: %s", rev, err, firstLines(string(out), 5))
+	}
+	return bin, "built at " + rev, nil
 }
 
 func findRegistry(flagged string) (string, error) {

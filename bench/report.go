@@ -46,12 +46,12 @@ func rows(set settings) []row {
 	}
 }
 
-func renderReport(set settings, systems, scenarios []string, results map[string]*sysResult, c *content, took time.Duration, registryBin, edgeBin string) string {
+func renderReport(set settings, systems, scenarios []string, results map[string]*sysResult, c *content, took time.Duration, registryBin, edgeDesc string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Edge bench, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "Machine: %d cores, Linux %s, %s; %s; %s; distribution %s; edge %s.\n\n",
 		runtime.NumCPU(), readTrim("/proc/sys/kernel/osrelease"), runtime.Version(),
-		cmdLine("nginx", "-v"), strings.Join(strings.Fields(cmdLine("wrk", "-v") + " wrk ?")[:2], " "), cmdLine(registryBin, "--version"), edgeVersion(edgeBin))
+		cmdLine("nginx", "-v"), strings.Join(strings.Fields(cmdLine("wrk", "-v") + " wrk ?")[:2], " "), cmdLine(registryBin, "--version"), edgeDesc)
 	fmt.Fprintf(&b, "Settings: big blob %d MiB; every figure is the median of %d round(s) (cold and herd each from an empty cache); "+
 		"warm loads %s each; herd %d; blob clients %d (Go, keep-alive); wrk -t2 -c%d; tag TTL %s (warm), %s (hot tag). "+
 		"Scenarios: %s. Run took %s.\n\n",
@@ -164,14 +164,4 @@ func readTrim(path string) string {
 func cmdLine(name string, args ...string) string {
 	out, _ := exec.Command(name, args...).CombinedOutput()
 	return strings.TrimSpace(string(out))
-}
-
-func edgeVersion(edgeBin string) string {
-	if edgeBin == "" {
-		return "not built"
-	}
-	if rev := cmdLine("git", "rev-parse", "--short", "HEAD"); rev != "" {
-		return "built at " + rev
-	}
-	return "built"
 }

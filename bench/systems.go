@@ -15,7 +15,6 @@ type env struct {
 	origin      *origin
 	endpoints   map[string]*endpoint // each system's way to the origin, by name
 	content     *content
-	seedDir     string // the seeded files, served by nginx-static
 	registryBin string
 	edgeBin     string
 	workDir     string
