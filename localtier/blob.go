@@ -112,7 +112,7 @@ func (s *Store) OpenBlob(ctx context.Context, d digest.Digest) (*os.File, BlobIn
 	}
 	f, err := os.Open(e.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		s.blobs.Remove(d)
+		s.dropMissing(d)
 		return nil, BlobInfo{}, fmt.Errorf("blob %s: %w", d, ErrNotFound)
 	}
 	if err != nil {
@@ -120,6 +120,29 @@ func (s *Store) OpenBlob(ctx context.Context, d digest.Digest) (*os.File, BlobIn
 	}
 	s.touch(e)
 	return f, e.info(), nil
+}
+
+// dropMissing forgets a blob whose file is gone: usually it was evicted or
+// deleted between lookup and open, but a file removed behind the store's
+// back must not stay in the index and the usage either.
+func (s *Store) dropMissing(d digest.Digest) {
+	s.blobs.Remove(d)
+	if s.begin() != nil {
+		return
+	}
+	defer s.end()
+	s.blobMu.Lock()
+	defer s.blobMu.Unlock()
+	r, err := s.readBlobRecord(d)
+	if err != nil {
+		return
+	}
+	if _, err := os.Stat(s.blobPath(d)); !errors.Is(err, fs.ErrNotExist) {
+		return // committed again meanwhile
+	}
+	if err := s.removeBlobLocked(d, r.Size); err != nil {
+		s.log.Warn("localtier: drop index entry of a missing blob", "digest", d, "err", err)
+	}
 }
 
 // touch records an access in memory; the flush writes it to the index.

@@ -1,9 +1,12 @@
 package localtier
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"testing"
 	"time"
 
@@ -45,8 +48,17 @@ func TestEvictByLeastRecentAccess(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := openStore(t, t.TempDir(), Options{MaxSize: 1000, Clock: clock.Now, Registerer: reg})
 	var ds []digest.Digest
-	for i := range 9 { // 900 bytes: under the high water mark (950)
+	var reader *os.File // a download of blob 1 still running when it goes
+	for i := range 9 {  // 900 bytes: under the high water mark (950)
 		ds = append(ds, putBlob(t, s, blobOf(i, 100)))
+		if i == 1 {
+			f, _, err := s.OpenBlob(ctx, ds[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			reader = f
+		}
 		clock.Advance(10 * time.Second)
 	}
 	if freed, err := s.Evict(ctx); err != nil || freed != 0 {
@@ -75,6 +87,9 @@ func TestEvictByLeastRecentAccess(t *testing.T) {
 				t.Errorf("blob %d: OpenBlob = %v, want ErrNotFound", i, err)
 			}
 		}
+	}
+	if got, err := io.ReadAll(reader); err != nil || !bytes.Equal(got, blobOf(1, 100)) {
+		t.Fatalf("reader of an evicted blob: %d bytes, %v", len(got), err)
 	}
 	if n, c := s.Usage(); n != 800 || c != 8 {
 		t.Fatalf("Usage = %d, %d; want 800, 8", n, c)
