@@ -38,7 +38,7 @@ func rows(set settings) []row {
 			func(v float64) string { return fmt.Sprintf("%.0f MiB/s", v/(1<<20)) }, "nginx-static", mWarmBlob},
 		{fmt.Sprintf("warm 1 MiB blob, %d clients (× static)", set.blobClients), "≥ 0.95×", scWarmSmall, mWarmSmall, perSec, "nginx-static", mWarmSmall},
 		{fmt.Sprintf("warm manifest by tag, %d conns, wrk (× static small file)", set.wrkConns), "≥ 0.85×", scWarmManifest, mManifestRPS, perSec, "nginx-static", mManifestRPS},
-		{"warm manifest: origin requests during the run", "0", scWarmManifest, mManifestOrigin, count, "", ""},
+		{"warm manifest: origin requests during the loads, all rounds", "0", scWarmManifest, mManifestOrigin, count, "", ""},
 		{fmt.Sprintf("hot tag expiring once under load (TTL %s): origin manifest requests", seconds(set.hotTTL)), "1", scHotTag, mHotTagOrigin, count, "", ""},
 		{"hot tag: req/s during that run", "", scHotTag, mHotTagRPS, perSec, "", ""},
 		{"peak RSS (VmHWM; nginx: master + workers)", "≤ 100 MiB", "", mPeakRSS,
