@@ -11,8 +11,8 @@ import (
 )
 
 // dockerd is a Docker daemon started by a test: vfs storage, no iptables,
-// no bridge, its own data root, exec root, pidfile, unix socket and
-// daemon.json, listening on nothing but that socket.
+// no bridge, its own data root, exec root, pidfile, unix socket, daemon.json
+// and containerd, listening on nothing but that socket.
 type dockerd struct {
 	docker string   // client binary
 	env    []string // DOCKER_HOST and DOCKER_CONFIG for the client
@@ -24,8 +24,9 @@ func startDockerd(t *testing.T, mirror *node) *dockerd {
 	needRoot(t, "dockerd")
 	bin := tool(t, "EDGE_DOCKERD", "dockerd")
 	client := tool(t, "EDGE_DOCKER", "docker")
-	// dockerd starts its own containerd and runc from PATH.
-	containerd := tool(t, "EDGE_CONTAINERD", "containerd")
+	// A containerd of the test's own, rather than the one dockerd would
+	// start with its defaults (which writes to /opt/containerd).
+	ctrd := startContainerd(t)
 	dir := shortTempDir(t)
 	sock := filepath.Join(dir, "d.sock")
 	cfg := filepath.Join(dir, "daemon.json")
@@ -53,8 +54,8 @@ func startDockerd(t *testing.T, mirror *node) *dockerd {
 		"--ip-masq=false",
 		"--bridge", "none",
 		"--userland-proxy=false",
+		"--containerd", ctrd.sock,
 	)
-	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(containerd)+":"+os.Getenv("PATH"))
 	p := startProc(t, "dockerd", cmd, dir)
 	d.pid = p.cmd.Process.Pid
 	p.waitFor(t, 60*time.Second, func() error {
@@ -115,7 +116,6 @@ func TestDockerPull(t *testing.T) {
 		}
 	}
 
-	// By now dockerd runs its own containerd too.
 	assertLoopbackOnly(t, "dockerd", d.pid)
 
 	d.run(t, "rmi", ref)
