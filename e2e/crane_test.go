@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -175,5 +176,37 @@ func TestCraneBinary(t *testing.T) {
 	}
 	if o.Count("GET", "blob") == 0 {
 		t.Errorf("the origin saw no blob GET: crane was not served through the node")
+	}
+}
+
+// TestRestartKeepsCache pulls an image through the node, stops the node
+// with SIGTERM, starts it again on the same data directory and pulls again:
+// blobs, manifests and the tag (inside its TTL) come from the local tier,
+// so the origin sees no request at all.
+func TestRestartKeepsCache(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("EDGE_E2E_MIRROR") != "" {
+		t.Skip("the stand-in mirror keeps its cache in memory")
+	}
+	o := newOrigin(t)
+	routes := []route{{Name: "docker.io", Origin: o.URL, Default: true}}
+	dir := t.TempDir()
+	n := startEdgeIn(t, dir, routes)
+	p := pushIndex(t, o, "library/e2e-restart", "v1")
+	if got := cranePull(t, n.Host+"/"+p.Repo+":"+p.Tag, true); got != p.Digest {
+		t.Fatalf("pulled %s, origin has %s", got, p.Digest)
+	}
+	if got := o.Count("GET", "blob"); got != len(p.Blobs) {
+		t.Errorf("cold pull made %d origin blob GETs for %d blobs", got, len(p.Blobs))
+	}
+	n.stop(t)
+
+	before := o.Total()
+	n = startEdgeIn(t, dir, routes)
+	if got := cranePull(t, n.Host+"/"+p.Repo+":"+p.Tag, true); got != p.Digest {
+		t.Fatalf("after restart: pulled %s, origin has %s", got, p.Digest)
+	}
+	if d := o.Total() - before; d != 0 {
+		t.Errorf("pull after restart made %d origin requests (%d blob GETs), want 0", d, o.Count("GET", "blob")-len(p.Blobs))
 	}
 }

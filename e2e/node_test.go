@@ -38,6 +38,18 @@ type node struct {
 	// prefix, and counts origin requests by route in its metrics. The
 	// stand-in used to develop the harness does not.
 	Routing bool
+
+	proc *proc // the edge process; nil for the stand-in
+}
+
+// stop stops the node (SIGTERM, as an operator's service manager does) and
+// fails the test if it does not exit cleanly.
+func (n *node) stop(t *testing.T) {
+	t.Helper()
+	n.proc.stop(t)
+	if _, err := n.proc.exited(); err != nil {
+		t.Errorf("edge exited with %v after SIGTERM; output:\n%s", err, n.proc.tail(20))
+	}
 }
 
 // startMirror starts the mirror under test with the given routes: the edge
@@ -100,18 +112,24 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// startEdge writes a configuration for routes, starts `edge serve` and
-// waits until both listeners are up and the node is ready.
+// startEdge starts a node with its own data directory.
 func startEdge(t *testing.T, routes []route) *node {
 	t.Helper()
+	return startEdgeIn(t, t.TempDir(), routes)
+}
+
+// startEdgeIn writes a configuration for routes with its data directory
+// under dir, starts `edge serve` and waits until both listeners are up and
+// the node is ready. A node started again in the same dir finds its cache.
+func startEdgeIn(t *testing.T, dir string, routes []route) *node {
+	t.Helper()
 	bin := edgeBinary(t)
-	dir := t.TempDir()
 	cfg := edgeConfig(filepath.Join(dir, "data"), routes)
 	cfgPath := filepath.Join(dir, "edge.yaml")
 	write(t, cfgPath, cfg)
 	p := startProc(t, "edge", exec.Command(bin, "serve", "--config", cfgPath))
 
-	n := &node{Routing: true}
+	n := &node{Routing: true, proc: p}
 	deadline := time.After(60 * time.Second)
 	for n.Host == "" || n.Admin == "" {
 		select {
