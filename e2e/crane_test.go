@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,10 @@ import (
 func cranePull(t *testing.T, ref string, index bool) v1.Hash {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "layout")
-	opts := crane.GetOptions(crane.Insecure)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	copts := []crane.Option{crane.Insecure, crane.WithContext(ctx)}
+	opts := crane.GetOptions(copts...)
 	p, err := layout.Write(dir, emptyIndex())
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +46,7 @@ func cranePull(t *testing.T, ref string, index bool) v1.Hash {
 		}
 		return d
 	}
-	img, err := crane.Pull(ref, crane.Insecure)
+	img, err := crane.Pull(ref, copts...)
 	if err != nil {
 		t.Fatalf("pull %s: %v", ref, err)
 	}

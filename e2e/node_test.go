@@ -247,7 +247,8 @@ func startDistributionProxy(t *testing.T, routes []route) *node {
 // summed over op and code, by op.
 func (n *node) originRequests(t *testing.T, route string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(n.Admin + "/metrics")
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(n.Admin + "/metrics")
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}
