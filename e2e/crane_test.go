@@ -87,7 +87,7 @@ func TestCranePull(t *testing.T) {
 	blobs := len(single.Blobs) + len(multi.Blobs)
 	firstGets := o.Count("GET", "blob")
 	if firstGets < blobs {
-		t.Fatalf("cold pulls made %d origin blob GETs for %d blobs: not served through the origin?", firstGets, blobs)
+		t.Fatalf("cold pulls made %d origin blob GETs for %d blobs: were they served through the node?", firstGets, blobs)
 	}
 	if n.Routing && firstGets != blobs {
 		t.Errorf("cold pulls made %d origin blob GETs for %d distinct blobs, want one each", firstGets, blobs)

@@ -19,16 +19,15 @@ import (
 // pushed describes what was pushed to an origin, for comparison with what a
 // client pulled through the node.
 type pushed struct {
-	Repo     string           // repository, e.g. "library/e2e-crane"
-	Tag      string           // tag pushed
-	Digest   v1.Hash          // manifest or index digest
-	Images   map[string]Image // by platform "os/arch"
-	Blobs    []v1.Hash        // every layer and config blob of every image
-	LayerLen int64            // bytes per layer
+	Repo   string           // repository, e.g. "library/e2e-crane"
+	Tag    string           // tag pushed
+	Digest v1.Hash          // manifest or index digest
+	Images map[string]image // by platform "os/arch"
+	Blobs  []v1.Hash        // every layer and config blob of every image
 }
 
-// Image is one platform's image of a pushed tag.
-type Image struct {
+// image is one platform's image of a pushed tag.
+type image struct {
 	Digest v1.Hash // manifest digest
 	Config v1.Hash // config digest: docker's image ID
 	Layers []v1.Hash
@@ -63,7 +62,7 @@ func platformImage(t *testing.T, os, arch string, layers int, size int64) v1.Ima
 	return img
 }
 
-func describe(t *testing.T, img v1.Image) Image {
+func describe(t *testing.T, img v1.Image) image {
 	t.Helper()
 	d, err := img.Digest()
 	if err != nil {
@@ -73,7 +72,7 @@ func describe(t *testing.T, img v1.Image) Image {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := Image{Digest: d, Config: m.Config.Digest}
+	out := image{Digest: d, Config: m.Config.Digest}
 	for _, l := range m.Layers {
 		out.Layers = append(out.Layers, l.Digest)
 	}
@@ -91,8 +90,8 @@ func pushImage(t *testing.T, o *origin, repo, tag string) pushed {
 		t.Fatalf("push %s: %v", ref, err)
 	}
 	d := describe(t, img)
-	p := pushed{Repo: repo, Tag: tag, Digest: d.Digest, LayerLen: size,
-		Images: map[string]Image{"linux/" + runtime.GOARCH: d}}
+	p := pushed{Repo: repo, Tag: tag, Digest: d.Digest,
+		Images: map[string]image{"linux/" + runtime.GOARCH: d}}
 	p.Blobs = append(append(p.Blobs, d.Config), d.Layers...)
 	return p
 }
@@ -108,7 +107,7 @@ func pushIndex(t *testing.T, o *origin, repo, tag string) pushed {
 	if runtime.GOARCH == "arm64" {
 		arches[1] = "amd64"
 	}
-	p := pushed{Repo: repo, Tag: tag, LayerLen: size, Images: map[string]Image{}}
+	p := pushed{Repo: repo, Tag: tag, Images: map[string]image{}}
 	im := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}
 	for _, arch := range arches {
 		img := platformImage(t, "linux", arch, 2, size)
