@@ -11,15 +11,15 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/storjtier"
 )
 
 // Blob is an open blob. Content is an io.ReadSeeker over the whole blob when
 // Size is known (a local file, or a fill in progress), else a plain reader.
 type Blob struct {
-	Digest   digest.Digest
-	Size     int64 // -1: unknown until the stream ends
-	Modified time.Time
-	Content  io.Reader
+	Digest  digest.Digest
+	Size    int64 // -1: unknown until the stream ends
+	Content io.Reader
 	// Tier is where the bytes come from: "local" or "origin".
 	Tier string
 
@@ -51,20 +51,30 @@ func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d dige
 			return nil, err
 		}
 		e.m.hits.WithLabelValues("local", "blob").Inc()
-		return &Blob{Digest: d, Size: info.Size, Modified: info.Added, Content: file, Tier: "local", closer: file}, nil
+		return &Blob{Digest: d, Size: info.Size, Content: file, Tier: "local", closer: file}, nil
 	case !isNotFound(err):
 		return nil, fmt.Errorf("cache: local tier: %w", err)
 	}
 	e.m.misses.WithLabelValues("local", "blob").Inc()
 
+	if e.global != nil {
+		// The blob may come from the global tier, which cannot speak for
+		// the repository: the link must be known before.
+		if err := e.confirmLink(ctx, rt, repo, d, false); err != nil {
+			return nil, err
+		}
+	}
 	f, started, err := e.fillFor(ctx, rt, repo, d)
+	if errors.Is(err, errFilledMeanwhile) {
+		return e.Blob(ctx, rt, repo, d)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if f == nil { // the local tier cannot take a fill: stream without caching
 		return e.passthrough(ctx, rt, repo, d)
 	}
-	if !started && (f.route != rt.Name || f.repo != repo) {
+	if !started && e.global == nil && (f.route != rt.Name || f.repo != repo) {
 		// The fill's origin request speaks for its own repository only.
 		if err := e.confirmLink(ctx, rt, repo, d, false); err != nil {
 			return nil, err
@@ -76,11 +86,19 @@ func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d dige
 	}
 	file, err = f.w.OpenReader()
 	if err != nil {
+		if ferr := f.failure(); ferr != nil {
+			return nil, ferr
+		}
 		return nil, fmt.Errorf("cache: following fill of %s: %w", d, err)
 	}
 	r := &fillReader{f: f, file: file, size: size, gone: ctx.Done()}
-	return &Blob{Digest: d, Size: size, Modified: e.now(), Content: r, Tier: "origin", closer: r,
-		failed: func() error { return r.err }}, nil
+	return &Blob{Digest: d, Size: size, Content: r, Tier: "lower", closer: r,
+		failed: func() error {
+			if r.sawFailure.Load() {
+				return f.failure()
+			}
+			return nil
+		}}, nil
 }
 
 // fillFor returns the fill of d in progress, or starts one. started is true
@@ -93,9 +111,13 @@ func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d d
 	}
 	e.fillMu.Lock()
 	defer e.fillMu.Unlock()
-	if f := e.fills[d]; f != nil {
+	if f := e.fills[d]; f != nil && !f.failed() {
 		e.m.coalesced.Inc()
 		return f, false, nil
+	}
+	if _, err := e.local.StatBlob(ctx, d); err == nil {
+		// A fill committed it since the caller looked: nothing to fetch.
+		return nil, false, errFilledMeanwhile
 	}
 	w, err := e.local.NewBlobWriter(d)
 	if err != nil {
@@ -106,21 +128,30 @@ func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d d
 	f = newFill(d, rt.Name, repo, w)
 	e.fills[d] = f
 	e.wg.Add(1)
-	go e.fill(context.WithoutCancel(ctx), f, rt, repo, o)
+	go e.fill(e.base, f, rt, repo, o)
 	return f, true, nil
 }
+
+// errFilledMeanwhile tells Blob to look in the local tier again.
+var errFilledMeanwhile = errors.New("cache: filled meanwhile")
 
 // fill runs one fill to its end, detached from the request that started it.
 func (e *Engine) fill(ctx context.Context, f *fill, rt *policy.Route, repo string, o Origin) {
 	defer e.wg.Done()
-	err := e.fillFromOrigin(ctx, f, repo, o)
+	from, err := e.fillFromLower(ctx, f, repo, o)
 	switch {
 	case err == nil:
 		e.m.fills.WithLabelValues("ok").Inc()
-		e.link(ctx, rt, repo, f.d)
+		if from == "origin" {
+			e.link(ctx, rt, repo, f.d)
+			e.enqueue(ctx, queueBlob+string(f.d))
+		}
 	case isVerifyError(err):
 		e.m.fills.WithLabelValues("mismatch").Inc()
-		e.log.Error("blob failed verification; nothing cached", "route", rt.Name, "repo", repo, "digest", f.d, "err", err)
+		e.log.Error("blob failed verification; nothing cached", "from", from, "route", rt.Name, "repo", repo, "digest", f.d, "err", err)
+		if from == "global" {
+			e.distrust(ctx, f.d)
+		}
 	default:
 		e.m.fills.WithLabelValues("error").Inc()
 		e.log.Warn("blob fill failed", "route", rt.Name, "repo", repo, "digest", f.d, "err", err)
@@ -129,31 +160,42 @@ func (e *Engine) fill(ctx context.Context, f *fill, rt *policy.Route, repo strin
 		if aerr := f.w.Abort(); aerr != nil {
 			e.log.Warn("cannot remove an aborted fill", "digest", f.d, "err", aerr)
 		}
+		f.finish(err)
 	}
-	f.finish(err)
 	e.fillMu.Lock()
-	delete(e.fills, f.d)
+	if e.fills[f.d] == f {
+		delete(e.fills, f.d)
+	}
 	e.fillMu.Unlock()
 }
 
-func (e *Engine) fillFromOrigin(ctx context.Context, f *fill, repo string, o Origin) error {
+// fillFromLower fills f from the global tier, or else from the origin, and
+// says which one it used.
+func (e *Engine) fillFromLower(ctx context.Context, f *fill, repo string, o Origin) (string, error) {
+	ctx, cancelMax := context.WithTimeoutCause(ctx, e.fillMax, ErrFillStalled)
+	defer cancelMax()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	watchdog := time.AfterFunc(e.fillIdle, func() { cancel(ErrFillStalled) })
 	defer watchdog.Stop()
+	if rc, size := e.openGlobalBlob(ctx, f.d); rc != nil {
+		return "global", e.run(ctx, f, rc, size, "global", "", watchdog)
+	}
 	b, err := o.GetBlob(ctx, repo, f.d, 0)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-			return fmt.Errorf("%w: %w", cause, err)
+			return "origin", fmt.Errorf("%w: %w", cause, err)
 		}
-		return err
+		return "origin", err
 	}
-	return e.run(ctx, f, b, b.Size, "origin", "", watchdog)
+	return "origin", e.run(ctx, f, b, b.Size, "origin", "", watchdog)
 }
 
+// isVerifyError reports whether err says content failed its digest or
+// size check, here or in the tier that delivered it.
 func isVerifyError(err error) bool {
 	var v *VerifyError
-	return errors.As(err, &v)
+	return errors.As(err, &v) || errors.Is(err, storjtier.ErrDigestMismatch)
 }
 
 // StatBlob returns the size of blob d of repo on route rt without reading it.
@@ -195,7 +237,7 @@ func (e *Engine) passthrough(ctx context.Context, rt *policy.Route, repo string,
 		return nil, err
 	}
 	v := &verifyReader{src: b, d: d, h: d.Algorithm().Hash(), size: b.Size}
-	return &Blob{Digest: d, Size: b.Size, Modified: e.now(), Content: v, Tier: "origin", closer: b,
+	return &Blob{Digest: d, Size: b.Size, Content: v, Tier: "origin", closer: b,
 		failed: func() error { return v.err }}, nil
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/storjtier"
 	"github.com/edgeregistry/edge/upstream"
 )
 
@@ -32,6 +33,7 @@ type Origin interface {
 // the one that answered. It is safe for concurrent use.
 type Engine struct {
 	local   *localtier.Store
+	global  Global            // nil: no global tier
 	origins map[string]Origin // by route name
 
 	log         *slog.Logger
@@ -39,7 +41,13 @@ type Engine struct {
 	region      string
 	metaTimeout time.Duration
 	fillIdle    time.Duration
+	fillMax     time.Duration
 	m           *metrics
+
+	// base is the parent of every fill: detached from requests, ended by
+	// Close when fills outlive its deadline.
+	base       context.Context
+	cancelBase context.CancelFunc
 
 	fillMu sync.Mutex
 	fills  map[digest.Digest]*fill
@@ -47,9 +55,12 @@ type Engine struct {
 
 	manifests singleflight.Group
 
-	revalMu sync.Mutex
-	revals  map[string]bool      // tag keys being revalidated now
-	retryAt map[string]time.Time // tag keys whose revalidation failed: not before
+	revalMu   sync.Mutex
+	revals    map[string]bool            // tag keys being revalidated now
+	retryAt   map[string]time.Time       // tag keys whose revalidation failed: not before
+	badGlobal map[digest.Digest]struct{} // blobs whose global copy failed verification
+
+	wake chan struct{} // nudges the write-behind when something is queued
 }
 
 // Option configures an Engine.
@@ -70,6 +81,9 @@ func WithMetaTimeout(d time.Duration) Option { return func(e *Engine) { e.metaTi
 // WithFillIdleTimeout aborts a fill that receives no byte for d.
 func WithFillIdleTimeout(d time.Duration) Option { return func(e *Engine) { e.fillIdle = d } }
 
+// WithFillTimeout bounds a whole fill, however steadily bytes trickle in.
+func WithFillTimeout(d time.Duration) Option { return func(e *Engine) { e.fillMax = d } }
+
 // WithRegisterer registers the engine's metrics.
 func WithRegisterer(r prometheus.Registerer) Option {
 	return func(e *Engine) { e.m = newMetrics(r) }
@@ -85,9 +99,12 @@ func New(local *localtier.Store, origins map[string]Origin, opts ...Option) *Eng
 		now:         time.Now,
 		metaTimeout: 15 * time.Second,
 		fillIdle:    60 * time.Second,
+		fillMax:     time.Hour,
 		fills:       make(map[digest.Digest]*fill),
 		revals:      make(map[string]bool),
 		retryAt:     make(map[string]time.Time),
+		badGlobal:   make(map[digest.Digest]struct{}),
+		wake:        make(chan struct{}, 1),
 	}
 	for _, o := range opts {
 		o(e)
@@ -95,18 +112,23 @@ func New(local *localtier.Store, origins map[string]Origin, opts ...Option) *Eng
 	if e.m == nil {
 		e.m = newMetrics(nil)
 	}
+	e.base, e.cancelBase = context.WithCancel(context.Background())
 	return e
 }
 
-// Close waits for the fills in progress to end; ctx bounds the wait.
+// Close waits for the fills in progress to end; when ctx ends first, it
+// cancels them and waits for them to stop.
 func (e *Engine) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
+	defer e.cancelBase()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("cache: fills still running: %w", ctx.Err())
+		e.cancelBase()
+		<-done
+		return fmt.Errorf("cache: fills cancelled at shutdown: %w", ctx.Err())
 	}
 }
 
@@ -118,8 +140,8 @@ func (e *Engine) origin(rt *policy.Route) (Origin, error) {
 	return o, nil
 }
 
-// meta returns a context for one metadata call to a lower tier: bounded by
-// the engine's timeout, and detached from the caller when shared.
+// meta returns a context for one metadata call to a lower tier, bounded by
+// the engine's timeout.
 func (e *Engine) meta(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, e.metaTimeout)
 }
@@ -162,7 +184,8 @@ func (e *Engine) link(ctx context.Context, rt *policy.Route, repo string, ds ...
 // isNotFound reports whether err says the content does not exist (as
 // opposed to a tier that could not answer).
 func isNotFound(err error) bool {
-	return errors.Is(err, ErrNotFound) || errors.Is(err, upstream.ErrNotFound) || errors.Is(err, localtier.ErrNotFound)
+	return errors.Is(err, ErrNotFound) || errors.Is(err, upstream.ErrNotFound) ||
+		errors.Is(err, localtier.ErrNotFound) || errors.Is(err, storjtier.ErrNotFound)
 }
 
 // closeQuietly closes c, for error paths where the close error adds nothing.

@@ -17,7 +17,7 @@ var (
 	// ErrSizeMismatch means a tier delivered more or fewer bytes than it announced.
 	ErrSizeMismatch = errors.New("content size does not match")
 	// ErrFillStalled means a fill received no byte for longer than its idle timeout.
-	ErrFillStalled = errors.New("fill stalled")
+	ErrFillStalled = errors.New("fill stalled or took too long")
 )
 
 // VerifyError says which content failed its check, and why.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -84,21 +85,34 @@ func (f *fill) wait(ctx context.Context) (size int64, err error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.err != nil && f.written == 0 {
+	if f.err != nil {
 		return 0, f.err
 	}
 	return f.size, nil
 }
 
-// run copies src into the fill's writer, verifying size and digest, and
-// commits on success. It owns src. The watchdog cancels ctx when it fires;
-// every byte received resets it.
+// failed reports whether the fill has ended in failure.
+func (f *fill) failed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.done && f.err != nil
+}
+
+// failure returns the fill's error once it has failed.
+func (f *fill) failure() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+// run copies src into the fill's writer and verifies size and digest. On
+// success the fill is finished, so readers get the held-back bytes at once,
+// and then committed to the local tier. It owns src. The watchdog cancels
+// ctx, which the source's reads follow, when it fires; every byte received
+// resets it.
 func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, size int64, from, mediaType string, watchdog *time.Timer) error {
 	defer closeQuietly(src)
 	f.started(size)
-
-	stop := context.AfterFunc(ctx, func() { closeQuietly(src) }) // unblocks a stalled Read
-	defer stop()
 
 	h := f.d.Algorithm().Hash()
 	bufp := bufPool.Get().(*[]byte)
@@ -109,6 +123,9 @@ func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, size int64
 		k, rerr := src.Read(buf)
 		if k > 0 {
 			watchdog.Reset(e.fillIdle)
+			if size >= 0 && n+int64(k) > size {
+				return &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent more than %d bytes", from, size)}
+			}
 			h.Write(buf[:k])
 			if _, err := f.w.Write(buf[:k]); err != nil {
 				e.m.writeFailure.WithLabelValues("blob").Inc()
@@ -116,9 +133,6 @@ func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, size int64
 			}
 			n += int64(k)
 			f.progress(k)
-			if size >= 0 && n > size {
-				return &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent more than %d bytes", from, size)}
-			}
 		}
 		if errors.Is(rerr, io.EOF) {
 			break
@@ -136,6 +150,7 @@ func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, size int64
 	if got := digest.NewDigestFromBytes(f.d.Algorithm(), h.Sum(nil)); got != f.d {
 		return &VerifyError{Digest: f.d, Err: ErrDigestMismatch, Detail: fmt.Sprintf("%s sent content with digest %s", from, got)}
 	}
+	f.finish(nil)
 	if err := f.w.Commit(n, mediaType); err != nil {
 		// The bytes are verified and readers hold the file open: the pull
 		// succeeds, only the cache is poorer.
@@ -149,12 +164,12 @@ func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, size int64
 // fillReader follows a fill through its file. It never returns the last
 // holdBack bytes before the fill is verified, and fails if the fill fails.
 type fillReader struct {
-	f    *fill
-	file *os.File
-	off  int64
-	size int64           // -1: unknown
-	gone <-chan struct{} // the client left
-	err  error           // the fill's failure, once seen
+	f          *fill
+	file       *os.File
+	off        int64
+	size       int64           // -1: unknown
+	gone       <-chan struct{} // the client left
+	sawFailure atomic.Bool     // the fill failed before this reader was done
 }
 
 func (r *fillReader) Read(p []byte) (int, error) {
@@ -163,10 +178,13 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		limit, done, ferr, changed := r.f.written, r.f.done, r.f.err, r.f.changed
 		r.f.mu.Unlock()
 		if ferr != nil {
-			r.err = ferr
+			r.sawFailure.Store(true)
 			return 0, ferr
 		}
 		if !done {
+			if r.size >= 0 {
+				limit = min(limit, r.size)
+			}
 			limit -= holdBack
 		}
 		if r.off < limit {

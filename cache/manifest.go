@@ -46,32 +46,57 @@ func (e *Engine) manifestByDigest(ctx context.Context, rt *policy.Route, repo st
 		return Manifest{}, fmt.Errorf("cache: local tier: %w", err)
 	}
 	e.m.misses.WithLabelValues("local", "manifest").Inc()
+	if m, ok := e.globalManifest(ctx, d); ok {
+		if err := e.confirmLink(ctx, rt, repo, d, true); err != nil {
+			return Manifest{}, err
+		}
+		e.storeManifest(ctx, rt, repo, m)
+		return m, nil
+	}
 	// Digests are immutable: fetched once, never revalidated.
 	return e.fetchManifest(ctx, rt, repo, d.String())
 }
 
 func (e *Engine) manifestByTag(ctx context.Context, rt *policy.Route, repo, tag string) (Manifest, error) {
 	rec, err := e.local.GetTag(ctx, rt.Name, repo, tag)
-	if err != nil {
-		if !isNotFound(err) {
-			return Manifest{}, fmt.Errorf("cache: local tier: %w", err)
+	if err == nil {
+		m, merr := e.local.GetManifest(ctx, rec.Digest)
+		switch {
+		case merr == nil:
+			cached := Manifest{Digest: rec.Digest, MediaType: m.MediaType, Body: m.Body}
+			if rt.Hosted || rt.Fresh(rec.FetchedAt, e.now()) {
+				e.m.hits.WithLabelValues("local", "tag").Inc()
+				return cached, nil
+			}
+			return e.revalidate(ctx, rt, repo, tag, rec, cached)
+		case !isNotFound(merr):
+			return Manifest{}, fmt.Errorf("cache: local tier: %w", merr)
 		}
-		e.m.misses.WithLabelValues("local", "tag").Inc()
-		return e.fetchManifest(ctx, rt, repo, tag)
+		// The record's manifest is gone: as if there were no record.
+	} else if !isNotFound(err) {
+		return Manifest{}, fmt.Errorf("cache: local tier: %w", err)
 	}
-	m, err := e.local.GetManifest(ctx, rec.Digest)
-	if err != nil {
-		if !isNotFound(err) {
-			return Manifest{}, fmt.Errorf("cache: local tier: %w", err)
+	e.m.misses.WithLabelValues("local", "tag").Inc()
+
+	grec, inGlobal := e.globalTag(ctx, rt, repo, tag)
+	if inGlobal && (rt.Hosted || rt.Fresh(grec.FetchedAt, e.now())) {
+		if m, err := e.adoptTag(ctx, rt, repo, tag, grec); err == nil {
+			return m, nil
 		}
-		return e.fetchManifest(ctx, rt, repo, tag)
 	}
-	cached := Manifest{Digest: rec.Digest, MediaType: m.MediaType, Body: m.Body}
-	if rt.Hosted || rt.Fresh(rec.FetchedAt, e.now()) {
-		e.m.hits.WithLabelValues("local", "tag").Inc()
-		return cached, nil
+	m, err := e.fetchManifest(ctx, rt, repo, tag)
+	if err != nil && inGlobal && !isNotFound(err) {
+		// The origin cannot answer; another region's record, though
+		// expired, is the best known.
+		if m, gerr := e.adoptTag(ctx, rt, repo, tag, grec); gerr == nil {
+			e.m.stale.WithLabelValues(rt.Name).Inc()
+			e.log.Warn("origin cannot answer; serving the global tier's expired record of a tag",
+				"route", rt.Name, "repo", repo, "tag", tag, "digest", grec.Digest, "err", err)
+			m.Stale = true
+			return m, nil
+		}
 	}
-	return e.revalidate(ctx, rt, repo, tag, rec, cached)
+	return m, err
 }
 
 // revalidate asks the origin whether an expired tag still points where it
@@ -82,10 +107,11 @@ func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag str
 	key := rt.Name + "\x00" + repo + "\x00" + tag
 	now := e.now()
 	e.revalMu.Lock()
-	if e.revals[key] || now.Before(e.retryAt[key]) {
+	inFlight := e.revals[key]
+	if inFlight || now.Before(e.retryAt[key]) {
 		e.revalMu.Unlock()
 		e.m.hits.WithLabelValues("local", "tag").Inc()
-		if !e.revals[key] {
+		if !inFlight {
 			e.m.stale.WithLabelValues(rt.Name).Inc()
 			cached.Stale = true
 		}
@@ -94,11 +120,23 @@ func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag str
 	e.revals[key] = true
 	e.revalMu.Unlock()
 
+	// A revalidation may have ended between reading the record and taking
+	// the slot: then the record is fresh again and nothing is asked.
+	if cur, err := e.local.GetTag(ctx, rt.Name, repo, tag); err == nil && rt.Fresh(cur.FetchedAt, e.now()) {
+		rec = cur
+		if m, err := e.local.GetManifest(ctx, cur.Digest); err == nil {
+			e.revalMu.Lock()
+			delete(e.revals, key)
+			e.revalMu.Unlock()
+			return Manifest{Digest: cur.Digest, MediaType: m.MediaType, Body: m.Body}, nil
+		}
+	}
+
 	m, err := e.checkTag(ctx, rt, repo, tag, rec)
 
 	e.revalMu.Lock()
 	delete(e.revals, key)
-	if err != nil && !isNotFound(err) {
+	if err != nil && !isNotFound(err) && !errors.Is(err, context.Canceled) {
 		var oerr *upstream.Error
 		var retryAfter = rt.RetryDelay(0)
 		if errors.As(err, &oerr) {
@@ -143,6 +181,13 @@ func (e *Engine) pruneRetryLocked(now time.Time) {
 // checkTag asks the origin for the tag's digest: unchanged, the record is
 // fresh again; changed, the new manifest is fetched.
 func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag string, rec localtier.TagRecord) (Manifest, error) {
+	// Another region may have revalidated it lately.
+	if grec, ok := e.globalTag(ctx, rt, repo, tag); ok && grec.FetchedAt.After(rec.FetchedAt) && rt.Fresh(grec.FetchedAt, e.now()) {
+		if m, err := e.adoptTag(ctx, rt, repo, tag, grec); err == nil {
+			e.m.revalidated.WithLabelValues(rt.Name, "global").Inc()
+			return m, nil
+		}
+	}
 	o, err := e.origin(rt)
 	if err != nil {
 		return Manifest{}, err
@@ -155,13 +200,15 @@ func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag strin
 	}
 	if desc.Digest != rec.Digest {
 		e.m.revalidated.WithLabelValues(rt.Name, "changed").Inc()
-		return e.fetchManifest(ctx, rt, repo, tag)
+		return e.fetchManifest(context.WithoutCancel(ctx), rt, repo, tag)
 	}
 	e.m.revalidated.WithLabelValues(rt.Name, "unchanged").Inc()
 	rec.FetchedAt = e.now()
 	if err := e.local.PutTag(mctx, rt.Name, repo, tag, rec); err != nil {
 		e.m.writeFailure.WithLabelValues("tag").Inc()
 		e.log.Warn("cannot record a revalidated tag", "route", rt.Name, "repo", repo, "tag", tag, "err", err)
+	} else {
+		e.enqueue(ctx, tagItem(rt.Name, repo, tag))
 	}
 	m, err := e.local.GetManifest(mctx, rec.Digest)
 	if err != nil {
@@ -188,8 +235,10 @@ func (e *Engine) fetchManifest(ctx context.Context, rt *policy.Route, repo, ref 
 		}
 		m := Manifest{Digest: desc.Digest, MediaType: desc.MediaType, Body: body}
 		e.storeManifest(mctx, rt, repo, m)
+		e.enqueue(mctx, queueManifest+string(m.Digest))
 		if _, err := digest.Parse(ref); err != nil {
 			e.storeTag(mctx, rt, repo, ref, m)
+			e.enqueue(mctx, tagItem(rt.Name, repo, ref))
 		}
 		return m, nil
 	})
@@ -226,38 +275,37 @@ func (e *Engine) storeTag(ctx context.Context, rt *policy.Route, repo, tag strin
 	}
 }
 
-// References lists the digests a manifest or index points at: config,
-// layers, child manifests, blobs and subject. Unparseable bodies have none.
+// References lists the digests a manifest or index holds its repository
+// to: the config, the layers and the child manifests, which a registry
+// checks exist in the repository when the manifest is pushed. The subject,
+// artifact "blobs" and layers fetched from URLs are not: a registry need not
+// hold them, so naming them must not open them. Unparseable bodies have none.
 func References(body []byte) []digest.Digest {
 	type desc struct {
 		Digest digest.Digest `json:"digest"`
+		URLs   []string      `json:"urls"`
 	}
 	var doc struct {
 		Config    *desc  `json:"config"`
 		Layers    []desc `json:"layers"`
 		Manifests []desc `json:"manifests"`
-		Blobs     []desc `json:"blobs"`
-		Subject   *desc  `json:"subject"`
 	}
 	if json.Unmarshal(body, &doc) != nil {
 		return nil
 	}
 	var out []digest.Digest
 	add := func(d desc) {
-		if d.Digest.Validate() == nil {
+		if len(d.URLs) == 0 && d.Digest.Validate() == nil {
 			out = append(out, d.Digest)
 		}
 	}
-	for _, list := range [][]desc{doc.Layers, doc.Manifests, doc.Blobs} {
+	for _, list := range [][]desc{doc.Layers, doc.Manifests} {
 		for _, d := range list {
 			add(d)
 		}
 	}
 	if doc.Config != nil {
 		add(*doc.Config)
-	}
-	if doc.Subject != nil {
-		add(*doc.Subject)
 	}
 	return out
 }

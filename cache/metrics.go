@@ -12,6 +12,8 @@ type metrics struct {
 	stale        *prometheus.CounterVec // route
 	revalidated  *prometheus.CounterVec // route, result
 	writeFailure *prometheus.CounterVec // what
+	globalErrors *prometheus.CounterVec // op
+	replicated   *prometheus.CounterVec // kind, result
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,9 +42,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		writeFailure: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_cache_write_failures_total", Help: "Failures to write the local tier; the pull is still served.",
 		}, []string{"what"}),
+		globalErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_global_errors_total", Help: "Global tier operations that failed; pulls went on without it.",
+		}, []string{"op"}),
+		replicated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_writebehind_total", Help: "Items written behind to the global tier, by kind (blob, manifest, tag) and result (ok, retry, dropped).",
+		}, []string{"kind", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.hits, m.misses, m.bytes, m.coalesced, m.fills, m.stale, m.revalidated, m.writeFailure)
+		reg.MustRegister(m.hits, m.misses, m.bytes, m.coalesced, m.fills, m.stale, m.revalidated, m.writeFailure,
+			m.globalErrors, m.replicated)
 	}
 	return m
 }

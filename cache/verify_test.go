@@ -69,11 +69,13 @@ func TestVerifyReaderHoldsBackTheEnd(t *testing.T) {
 func TestReferences(t *testing.T) {
 	t.Parallel()
 	a, b, c, s := digest.FromString("a"), digest.FromString("b"), digest.FromString("c"), digest.FromString("s")
+	foreign := digest.FromString("foreign")
 	manifest := `{"schemaVersion":2,"config":{"digest":"` + a.String() + `"},"layers":[{"digest":"` + b.String() +
-		`"},{"digest":"bogus"}],"subject":{"digest":"` + s.String() + `"}}`
+		`"},{"digest":"bogus"},{"digest":"` + foreign.String() + `","urls":["https://example.com/l"]}],` +
+		`"subject":{"digest":"` + s.String() + `"},"blobs":[{"digest":"` + s.String() + `"}]}`
 	got := References([]byte(manifest))
-	if len(got) != 3 || got[0] != b || got[1] != a || got[2] != s {
-		t.Fatalf("manifest references = %v", got)
+	if len(got) != 2 || got[0] != b || got[1] != a {
+		t.Fatalf("manifest references = %v; the subject, blobs and foreign layers must not be linked", got)
 	}
 	index := `{"manifests":[{"digest":"` + c.String() + `"}]}`
 	if got := References([]byte(index)); len(got) != 1 || got[0] != c {

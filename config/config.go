@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/storjtier"
 )
 
 // Config is the whole configuration of a node.
@@ -59,25 +60,9 @@ type Route struct {
 	ShortNamePrefix *string `yaml:"short_name_prefix,omitempty"`
 }
 
-// Global is the global tier shared by all regions.
-type Global struct {
-	Backend string `yaml:"backend"` // storj | s3 | dir | none
-	Storj   struct {
-		Access string `yaml:"access,omitempty"`
-		Bucket string `yaml:"bucket,omitempty"`
-	} `yaml:"storj,omitempty"`
-	S3 struct {
-		Endpoint  string `yaml:"endpoint,omitempty"`
-		Bucket    string `yaml:"bucket,omitempty"`
-		Region    string `yaml:"region,omitempty"`
-		AccessKey string `yaml:"access_key,omitempty"`
-		SecretKey string `yaml:"secret_key,omitempty"`
-		PathStyle bool   `yaml:"path_style,omitempty"`
-	} `yaml:"s3,omitempty"`
-	Dir struct {
-		Path string `yaml:"path,omitempty"`
-	} `yaml:"dir,omitempty"`
-}
+// Global is the global tier shared by all regions: its backend and the
+// backend's settings, as storjtier reads them.
+type Global = storjtier.Config
 
 // Auth is client authentication for the API (hosted namespaces).
 type Auth struct {
@@ -192,7 +177,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	switch c.Global.Backend {
-	case "none", "":
+	case "":
+		c.Global.Backend = "none"
+	case "none":
 	case "dir":
 		if c.Global.Dir.Path == "" {
 			c.Global.Dir.Path = filepath.Join(c.DataDir, "global")
@@ -202,8 +189,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("global.s3 needs endpoint and bucket"))
 		}
 	case "storj":
-		if c.Global.Storj.Access == "" || c.Global.Storj.Bucket == "" {
-			errs = append(errs, errors.New("global.storj needs access and bucket"))
+		if (c.Global.Storj.Access == "") == (c.Global.Storj.AccessFile == "") || c.Global.Storj.Bucket == "" {
+			errs = append(errs, errors.New("global.storj needs a bucket and one of access or access_file"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("global.backend %q: want storj, s3, dir or none", c.Global.Backend))

@@ -79,6 +79,8 @@ func TestBadInputGetsOCIErrors(t *testing.T) {
 		{"DELETE", "/v2/library/app/manifests/v1", 405, "UNSUPPORTED"},
 		{"GET", "/v2/_catalog", 405, "UNSUPPORTED"},
 		{"GET", "/v3/whatever", 405, "UNSUPPORTED"},
+		{"POST", "/v2/", 405, "UNSUPPORTED"},
+		{"DELETE", "/v2/", 405, "UNSUPPORTED"},
 	}
 	for _, tt := range tests {
 		req, _ := http.NewRequestWithContext(t.Context(), tt.method, n.URL+tt.path, nil)

@@ -11,7 +11,9 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 
 	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/storjtier"
 	"github.com/edgeregistry/edge/upstream"
 )
 
@@ -33,6 +35,10 @@ func (e *apiError) Error() string {
 }
 
 func (e *apiError) Unwrap() error { return e.Err }
+
+// statusClientGone is recorded for requests whose client left before the
+// answer; nothing is written to it.
+const statusClientGone = 499
 
 // newError makes an apiError with the code's own status.
 func newError(code errcode.ErrorCode, msg string, detail any) *apiError {
@@ -59,7 +65,9 @@ func toAPIError(err error, about subject) *apiError {
 	switch {
 	case errors.Is(err, policy.ErrUnknownNamespace):
 		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeNameUnknown, Message: err.Error(), Err: err}
-	case errors.Is(err, cache.ErrNotFound), errors.Is(err, upstream.ErrNotFound):
+	case errors.Is(err, context.Canceled):
+		return &apiError{Status: statusClientGone, Code: errcode.ErrorCodeUnknown, Message: "the client went away", Err: err}
+	case errors.Is(err, cache.ErrNotFound), errors.Is(err, upstream.ErrNotFound), errors.Is(err, localtier.ErrNotFound):
 		code := errcode.ErrorCodeNameUnknown
 		switch about {
 		case aboutManifest:
@@ -74,7 +82,7 @@ func toAPIError(err error, about subject) *apiError {
 	case isOrigin && (oe.Status == http.StatusUnauthorized || oe.Status == http.StatusForbidden):
 		return &apiError{Status: http.StatusForbidden, Code: errcode.ErrorCodeDenied,
 			Message: fmt.Sprintf("origin %s denied access: check the route's credentials", oe.Origin), Err: err}
-	case errors.Is(err, cache.ErrDigestMismatch), errors.Is(err, cache.ErrSizeMismatch):
+	case errors.Is(err, cache.ErrDigestMismatch), errors.Is(err, cache.ErrSizeMismatch), errors.Is(err, storjtier.ErrDigestMismatch):
 		return &apiError{Status: http.StatusBadGateway, Code: errcode.ErrorCodeUnavailable,
 			Message: "a lower tier delivered content that does not match its digest; nothing was cached", Detail: err.Error(), Err: err}
 	case isOrigin:
@@ -99,9 +107,13 @@ func detail(err error) any {
 
 // writeError answers with the OCI error document for ae.
 func writeError(w http.ResponseWriter, r *http.Request, ae *apiError) {
+	if ae.Status == statusClientGone {
+		return
+	}
 	h := w.Header()
-	h.Del("Content-Length")
-	h.Del("Docker-Content-Digest")
+	for _, k := range []string{"Content-Length", "Docker-Content-Digest", "Etag", "Cache-Control", "Last-Modified", "Accept-Ranges"} {
+		h.Del(k)
+	}
 	h.Set("Content-Type", "application/json")
 	if ae.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(ae.RetryAfter))

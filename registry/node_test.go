@@ -17,6 +17,7 @@ import (
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/registry"
+	"github.com/edgeregistry/edge/storjtier"
 	"github.com/edgeregistry/edge/upstream"
 )
 
@@ -53,6 +54,8 @@ type node struct {
 	dir    string
 	srv    *httptest.Server
 	routes []policy.Route
+
+	stopWriteBehind func()
 }
 
 type nodeConfig struct {
@@ -64,6 +67,8 @@ type nodeConfig struct {
 	extra     []policy.Route // more routes, each with its own origin
 	fillIdle  time.Duration
 	originCfg func(*upstream.Config)
+	global    storjtier.Backend // shared by the nodes of a multi-region test
+	region    string
 }
 
 func newNode(t *testing.T, cfg nodeConfig) *node {
@@ -115,7 +120,16 @@ func newNode(t *testing.T, cfg nodeConfig) *node {
 	if cfg.fillIdle > 0 {
 		opts = append(opts, cache.WithFillIdleTimeout(cfg.fillIdle))
 	}
+	if cfg.global != nil {
+		opts = append(opts, cache.WithGlobal(storjtier.New(cfg.global, storjtier.WithRegion(cfg.region), storjtier.WithClock(n.clock.Now))),
+			cache.WithRegion(cfg.region))
+	}
 	n.engine = cache.New(n.store, origins, opts...)
+	n.engine.RegisterQueueGauge(n.reg)
+	wbCtx, stopWB := context.WithCancel(context.Background())
+	wbDone := make(chan struct{})
+	go func() { defer close(wbDone); n.engine.RunWriteBehind(wbCtx, 2) }()
+	n.stopWriteBehind = func() { stopWB(); <-wbDone }
 	n.srv = httptest.NewServer(registry.New(router, n.engine, registry.WithRegisterer(n.reg)))
 	n.URL = n.srv.URL
 	t.Cleanup(n.stop)
@@ -129,6 +143,7 @@ func (n *node) stop() {
 	}
 	n.srv.CloseClientConnections()
 	n.srv.Close()
+	n.stopWriteBehind()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = n.engine.Close(ctx)

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
@@ -30,7 +31,7 @@ func (s *Server) manifest(w http.ResponseWriter, req *request) error {
 		if _, err := parseDigest(req.ref); err != nil {
 			return err
 		}
-	} else if !tagRE.MatchString(req.ref) {
+	} else if !validTag(req.ref) {
 		return newError(errcode.ErrorCodeTagInvalid, "invalid tag", req.ref)
 	}
 	m, err := s.engine.Manifest(r.Context(), req.route, req.repo, req.ref)
@@ -75,7 +76,9 @@ func (s *Server) blob(w http.ResponseWriter, req *request) error {
 			return err
 		}
 		h.Set("Content-Type", "application/octet-stream")
-		h.Set("Content-Length", strconv.FormatInt(size, 10))
+		if size >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(size, 10))
+		}
 		h.Set("Docker-Content-Digest", d.String())
 		h.Set("Accept-Ranges", "bytes")
 		h.Set("Etag", `"`+d.String()+`"`)
@@ -99,7 +102,7 @@ func (s *Server) blob(w http.ResponseWriter, req *request) error {
 			h.Set("Content-Range", "bytes */"+strconv.FormatInt(b.Size, 10))
 			return newError(errcode.ErrorCodeRangeInvalid, "requested range not satisfiable", rng)
 		}
-		http.ServeContent(w, r, "", b.Modified, rs)
+		http.ServeContent(w, r, "", time.Time{}, rs)
 	} else {
 		if b.Size >= 0 {
 			h.Set("Content-Length", strconv.FormatInt(b.Size, 10))

@@ -129,6 +129,8 @@ func TestWaitersStreamBeforeTheFillEnds(t *testing.T) {
 			t.Fatalf("client %d: wrong first bytes", i)
 		}
 	}
+	// The origin is still held: the bytes came before the fill ended.
+	<-gate.Reached()
 	if gate.Held() != 1 {
 		t.Fatalf("origin requests held = %d, want 1", gate.Held())
 	}
@@ -410,4 +412,51 @@ func mustDigest(t *testing.T, img v1.Image) string {
 		t.Fatal(err)
 	}
 	return d.String()
+}
+
+func TestExpiringTagUnderConcurrentLoad(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, nodeConfig{ttl: time.Minute})
+	img := origintest.PushImage(t, n.origin.URL, "library/app", "latest", 1, 1024)
+	want := mustDigest(t, img)
+	url := n.URL + "/v2/library/app/manifests/latest"
+	do(t, http.MethodGet, url, "Accept", allManifestTypes)
+	n.proxy.Reset()
+	const expiries = 5
+	for range expiries {
+		n.clock.Advance(2 * time.Minute)
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				for range 10 {
+					r := do(t, http.MethodGet, url, "Accept", allManifestTypes)
+					if r.Status != http.StatusOK || r.Header.Get("Docker-Content-Digest") != want {
+						t.Errorf("status %d digest %q", r.Status, r.Header.Get("Docker-Content-Digest"))
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	if heads := n.proxy.Count(http.MethodHead, origintest.KindManifest); heads != expiries {
+		t.Fatalf("revalidations = %d for %d expiries", heads, expiries)
+	}
+}
+
+func TestStalledOriginFailsTheFill(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, nodeConfig{fillIdle: 300 * time.Millisecond})
+	data, d := origintest.PushRandomBlob(t, n.origin.URL, "library/big", 2<<20)
+	gate := n.proxy.Hold(origintest.BlobGets, 1<<20)
+	r := do(t, http.MethodGet, n.URL+"/v2/library/big/blobs/"+d.String())
+	if r.Err == nil && len(r.Body) == len(data) {
+		t.Fatal("a stalled fill gave a complete body")
+	}
+	gate.Release()
+	waitFor(t, "the stalled fill to be counted", func() bool { return n.metric(t, "edge_fills_total", "result", "error") == 1 })
+	n.proxy.ClearFaults()
+	if r := do(t, http.MethodGet, n.URL+"/v2/library/big/blobs/"+d.String()); r.Status != http.StatusOK || !bytes.Equal(r.Body, data) {
+		t.Fatalf("after the stall: %d, %d bytes", r.Status, len(r.Body))
+	}
 }

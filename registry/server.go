@@ -6,7 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -37,7 +37,9 @@ func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 // WithRegisterer registers the server's request metrics.
 func WithRegisterer(reg prometheus.Registerer) Option {
 	return func(s *Server) {
-		reg.MustRegister(s.requests, s.duration)
+		if reg != nil {
+			reg.MustRegister(s.requests, s.duration)
+		}
 	}
 }
 
@@ -71,13 +73,9 @@ type request struct {
 	client *http.Request
 }
 
-var (
-	// component of a repository name, from the distribution spec
-	nameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-)
-
-// parsePath splits /v2/<name>/<op>/<ref>.
+// parsePath splits /v2/<name>/<op>/<ref>. The operation is the one whose
+// marker ends the path, so a repository may have a path element called
+// "manifests" or "blobs".
 func parsePath(p string) (op, name, ref string, err *apiError) {
 	rest, ok := strings.CutPrefix(p, "/v2/")
 	if !ok {
@@ -86,33 +84,125 @@ func parsePath(p string) (op, name, ref string, err *apiError) {
 		}
 		return "", "", "", newError(errcode.ErrorCodeUnsupported, "not an OCI distribution API path", p)
 	}
-	if rest == "" {
+	switch rest {
+	case "":
 		return "base", "", "", nil
-	}
-	if rest == "_catalog" {
+	case "_catalog":
 		return "catalog", "", "", nil
 	}
+	at := -1
 	for _, sep := range []struct{ s, op string }{
 		{"/manifests/", "manifest"}, {"/blobs/uploads/", "upload"}, {"/blobs/", "blob"},
 		{"/referrers/", "referrers"}, {"/tags/list", "tags"},
 	} {
 		i := strings.LastIndex(rest, sep.s)
-		if i <= 0 {
+		if i <= at || i <= 0 {
 			continue
 		}
-		name, ref = rest[:i], rest[i+len(sep.s):]
-		if sep.op == "tags" && ref != "" {
-			continue
+		r := rest[i+len(sep.s):]
+		switch sep.op {
+		case "tags":
+			if r != "" {
+				continue
+			}
+		case "upload":
+			r = strings.TrimSuffix(r, "/")
+			if strings.Contains(r, "/") {
+				continue
+			}
+		default:
+			if r == "" || strings.Contains(r, "/") {
+				continue
+			}
 		}
-		if sep.op == "upload" {
-			ref = strings.TrimSuffix(ref, "/")
-		}
-		if len(name) > 255 || !nameRE.MatchString(name) {
-			return "", "", "", newError(errcode.ErrorCodeNameInvalid, "invalid repository name", name)
-		}
-		return sep.op, name, ref, nil
+		at, op, name, ref = i, sep.op, rest[:i], r
 	}
-	return "", "", "", newError(errcode.ErrorCodeUnsupported, "not an OCI distribution API path", p)
+	if at < 0 {
+		return "", "", "", newError(errcode.ErrorCodeUnsupported, "not an OCI distribution API path", p)
+	}
+	if !validName(name) {
+		return "", "", "", newError(errcode.ErrorCodeNameInvalid, "invalid repository name", name)
+	}
+	return op, name, ref, nil
+}
+
+// validName checks a repository name against the distribution spec:
+// path components of [a-z0-9] runs joined by ".", "_", "__" or "-"+,
+// separated by "/", at most 255 characters.
+func validName(name string) bool {
+	if name == "" || len(name) > 255 {
+		return false
+	}
+	for comp := range strings.SplitSeq(name, "/") {
+		if !validComponent(comp) {
+			return false
+		}
+	}
+	return true
+}
+
+func validComponent(c string) bool {
+	if c == "" || !alnum(c[0]) || !alnum(c[len(c)-1]) {
+		return false
+	}
+	for i := 1; i < len(c); i++ {
+		switch ch := c[i]; {
+		case alnum(ch):
+		case ch == '.' || ch == '_':
+			// "." and "_" stand alone between runs; "__" is the one pair.
+			if !alnum(c[i+1]) && !(ch == '_' && c[i+1] == '_' && alnum(c[i+2])) {
+				return false
+			}
+			if ch == '_' && c[i+1] == '_' {
+				i++
+			}
+		case ch == '-':
+			// any number of dashes, then a run
+			j := i
+			for c[j] == '-' {
+				j++
+			}
+			if !alnum(c[j]) {
+				return false
+			}
+			i = j
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func alnum(b byte) bool { return b >= 'a' && b <= 'z' || b >= '0' && b <= '9' }
+
+// validTag checks a tag: [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}.
+func validTag(t string) bool {
+	if t == "" || len(t) > 128 {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || i > 0 && (c == '.' || c == '-')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// nsParam returns containerd's ?ns= without parsing the whole query.
+func nsParam(raw string) string {
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		if v, ok := strings.CutPrefix(kv, "ns="); ok {
+			if u, err := url.QueryUnescape(v); err == nil {
+				return u
+			}
+			return v
+		}
+	}
+	return ""
 }
 
 // ServeHTTP answers one API request.
@@ -129,11 +219,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if perr != nil {
 		err = perr
 	} else if op != "base" && op != "catalog" {
-		ns := ""
-		if r.URL.RawQuery != "" {
-			ns = r.URL.Query().Get("ns")
-		}
-		req.route, req.repo, err = s.router.Resolve(ns, name)
+		req.route, req.repo, err = s.router.Resolve(nsParam(r.URL.RawQuery), name)
 		if err == nil {
 			routeName = req.route.Name
 			w.Header().Set("OCI-Namespace", req.route.Name)
@@ -179,6 +265,8 @@ func (s *Server) serve(w http.ResponseWriter, req *request) error {
 		return nil
 	case req.op == "catalog":
 		return newError(errcode.ErrorCodeUnsupported, "this node does not list repositories", nil)
+	case req.op == "base":
+		return newError(errcode.ErrorCodeUnsupported, "method not allowed on /v2/", r.Method)
 	case !read || req.op == "upload":
 		if !req.route.Caps.Has(policy.CapPush) {
 			return &apiError{Status: http.StatusMethodNotAllowed, Code: errcode.ErrorCodeUnsupported,

@@ -21,6 +21,7 @@ import (
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/registry"
+	"github.com/edgeregistry/edge/storjtier"
 	"github.com/edgeregistry/edge/upstream"
 )
 
@@ -61,8 +62,23 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		}
 		origins[r.Name] = c
 	}
-	engine := cache.New(store, origins,
-		cache.WithLogger(log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg))
+	opts := []cache.Option{cache.WithLogger(log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg)}
+	backend, err := storjtier.Open(ctx, cfg.Global)
+	if err != nil {
+		return fmt.Errorf("global tier: %w", err)
+	}
+	if c, ok := backend.(io.Closer); ok {
+		defer func() { _ = c.Close() }()
+	}
+	if backend != nil {
+		opts = append(opts, cache.WithGlobal(storjtier.New(backend, storjtier.WithRegion(cfg.Region))))
+	}
+	engine := cache.New(store, origins, opts...)
+	engine.RegisterQueueGauge(reg)
+	wbCtx, stopWriteBehind := context.WithCancel(context.WithoutCancel(ctx))
+	wbDone := make(chan struct{})
+	go func() { defer close(wbDone); engine.RunWriteBehind(wbCtx, 4) }()
+	defer func() { stopWriteBehind(); <-wbDone }()
 	api := registry.New(router, engine, registry.WithLogger(log.With("component", "registry")), registry.WithRegisterer(reg))
 
 	var ready atomic.Bool
@@ -90,7 +106,8 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		go func() { errc <- l.serve() }()
 	}
 	ready.Store(true)
-	log.Info("edge node started", "region", cfg.Region, "routes", len(cfg.Routes), "data_dir", cfg.DataDir)
+	log.Info("edge node started", "region", cfg.Region, "routes", len(cfg.Routes), "data_dir", cfg.DataDir,
+		"global", cfg.Global.Backend)
 
 	var runErr error
 	select {

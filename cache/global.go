@@ -1,0 +1,144 @@
+package cache
+
+import (
+	"context"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/storjtier"
+)
+
+// Global is what the engine needs from the global tier that every region
+// shares; *storjtier.Tier satisfies it. Reads of whole blobs and manifests
+// are verified by the tier.
+type Global interface {
+	OpenBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
+	PutBlob(ctx context.Context, d digest.Digest, r io.Reader, size int64) error
+	GetManifest(ctx context.Context, d digest.Digest) ([]byte, string, error)
+	PutManifest(ctx context.Context, d digest.Digest, mediaType string, data []byte) error
+	GetTag(ctx context.Context, route, repo, tag string) (storjtier.TagRecord, error)
+	PutTag(ctx context.Context, route, repo, tag string, rec storjtier.TagRecord) error
+}
+
+// blobDeleter is the optional ability to remove a corrupt blob, so that the
+// write-behind can replace it.
+type blobDeleter interface {
+	DeleteBlob(ctx context.Context, d digest.Digest) error
+}
+
+// WithGlobal sets the global tier, read after the local tier and before the
+// origin, and written behind from the durable queue.
+func WithGlobal(g Global) Option { return func(e *Engine) { e.global = g } }
+
+func (e *Engine) globalFailed(op string, err error) {
+	e.m.globalErrors.WithLabelValues(op).Inc()
+	e.log.Warn("global tier failed; going on without it", "op", op, "err", err)
+}
+
+// openGlobalBlob opens d in the global tier for a fill. A miss, a tier that
+// is down, or a digest that failed there before all yield (nil, nil): the
+// fill then asks the origin.
+func (e *Engine) openGlobalBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, int64) {
+	if e.global == nil || e.distrusted(d) {
+		return nil, 0
+	}
+	// The fill's watchdog bounds the open and the body alike.
+	rc, size, err := e.global.OpenBlob(ctx, d, 0)
+	switch {
+	case err == nil:
+		e.m.hits.WithLabelValues("global", "blob").Inc()
+		return rc, size
+	case isNotFound(err):
+		e.m.misses.WithLabelValues("global", "blob").Inc()
+	default:
+		e.globalFailed("open blob", err)
+	}
+	return nil, 0
+}
+
+// distrusted reports whether the global tier's copy of d failed
+// verification lately; those fills go to the origin.
+func (e *Engine) distrusted(d digest.Digest) bool {
+	e.revalMu.Lock()
+	defer e.revalMu.Unlock()
+	_, bad := e.badGlobal[d]
+	return bad
+}
+
+func (e *Engine) distrust(ctx context.Context, d digest.Digest) {
+	e.revalMu.Lock()
+	if len(e.badGlobal) > 4096 {
+		clear(e.badGlobal)
+	}
+	e.badGlobal[d] = struct{}{}
+	e.revalMu.Unlock()
+	if del, ok := e.global.(blobDeleter); ok {
+		if err := del.DeleteBlob(context.WithoutCancel(ctx), d); err != nil {
+			e.globalFailed("delete corrupt blob", err)
+		}
+	}
+}
+
+// globalManifest reads manifest d from the global tier; ok is false on a
+// miss or a failure, which the caller answers from the origin.
+func (e *Engine) globalManifest(ctx context.Context, d digest.Digest) (Manifest, bool) {
+	if e.global == nil {
+		return Manifest{}, false
+	}
+	gctx, cancel := e.meta(ctx)
+	defer cancel()
+	body, mt, err := e.global.GetManifest(gctx, d)
+	switch {
+	case err == nil:
+		e.m.hits.WithLabelValues("global", "manifest").Inc()
+		return Manifest{Digest: d, MediaType: mt, Body: body}, true
+	case isNotFound(err):
+		e.m.misses.WithLabelValues("global", "manifest").Inc()
+	default:
+		e.globalFailed("get manifest", err)
+	}
+	return Manifest{}, false
+}
+
+// globalTag reads the global tier's record of a tag. ok is false on a miss
+// or a failure.
+func (e *Engine) globalTag(ctx context.Context, rt *policy.Route, repo, tag string) (localtier.TagRecord, bool) {
+	if e.global == nil {
+		return localtier.TagRecord{}, false
+	}
+	gctx, cancel := e.meta(ctx)
+	defer cancel()
+	rec, err := e.global.GetTag(gctx, rt.Name, repo, tag)
+	switch {
+	case err == nil:
+		return localtier.TagRecord{Digest: rec.Digest, MediaType: rec.MediaType, Size: rec.Size,
+			FetchedAt: rec.FetchedAt, Source: "global", Region: rec.Region}, true
+	case isNotFound(err):
+		e.m.misses.WithLabelValues("global", "tag").Inc()
+	default:
+		e.globalFailed("get tag", err)
+	}
+	return localtier.TagRecord{}, false
+}
+
+// adoptTag serves a tag from a record another region wrote to the global
+// tier: its manifest comes from here, the global tier or the origin by
+// digest, and the record is kept locally with its own fetch time, so it
+// expires when it would have at the region that fetched it.
+func (e *Engine) adoptTag(ctx context.Context, rt *policy.Route, repo, tag string, rec localtier.TagRecord) (Manifest, error) {
+	// The record is the origin's word, relayed, that the digest is this
+	// repository's.
+	e.link(ctx, rt, repo, rec.Digest)
+	m, err := e.manifestByDigest(ctx, rt, repo, rec.Digest)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if err := e.local.PutTag(context.WithoutCancel(ctx), rt.Name, repo, tag, rec); err != nil {
+		e.m.writeFailure.WithLabelValues("tag").Inc()
+	}
+	e.m.hits.WithLabelValues("global", "tag").Inc()
+	return m, nil
+}
