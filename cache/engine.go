@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -61,6 +62,8 @@ type Engine struct {
 	badGlobal map[digest.Digest]struct{} // blobs whose global copy failed verification
 
 	wake chan struct{} // nudges the write-behind when something is queued
+
+	globalDownUntil atomic.Int64 // unix nanoseconds; reads skip the global tier before it
 }
 
 // Option configures an Engine.

@@ -2,7 +2,9 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -33,30 +35,62 @@ type blobDeleter interface {
 // origin, and written behind from the durable queue.
 func WithGlobal(g Global) Option { return func(e *Engine) { e.global = g } }
 
+// globalCooldown is how long reads skip the global tier after it failed, so
+// that a tier that is down or slow costs one timeout, not one per request.
+const globalCooldown = 30 * time.Second
+
+// globalOpenTimeout bounds opening a blob in the global tier; the body
+// then follows the fill's own watchdog.
+const globalOpenTimeout = 10 * time.Second
+
 func (e *Engine) globalFailed(op string, err error) {
 	e.m.globalErrors.WithLabelValues(op).Inc()
-	e.log.Warn("global tier failed; going on without it", "op", op, "err", err)
+	e.globalDownUntil.Store(time.Now().Add(globalCooldown).UnixNano())
+	e.log.Warn("global tier failed; reads go on without it for a while", "op", op, "cooldown", globalCooldown, "err", err)
+}
+
+// globalUp reports whether reads should ask the global tier now.
+func (e *Engine) globalUp() bool {
+	return e.global != nil && time.Now().UnixNano() >= e.globalDownUntil.Load()
 }
 
 // openGlobalBlob opens d in the global tier for a fill. A miss, a tier that
 // is down, or a digest that failed there before all yield (nil, nil): the
 // fill then asks the origin.
 func (e *Engine) openGlobalBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, int64) {
-	if e.global == nil || e.distrusted(d) {
+	if !e.globalUp() || e.distrusted(d) {
 		return nil, 0
 	}
-	// The fill's watchdog bounds the open and the body alike.
-	rc, size, err := e.global.OpenBlob(ctx, d, 0)
+	octx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(globalOpenTimeout, cancel)
+	rc, size, err := e.global.OpenBlob(octx, d, 0)
+	if !timer.Stop() && err == nil {
+		closeQuietly(rc)
+		err = fmt.Errorf("opening blob %s: %w", d, context.DeadlineExceeded)
+	}
 	switch {
 	case err == nil:
 		e.m.hits.WithLabelValues("global", "blob").Inc()
-		return rc, size
+		return cancelOnClose{rc, cancel}, size
 	case isNotFound(err):
 		e.m.misses.WithLabelValues("global", "blob").Inc()
 	default:
 		e.globalFailed("open blob", err)
 	}
+	cancel()
 	return nil, 0
+}
+
+// cancelOnClose ends a context when the reader it governs is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 // distrusted reports whether the global tier's copy of d failed
@@ -85,7 +119,7 @@ func (e *Engine) distrust(ctx context.Context, d digest.Digest) {
 // globalManifest reads manifest d from the global tier; ok is false on a
 // miss or a failure, which the caller answers from the origin.
 func (e *Engine) globalManifest(ctx context.Context, d digest.Digest) (Manifest, bool) {
-	if e.global == nil {
+	if !e.globalUp() {
 		return Manifest{}, false
 	}
 	gctx, cancel := e.meta(ctx)
@@ -106,7 +140,7 @@ func (e *Engine) globalManifest(ctx context.Context, d digest.Digest) (Manifest,
 // globalTag reads the global tier's record of a tag. ok is false on a miss
 // or a failure.
 func (e *Engine) globalTag(ctx context.Context, rt *policy.Route, repo, tag string) (localtier.TagRecord, bool) {
-	if e.global == nil {
+	if !e.globalUp() {
 		return localtier.TagRecord{}, false
 	}
 	gctx, cancel := e.meta(ctx)

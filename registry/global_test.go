@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/edgeregistry/edge/internal/origintest"
+	"github.com/edgeregistry/edge/internal/s3test"
 	"github.com/edgeregistry/edge/storjtier"
 )
 
@@ -135,5 +136,59 @@ func TestCorruptGlobalBlobIsNotServed(t *testing.T) {
 	r = do(t, http.MethodGet, url)
 	if r.Status != http.StatusOK || !bytes.Equal(r.Body, data) {
 		t.Fatalf("after the corrupt copy: %d, %d bytes, err %v: %.300s", r.Status, len(r.Body), r.Err, r.Body)
+	}
+}
+
+// newS3Global starts a real S3 server with a fault proxy in front of it and
+// returns a backend that talks through the proxy.
+func newS3Global(t *testing.T) (storjtier.Backend, *origintest.Proxy) {
+	t.Helper()
+	endpoint := s3test.Start(t)
+	proxy := origintest.NewProxy(t, endpoint)
+	b, err := storjtier.NewS3(storjtier.S3Config{
+		Endpoint: proxy.URL, Bucket: "edge-global", Region: s3test.Region,
+		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey, PathStyle: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, proxy
+}
+
+func TestWriteBehindSurvivesOutageAndRestart(t *testing.T) {
+	t.Parallel()
+	origin := origintest.NewRegistry(t)
+	proxy := origintest.NewProxy(t, origin.URL)
+	global, globalProxy := newS3Global(t)
+	clk := newClock()
+	img := origintest.PushImage(t, origin.URL, "library/app", "v1", 2, 512<<10)
+	dirA := t.TempDir()
+
+	// The global tier is down while A pulls: the pull is served all the same.
+	globalProxy.FailStatus(origintest.AnyRequest, http.StatusForbidden, 0)
+	a := newNode(t, nodeConfig{dir: dirA, origin: origin, proxy: proxy, clock: clk, global: global, region: "eu-west", meta: time.Second})
+	pullImage(t, a, "library/app", "v1", img)
+	// 2 layers, the config, the manifest and the tag; a fill queues its
+	// blob just after its last byte went out.
+	waitFor(t, "five queued items", func() bool { return a.engine.QueueLen() == 5 })
+	if a.metric(t, "edge_global_errors_total") == 0 {
+		t.Fatal("the outage was not counted")
+	}
+	// A stops with the queue full, as a kill would leave it.
+	a.stop()
+
+	// The tier is back; A starts again and drains what it queued before.
+	globalProxy.ClearFaults()
+	a = newNode(t, nodeConfig{dir: dirA, origin: origin, proxy: proxy, clock: clk, global: global, region: "eu-west"})
+	waitDrained(t, a)
+	if got := a.metric(t, "edge_writebehind_total", "result", "ok"); got != 5 {
+		t.Fatalf("written behind after the restart = %v, want 5", got)
+	}
+
+	proxy.Reset()
+	b := newNode(t, nodeConfig{origin: origin, proxy: proxy, clock: clk, global: global, region: "us-east"})
+	pullImage(t, b, "library/app", "v1", img)
+	if reqs := proxy.Requests(); len(reqs) != 0 {
+		t.Fatalf("region B asked the origin %d times: %v", len(reqs), reqs)
 	}
 }

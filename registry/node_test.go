@@ -69,6 +69,7 @@ type nodeConfig struct {
 	originCfg func(*upstream.Config)
 	global    storjtier.Backend // shared by the nodes of a multi-region test
 	region    string
+	meta      time.Duration // metadata timeout; 5s when zero
 }
 
 func newNode(t *testing.T, cfg nodeConfig) *node {
@@ -116,7 +117,11 @@ func newNode(t *testing.T, cfg nodeConfig) *node {
 		}
 		origins[r.Name] = c
 	}
-	opts := []cache.Option{cache.WithClock(n.clock.Now), cache.WithRegisterer(n.reg), cache.WithMetaTimeout(5 * time.Second)}
+	meta := cfg.meta
+	if meta == 0 {
+		meta = 5 * time.Second
+	}
+	opts := []cache.Option{cache.WithClock(n.clock.Now), cache.WithRegisterer(n.reg), cache.WithMetaTimeout(meta)}
 	if cfg.fillIdle > 0 {
 		opts = append(opts, cache.WithFillIdleTimeout(cfg.fillIdle))
 	}
