@@ -105,10 +105,7 @@ func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d dige
 // when this call started it. A nil fill with no error means the local tier
 // cannot take the blob.
 func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (f *fill, started bool, err error) {
-	o, err := e.origin(rt)
-	if err != nil {
-		return nil, false, err
-	}
+	o := e.origins[rt.Name] // none for hosted routes: the global tier is all
 	e.fillMu.Lock()
 	defer e.fillMu.Unlock()
 	if f := e.fills[d]; f != nil && !f.failed() {
@@ -181,6 +178,9 @@ func (e *Engine) fillFromLower(ctx context.Context, f *fill, repo string, o Orig
 	if rc, size := e.openGlobalBlob(ctx, f.d); rc != nil {
 		return "global", e.run(ctx, f, rc, size, "global", "", watchdog)
 	}
+	if o == nil {
+		return "global", fmt.Errorf("blob %s: %w", f.d, ErrNotFound)
+	}
 	b, err := o.GetBlob(ctx, repo, f.d, 0)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
@@ -210,6 +210,9 @@ func (e *Engine) StatBlob(ctx context.Context, rt *policy.Route, repo string, d 
 		return info.Size, nil
 	case !isNotFound(err):
 		return 0, fmt.Errorf("cache: local tier: %w", err)
+	}
+	if rt.Hosted {
+		return e.hostedStatBlob(ctx, rt, repo, d)
 	}
 	o, err := e.origin(rt)
 	if err != nil {

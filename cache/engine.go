@@ -159,6 +159,9 @@ func (e *Engine) confirmLink(ctx context.Context, rt *policy.Route, repo string,
 	if ok {
 		return nil
 	}
+	if rt.Hosted {
+		return e.hostedLink(ctx, rt, repo, d)
+	}
 	o, err := e.origin(rt)
 	if err != nil {
 		return err

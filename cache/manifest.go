@@ -64,7 +64,7 @@ func (e *Engine) manifestByTag(ctx context.Context, rt *policy.Route, repo, tag 
 		switch {
 		case merr == nil:
 			cached := Manifest{Digest: rec.Digest, MediaType: m.MediaType, Body: m.Body}
-			if rt.Hosted || rt.Fresh(rec.FetchedAt, e.now()) {
+			if rt.Fresh(rec.FetchedAt, e.now()) {
 				e.m.hits.WithLabelValues("local", "tag").Inc()
 				return cached, nil
 			}
@@ -181,6 +181,9 @@ func (e *Engine) pruneRetryLocked(now time.Time) {
 // checkTag asks the origin for the tag's digest: unchanged, the record is
 // fresh again; changed, the new manifest is fetched.
 func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag string, rec localtier.TagRecord) (Manifest, error) {
+	if rt.Hosted {
+		return e.hostedCheckTag(ctx, rt, repo, tag, rec)
+	}
 	// Another region may have revalidated it lately.
 	if grec, ok := e.globalTag(ctx, rt, repo, tag); ok && grec.FetchedAt.After(rec.FetchedAt) && rt.Fresh(grec.FetchedAt, e.now()) {
 		if m, err := e.adoptTag(ctx, rt, repo, tag, grec); err == nil {
@@ -313,32 +316,25 @@ func References(body []byte) []digest.Digest {
 // Tags lists the tags of repo on route rt, from the origin; when the origin
 // cannot answer, from the tags the node knows.
 func (e *Engine) Tags(ctx context.Context, rt *policy.Route, repo string, n int, last string) ([]string, error) {
-	if !rt.Hosted {
-		o, err := e.origin(rt)
-		if err != nil {
-			return nil, err
-		}
-		mctx, cancel := e.meta(ctx)
-		tags, _, err := o.Tags(mctx, repo, n, last)
-		cancel()
-		if err == nil || isNotFound(err) {
-			return tags, err
-		}
-		known, lerr := e.local.ListTags(ctx, rt.Name, repo)
-		if lerr != nil || len(known) == 0 {
-			return nil, err
-		}
-		e.m.stale.WithLabelValues(rt.Name).Inc()
-		e.log.Warn("origin cannot list tags; answering with the tags known here", "route", rt.Name, "repo", repo, "err", err)
-		return page(known, n, last), nil
+	if rt.Hosted {
+		return e.hostedTags(ctx, rt, repo, n, last)
 	}
-	known, err := e.local.ListTags(ctx, rt.Name, repo)
+	o, err := e.origin(rt)
 	if err != nil {
 		return nil, err
 	}
-	if len(known) == 0 {
-		return nil, fmt.Errorf("repository %s: %w", repo, ErrNotFound)
+	mctx, cancel := e.meta(ctx)
+	tags, _, err := o.Tags(mctx, repo, n, last)
+	cancel()
+	if err == nil || isNotFound(err) {
+		return tags, err
 	}
+	known, lerr := e.local.ListTags(ctx, rt.Name, repo)
+	if lerr != nil || len(known) == 0 {
+		return nil, err
+	}
+	e.m.stale.WithLabelValues(rt.Name).Inc()
+	e.log.Warn("origin cannot list tags; answering with the tags known here", "route", rt.Name, "repo", repo, "err", err)
 	return page(known, n, last), nil
 }
 

@@ -176,6 +176,11 @@ func (c *Config) Validate() error {
 	if _, err := policy.NewRouter(c.PolicyRoutes()); err != nil {
 		errs = append(errs, err)
 	}
+	for _, r := range c.Routes {
+		if r.Hosted && (c.Global.Backend == "none" || c.Global.Backend == "") {
+			errs = append(errs, fmt.Errorf("hosted route %s needs a global tier: its pushes are written through to it (set global.backend)", r.Name))
+		}
+	}
 	switch c.Global.Backend {
 	case "":
 		c.Global.Backend = "none"

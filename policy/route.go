@@ -26,6 +26,11 @@ func (c Capability) Has(want Capability) bool { return c&want == want }
 // DefaultTagTTL is how long a tag record is fresh when a route sets none.
 const DefaultTagTTL = 5 * time.Minute
 
+// DefaultHostedTagTTL is how long a node trusts its own copy of a hosted
+// repository's tag before it reads the global tier again, so that a push
+// through another region shows up within it.
+const DefaultHostedTagTTL = time.Second
+
 // Route is one namespace the node serves: an origin registry it pulls
 // through, or a hosted namespace whose system of record is the global tier.
 type Route struct {
@@ -107,6 +112,9 @@ func NewRouter(routes []Route) (*Router, error) {
 			}
 		} else if rt.Origin == "" {
 			return nil, fmt.Errorf("policy: route %q needs an origin or hosted: true", rt.Name)
+		}
+		if rt.Hosted && rt.TagTTL == 0 {
+			rt.TagTTL = DefaultHostedTagTTL
 		}
 		if rt.Caps == 0 {
 			rt.Caps = CapPull

@@ -62,7 +62,27 @@ func toAPIError(err error, about subject) *apiError {
 	}
 	var oe *upstream.Error
 	isOrigin := errors.As(err, &oe)
+	var rl *RateLimitError
 	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		return &apiError{Status: http.StatusUnauthorized, Code: errcode.ErrorCodeUnauthorized, Message: "authentication required", Err: err}
+	case errors.Is(err, ErrDenied):
+		return &apiError{Status: http.StatusForbidden, Code: errcode.ErrorCodeDenied, Message: "requested access to the resource is denied", Err: err}
+	case errors.As(err, &rl):
+		return &apiError{Status: http.StatusTooManyRequests, Code: errcode.ErrorCodeTooManyRequests,
+			Message: "too many failed logins; try again later", RetryAfter: max(int(rl.RetryAfter.Seconds()), 1), Err: err}
+	case errors.Is(err, cache.ErrUploadUnknown):
+		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeBlobUploadUnknown, Message: "upload unknown", Err: err}
+	case errors.Is(err, cache.ErrUploadOffset):
+		return &apiError{Status: http.StatusRequestedRangeNotSatisfiable, Code: errcode.ErrorCodeRangeInvalid, Message: err.Error(), Err: err}
+	case errors.Is(err, cache.ErrDigestInvalid):
+		return &apiError{Status: http.StatusBadRequest, Code: errcode.ErrorCodeDigestInvalid, Message: err.Error(), Err: err}
+	case errors.Is(err, cache.ErrManifestInvalid):
+		return &apiError{Status: http.StatusBadRequest, Code: errcode.ErrorCodeManifestInvalid, Message: err.Error(), Err: err}
+	case errors.Is(err, cache.ErrManifestBlobUnknown):
+		return &apiError{Status: http.StatusBadRequest, Code: errcode.ErrorCodeManifestBlobUnknown, Message: err.Error(), Err: err}
+	case errors.Is(err, cache.ErrNoRecord):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: errcode.ErrorCodeUnavailable, Message: err.Error(), Err: err}
 	case errors.Is(err, policy.ErrUnknownNamespace):
 		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeNameUnknown, Message: err.Error(), Err: err}
 	case errors.Is(err, context.Canceled):
@@ -111,7 +131,8 @@ func writeError(w http.ResponseWriter, r *http.Request, ae *apiError) {
 		return
 	}
 	h := w.Header()
-	for _, k := range []string{"Content-Length", "Docker-Content-Digest", "Etag", "Cache-Control", "Last-Modified", "Accept-Ranges"} {
+	for _, k := range []string{"Content-Length", "Docker-Content-Digest", "Etag", "Cache-Control", "Last-Modified", "Accept-Ranges",
+		"Location", "Range", "Docker-Upload-UUID", "OCI-Subject"} {
 		h.Del(k)
 	}
 	h.Set("Content-Type", "application/json")

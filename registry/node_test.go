@@ -92,6 +92,9 @@ func newNode(t *testing.T, cfg nodeConfig) *node {
 		ttl = time.Minute
 	}
 	n.routes = append([]policy.Route{{Name: "docker.io", Origin: n.proxy.URL, Default: true, TagTTL: ttl}}, cfg.extra...)
+	if cfg.global != nil {
+		n.routes = append(n.routes, policy.Route{Name: "team", Hosted: true, Prefix: "team/"})
+	}
 	router, err := policy.NewRouter(n.routes)
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ type Server struct {
 	router *policy.Router
 	engine *cache.Engine
 	log    *slog.Logger
+	auth   Authorizer
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -223,7 +224,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			routeName = req.route.Name
 			w.Header().Set("OCI-Namespace", req.route.Name)
+			err = s.authorize(r, req.route, req.repo, accessOf(r.Method))
 		}
+	} else if op == "base" && s.auth != nil {
+		err = s.auth.Login(r)
 	}
 	if err == nil {
 		err = s.serve(w, req)
@@ -241,6 +245,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "route", routeName, "status", ae.Status, "err", err)
 		}
 		if sw.status == 0 {
+			if ae.Status == http.StatusUnauthorized && s.auth != nil {
+				w.Header().Set("WWW-Authenticate", s.auth.Challenge())
+			}
 			writeError(w, r, ae)
 		}
 	}
@@ -267,12 +274,16 @@ func (s *Server) serve(w http.ResponseWriter, req *request) error {
 		return newError(errcode.ErrorCodeUnsupported, "this node does not list repositories", nil)
 	case req.op == "base":
 		return newError(errcode.ErrorCodeUnsupported, "method not allowed on /v2/", r.Method)
-	case !read || req.op == "upload":
-		if !req.route.Caps.Has(policy.CapPush) {
-			return &apiError{Status: http.StatusMethodNotAllowed, Code: errcode.ErrorCodeUnsupported,
-				Message: "route " + req.route.Name + " is a read-only pull-through mirror; push to a hosted route"}
-		}
-		return newError(errcode.ErrorCodeUnsupported, "pushes are not supported yet", nil)
+	case req.op == "upload":
+		return s.upload(w, req)
+	case req.op == "referrers" && read:
+		return s.referrers(w, req)
+	case req.op == "manifest" && r.Method == http.MethodPut:
+		return s.putManifest(w, req)
+	case r.Method == http.MethodDelete && (req.op == "manifest" || req.op == "blob"):
+		return s.deleteContent(w, req)
+	case !read:
+		return s.needsWrite(req)
 	case req.op == "manifest":
 		return s.manifest(w, req)
 	case req.op == "blob":
@@ -282,6 +293,14 @@ func (s *Server) serve(w http.ResponseWriter, req *request) error {
 	default:
 		return newError(errcode.ErrorCodeUnsupported, "operation not supported", req.op)
 	}
+}
+
+// needsWrite answers a write that no handler takes.
+func (s *Server) needsWrite(req *request) error {
+	if err := s.needs(req, policy.CapPush, "pushes"); err != nil {
+		return err
+	}
+	return newError(errcode.ErrorCodeUnsupported, "method not allowed here", req.client.Method)
 }
 
 // statusWriter remembers the status written, for metrics and to know

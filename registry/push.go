@@ -1,0 +1,325 @@
+package registry
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/policy"
+)
+
+// location is a path on this node for the client's repository name,
+// keeping containerd's ?ns= so that the next request routes the same way.
+func location(req *request, suffix string) string {
+	loc := "/v2/" + req.name + suffix
+	if ns := nsParam(req.client.URL.RawQuery); ns != "" {
+		loc += "?ns=" + url.QueryEscape(ns)
+	}
+	return loc
+}
+
+func (s *Server) needs(req *request, c policy.Capability, what string) error {
+	if req.route.Caps.Has(c) {
+		return nil
+	}
+	return &apiError{Status: http.StatusMethodNotAllowed, Code: errcode.ErrorCodeUnsupported,
+		Message: fmt.Sprintf("route %s does not allow %s: it is a read-only pull-through mirror; push to a hosted route", req.route.Name, what)}
+}
+
+// upload serves /v2/<name>/blobs/uploads/[<id>].
+func (s *Server) upload(w http.ResponseWriter, req *request) error {
+	if err := s.needs(req, policy.CapPush, "pushes"); err != nil {
+		return err
+	}
+	r := req.client
+	if req.ref == "" {
+		if r.Method != http.MethodPost {
+			return newError(errcode.ErrorCodeUnsupported, "start an upload with POST", r.Method)
+		}
+		return s.startUpload(w, req)
+	}
+	id := req.ref
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		up, err := s.engine.UploadStatus(r.Context(), req.route, req.repo, id)
+		if err != nil {
+			return err
+		}
+		uploadHeaders(w, req, up)
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	case http.MethodPatch:
+		offset, err := chunkOffset(r)
+		if err != nil {
+			return err
+		}
+		up, err := s.engine.AppendUpload(r.Context(), req.route, req.repo, id, offset, r.Body)
+		if err != nil {
+			return err
+		}
+		uploadHeaders(w, req, up)
+		w.WriteHeader(http.StatusAccepted)
+		return nil
+	case http.MethodPut:
+		return s.finishUpload(w, req, id)
+	case http.MethodDelete:
+		if err := s.engine.CancelUpload(r.Context(), req.route, req.repo, id); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	return newError(errcode.ErrorCodeUnsupported, "method not allowed on an upload", r.Method)
+}
+
+func (s *Server) startUpload(w http.ResponseWriter, req *request) error {
+	r := req.client
+	q := r.URL.Query()
+	if mount := q.Get("mount"); mount != "" {
+		d, err := parseDigest(mount)
+		if err != nil {
+			return err
+		}
+		if from := q.Get("from"); from != "" {
+			mounted, err := s.mount(req, from, d)
+			if err != nil {
+				return err
+			}
+			if mounted {
+				blobCreated(w, req, d)
+				return nil
+			}
+		}
+		// A mount without a source, or one that cannot be done, becomes an
+		// upload: a digest alone opens no other repository's blob.
+	}
+	up, err := s.engine.StartUpload(r.Context(), req.route, req.repo)
+	if err != nil {
+		return err
+	}
+	if dv := q.Get("digest"); dv != "" { // monolithic upload
+		d, err := parseDigest(dv)
+		if err != nil {
+			return err
+		}
+		if _, err := s.engine.AppendUpload(r.Context(), req.route, req.repo, up.ID, 0, r.Body); err != nil {
+			return err
+		}
+		if err := s.engine.FinishUpload(r.Context(), req.route, req.repo, up.ID, d); err != nil {
+			return err
+		}
+		blobCreated(w, req, d)
+		return nil
+	}
+	uploadHeaders(w, req, up)
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// mount links d from another repository of the same route, if the client
+// may pull from it.
+func (s *Server) mount(req *request, from string, d digest.Digest) (bool, error) {
+	if !validName(from) {
+		return false, newError(errcode.ErrorCodeNameInvalid, "invalid repository name in from", from)
+	}
+	rt, fromRepo, err := s.router.Resolve(nsParam(req.client.URL.RawQuery), from)
+	if err != nil || rt != req.route {
+		return false, nil
+	}
+	if err := s.authorize(req.client, rt, fromRepo, Pull); err != nil {
+		return false, nil
+	}
+	return s.engine.Mount(req.client.Context(), req.route, req.repo, fromRepo, d)
+}
+
+func (s *Server) finishUpload(w http.ResponseWriter, req *request, id string) error {
+	r := req.client
+	dv := r.URL.Query().Get("digest")
+	if dv == "" {
+		return newError(errcode.ErrorCodeDigestInvalid, "finishing an upload needs ?digest=", nil)
+	}
+	d, err := parseDigest(dv)
+	if err != nil {
+		return err
+	}
+	if r.ContentLength != 0 {
+		offset, err := chunkOffset(r)
+		if err != nil {
+			return err
+		}
+		if _, err := s.engine.AppendUpload(r.Context(), req.route, req.repo, id, offset, r.Body); err != nil {
+			return err
+		}
+	}
+	if err := s.engine.FinishUpload(r.Context(), req.route, req.repo, id, d); err != nil {
+		return err
+	}
+	blobCreated(w, req, d)
+	return nil
+}
+
+func blobCreated(w http.ResponseWriter, req *request, d digest.Digest) {
+	h := w.Header()
+	h.Set("Location", location(req, "/blobs/"+d.String()))
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+}
+
+func uploadHeaders(w http.ResponseWriter, req *request, up cache.Upload) {
+	h := w.Header()
+	h.Set("Location", location(req, "/blobs/uploads/"+up.ID))
+	h.Set("Docker-Upload-UUID", up.ID)
+	h.Set("Range", fmt.Sprintf("0-%d", max(up.Size-1, 0)))
+	h.Set("Content-Length", "0")
+}
+
+// chunkOffset reads where a chunk starts from Content-Range ("start-end");
+// -1 when the header is absent.
+func chunkOffset(r *http.Request) (int64, error) {
+	v := r.Header.Get("Content-Range")
+	if v == "" {
+		return -1, nil
+	}
+	v = strings.TrimPrefix(v, "bytes ")
+	a, b, ok := strings.Cut(v, "-")
+	start, err1 := strconv.ParseInt(a, 10, 64)
+	end, err2 := strconv.ParseInt(b, 10, 64)
+	if !ok || err1 != nil || err2 != nil || start < 0 || end < start-1 {
+		return 0, &apiError{Status: http.StatusRequestedRangeNotSatisfiable, Code: errcode.ErrorCodeRangeInvalid,
+			Message: "invalid Content-Range", Detail: v}
+	}
+	if r.ContentLength >= 0 && end-start+1 != r.ContentLength {
+		return 0, &apiError{Status: http.StatusRequestedRangeNotSatisfiable, Code: errcode.ErrorCodeRangeInvalid,
+			Message: "Content-Range does not match Content-Length", Detail: v}
+	}
+	return start, nil
+}
+
+// putManifest serves PUT /v2/<name>/manifests/<ref>.
+func (s *Server) putManifest(w http.ResponseWriter, req *request) error {
+	if err := s.needs(req, policy.CapPush, "pushes"); err != nil {
+		return err
+	}
+	r := req.client
+	if err := checkRef(req.ref); err != nil {
+		return err
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, cache.MaxManifestSize+1))
+	if err != nil {
+		return err
+	}
+	if len(body) > cache.MaxManifestSize {
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: errcode.ErrorCodeManifestInvalid,
+			Message: fmt.Sprintf("manifest larger than %d bytes", cache.MaxManifestSize)}
+	}
+	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+	d, subject, err := s.engine.PutManifest(r.Context(), req.route, req.repo, req.ref, strings.TrimSpace(ct), body)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Location", location(req, "/manifests/"+d.String()))
+	h.Set("Docker-Content-Digest", d.String())
+	if subject != nil {
+		h.Set("OCI-Subject", subject.Digest.String())
+	}
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// checkRef validates a manifest reference: a tag or a digest.
+func checkRef(ref string) error {
+	if strings.Contains(ref, ":") {
+		_, err := parseDigest(ref)
+		return err
+	}
+	if !validTag(ref) {
+		return newError(errcode.ErrorCodeTagInvalid, "invalid tag", ref)
+	}
+	return nil
+}
+
+// deleteContent serves DELETE of manifests, tags and blobs.
+func (s *Server) deleteContent(w http.ResponseWriter, req *request) error {
+	if err := s.needs(req, policy.CapDelete, "deletes"); err != nil {
+		return err
+	}
+	r := req.client
+	var err error
+	switch req.op {
+	case "manifest":
+		if err = checkRef(req.ref); err != nil {
+			return err
+		}
+		if d, perr := digest.Parse(req.ref); perr == nil {
+			err = s.engine.DeleteManifest(r.Context(), req.route, req.repo, d)
+		} else {
+			err = s.engine.DeleteTag(r.Context(), req.route, req.repo, req.ref)
+		}
+	case "blob":
+		var d digest.Digest
+		if d, err = parseDigest(req.ref); err != nil {
+			return err
+		}
+		err = s.engine.DeleteBlob(r.Context(), req.route, req.repo, d)
+	default:
+		return newError(errcode.ErrorCodeUnsupported, "cannot delete this", req.op)
+	}
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// referrers serves GET /v2/<name>/referrers/<digest>.
+func (s *Server) referrers(w http.ResponseWriter, req *request) error {
+	r := req.client
+	d, err := parseDigest(req.ref)
+	if err != nil {
+		return err
+	}
+	if !req.route.Hosted {
+		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeUnsupported,
+			Message: "the referrers API is served for hosted repositories"}
+	}
+	at := r.URL.Query().Get("artifactType")
+	descs, err := s.engine.Referrers(r.Context(), req.route, req.repo, d, at)
+	if err != nil && !errors.Is(err, cache.ErrNotFound) {
+		return err
+	}
+	if descs == nil {
+		descs = []ocispec.Descriptor{}
+	}
+	body, err := json.Marshal(ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: descs,
+	})
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", ocispec.MediaTypeImageIndex)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if at != "" {
+		h.Set("OCI-Filters-Applied", "artifactType")
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+	return nil
+}
