@@ -76,9 +76,10 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	engine := cache.New(store, origins, opts...)
 	engine.RegisterQueueGauge(reg)
 	wbCtx, stopWriteBehind := context.WithCancel(context.WithoutCancel(ctx))
-	wbDone := make(chan struct{})
-	go func() { defer close(wbDone); engine.RunWriteBehind(wbCtx, 4) }()
-	defer func() { stopWriteBehind(); <-wbDone }()
+	wbDone := make(chan struct{}, 2)
+	go func() { defer func() { wbDone <- struct{}{} }(); engine.RunWriteBehind(wbCtx, 4) }()
+	go func() { defer func() { wbDone <- struct{}{} }(); cleanUploads(wbCtx, store, log) }()
+	defer func() { stopWriteBehind(); <-wbDone; <-wbDone }()
 	api := registry.New(router, engine, registry.WithLogger(log.With("component", "registry")), registry.WithRegisterer(reg))
 
 	var ready atomic.Bool
@@ -98,10 +99,15 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		servers = append(servers, &listener{name: "admin", addr: cfg.AdminListen, handler: admin})
 	}
 	errc := make(chan error, len(servers))
-	for _, l := range servers {
+	for i, l := range servers {
 		if err := l.listen(); err != nil {
+			for _, open := range servers[:i] {
+				_ = open.ln.Close()
+			}
 			return err
 		}
+	}
+	for _, l := range servers {
 		log.Info("listening", "listener", l.name, "addr", l.ln.Addr().String())
 		go func() { errc <- l.serve() }()
 	}
@@ -173,4 +179,26 @@ func newLogger(c config.Log, out io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(out, opts))
 	}
 	return slog.New(slog.NewTextHandler(out, opts))
+}
+
+// uploadIdle is how long an upload session may receive nothing before it
+// counts as abandoned and is removed.
+const uploadIdle = 24 * time.Hour
+
+// cleanUploads removes abandoned upload sessions at start and every hour.
+func cleanUploads(ctx context.Context, store *localtier.Store, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := store.CleanUploads(ctx, uploadIdle); err != nil {
+			log.Warn("cannot clean upload sessions", "err", err)
+		} else if n > 0 {
+			log.Info("removed abandoned upload sessions", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
