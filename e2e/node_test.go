@@ -130,6 +130,16 @@ func startEdgeIn(t *testing.T, dir string, routes []route) *node {
 	p := startProc(t, "edge", exec.Command(bin, "serve", "--config", cfgPath))
 
 	n := &node{Routing: true, proc: p}
+	// Runs before startProc's own cleanup: stop the node, then look for
+	// what the race detector found in it (the binary is built with -race
+	// when the tests are).
+	t.Cleanup(func() {
+		p.stop(t)
+		if out := p.output(); strings.Contains(out, "WARNING: DATA RACE") {
+			i := strings.Index(out, "WARNING: DATA RACE")
+			t.Errorf("the race detector found a data race in the edge node:\n%s", out[i:min(len(out), i+8000)])
+		}
+	})
 	deadline := time.After(60 * time.Second)
 	for n.Host == "" || n.Admin == "" {
 		select {

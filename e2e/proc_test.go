@@ -112,6 +112,13 @@ func (p *proc) exited() (bool, error) {
 	}
 }
 
+// output is everything the process has printed so far.
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
 func (p *proc) tail(n int) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
