@@ -1,0 +1,148 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/edgeregistry/edge/policy"
+)
+
+// Action is what a request does to a repository.
+type Action uint8
+
+const (
+	// Pull reads manifests, blobs and tag lists.
+	Pull Action = iota + 1
+	// Push uploads blobs and writes manifests and tags.
+	Push
+	// Delete removes manifests, tags and blobs.
+	Delete
+)
+
+func (a Action) String() string {
+	switch a {
+	case Pull:
+		return "pull"
+	case Push:
+		return "push"
+	case Delete:
+		return "delete"
+	}
+	return fmt.Sprintf("action(%d)", uint8(a))
+}
+
+// ParseAction reads the name of an action as grants write it: pull, push
+// or delete.
+func ParseAction(s string) (Action, error) {
+	for _, a := range []Action{Pull, Push, Delete} {
+		if s == a.String() {
+			return a, nil
+		}
+	}
+	return 0, fmt.Errorf("auth: unknown action %q (want pull, push or delete)", s)
+}
+
+// Capability is the route capability the action needs, so that the HTTP
+// layer can check the route with route.Caps.Has(act.Capability()).
+func (a Action) Capability() policy.Capability {
+	switch a {
+	case Pull:
+		return policy.CapPull
+	case Push:
+		return policy.CapPush
+	case Delete:
+		return policy.CapDelete
+	}
+	return policy.CapPull | policy.CapPush | policy.CapDelete
+}
+
+// Identity is who made a request.
+type Identity struct {
+	// User is the authenticated user name; "" is an anonymous client.
+	User string
+}
+
+// Anonymous reports whether the request carried no credentials.
+func (id Identity) Anonymous() bool { return id.User == "" }
+
+// Grant gives a user actions on the repositories whose names fall under a
+// prefix.
+type Grant struct {
+	// User is a user of the htpasswd file, or "*" for any authenticated user.
+	User string
+	// Prefix selects repositories by name, element by element: "team/"
+	// matches team/app but neither team nor teamx/app; "team" (no slash)
+	// matches team and team/app, not teamx/app; "team/app" matches team/app
+	// and team/app/x, not team/apple. "" matches every repository.
+	Prefix string
+	// Actions are "pull", "push" and "delete".
+	Actions []string
+}
+
+// grant is a checked Grant.
+type grant struct {
+	user    string
+	prefix  string
+	actions [Delete + 1]bool
+}
+
+func (g *grant) permits(user, repo string, act Action) bool {
+	return (g.user == "*" || g.user == user) && g.actions[act] && underPrefix(repo, g.prefix)
+}
+
+// underPrefix reports whether repo falls under prefix: below it when the
+// prefix ends with a slash, else the prefix itself or below it.
+func underPrefix(repo, prefix string) bool {
+	if prefix == "" {
+		return true
+	}
+	rest, ok := strings.CutPrefix(repo, prefix)
+	if !ok {
+		return false
+	}
+	if strings.HasSuffix(prefix, "/") {
+		return rest != ""
+	}
+	return rest == "" || rest[0] == '/'
+}
+
+// validRepo rejects names that could play tricks with prefixes: empty
+// elements, dot elements, a leading slash. The HTTP layer checks the full
+// grammar of names.
+func validRepo(repo string) bool {
+	if repo == "" {
+		return false
+	}
+	for e := range strings.SplitSeq(repo, "/") {
+		if e == "" || e == "." || e == ".." {
+			return false
+		}
+	}
+	return true
+}
+func compileGrant(g Grant) (grant, error) {
+	cg := grant{user: g.User, prefix: g.Prefix}
+	if g.User == "" {
+		return cg, errors.New("no user (use \"*\" for any authenticated user)")
+	}
+	if g.User != "*" && !validUser(g.User) {
+		return cg, fmt.Errorf("user %q cannot be an htpasswd user", g.User)
+	}
+	if p := strings.TrimSuffix(g.Prefix, "/"); g.Prefix != "" && !validRepo(p) {
+		return cg, fmt.Errorf("prefix %q is not a repository name prefix", g.Prefix)
+	}
+	if len(g.Actions) == 0 {
+		return cg, errors.New("no actions")
+	}
+	for _, s := range g.Actions {
+		act, err := ParseAction(s)
+		if err != nil {
+			return cg, err
+		}
+		cg.actions[act] = true
+	}
+	return cg, nil
+}
+
+// quote makes s an HTTP quoted-string.

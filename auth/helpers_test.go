@@ -1,0 +1,160 @@
+package auth_test
+
+import (
+	"bytes"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/edgeregistry/edge/auth"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// clock is a test clock moved by hand.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// logBuffer collects log output written from many goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// writeHtpasswd writes an htpasswd file of users (name: password) with
+// cheap bcrypt hashes, and returns its path.
+func writeHtpasswd(t *testing.T, dir string, users map[string]string) string {
+	t.Helper()
+	path := filepath.Join(dir, "htpasswd")
+	var b bytes.Buffer
+	for u, pw := range users {
+		h, err := auth.HashPasswordCost(pw, bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, err := auth.HtpasswdLine(u, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(line)
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// touch moves the modification time of path forward, so a rewrite is seen
+// as a change even on file systems with coarse times.
+func touch(t *testing.T, path string, to time.Time) {
+	t.Helper()
+	if err := os.Chtimes(path, to, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fixture is an Authorizer with the test's clock, logs, metrics and a
+// count of bcrypt comparisons.
+type fixture struct {
+	a        *auth.Authorizer
+	clock    *clock
+	logs     *logBuffer
+	reg      *prometheus.Registry
+	compares atomic.Int64
+}
+
+func newFixture(t *testing.T, cfg auth.Config, opts ...auth.Option) *fixture {
+	t.Helper()
+	f := &fixture{clock: newClock(), logs: &logBuffer{}, reg: prometheus.NewRegistry()}
+	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts = append([]auth.Option{auth.WithClock(f.clock.Now), auth.WithLogger(log), auth.WithRegisterer(f.reg)}, opts...)
+	a, err := auth.New(cfg, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth.SetCompare(a, func(hash, pw []byte) error {
+		f.compares.Add(1)
+		return bcrypt.CompareHashAndPassword(hash, pw)
+	})
+	f.a = a
+	return f
+}
+
+// metric is the value of a counter or gauge of the fixture's registry; 0
+// when absent.
+func (f *fixture) metric(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := f.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			if m.Counter != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+// request is an API request from addr, with Basic credentials unless user
+// and pw are both empty.
+func request(addr, user, pw string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+	r.RemoteAddr = addr
+	if user != "" || pw != "" {
+		r.SetBasicAuth(user, pw)
+	}
+	return r
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,70 @@
+package auth
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Failure reasons, the values of the reason label of edge_auth_failures_total.
+const (
+	reasonUnknownUser = "unknown_user" // no such user in the htpasswd file
+	reasonBadPassword = "bad_password" // known user, wrong password
+	reasonMalformed   = "malformed"    // an Authorization header that is not HTTP Basic
+	reasonRateLimited = "rate_limited" // refused unchecked after too many failures
+)
+
+// metrics are the authorizer's Prometheus collectors.
+type metrics struct {
+	failures  *prometheus.CounterVec // reason
+	lockouts  *prometheus.CounterVec // scope: client, user
+	decisions *prometheus.CounterVec // action, result
+	cache     *prometheus.CounterVec // result: hit, miss
+	reloads   *prometheus.CounterVec // result: ok, error
+	users     prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_auth_failures_total",
+			Help: "Failed logins by reason (unknown_user, bad_password, malformed, rate_limited).",
+		}, []string{"reason"}),
+		lockouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_auth_lockouts_total",
+			Help: "Times a client address or a user name was refused logins after repeated failures.",
+		}, []string{"scope"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_auth_decisions_total",
+			Help: "Authorisation decisions by action (pull, push, delete) and result (allowed, unauthenticated, denied, rate_limited).",
+		}, []string{"action", "result"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_auth_verify_cache_total",
+			Help: "Password verifications answered from memory (hit) or by bcrypt (miss).",
+		}, []string{"result"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_auth_htpasswd_loads_total",
+			Help: "Loads of the htpasswd file by result (ok, error).",
+		}, []string{"result"}),
+		users: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edge_auth_users",
+			Help: "Users with a usable bcrypt entry in the htpasswd file.",
+		}),
+	}
+	for _, r := range []string{reasonUnknownUser, reasonBadPassword, reasonMalformed, reasonRateLimited} {
+		m.failures.WithLabelValues(r)
+	}
+	for _, s := range []string{"client", "user"} {
+		m.lockouts.WithLabelValues(s)
+	}
+	return m
+}
+
+func (m *metrics) register(reg prometheus.Registerer) error {
+	cs := []prometheus.Collector{m.failures, m.lockouts, m.decisions, m.cache, m.reloads, m.users}
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return err
+		}
+	}
+	return nil
+}
