@@ -142,11 +142,11 @@ func (c *containerd) forget(t *testing.T, ref string) {
 // containerd forgot it: that pull costs no origin blob GET.
 func TestContainerdPull(t *testing.T) {
 	t.Parallel()
+	c := startContainerd(t)
 	hub, other := newOrigin(t), newOrigin(t)
 	n := startMirror(t,
 		route{Name: "docker.io", Origin: hub.URL, Default: true},
 		route{Name: "registry.e2e.test", Origin: other.URL})
-	c := startContainerd(t)
 	c.mirror(t, "docker.io", n)
 	c.mirror(t, "registry.e2e.test", n)
 

@@ -19,11 +19,19 @@ type dockerd struct {
 	pid    int      // dockerd's
 }
 
-func startDockerd(t *testing.T, mirror *node) *dockerd {
+// dockerTools finds dockerd and the docker client, and checks for the
+// containerd that dockerd will run on, or skips (fails in CI).
+func dockerTools(t *testing.T) (daemon, client string) {
 	t.Helper()
 	needRoot(t, "dockerd")
-	bin := tool(t, "EDGE_DOCKERD", "dockerd")
-	client := tool(t, "EDGE_DOCKER", "docker")
+	tool(t, "EDGE_CONTAINERD", "containerd")
+	tool(t, "EDGE_CTR", "ctr")
+	return tool(t, "EDGE_DOCKERD", "dockerd"), tool(t, "EDGE_DOCKER", "docker")
+}
+
+func startDockerd(t *testing.T, mirror *node) *dockerd {
+	t.Helper()
+	bin, client := dockerTools(t)
 	// A containerd of the test's own, rather than the one dockerd would
 	// start with its defaults (which writes to /opt/containerd).
 	ctrd := startContainerd(t)
@@ -84,6 +92,7 @@ func (d *dockerd) run(t *testing.T, args ...string) string {
 // no origin blob GET.
 func TestDockerPull(t *testing.T) {
 	t.Parallel()
+	dockerTools(t) // before the node starts: skip at once without them
 	o := newOrigin(t)
 	n := startMirror(t, route{Name: "docker.io", Origin: o.URL, Default: true})
 	d := startDockerd(t, n)

@@ -17,9 +17,9 @@ type skopeo struct {
 	bin, dir string
 }
 
-func newSkopeo(t *testing.T, regConf string) *skopeo {
+func newSkopeo(t *testing.T, bin, regConf string) *skopeo {
 	t.Helper()
-	s := &skopeo{bin: tool(t, "EDGE_SKOPEO", "skopeo"), dir: t.TempDir()}
+	s := &skopeo{bin: bin, dir: t.TempDir()}
 	write(t, filepath.Join(s.dir, "policy.json"), `{"default":[{"type":"insecureAcceptAnything"}]}`)
 	write(t, filepath.Join(s.dir, "auth.json"), `{}`)
 	write(t, filepath.Join(s.dir, "registries.conf"), regConf)
@@ -69,9 +69,10 @@ func write(t *testing.T, path, content string) {
 // and a second copy of each costs no origin blob GET.
 func TestSkopeoCopy(t *testing.T) {
 	t.Parallel()
+	bin := tool(t, "EDGE_SKOPEO", "skopeo")
 	o := newOrigin(t)
 	n := startMirror(t, route{Name: "docker.io", Origin: o.URL, Default: true})
-	s := newSkopeo(t, fmt.Sprintf(`unqualified-search-registries = []
+	s := newSkopeo(t, bin, fmt.Sprintf(`unqualified-search-registries = []
 
 [[registry]]
 prefix = "docker.io"
