@@ -50,7 +50,7 @@ func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d dige
 			closeQuietly(file)
 			return nil, err
 		}
-		e.m.hits.WithLabelValues("local", "blob").Inc()
+		e.m.localBlobHit.Inc()
 		return &Blob{Digest: d, Size: info.Size, Content: file, Tier: "local", closer: file}, nil
 	case !isNotFound(err):
 		return nil, fmt.Errorf("cache: local tier: %w", err)
@@ -206,7 +206,7 @@ func (e *Engine) StatBlob(ctx context.Context, rt *policy.Route, repo string, d 
 		if err := e.confirmLink(ctx, rt, repo, d, false); err != nil {
 			return 0, err
 		}
-		e.m.hits.WithLabelValues("local", "blob").Inc()
+		e.m.localBlobHit.Inc()
 		return info.Size, nil
 	case !isNotFound(err):
 		return 0, fmt.Errorf("cache: local tier: %w", err)

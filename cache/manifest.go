@@ -40,7 +40,7 @@ func (e *Engine) manifestByDigest(ctx context.Context, rt *policy.Route, repo st
 		if err := e.confirmLink(ctx, rt, repo, d, true); err != nil {
 			return Manifest{}, err
 		}
-		e.m.hits.WithLabelValues("local", "manifest").Inc()
+		e.m.localManifestHit.Inc()
 		return Manifest{Digest: d, MediaType: m.MediaType, Body: m.Body}, nil
 	case !isNotFound(err):
 		return Manifest{}, fmt.Errorf("cache: local tier: %w", err)
@@ -65,7 +65,7 @@ func (e *Engine) manifestByTag(ctx context.Context, rt *policy.Route, repo, tag 
 		case merr == nil:
 			cached := Manifest{Digest: rec.Digest, MediaType: m.MediaType, Body: m.Body}
 			if rt.Fresh(rec.FetchedAt, e.now()) {
-				e.m.hits.WithLabelValues("local", "tag").Inc()
+				e.m.localTagHit.Inc()
 				return cached, nil
 			}
 			return e.revalidate(ctx, rt, repo, tag, rec, cached)
@@ -110,7 +110,7 @@ func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag str
 	inFlight := e.revals[key]
 	if inFlight || now.Before(e.retryAt[key]) {
 		e.revalMu.Unlock()
-		e.m.hits.WithLabelValues("local", "tag").Inc()
+		e.m.localTagHit.Inc()
 		if !inFlight {
 			e.m.stale.WithLabelValues(rt.Name).Inc()
 			cached.Stale = true

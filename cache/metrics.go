@@ -14,6 +14,9 @@ type metrics struct {
 	writeFailure *prometheus.CounterVec // what
 	globalErrors *prometheus.CounterVec // op
 	replicated   *prometheus.CounterVec // kind, result
+
+	// children of the hot path, resolved once
+	localTagHit, localBlobHit, localManifestHit prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,6 +52,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edge_writebehind_total", Help: "Items written behind to the global tier, by kind (blob, manifest, tag) and result (ok, retry, dropped).",
 		}, []string{"kind", "result"}),
 	}
+	m.localTagHit = m.hits.WithLabelValues("local", "tag")
+	m.localBlobHit = m.hits.WithLabelValues("local", "blob")
+	m.localManifestHit = m.hits.WithLabelValues("local", "manifest")
 	if reg != nil {
 		reg.MustRegister(m.hits, m.misses, m.bytes, m.coalesced, m.fills, m.stale, m.revalidated, m.writeFailure,
 			m.globalErrors, m.replicated)

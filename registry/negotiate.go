@@ -18,7 +18,7 @@ func accepts(r *http.Request, mediaType string) bool {
 		return true
 	}
 	for _, v := range values {
-		for _, part := range strings.Split(v, ",") {
+		for part := range strings.SplitSeq(v, ",") {
 			mt, _, _ := strings.Cut(part, ";")
 			mt = strings.TrimSpace(mt)
 			if mt == mediaType || mt == "*/*" {

@@ -56,6 +56,7 @@ type node struct {
 	routes []policy.Route
 
 	stopWriteBehind func()
+	handler         http.Handler
 }
 
 type nodeConfig struct {
@@ -72,7 +73,7 @@ type nodeConfig struct {
 	meta      time.Duration // metadata timeout; 5s when zero
 }
 
-func newNode(t *testing.T, cfg nodeConfig) *node {
+func newNode(t testing.TB, cfg nodeConfig) *node {
 	t.Helper()
 	n := &node{origin: cfg.origin, proxy: cfg.proxy, clock: cfg.clock, dir: cfg.dir}
 	if n.origin == nil {
@@ -138,7 +139,8 @@ func newNode(t *testing.T, cfg nodeConfig) *node {
 	wbDone := make(chan struct{})
 	go func() { defer close(wbDone); n.engine.RunWriteBehind(wbCtx, 2) }()
 	n.stopWriteBehind = func() { stopWB(); <-wbDone }
-	n.srv = httptest.NewServer(registry.New(router, n.engine, registry.WithRegisterer(n.reg)))
+	n.handler = registry.New(router, n.engine, registry.WithRegisterer(n.reg))
+	n.srv = httptest.NewServer(n.handler)
 	n.URL = n.srv.URL
 	t.Cleanup(n.stop)
 	return n

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -24,6 +25,9 @@ type Server struct {
 	engine *cache.Engine
 	log    *slog.Logger
 	auth   Authorizer
+
+	namespaces map[string][]string // OCI-Namespace values by route
+	series     sync.Map            // seriesKey -> *series: metric children, resolved once
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -61,8 +65,17 @@ func New(router *policy.Router, engine *cache.Engine, opts ...Option) *Server {
 	for _, o := range opts {
 		o(s)
 	}
+	s.namespaces = make(map[string][]string)
+	for _, rt := range router.Routes() {
+		s.namespaces[rt.Name] = []string{rt.Name}
+	}
 	return s
 }
+
+// apiVersion is the value of Docker-Distribution-API-Version. Header values
+// shared across responses are never appended to in place: their capacity
+// equals their length.
+var apiVersion = []string{"registry/2.0"}
 
 // request is one parsed API request.
 type request struct {
@@ -211,7 +224,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	w = sw
-	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	h := w.Header()
+	h["Docker-Distribution-Api-Version"] = apiVersion
 
 	op, name, ref, perr := parsePath(r.URL.Path)
 	req := &request{op: op, name: name, ref: ref, client: r}
@@ -223,7 +237,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.route, req.repo, err = s.router.Resolve(nsParam(r.URL.RawQuery), name)
 		if err == nil {
 			routeName = req.route.Name
-			w.Header().Set("OCI-Namespace", req.route.Name)
+			h["Oci-Namespace"] = s.namespaces[req.route.Name]
 			err = s.authorize(r, req.route, req.repo, accessOf(r.Method))
 		}
 	} else if op == "base" && s.auth != nil {
@@ -254,8 +268,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if op == "" {
 		op = "invalid"
 	}
-	s.requests.WithLabelValues(routeName, op, statusText(sw.status)).Inc()
-	s.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	s.observe(routeName, op, sw.status, time.Since(start))
 }
 
 func (s *Server) serve(w http.ResponseWriter, req *request) error {
@@ -301,6 +314,31 @@ func (s *Server) needsWrite(req *request) error {
 		return err
 	}
 	return newError(errcode.ErrorCodeUnsupported, "method not allowed here", req.client.Method)
+}
+
+type seriesKey struct {
+	route, op string
+	code      int
+}
+
+type series struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// observe counts a request; the label lookups are done once per series.
+func (s *Server) observe(route, op string, code int, took time.Duration) {
+	k := seriesKey{route, op, code}
+	v, ok := s.series.Load(k)
+	if !ok {
+		v, _ = s.series.LoadOrStore(k, &series{
+			requests: s.requests.WithLabelValues(route, op, statusText(code)),
+			duration: s.duration.WithLabelValues(op),
+		})
+	}
+	se := v.(*series)
+	se.requests.Inc()
+	se.duration.Observe(took.Seconds())
 }
 
 // statusWriter remembers the status written, for metrics and to know
