@@ -131,8 +131,7 @@ func New(cfg Config, opts ...Option) (*Authorizer, error) {
 	return a, nil
 }
 
-// check rejects options that cannot work together.
-
+// quote makes s an HTTP quoted-string.
 func quote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
@@ -238,7 +237,7 @@ func (a *Authorizer) authenticate(r *http.Request) (Identity, error) {
 	user, pw, ok := r.BasicAuth()
 	if !ok {
 		a.m.failures.WithLabelValues(reasonMalformed).Inc()
-		a.log.Info("auth: credentials are not HTTP Basic", "client", addr)
+		a.log.Debug("auth: credentials are not HTTP Basic", "client", addr)
 		return Identity{}, fmt.Errorf("%w: credentials are not HTTP Basic", ErrUnauthenticated)
 	}
 	addrKey, userKey := a.limitKey("client", addr), a.limitKey("user", user)

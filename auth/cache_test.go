@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -182,4 +183,27 @@ func TestConcurrent(t *testing.T) {
 	for err := range errc {
 		t.Error(err)
 	}
+}
+
+// BenchmarkAuthorizeCached is the cost of a request whose password was
+// verified before: no bcrypt.
+func BenchmarkAuthorizeCached(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "htpasswd")
+	if err := auth.SetPasswordCost(path, "ci", "pw", bcrypt.MinCost); err != nil {
+		b.Fatal(err)
+	}
+	a, err := auth.New(auth.Config{Htpasswd: path, Grants: testGrants})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := request("192.0.2.1:1", "ci", "pw")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := a.Authorize(r, "team/app", auth.Push); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

@@ -44,7 +44,8 @@ func ParseAction(s string) (Action, error) {
 }
 
 // Capability is the route capability the action needs, so that the HTTP
-// layer can check the route with route.Caps.Has(act.Capability()).
+// layer can check the route with route.Caps.Has(act.Capability()). An
+// unknown action needs every capability.
 func (a Action) Capability() policy.Capability {
 	switch a {
 	case Pull:
@@ -121,6 +122,8 @@ func validRepo(repo string) bool {
 	}
 	return true
 }
+
+// compileGrant checks a configured grant.
 func compileGrant(g Grant) (grant, error) {
 	cg := grant{user: g.User, prefix: g.Prefix}
 	if g.User == "" {
@@ -144,5 +147,3 @@ func compileGrant(g Grant) (grant, error) {
 	}
 	return cg, nil
 }
-
-// quote makes s an HTTP quoted-string.

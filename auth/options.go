@@ -54,6 +54,7 @@ func WithClientAddr(f func(*http.Request) string) Option {
 	return func(a *Authorizer) { a.clientAddr = f }
 }
 
+// check rejects options that cannot work together.
 func (a *Authorizer) check() error {
 	var errs []error
 	if a.log == nil || a.now == nil || a.clientAddr == nil {
