@@ -99,7 +99,7 @@ func TestDockerPull(t *testing.T) {
 
 	idx := pushIndex(t, o, "library/e2e-docker", "v1")
 	want := idx.Images[hostPlatform()]
-	ref := "e2e-docker:" + idx.Tag // docker.io/library/e2e-docker:v1
+	ref := idx.Repo + ":" + idx.Tag // library/e2e-docker:v1, a docker.io name
 
 	check := func(when string) {
 		t.Helper()
