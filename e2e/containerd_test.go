@@ -160,8 +160,8 @@ func TestContainerdPull(t *testing.T) {
 		t.Fatalf("docker.io origin saw %d blob GETs, want at least %d: the pull did not go through the node", got, 1+len(want.Layers))
 	}
 	snaps := c.run(t, "snapshots", "--snapshotter", "native", "ls")
-	if n := strings.Count(snaps, "Committed"); n != len(want.Layers) {
-		t.Errorf("native snapshotter holds %d committed snapshots, want %d (one per layer):\n%s", n, len(want.Layers), snaps)
+	if got := strings.Count(snaps, "Committed"); got != len(want.Layers) {
+		t.Errorf("native snapshotter holds %d committed snapshots, want %d (one per layer):\n%s", got, len(want.Layers), snaps)
 	}
 
 	c.forget(t, ref)
