@@ -29,19 +29,29 @@ func location(req *request, suffix string) string {
 	return loc
 }
 
-func (s *Server) needs(req *request, c policy.Capability, what string) error {
-	if req.route.Caps.Has(c) {
+// routeAllows refuses what the request's route does not allow, before
+// anyone's credentials are looked at: a push to a pull-through mirror is
+// UNSUPPORTED for everyone.
+func (s *Server) routeAllows(req *request, a Access) error {
+	need := policy.CapPull
+	switch a {
+	case Push:
+		need = policy.CapPush
+	case Delete:
+		need = policy.CapDelete
+	}
+	if req.route.Caps.Has(need) {
 		return nil
 	}
-	return &apiError{Status: http.StatusMethodNotAllowed, Code: errcode.ErrorCodeUnsupported,
-		Message: fmt.Sprintf("route %s does not allow %s: it is a read-only pull-through mirror; push to a hosted route", req.route.Name, what)}
+	msg := fmt.Sprintf("route %s does not allow %s", req.route.Name, a)
+	if !req.route.Hosted {
+		msg += ": it is a read-only pull-through mirror; push to a hosted route"
+	}
+	return &apiError{Status: http.StatusMethodNotAllowed, Code: errcode.ErrorCodeUnsupported, Message: msg}
 }
 
 // upload serves /v2/<name>/blobs/uploads/[<id>].
 func (s *Server) upload(w http.ResponseWriter, req *request) error {
-	if err := s.needs(req, policy.CapPush, "pushes"); err != nil {
-		return err
-	}
 	r := req.client
 	if req.ref == "" {
 		if r.Method != http.MethodPost {
@@ -209,9 +219,6 @@ func chunkOffset(r *http.Request) (int64, error) {
 
 // putManifest serves PUT /v2/<name>/manifests/<ref>.
 func (s *Server) putManifest(w http.ResponseWriter, req *request) error {
-	if err := s.needs(req, policy.CapPush, "pushes"); err != nil {
-		return err
-	}
 	r := req.client
 	if err := checkRef(req.ref); err != nil {
 		return err
@@ -254,9 +261,6 @@ func checkRef(ref string) error {
 
 // deleteContent serves DELETE of manifests, tags and blobs.
 func (s *Server) deleteContent(w http.ResponseWriter, req *request) error {
-	if err := s.needs(req, policy.CapDelete, "deletes"); err != nil {
-		return err
-	}
 	r := req.client
 	var err error
 	switch req.op {

@@ -238,7 +238,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			routeName = req.route.Name
 			h["Oci-Namespace"] = s.namespaces[req.route.Name]
-			err = s.authorize(r, req.route, req.repo, accessOf(r.Method))
+			access := accessOf(r.Method)
+			if err = s.routeAllows(req, access); err == nil {
+				err = s.authorize(r, req.route, req.repo, access)
+			}
 		}
 	} else if op == "base" && s.auth != nil {
 		err = s.auth.Login(r)
@@ -296,7 +299,7 @@ func (s *Server) serve(w http.ResponseWriter, req *request) error {
 	case r.Method == http.MethodDelete && (req.op == "manifest" || req.op == "blob"):
 		return s.deleteContent(w, req)
 	case !read:
-		return s.needsWrite(req)
+		return newError(errcode.ErrorCodeUnsupported, "method not allowed here", r.Method)
 	case req.op == "manifest":
 		return s.manifest(w, req)
 	case req.op == "blob":
@@ -306,14 +309,6 @@ func (s *Server) serve(w http.ResponseWriter, req *request) error {
 	default:
 		return newError(errcode.ErrorCodeUnsupported, "operation not supported", req.op)
 	}
-}
-
-// needsWrite answers a write that no handler takes.
-func (s *Server) needsWrite(req *request) error {
-	if err := s.needs(req, policy.CapPush, "pushes"); err != nil {
-		return err
-	}
-	return newError(errcode.ErrorCodeUnsupported, "method not allowed here", req.client.Method)
 }
 
 type seriesKey struct {

@@ -80,7 +80,12 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	go func() { defer func() { wbDone <- struct{}{} }(); engine.RunWriteBehind(wbCtx, 4) }()
 	go func() { defer func() { wbDone <- struct{}{} }(); cleanUploads(wbCtx, store, log) }()
 	defer func() { stopWriteBehind(); <-wbDone; <-wbDone }()
-	api := registry.New(router, engine, registry.WithLogger(log.With("component", "registry")), registry.WithRegisterer(reg))
+	authz, err := newAuthorizer(cfg.Auth, "edge "+cfg.Region, log.With("component", "auth"), reg)
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	api := registry.New(router, engine, registry.WithLogger(log.With("component", "registry")), registry.WithRegisterer(reg),
+		registry.WithAuthorizer(authz))
 
 	var ready atomic.Bool
 	admin := http.NewServeMux()

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeregistry/edge/auth"
+	"github.com/edgeregistry/edge/config"
+	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/registry"
+)
+
+// authorizer adapts package auth to the API's Authorizer.
+type authorizer struct{ a *auth.Authorizer }
+
+func newAuthorizer(cfg config.Auth, realm string, log *slog.Logger, reg prometheus.Registerer) (*authorizer, error) {
+	grants := make([]auth.Grant, len(cfg.Grants))
+	for i, g := range cfg.Grants {
+		grants[i] = auth.Grant(g)
+	}
+	a, err := auth.New(auth.Config{Htpasswd: cfg.Htpasswd, AnonymousPull: cfg.AnonymousPull, Grants: grants, Realm: realm},
+		auth.WithLogger(log), auth.WithRegisterer(reg))
+	if err != nil {
+		return nil, err
+	}
+	return &authorizer{a}, nil
+}
+
+var actions = map[registry.Access]auth.Action{registry.Pull: auth.Pull, registry.Push: auth.Push, registry.Delete: auth.Delete}
+
+func (x *authorizer) Authorize(r *http.Request, _ *policy.Route, repo string, a registry.Access) error {
+	_, err := x.a.Authorize(r, repo, actions[a])
+	return apiAuthError(err)
+}
+
+// Login answers GET /v2/: without credentials it is fine when anonymous
+// pulls are; with them, they must be right.
+func (x *authorizer) Login(r *http.Request) error {
+	if r.Header.Get("Authorization") == "" && x.a.AnonymousPull() {
+		return nil
+	}
+	_, err := x.a.Login(r)
+	return apiAuthError(err)
+}
+
+func (x *authorizer) Challenge() string {
+	return fmt.Sprintf(`Basic realm=%q, charset="UTF-8"`, x.a.Realm())
+}
+
+func apiAuthError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, auth.ErrRateLimited):
+		d, _ := auth.RetryAfter(err)
+		return &registry.RateLimitError{RetryAfter: d}
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return fmt.Errorf("%w: %w", registry.ErrUnauthenticated, err)
+	case errors.Is(err, auth.ErrDenied):
+		return fmt.Errorf("%w: %w", registry.ErrDenied, err)
+	}
+	return err
+}
