@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/auth"
+	"github.com/edgeregistry/edge/config"
+	"github.com/edgeregistry/edge/internal/origintest"
+)
+
+// logBuffer is a log sink tests can read while the node writes to it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var apiAddr = regexp.MustCompile(`msg=listening listener=api addr=(\S+)`)
+
+// startNode runs serve in-process and returns the API's base URL.
+func startNode(t *testing.T, yaml string) string {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &logBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := apiAddr.FindStringSubmatch(logs.String()); m != nil {
+			return "http://" + m[1]
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("node did not start: %s", logs.String())
+	return ""
+}
+
+func TestPushNeedsAUserWithAGrant(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	htpasswd := filepath.Join(dir, "htpasswd")
+	for user, pw := range map[string]string{"ci": "ci-secret", "reader": "reader-secret"} {
+		if err := auth.SetPassword(htpasswd, user, pw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	origin := origintest.NewRegistry(t)
+	url := startNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: "127.0.0.1:0"
+data_dir: `+dir+`/data
+routes:
+  - {name: docker.io, origin: "`+origin.URL+`", default: true}
+  - {name: team, hosted: true, prefix: team/}
+global: {backend: dir}
+auth:
+  htpasswd: `+htpasswd+`
+  grants:
+    - {user: ci, prefix: team/, actions: [pull, push, delete]}
+    - {user: reader, prefix: team/, actions: [pull]}
+`)
+	data := []byte("layer")
+	d := digest.FromBytes(data)
+	push := func(user, pw, repo string) *http.Response {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, url+"/v2/"+repo+"/blobs/uploads/?digest="+d.String(), bytes.NewReader(data))
+		if user != "" {
+			req.SetBasicAuth(user, pw)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res
+	}
+	tests := []struct {
+		name, user, pw, repo string
+		status               int
+	}{
+		{"no credentials", "", "", "team/app", http.StatusUnauthorized},
+		{"wrong password", "ci", "nope", "team/app", http.StatusUnauthorized},
+		{"no push right", "reader", "reader-secret", "team/app", http.StatusForbidden},
+		{"pull-through route", "ci", "ci-secret", "library/app", http.StatusMethodNotAllowed},
+		{"granted", "ci", "ci-secret", "team/app", http.StatusCreated},
+	}
+	for _, tt := range tests {
+		res := push(tt.user, tt.pw, tt.repo)
+		if res.StatusCode != tt.status {
+			t.Fatalf("%s: status %d, want %d", tt.name, res.StatusCode, tt.status)
+		}
+		if tt.status == http.StatusUnauthorized && !strings.HasPrefix(res.Header.Get("WWW-Authenticate"), "Basic realm=") {
+			t.Fatalf("%s: challenge %q", tt.name, res.Header.Get("WWW-Authenticate"))
+		}
+	}
+	// docker login: GET /v2/ answers by the credentials sent.
+	for _, tt := range []struct {
+		user, pw string
+		status   int
+	}{{"", "", http.StatusOK}, {"ci", "ci-secret", http.StatusOK}, {"ci", "wrong", http.StatusUnauthorized}} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url+"/v2/", nil)
+		if tt.user != "" {
+			req.SetBasicAuth(tt.user, tt.pw)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tt.status {
+			t.Fatalf("GET /v2/ as %q: %d, want %d", tt.user, res.StatusCode, tt.status)
+		}
+	}
+	// Anonymous pull is on by default.
+	res, err := http.Get(url + "/v2/team/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("anonymous pull of the pushed blob: %d", res.StatusCode)
+	}
+}
+
+func TestRunCommands(t *testing.T) {
+	t.Parallel()
+	var out, errOut bytes.Buffer
+	if err := run([]string{"config", "check"}, &out, &errOut); err != nil || !strings.Contains(out.String(), "registry-1.docker.io") {
+		t.Fatalf("config check: %v %s", err, out.String())
+	}
+	if err := run([]string{"bogus"}, &out, &errOut); err == nil {
+		t.Fatal("an unknown command was accepted")
+	}
+	if err := run([]string{"serve", "--config", "/nonexistent.yaml"}, &out, &errOut); err == nil {
+		t.Fatal("a missing config file was accepted")
+	}
+}
