@@ -25,6 +25,7 @@ type Record interface {
 	PutLink(ctx context.Context, route, repo string, d digest.Digest) error
 	HasLink(ctx context.Context, route, repo string, d digest.Digest) (bool, error)
 	DeleteLink(ctx context.Context, route, repo string, d digest.Digest) error
+	Holders(ctx context.Context, route string, d digest.Digest) ([]string, error)
 	PutReferrer(ctx context.Context, route, repo string, subject digest.Digest, desc ocispec.Descriptor) error
 	DeleteReferrer(ctx context.Context, route, repo string, subject, d digest.Digest) error
 	ListReferrers(ctx context.Context, route, repo string, subject digest.Digest) ([]ocispec.Descriptor, error)
@@ -231,6 +232,17 @@ func (e *Engine) Mount(ctx context.Context, rt *policy.Route, repo, from string,
 	}
 	e.link(ctx, rt, repo, d)
 	return true, nil
+}
+
+// Holders returns the repositories of hosted route rt that hold blob d.
+func (e *Engine) Holders(ctx context.Context, rt *policy.Route, d digest.Digest) ([]string, error) {
+	rec, err := e.record()
+	if err != nil {
+		return nil, err
+	}
+	mctx, cancel := e.meta(ctx)
+	defer cancel()
+	return rec.Holders(mctx, rt.Name, d)
 }
 
 // Deletes

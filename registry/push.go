@@ -101,18 +101,15 @@ func (s *Server) startUpload(w http.ResponseWriter, req *request) error {
 		if err != nil {
 			return err
 		}
-		if from := q.Get("from"); from != "" {
-			mounted, err := s.mount(req, from, d)
-			if err != nil {
-				return err
-			}
-			if mounted {
-				blobCreated(w, req, d)
-				return nil
-			}
+		mounted, err := s.mountFrom(req, q.Get("from"), d)
+		if err != nil {
+			return err
 		}
-		// A mount without a source, or one that cannot be done, becomes an
-		// upload: a digest alone opens no other repository's blob.
+		if mounted {
+			blobCreated(w, req, d)
+			return nil
+		}
+		// A mount that cannot be done becomes an upload.
 	}
 	up, err := s.engine.StartUpload(r.Context(), req.route, req.repo)
 	if err != nil {
@@ -135,6 +132,25 @@ func (s *Server) startUpload(w http.ResponseWriter, req *request) error {
 	uploadHeaders(w, req, up)
 	w.WriteHeader(http.StatusAccepted)
 	return nil
+}
+
+// mountFrom links d from repository from, or, without one, from any
+// repository of the route that holds d and that the client may pull: a
+// digest alone opens nothing the client could not read already.
+func (s *Server) mountFrom(req *request, from string, d digest.Digest) (bool, error) {
+	if from != "" {
+		return s.mount(req, from, d)
+	}
+	holders, err := s.engine.Holders(req.client.Context(), req.route, d)
+	if err != nil {
+		return false, nil // no mount, an upload instead
+	}
+	for _, h := range holders {
+		if s.authorize(req.client, req.route, h, Pull) == nil {
+			return s.engine.Mount(req.client.Context(), req.route, req.repo, h, d)
+		}
+	}
+	return false, nil
 }
 
 // mount links d from another repository of the same route, if the client

@@ -173,11 +173,17 @@ func TestMountDeleteAndReferrers(t *testing.T) {
 	if r.Status != http.StatusCreated || r.Header.Get("Docker-Content-Digest") != d.String() {
 		t.Fatalf("mount: %d %s", r.Status, r.Body)
 	}
-	// Without a source, a mount is an upload: a digest alone opens nothing.
-	if r := req(t, http.MethodPost, n.URL+"/v2/team/c/blobs/uploads/?mount="+d.String(), nil); r.Status != http.StatusAccepted {
+	// Without a source, a mount finds a repository that holds the blob.
+	if r := req(t, http.MethodPost, n.URL+"/v2/team/c/blobs/uploads/?mount="+d.String(), nil); r.Status != http.StatusCreated {
 		t.Fatalf("anonymous mount: %d", r.Status)
 	}
-	wantError(t, do(t, http.MethodGet, n.URL+"/v2/team/c/blobs/"+d.String()), http.StatusNotFound, "BLOB_UNKNOWN")
+	if r := do(t, http.MethodGet, n.URL+"/v2/team/c/blobs/"+d.String()); r.Status != http.StatusOK {
+		t.Fatalf("anonymously mounted blob: %d", r.Status)
+	}
+	// A digest no repository holds starts an upload.
+	if r := req(t, http.MethodPost, n.URL+"/v2/team/c/blobs/uploads/?mount="+digest.FromString("nobody").String(), nil); r.Status != http.StatusAccepted {
+		t.Fatalf("mount of an unknown digest: %d", r.Status)
+	}
 
 	if r := req(t, http.MethodDelete, n.URL+"/v2/team/b/blobs/"+d.String(), nil); r.Status != http.StatusAccepted {
 		t.Fatalf("delete blob: %d %s", r.Status, r.Body)

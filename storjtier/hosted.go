@@ -20,11 +20,17 @@ import (
 //	    An empty object: the blob or manifest belongs to the repository.
 //	    Content is shared by digest; a repository sees only what it links.
 //
+//	holders/<route>/<alg>/<hex>/<repository>/_holder
+//	    The same link seen from the digest: which repositories of a route
+//	    hold it, so that a mount without a source repository can find one
+//	    the client may read.
+//
 //	referrers/<route>/<repository>/_referrers/<alg>-<hex>/<alg>-<hex>
 //	    The descriptor (JSON) of a manifest whose subject is the first
 //	    digest, for the referrers API.
 const (
 	linksDir     = "_links"
+	holderSuffix = "/_holder"
 	referrersDir = "_referrers"
 )
 
@@ -47,13 +53,47 @@ func linkKey(route, repo string, d digest.Digest) (string, error) {
 	return p + string(d.Algorithm()) + "/" + d.Encoded(), nil
 }
 
+func holdersPrefix(route string, d digest.Digest) (string, error) {
+	if _, err := TagPrefix(route, "x"); err != nil { // validates route
+		return "", err
+	}
+	if err := checkDigest(d); err != nil {
+		return "", err
+	}
+	return "holders/" + route + "/" + string(d.Algorithm()) + "/" + d.Encoded() + "/", nil
+}
+
 // PutLink records that d belongs to the repository.
 func (t *Tier) PutLink(ctx context.Context, route, repo string, d digest.Digest) error {
 	key, err := linkKey(route, repo, d)
 	if err != nil {
 		return err
 	}
+	hp, err := holdersPrefix(route, d)
+	if err != nil {
+		return err
+	}
+	if err := t.b.Put(ctx, hp+repo+holderSuffix, bytes.NewReader(nil), 0, nil); err != nil {
+		return err
+	}
 	return t.b.Put(ctx, key, bytes.NewReader(nil), 0, nil)
+}
+
+// Holders returns the repositories of route that hold d, in no particular
+// order.
+func (t *Tier) Holders(ctx context.Context, route string, d digest.Digest) ([]string, error) {
+	hp, err := holdersPrefix(route, d)
+	if err != nil {
+		return nil, err
+	}
+	var repos []string
+	err = t.b.List(ctx, hp, func(info ObjectInfo) error {
+		if repo, ok := strings.CutSuffix(strings.TrimPrefix(info.Key, hp), holderSuffix); ok && repoRE.MatchString(repo) {
+			repos = append(repos, repo)
+		}
+		return nil
+	})
+	return repos, err
 }
 
 // HasLink reports whether d belongs to the repository.
@@ -78,7 +118,14 @@ func (t *Tier) DeleteLink(ctx context.Context, route, repo string, d digest.Dige
 	if err != nil {
 		return err
 	}
-	return t.b.Delete(ctx, key)
+	if err := t.b.Delete(ctx, key); err != nil {
+		return err
+	}
+	hp, err := holdersPrefix(route, d)
+	if err != nil {
+		return err
+	}
+	return t.b.Delete(ctx, hp+repo+holderSuffix)
 }
 
 // DeleteBlob removes a blob object, to replace a corrupt copy.

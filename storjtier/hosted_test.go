@@ -31,6 +31,18 @@ func TestLinksAndReferrers(t *testing.T) {
 	if ok, _ := tier.HasLink(ctx, "team", "team/app/sub", d); ok {
 		t.Fatal("a link leaks into a nested repository")
 	}
+	if err := tier.PutLink(ctx, "team", "team/other", d); err != nil {
+		t.Fatal(err)
+	}
+	if holders, err := tier.Holders(ctx, "team", d); err != nil || len(holders) != 2 {
+		t.Fatalf("Holders = %v, %v", holders, err)
+	}
+	if err := tier.DeleteLink(ctx, "team", "team/other", d); err != nil {
+		t.Fatal(err)
+	}
+	if holders, _ := tier.Holders(ctx, "team", d); len(holders) != 1 || holders[0] != "team/app" {
+		t.Fatalf("Holders after a delete = %v", holders)
+	}
 	if err := tier.DeleteLink(ctx, "team", "team/app", d); err != nil {
 		t.Fatal(err)
 	}

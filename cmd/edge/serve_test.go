@@ -165,3 +165,54 @@ func TestRunCommands(t *testing.T) {
 		t.Fatal("a missing config file was accepted")
 	}
 }
+
+func TestAnonymousMountNeedsReadAccessToAHolder(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	htpasswd := filepath.Join(dir, "htpasswd")
+	for user, pw := range map[string]string{"ci": "ci-secret", "outsider": "out-secret"} {
+		if err := auth.SetPassword(htpasswd, user, pw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	url := startNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: `+dir+`/data
+routes:
+  - {name: team, hosted: true, prefix: team/}
+global: {backend: dir}
+auth:
+  htpasswd: `+htpasswd+`
+  anonymous_pull: false
+  grants:
+    - {user: ci, prefix: team/, actions: [pull, push]}
+    - {user: outsider, prefix: team/outsider/, actions: [pull, push]}
+`)
+	send := func(user, pw, method, path string, body []byte) int {
+		req, _ := http.NewRequestWithContext(t.Context(), method, url+path, bytes.NewReader(body))
+		req.SetBasicAuth(user, pw)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	secret := []byte("secret layer")
+	d := digest.FromBytes(secret)
+	if st := send("ci", "ci-secret", http.MethodPost, "/v2/team/app/blobs/uploads/?digest="+d.String(), secret); st != http.StatusCreated {
+		t.Fatalf("push: %d", st)
+	}
+	// The outsider knows the digest but may not read team/app: no mount.
+	if st := send("outsider", "out-secret", http.MethodPost, "/v2/team/outsider/x/blobs/uploads/?mount="+d.String(), nil); st != http.StatusAccepted {
+		t.Fatalf("outsider's mount: %d, want 202 (an upload)", st)
+	}
+	if st := send("outsider", "out-secret", http.MethodGet, "/v2/team/outsider/x/blobs/"+d.String(), nil); st != http.StatusNotFound {
+		t.Fatalf("outsider reads the blob: %d", st)
+	}
+	// ci may read team/app, so its mount without a source works.
+	if st := send("ci", "ci-secret", http.MethodPost, "/v2/team/other/blobs/uploads/?mount="+d.String(), nil); st != http.StatusCreated {
+		t.Fatalf("ci's mount: %d", st)
+	}
+}
