@@ -392,6 +392,9 @@ func runSuite(t *testing.T, root, suite string, srv *server, password string) {
 		summary = rep.counts()
 	}
 	t.Logf("conformance against %s, %s:\n%s", srv.name, elapsed, summary)
+	if skipped := rep.skipped(); len(skipped) > 0 {
+		t.Logf("skipped by the registry's answers:\n%s", skipReport(skipped))
+	}
 
 	failed := rep.failed()
 	if len(failed) == 0 {

@@ -34,8 +34,8 @@ func TestAddressLines(t *testing.T) {
 
 func TestReport(t *testing.T) {
 	t.Parallel()
-	const junit = `<testsuites time="1.0" tests="4" failures="1" errors="1" skipped="1">
-  <testsuite name="OCI Conformance Test" tests="4" failures="1" errors="1" skipped="1" time="1.0">
+	const junit = `<testsuites time="1.0" tests="5" failures="1" errors="1" skipped="2">
+  <testsuite name="OCI Conformance Test" tests="5" failures="1" errors="1" skipped="2" time="1.0">
     <properties><property name="Config" value="..."></property></properties>
     <testcase name="OCI Conformance Test/ping" classname="" time="0.1" status="passed"></testcase>
     <testcase name="OCI Conformance Test/sha256 blobs/post only/blob-post-only" classname="" time="0.1" status="failure">
@@ -44,7 +44,8 @@ func TestReport(t *testing.T) {
 Method: POST]]></system-err>
     </testcase>
     <testcase name="OCI Conformance Test/image/referrers" classname="" time="0.1" status="error"><system-out>engine</system-out></testcase>
-    <testcase name="OCI Conformance Test/image/tag-list" classname="" time="0.1" status="skipped"></testcase>
+    <testcase name="OCI Conformance Test/image/tag-list" classname="" time="0.1" status="skipped"><system-out>registry returned status 202, fell back to blob POST+PUT</system-out></testcase>
+    <testcase name="OCI Conformance Test/image/tag-param" classname="" time="0.1" status="skipped"><system-out>API is disabled by user configuration</system-out></testcase>
   </testsuite>
 </testsuites>`
 	path := filepath.Join(t.TempDir(), "junit.xml")
@@ -59,9 +60,12 @@ Method: POST]]></system-err>
 	if len(failed) != 2 {
 		t.Fatalf("failed() = %d results, want 2", len(failed))
 	}
+	if got, want := skipReport(rep.skipped()), "  OCI Conformance Test/image/tag-list: registry returned status 202, fell back to blob POST+PUT"; got != want {
+		t.Errorf("skipReport = %q, want %q", got, want)
+	}
 	msg := failureReport(rep, failed)
 	for _, want := range []string{
-		"the suite counts 1 FAIL and 1 Error of 4 checks, in 2 results",
+		"the suite counts 1 FAIL and 1 Error of 5 checks, in 2 results",
 		"sha256 blobs                             1",
 		"OCI Conformance Test/sha256 blobs/post only/blob-post-only [failure]",
 		"received 405",
@@ -72,7 +76,7 @@ Method: POST]]></system-err>
 			t.Errorf("failure report lacks %q:\n%s", want, msg)
 		}
 	}
-	if got, want := rep.counts(), "passed 1, failed 1, errors 1, skipped 1, disabled 0, total 4"; !strings.Contains(got, want) {
+	if got, want := rep.counts(), "passed 1, failed 1, errors 1, skipped 2, disabled 0, total 5"; !strings.Contains(got, want) {
 		t.Errorf("counts() = %q, want %q", got, want)
 	}
 

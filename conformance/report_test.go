@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -98,15 +99,45 @@ func readJUnit(path string) (*junitReport, error) {
 
 // failed returns the checks that failed or hit an error, in run order.
 func (r *junitReport) failed() []junitCase {
+	return r.withStatus("failure", "error")
+}
+
+// skipped returns the checks the registry let the suite skip (an optional
+// API it answered as unsupported), in run order. junit files the checks
+// disabled by configuration as skipped too; those are left out.
+func (r *junitReport) skipped() []junitCase {
+	var out []junitCase
+	for _, c := range r.withStatus("skipped") {
+		if !strings.Contains(c.Messages, "disabled by user configuration") {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (r *junitReport) withStatus(status ...string) []junitCase {
 	var out []junitCase
 	for _, s := range r.Suites {
 		for _, c := range s.Cases {
-			if c.Status == "failure" || c.Status == "error" {
+			if slices.Contains(status, c.Status) {
 				out = append(out, c)
 			}
 		}
 	}
 	return out
+}
+
+// skipReport names the skipped checks with the suite's reason.
+func skipReport(skipped []junitCase) string {
+	var b strings.Builder
+	for i, c := range skipped {
+		if i == maxListed {
+			fmt.Fprintf(&b, "  ... and %d more\n", len(skipped)-maxListed)
+			break
+		}
+		fmt.Fprintf(&b, "  %s: %s\n", c.Name, firstBytes(strings.TrimSpace(c.Messages), msgBytes))
+	}
+	return strings.TrimRight(b.String(), "\n")
 }
 
 func (r *junitReport) counts() string {
