@@ -28,7 +28,9 @@ import (
 // serve wires the node together and runs it until ctx ends.
 func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	log := newLogger(cfg.Log, logOut)
-	reg := prometheus.NewRegistry()
+	promReg := prometheus.NewRegistry()
+	// Every series carries the node's region, so one Prometheus can hold the fleet.
+	reg := prometheus.WrapRegistererWith(prometheus.Labels{"region": cfg.Region}, promReg)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	router, err := policy.NewRouter(cfg.PolicyRoutes())
@@ -89,7 +91,7 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 
 	var ready atomic.Bool
 	admin := http.NewServeMux()
-	admin.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	admin.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: reg}))
 	admin.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	admin.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {
