@@ -34,6 +34,7 @@ const (
 // hosted is the configuration of a node with a hosted namespace team/ and
 // authentication on.
 type hosted struct {
+	Region   string // "test" if empty
 	Global   string // the global: section as a YAML flow mapping
 	Htpasswd string // path of the users file
 	// AnonPull lets clients without credentials pull; docker login needs
@@ -73,8 +74,12 @@ func newHtpasswd(t *testing.T) string {
 // directory, the hosted route team/ (and a pull-through route when h has an
 // origin), the global tier and the grants of ci and reader.
 func hostedConfig(dataDir string, h hosted) string {
+	region := h.Region
+	if region == "" {
+		region = "test"
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "region: test\nlisten: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\ndata_dir: %q\n", dataDir)
+	fmt.Fprintf(&b, "region: %s\nlisten: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\ndata_dir: %q\n", region, dataDir)
 	b.WriteString("log: {level: info, format: text}\nroutes:\n")
 	if h.Origin != "" {
 		fmt.Fprintf(&b, "  - {name: docker.io, origin: %q, default: true, tag_ttl: 5m}\n", h.Origin)

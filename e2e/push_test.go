@@ -83,16 +83,16 @@ func pushHostedIndex(t *testing.T, n *node, repo, tag string) pushed {
 }
 
 // TestPushTwoRegions pushes a random image and a two-platform index to
-// team/app on node A and pulls both back at once through node B, a second
-// node with its own data directory and the same global tier: B has never
-// seen them, and serves exactly the digests pushed, every blob verified.
-// A new image pushed over the tag through A shows through B within the
-// hosted route's tag cache (1s).
+// team/app on node A and pulls both back at once through node B, a node of
+// another region with its own data directory and the same global tier: B
+// has never seen them, and serves exactly the digests pushed, every blob
+// verified. A new image pushed over the tag through A shows through B
+// within the hosted route's tag cache (1s).
 func TestPushTwoRegions(t *testing.T) {
 	t.Parallel()
-	global := t.TempDir()
-	h := hosted{Global: dirGlobal(global), Htpasswd: newHtpasswd(t)}
+	h := hosted{Region: "eu-west", Global: dirGlobal(t.TempDir()), Htpasswd: newHtpasswd(t)}
 	a := startHosted(t, t.TempDir(), h)
+	h.Region = "us-east"
 	b := startHosted(t, t.TempDir(), h)
 
 	img, err := random.Image(512<<10, 3)
