@@ -58,6 +58,11 @@ type Route struct {
 	// ShortNamePrefix is put before single-element names; a default route
 	// to Docker Hub gets "library/" unless it sets one.
 	ShortNamePrefix *string `yaml:"short_name_prefix,omitempty"`
+	// Deletes allows deleting manifests, tags and blobs of a hosted route
+	// (default true); users still need a delete grant.
+	Deletes *bool `yaml:"deletes,omitempty"`
+	// AnonymousPull overrides auth.anonymous_pull for this route.
+	AnonymousPull *bool `yaml:"anonymous_pull,omitempty"`
 }
 
 // Global is the global tier shared by all regions: its backend and the
@@ -169,6 +174,9 @@ func (c *Config) Validate() error {
 				errs = append(errs, fmt.Errorf("routes[%d] (%s): origin %q must be an http(s) URL", i, r.Name, r.Origin))
 			}
 		}
+		if r.Deletes != nil && !r.Hosted {
+			errs = append(errs, fmt.Errorf("routes[%d] (%s): deletes applies to hosted routes only", i, r.Name))
+		}
 		if r.TagTTL < 0 {
 			errs = append(errs, fmt.Errorf("routes[%d] (%s): tag_ttl must not be negative", i, r.Name))
 		}
@@ -223,6 +231,12 @@ func (c *Config) PolicyRoutes() []policy.Route {
 		pr := policy.Route{
 			Name: r.Name, Origin: r.Origin, Default: r.Default, Hosted: r.Hosted,
 			Prefix: r.Prefix, TagTTL: time.Duration(r.TagTTL),
+		}
+		if r.Hosted {
+			pr.Caps = policy.CapPull | policy.CapPush
+			if r.Deletes == nil || *r.Deletes {
+				pr.Caps |= policy.CapDelete
+			}
 		}
 		switch {
 		case r.ShortNamePrefix != nil:

@@ -2,8 +2,11 @@ package config
 
 import (
 	"strings"
+
 	"testing"
 	"time"
+
+	"github.com/edgeregistry/edge/policy"
 )
 
 func TestParseFull(t *testing.T) {
@@ -45,6 +48,9 @@ global:
 	if pr[0].ShortNamePrefix != "library/" || pr[1].ShortNamePrefix != "" || !pr[2].Hosted {
 		t.Fatalf("policy routes = %+v", pr)
 	}
+	if !pr[2].Caps.Has(policy.CapDelete) || pr[0].Caps.Has(policy.CapPush) {
+		t.Fatalf("capabilities: hosted %b, pull-through %b", pr[2].Caps, pr[0].Caps)
+	}
 	if r := c.Redacted(); r.Routes[0].Password == "s3cr$t" || c.Routes[0].Password != "s3cr$t" {
 		t.Fatal("Redacted leaks the password or changes the original")
 	}
@@ -53,15 +59,17 @@ global:
 func TestParseRejects(t *testing.T) {
 	t.Parallel()
 	tests := map[string]struct{ yaml, want string }{
-		"unknown field":   {"listen: ':5000'\nlisten_addr: x\n", "listen_addr"},
-		"missing env":     {"routes: [{name: a, origin: 'https://a', password: '${EDGE_TEST_UNSET_VAR}'}]\n", "EDGE_TEST_UNSET_VAR"},
-		"bad origin":      {"routes: [{name: a, origin: 'ftp://a'}]\n", "http(s) URL"},
-		"bad ttl":         {"routes: [{name: a, origin: 'https://a', tag_ttl: soon}]\n", "not a duration"},
-		"two defaults":    {"routes: [{name: a, origin: 'https://a', default: true}, {name: b, origin: 'https://b', default: true}]\n", "both the default"},
-		"bad backend":     {"global: {backend: floppy}\n", "floppy"},
-		"bad size":        {"local: {max_size: lots}\n", "not a size"},
-		"bad listen":      {"listen: nowhere\n", "listen"},
-		"storj no access": {"global: {backend: storj}\n", "access"},
+		"unknown field":           {"listen: ':5000'\nlisten_addr: x\n", "listen_addr"},
+		"missing env":             {"routes: [{name: a, origin: 'https://a', password: '${EDGE_TEST_UNSET_VAR}'}]\n", "EDGE_TEST_UNSET_VAR"},
+		"bad origin":              {"routes: [{name: a, origin: 'ftp://a'}]\n", "http(s) URL"},
+		"bad ttl":                 {"routes: [{name: a, origin: 'https://a', tag_ttl: soon}]\n", "not a duration"},
+		"two defaults":            {"routes: [{name: a, origin: 'https://a', default: true}, {name: b, origin: 'https://b', default: true}]\n", "both the default"},
+		"bad backend":             {"global: {backend: floppy}\n", "floppy"},
+		"bad size":                {"local: {max_size: lots}\n", "not a size"},
+		"bad listen":              {"listen: nowhere\n", "listen"},
+		"storj no access":         {"global: {backend: storj}\n", "access"},
+		"deletes on pull-through": {"routes: [{name: a, origin: 'https://a', deletes: false}]\n", "hosted routes only"},
+		"hosted without global":   {"routes: [{name: t, hosted: true, prefix: t/}]\nglobal: {backend: none}\n", "needs a global tier"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -106,5 +114,17 @@ func TestParseSize(t *testing.T) {
 		if err != nil || got != want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
+	}
+}
+
+func TestHostedDeletesCanBeTurnedOff(t *testing.T) {
+	t.Parallel()
+	c := mustParse(t, "routes: [{name: t, hosted: true, prefix: t/, deletes: false, anonymous_pull: false}]\nglobal: {backend: dir}\n")
+	caps := c.PolicyRoutes()[0].Caps
+	if caps.Has(policy.CapDelete) || !caps.Has(policy.CapPush|policy.CapPull) {
+		t.Fatalf("caps = %b", caps)
+	}
+	if c.Routes[0].AnonymousPull == nil || *c.Routes[0].AnonymousPull {
+		t.Fatal("anonymous_pull of the route was not read")
 	}
 }

@@ -15,9 +15,13 @@ import (
 )
 
 // authorizer adapts package auth to the API's Authorizer.
-type authorizer struct{ a *auth.Authorizer }
+type authorizer struct {
+	a *auth.Authorizer
+	// anonymous pull by route, where a route overrides the node's setting
+	anonymous map[string]bool
+}
 
-func newAuthorizer(cfg config.Auth, realm string, log *slog.Logger, reg prometheus.Registerer) (*authorizer, error) {
+func newAuthorizer(cfg config.Auth, routes []config.Route, realm string, log *slog.Logger, reg prometheus.Registerer) (*authorizer, error) {
 	grants := make([]auth.Grant, len(cfg.Grants))
 	for i, g := range cfg.Grants {
 		grants[i] = auth.Grant(g)
@@ -27,12 +31,24 @@ func newAuthorizer(cfg config.Auth, realm string, log *slog.Logger, reg promethe
 	if err != nil {
 		return nil, err
 	}
-	return &authorizer{a}, nil
+	x := &authorizer{a: a, anonymous: map[string]bool{}}
+	for _, r := range routes {
+		if r.AnonymousPull != nil {
+			x.anonymous[r.Name] = *r.AnonymousPull
+		}
+	}
+	return x, nil
 }
 
 var actions = map[registry.Access]auth.Action{registry.Pull: auth.Pull, registry.Push: auth.Push, registry.Delete: auth.Delete}
 
-func (x *authorizer) Authorize(r *http.Request, _ *policy.Route, repo string, a registry.Access) error {
+func (x *authorizer) Authorize(r *http.Request, route *policy.Route, repo string, a registry.Access) error {
+	if anon, set := x.anonymous[route.Name]; set && a == registry.Pull && r.Header.Get("Authorization") == "" {
+		if anon {
+			return nil
+		}
+		return fmt.Errorf("%w: route %s needs credentials to pull", registry.ErrUnauthenticated, route.Name)
+	}
 	_, err := x.a.Authorize(r, repo, actions[a])
 	return apiAuthError(err)
 }

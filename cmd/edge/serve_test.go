@@ -83,11 +83,13 @@ data_dir: `+dir+`/data
 routes:
   - {name: docker.io, origin: "`+origin.URL+`", default: true}
   - {name: team, hosted: true, prefix: team/}
+  - {name: private, hosted: true, prefix: private/, anonymous_pull: false, deletes: false}
 global: {backend: dir}
 auth:
   htpasswd: `+htpasswd+`
   grants:
     - {user: ci, prefix: team/, actions: [pull, push, delete]}
+    - {user: ci, prefix: private/, actions: [pull, push, delete]}
     - {user: reader, prefix: team/, actions: [pull]}
 `)
 	data := []byte("layer")
@@ -141,7 +143,8 @@ auth:
 			t.Fatalf("GET /v2/ as %q: %d, want %d", tt.user, res.StatusCode, tt.status)
 		}
 	}
-	// Anonymous pull is on by default.
+	// Anonymous pull is on by default; the private route turns it off and
+	// forbids deletes even to a user with a delete grant.
 	res, err := http.Get(url + "/v2/team/app/blobs/" + d.String())
 	if err != nil {
 		t.Fatal(err)
@@ -149,6 +152,26 @@ auth:
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("anonymous pull of the pushed blob: %d", res.StatusCode)
+	}
+	if res := push("ci", "ci-secret", "private/app"); res.StatusCode != http.StatusCreated {
+		t.Fatalf("push to the private route: %d", res.StatusCode)
+	}
+	for _, c := range []struct {
+		method, user string
+		status       int
+	}{{http.MethodGet, "", http.StatusUnauthorized}, {http.MethodGet, "ci", http.StatusOK}, {http.MethodDelete, "ci", http.StatusMethodNotAllowed}} {
+		req, _ := http.NewRequestWithContext(t.Context(), c.method, url+"/v2/private/app/blobs/"+d.String(), nil)
+		if c.user != "" {
+			req.SetBasicAuth(c.user, "ci-secret")
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != c.status {
+			t.Fatalf("%s private blob as %q: %d, want %d", c.method, c.user, res.StatusCode, c.status)
+		}
 	}
 }
 
