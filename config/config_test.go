@@ -128,3 +128,15 @@ func TestHostedDeletesCanBeTurnedOff(t *testing.T) {
 		t.Fatal("anonymous_pull of the route was not read")
 	}
 }
+
+// The example an operator copies must stay valid.
+func TestExampleConfig(t *testing.T) {
+	t.Setenv("DOCKERHUB_TOKEN", "token")
+	c, err := Load("../deploy/config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Region != "eu-west" || len(c.Routes) != 4 || c.Auth.Htpasswd == "" {
+		t.Fatalf("example = %+v", c)
+	}
+}
