@@ -123,31 +123,54 @@ func Load(path string) (*Config, error) {
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
-// Parse reads a configuration from YAML, expanding ${NAME} from the environment.
+// Parse reads a configuration from YAML, expanding ${NAME} in values from
+// the environment (comments are left alone).
 func Parse(raw []byte) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	var missing []string
-	raw = envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
-		name := string(envRef.FindSubmatch(m)[1])
-		v, ok := os.LookupEnv(name)
-		if !ok {
-			missing = append(missing, name)
-		}
-		return []byte(v)
-	})
+	expandEnv(&doc, &missing)
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("config: environment variables not set: %s", strings.Join(missing, ", "))
 	}
 	c := Default()
 	c.Routes = nil
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("config: %w", err)
+	if len(doc.Content) > 0 {
+		// Decode through the encoder so that unknown keys are errors.
+		expanded, err := yaml.Marshal(&doc)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(expanded))
+		dec.KnownFields(true)
+		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("config: %w", err)
+		}
 	}
 	if c.Routes == nil {
 		c.Routes = Default().Routes
 	}
 	return c, c.Validate()
+}
+
+// expandEnv replaces ${NAME} in every scalar value under n.
+func expandEnv(n *yaml.Node, missing *[]string) {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+			name := envRef.FindStringSubmatch(m)[1]
+			v, ok := os.LookupEnv(name)
+			if !ok {
+				*missing = append(*missing, name)
+			}
+			return v
+		})
+		n.Style = yaml.DoubleQuotedStyle // the value is a string, whatever it now looks like
+	}
+	for _, c := range n.Content {
+		expandEnv(c, missing)
+	}
 }
 
 // Validate checks the configuration and fills in what follows from it.
