@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/edgeregistry/edge/internal/nodetest"
 )
 
 // suiteModule is the conformance suite scripts/test installs into
@@ -32,7 +34,6 @@ const (
 
 	suiteTimeout = 5 * time.Minute  // one run of the suite
 	startTimeout = 60 * time.Second // a registry logs its address and answers /v2/
-	stopGrace    = 20 * time.Second // after SIGTERM, before SIGKILL
 
 	maxListed   = 60   // failed checks named in the failure message
 	maxDetailed = 8    // of those, how many with their requests and responses
@@ -48,10 +49,7 @@ func TestHostedNamespace(t *testing.T) {
 	root := moduleRoot(t)
 	dir := t.TempDir()
 	password := writeHtpasswd(t, filepath.Join(dir, "htpasswd"))
-	edge := buildEdge(t, root, dir)
-
-	cfgPath := filepath.Join(dir, "edge.yaml")
-	writeFile(t, cfgPath, fmt.Sprintf(`region: conformance
+	cfg := fmt.Sprintf(`region: conformance
 listen: "127.0.0.1:0"
 admin_listen: "127.0.0.1:0"
 data_dir: %q
@@ -65,10 +63,10 @@ auth:
   htpasswd: %q
   anonymous_pull: false
   grants: [{user: %s, prefix: conformance/, actions: [pull, push, delete]}]
-`, filepath.Join(dir, "data"), filepath.Join(dir, "global"), filepath.Join(dir, "htpasswd"), username))
+`, filepath.Join(dir, "data"), filepath.Join(dir, "global"), filepath.Join(dir, "htpasswd"), username)
 
-	srv := startServer(t, "edge", exec.Command(edge, "serve", "--config", cfgPath), dir, edgeAddr)
-	runSuite(t, root, suite, srv, password)
+	edge := nodetest.Start(t, nodetest.Binary(t), cfg, nodetest.InDir(dir))
+	runSuite(t, root, suite, &server{Process: edge.Process, addr: edge.Host}, password)
 }
 
 // TestReferenceRegistry runs the same suite against distribution's registry
@@ -106,8 +104,7 @@ auth:
 
 	cmd := exec.Command(registry, "serve", cfgPath)
 	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
-	srv := startServer(t, "registry", cmd, dir, registryAddr)
-	srv.killedByTermOK = true // distribution's registry does not catch SIGTERM
+	srv := startRegistry(t, cmd, dir)
 	runSuite(t, root, suite, srv, password)
 }
 
@@ -197,23 +194,6 @@ func goBinary() string {
 		return p
 	}
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
-}
-
-// buildEdge builds ./cmd/edge into dir, with the race detector when the
-// test runs with it, so races on the push path fail the test.
-func buildEdge(t *testing.T, root, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "edge")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command(goBinary(), append(args, "./cmd/edge")...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/edge: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // writeHtpasswd writes an htpasswd file for username with a random password
@@ -373,12 +353,12 @@ func runSuite(t *testing.T, root, suite string, srv *server, password string) {
 	_ = os.WriteFile(filepath.Join(results, "output.txt"), stdout.Bytes(), 0o644)
 	_ = os.WriteFile(filepath.Join(results, "stderr.txt"), stderr.Bytes(), 0o644)
 	if os.Getenv("EDGE_CONFORMANCE_RESULTS") != "" {
-		defer keepResults(t, root, results, srv.logPath)
+		defer keepResults(t, root, results, srv.LogPath)
 	}
 
 	if ctx.Err() != nil {
 		t.Fatalf("the suite did not finish within %s; its output:\n%s\n%s\n--- %s ---\n%s",
-			timeout, lastBytes(stdout.String(), detailBytes), lastBytes(stderr.String(), detailBytes), srv.name, srv.lastLines())
+			timeout, lastBytes(stdout.String(), detailBytes), lastBytes(stderr.String(), detailBytes), srv.Name, srv.lastLines())
 	}
 	// The suite exits 1 when a check fails, and 0 when it could not even
 	// start: its reports tell which.
@@ -391,7 +371,7 @@ func runSuite(t *testing.T, root, suite string, srv *server, password string) {
 	if summary == "" {
 		summary = rep.counts()
 	}
-	t.Logf("conformance against %s, %s:\n%s", srv.name, elapsed, summary)
+	t.Logf("conformance against %s, %s:\n%s", srv.Name, elapsed, summary)
 	if skipped := rep.skipped(); len(skipped) > 0 {
 		t.Logf("skipped by the registry's answers:\n%s", skipReport(skipped))
 	}

@@ -7,25 +7,19 @@ import (
 	"testing"
 )
 
-// The harness's parsers, on lines and reports in the shapes the node, the
-// reference registry and the suite write.
+// The harness's parsers, on lines and reports in the shapes the reference
+// registry and the suite write (nodetest reads the node's lines).
 
 func TestAddressLines(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name, line, want string
-		addrOf           func(string) string
-	}{
-		{"edge api", `time=2026-11-22T16:00:00Z level=INFO msg=listening listener=api addr=127.0.0.1:41234`, "127.0.0.1:41234", edgeAddr},
-		{"edge admin", `time=2026-11-22T16:00:00Z level=INFO msg=listening listener=admin addr=127.0.0.1:41235`, "", edgeAddr},
-		{"edge other", `time=2026-11-22T16:00:00Z level=INFO msg="edge node started" region=conformance`, "", edgeAddr},
-		{"registry", `time="2026-11-22T16:00:00Z" level=info msg="listening on 127.0.0.1:5001" go.version=go1.26`, "127.0.0.1:5001", registryAddr},
-		{"registry other", `time="2026-11-22T16:00:00Z" level=info msg="redis not configured"`, "", registryAddr},
+	tests := []struct{ name, line, want string }{
+		{"registry", `time="2026-11-22T16:00:00Z" level=info msg="listening on 127.0.0.1:5001" go.version=go1.26`, "127.0.0.1:5001"},
+		{"registry other", `time="2026-11-22T16:00:00Z" level=info msg="redis not configured"`, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := tt.addrOf(tt.line); got != tt.want {
+			if got := registryAddr(tt.line); got != tt.want {
 				t.Errorf("address of %q = %q, want %q", tt.line, got, tt.want)
 			}
 		})

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeregistry/edge/internal/nodetest"
 )
 
 // containerd is a containerd daemon started by a test with its own root,
@@ -62,7 +64,7 @@ disabled_plugins = [
 		_, err := tryRun(10*time.Second, nil, ctr, "--address", c.sock, "version")
 		return err
 	})
-	assertLoopbackOnly(t, "containerd", p.cmd.Process.Pid)
+	nodetest.AssertLoopbackOnly(t, "containerd", p.cmd.Process.Pid)
 	return c
 }
 

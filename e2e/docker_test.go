@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeregistry/edge/internal/nodetest"
 )
 
 // dockerd is a Docker daemon started by a test: vfs storage, no iptables,
@@ -125,7 +127,7 @@ func TestDockerPull(t *testing.T) {
 		}
 	}
 
-	assertLoopbackOnly(t, "dockerd", d.pid)
+	nodetest.AssertLoopbackOnly(t, "dockerd", d.pid)
 
 	d.run(t, "rmi", ref)
 	check("warm pull")

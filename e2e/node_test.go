@@ -4,22 +4,20 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/proxy"
+
+	"github.com/edgeregistry/edge/internal/nodetest"
 )
 
 // route is one route of the node's configuration.
@@ -39,17 +37,21 @@ type node struct {
 	// stand-in used to develop the harness does not.
 	Routing bool
 
-	proc *proc // the edge process; nil for the stand-in
+	edge *nodetest.Node // nil for the stand-in
 }
 
 // stop stops the node (SIGTERM, as an operator's service manager does) and
 // fails the test if it does not exit cleanly.
 func (n *node) stop(t *testing.T) {
 	t.Helper()
-	n.proc.stop(t)
-	if _, err := n.proc.exited(); err != nil {
-		t.Errorf("edge exited with %v after SIGTERM; output:\n%s", err, n.proc.tail(20))
-	}
+	n.edge.Stop(t)
+}
+
+// kill ends the node with SIGKILL, as a crash or the OOM killer does: no
+// handler runs, nothing is flushed. It returns once the process is gone.
+func (n *node) kill(t *testing.T) {
+	t.Helper()
+	n.edge.Kill(t)
 }
 
 // startMirror starts the mirror under test with the given routes: the edge
@@ -64,51 +66,9 @@ func startMirror(t *testing.T, routes ...route) *node {
 	return startEdge(t, routes)
 }
 
-var edgeBuild struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// edgeBinary builds ./cmd/edge once per test binary (with -race when the
-// tests run with -race) or returns $EDGE_BIN.
-func edgeBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("EDGE_BIN"); p != "" {
-		return p
-	}
-	edgeBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "edge-e2e-bin-")
-		if err != nil {
-			edgeBuild.err = err
-			return
-		}
-		edgeBuild.path = filepath.Join(dir, "edge")
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		args := []string{"build", "-o", edgeBuild.path}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		cmd := exec.Command(goBin, append(args, "./cmd/edge")...)
-		cmd.Dir = ".."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			edgeBuild.err = fmt.Errorf("go build ./cmd/edge: %v\n%s", err, out)
-		}
-	})
-	if edgeBuild.err != nil {
-		t.Fatal(edgeBuild.err)
-	}
-	return edgeBuild.path
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if edgeBuild.path != "" {
-		os.RemoveAll(filepath.Dir(edgeBuild.path))
-	}
+	nodetest.RemoveBinary()
 	os.Exit(code)
 }
 
@@ -118,52 +78,22 @@ func startEdge(t *testing.T, routes []route) *node {
 	return startEdgeIn(t, t.TempDir(), routes)
 }
 
-// startEdgeIn writes a configuration for routes with its data directory
-// under dir, starts `edge serve` and waits until both listeners are up and
-// the node is ready. A node started again in the same dir finds its cache.
+// startEdgeIn starts a node for routes with its configuration, log and
+// data directory under dir. A node started again in the same dir finds its
+// cache.
 func startEdgeIn(t *testing.T, dir string, routes []route) *node {
 	t.Helper()
-	bin := edgeBinary(t)
-	cfg := edgeConfig(filepath.Join(dir, "data"), routes)
-	cfgPath := filepath.Join(dir, "edge.yaml")
-	write(t, cfgPath, cfg)
-	p := startProc(t, "edge", exec.Command(bin, "serve", "--config", cfgPath))
+	return startNode(t, dir, edgeConfig(filepath.Join(dir, "data"), routes))
+}
 
-	n := &node{Routing: true, proc: p}
-	// Runs before startProc's own cleanup: stop the node, then look for
-	// what the race detector found in it (the binary is built with -race
-	// when the tests are).
-	t.Cleanup(func() {
-		p.stop(t)
-		if out := p.output(); strings.Contains(out, "WARNING: DATA RACE") {
-			i := strings.Index(out, "WARNING: DATA RACE")
-			t.Errorf("the race detector found a data race in the edge node:\n%s", out[i:min(len(out), i+8000)])
-		}
-	})
-	deadline := time.After(60 * time.Second)
-	for n.Host == "" || n.Admin == "" {
-		select {
-		case line := <-p.lines:
-			kv := logFields(line)
-			if kv["msg"] != "listening" {
-				continue
-			}
-			switch kv["listener"] {
-			case "api":
-				n.Host = kv["addr"]
-			case "admin":
-				n.Admin = "http://" + kv["addr"]
-			}
-		case <-p.done:
-			t.Fatalf("edge exited before listening (%v); config:\n%s\noutput:\n%s", p.err, cfg, p.tail(40))
-		case <-deadline:
-			t.Fatalf("edge did not log both listeners within 60s; output:\n%s", p.tail(40))
-		}
-	}
-	n.URL = "http://" + n.Host
-	p.waitFor(t, 30*time.Second, func() error { return httpOK(n.Admin + "/readyz") })
-	assertLoopbackOnly(t, "edge", p.cmd.Process.Pid)
-	return n
+// startNode starts `edge serve` (built with -race when the tests are) with
+// the configuration cfg written to dir, by nodetest.Start: it waits for both
+// listeners and readiness, checks that the node listens on loopback only,
+// and in t.Cleanup stops it and looks for data races.
+func startNode(t *testing.T, dir, cfg string) *node {
+	t.Helper()
+	e := nodetest.Start(t, nodetest.Binary(t), cfg, nodetest.InDir(dir))
+	return &node{Host: e.Host, URL: e.URL, Admin: e.Admin, Routing: true, edge: e}
 }
 
 // edgeConfig is the node's configuration for a test: listeners on loopback
@@ -179,54 +109,6 @@ func edgeConfig(dataDir string, routes []route) string {
 		}
 	}
 	return b.String()
-}
-
-// logFields parses a slog text line into its keys and values.
-func logFields(line string) map[string]string {
-	kv := map[string]string{}
-	for len(line) > 0 {
-		line = strings.TrimLeft(line, " ")
-		eq := strings.IndexByte(line, '=')
-		if eq <= 0 {
-			break
-		}
-		key, rest := line[:eq], line[eq+1:]
-		var val string
-		if strings.HasPrefix(rest, `"`) {
-			if s, err := strconv.QuotedPrefix(rest); err == nil {
-				val, _ = strconv.Unquote(s)
-				rest = rest[len(s):]
-			} else {
-				val, rest = rest, ""
-			}
-		} else if sp := strings.IndexByte(rest, ' '); sp >= 0 {
-			val, rest = rest[:sp], rest[sp:]
-		} else {
-			val, rest = rest, ""
-		}
-		kv[key] = val
-		line = rest
-	}
-	return kv
-}
-
-func httpOK(url string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
-	}
-	return nil
 }
 
 // startDistributionProxy runs distribution's registry in proxy mode for the

@@ -25,9 +25,6 @@ type proc struct {
 
 	mu  sync.Mutex
 	log bytes.Buffer // combined stdout and stderr
-	// lines receives each output line until the process exits; nil when
-	// nobody reads it.
-	lines chan string
 }
 
 // startProc starts cmd in its own process group with its output kept for
@@ -35,7 +32,7 @@ type proc struct {
 // grace period, and every mount left under mountRoots is unmounted.
 func startProc(t *testing.T, name string, cmd *exec.Cmd, mountRoots ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), lines: make(chan string, 256)}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -58,10 +55,6 @@ func startProc(t *testing.T, name string, cmd *exec.Cmd, mountRoots ...string) *
 			p.mu.Lock()
 			p.log.WriteString(line + "\n")
 			p.mu.Unlock()
-			select {
-			case p.lines <- line:
-			default: // nobody is waiting for lines: keep them in the log only
-			}
 		}
 		r.Close()
 	}()
@@ -110,13 +103,6 @@ func (p *proc) exited() (bool, error) {
 	default:
 		return false, nil
 	}
-}
-
-// output is everything the process has printed so far.
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
 }
 
 func (p *proc) tail(n int) string {

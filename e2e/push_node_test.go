@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -96,66 +94,7 @@ func hostedConfig(dataDir string, h hosted) string {
 // dir; started again on the same dir, it finds its local tier.
 func startHosted(t *testing.T, dir string, h hosted) *node {
 	t.Helper()
-	return startEdgeConfig(t, dir, hostedConfig(filepath.Join(dir, "data"), h))
-}
-
-// startEdgeConfig starts `edge serve` with the configuration cfg, written
-// to dir, as startEdgeIn does for a pull-through configuration: it waits
-// for both listeners and readiness, checks that the node listens on
-// loopback only, and in t.Cleanup stops it and looks for data races.
-func startEdgeConfig(t *testing.T, dir, cfg string) *node {
-	t.Helper()
-	bin := edgeBinary(t)
-	cfgPath := filepath.Join(dir, "edge.yaml")
-	write(t, cfgPath, cfg)
-	p := startProc(t, "edge", exec.Command(bin, "serve", "--config", cfgPath))
-	n := &node{Routing: true, proc: p}
-	t.Cleanup(func() {
-		p.stop(t)
-		if out := p.output(); strings.Contains(out, "WARNING: DATA RACE") {
-			i := strings.Index(out, "WARNING: DATA RACE")
-			t.Errorf("the race detector found a data race in the edge node:\n%s", out[i:min(len(out), i+8000)])
-		}
-	})
-	deadline := time.After(60 * time.Second)
-	for n.Host == "" || n.Admin == "" {
-		select {
-		case line := <-p.lines:
-			kv := logFields(line)
-			if kv["msg"] != "listening" {
-				continue
-			}
-			switch kv["listener"] {
-			case "api":
-				n.Host = kv["addr"]
-			case "admin":
-				n.Admin = "http://" + kv["addr"]
-			}
-		case <-p.done:
-			t.Fatalf("edge exited before listening (%v); config:\n%s\noutput:\n%s", p.err, cfg, p.tail(40))
-		case <-deadline:
-			t.Fatalf("edge did not log both listeners within 60s; output:\n%s", p.tail(40))
-		}
-	}
-	n.URL = "http://" + n.Host
-	p.waitFor(t, 30*time.Second, func() error { return httpOK(n.Admin + "/readyz") })
-	assertLoopbackOnly(t, "edge", p.cmd.Process.Pid)
-	return n
-}
-
-// kill ends the node with SIGKILL, as a crash or the OOM killer does: no
-// handler runs, nothing is flushed. It returns once the process is gone.
-func (n *node) kill(t *testing.T) {
-	t.Helper()
-	pid := n.proc.cmd.Process.Pid
-	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill edge (pid %d): %v", pid, err)
-	}
-	select {
-	case <-n.proc.done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("edge (pid %d) still runs 30s after SIGKILL", pid)
-	}
+	return startNode(t, dir, hostedConfig(filepath.Join(dir, "data"), h))
 }
 
 // basic is a client's credentials; the zero value is anonymous.

@@ -1,4 +1,4 @@
-package e2e
+package nodetest
 
 import (
 	"encoding/binary"
@@ -11,9 +11,9 @@ import (
 	"testing"
 )
 
-// assertLoopbackOnly fails the test if the process pid, or any process
+// AssertLoopbackOnly fails the test if the process pid, or any process
 // below it, has a TCP socket listening on an address other than loopback.
-func assertLoopbackOnly(t *testing.T, name string, pid int) {
+func AssertLoopbackOnly(t testing.TB, name string, pid int) {
 	t.Helper()
 	for _, l := range listeners(pid) {
 		if !l.ip.IsLoopback() {
@@ -119,25 +119,4 @@ func procNetAddr(s string) (net.IP, int) {
 		binary.NativeEndian.PutUint32(ip[i/2:], uint32(w))
 	}
 	return ip, int(port)
-}
-
-// TestListeners checks the check: this process's loopback listener is
-// found, with its address and port.
-func TestListeners(t *testing.T) {
-	t.Parallel()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	want := ln.Addr().(*net.TCPAddr)
-	for _, l := range listeners(os.Getpid()) {
-		if l.port == want.Port {
-			if !l.ip.Equal(want.IP) || !l.ip.IsLoopback() {
-				t.Fatalf("listener on %s read as %s", want, l)
-			}
-			return
-		}
-	}
-	t.Fatalf("listener on %s not found among %v", want, listeners(os.Getpid()))
 }

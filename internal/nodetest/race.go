@@ -1,0 +1,6 @@
+//go:build race
+
+package nodetest
+
+// raceEnabled: the tests run with -race, and so does the node they build.
+const raceEnabled = true
