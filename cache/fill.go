@@ -172,20 +172,68 @@ type fillReader struct {
 	sawFailure atomic.Bool     // the fill failed before this reader was done
 }
 
+// available returns how far the reader may read now, whether the fill is
+// done, and what to wait on for more.
+func (r *fillReader) available() (limit int64, done bool, changed chan struct{}, err error) {
+	r.f.mu.Lock()
+	limit, done, err, changed = r.f.written, r.f.done, r.f.err, r.f.changed
+	r.f.mu.Unlock()
+	if err != nil {
+		r.sawFailure.Store(true)
+		return 0, false, nil, err
+	}
+	if !done {
+		if r.size >= 0 {
+			limit = min(limit, r.size)
+		}
+		limit -= holdBack
+	}
+	return limit, done, changed, nil
+}
+
+// WriteTo sends the rest of the blob to w as the fill writes it. Where w
+// reads from files itself (an HTTP response over TCP: sendfile), the bytes
+// go from the file to the socket without passing through the process.
+func (r *fillReader) WriteTo(w io.Writer) (int64, error) {
+	rf, direct := w.(io.ReaderFrom)
+	var total int64
+	for {
+		limit, done, changed, err := r.available()
+		if err != nil {
+			return total, err
+		}
+		if r.off < limit {
+			var k int64
+			if direct {
+				if _, err = r.file.Seek(r.off, io.SeekStart); err == nil {
+					k, err = rf.ReadFrom(io.LimitReader(r.file, limit-r.off))
+				}
+			} else {
+				k, err = io.Copy(w, io.NewSectionReader(r.file, r.off, limit-r.off))
+			}
+			r.off += k
+			total += k
+			if err != nil {
+				return total, err
+			}
+			continue
+		}
+		if done {
+			return total, nil
+		}
+		select {
+		case <-changed:
+		case <-r.gone:
+			return total, context.Canceled
+		}
+	}
+}
+
 func (r *fillReader) Read(p []byte) (int, error) {
 	for {
-		r.f.mu.Lock()
-		limit, done, ferr, changed := r.f.written, r.f.done, r.f.err, r.f.changed
-		r.f.mu.Unlock()
+		limit, done, changed, ferr := r.available()
 		if ferr != nil {
-			r.sawFailure.Store(true)
 			return 0, ferr
-		}
-		if !done {
-			if r.size >= 0 {
-				limit = min(limit, r.size)
-			}
-			limit -= holdBack
 		}
 		if r.off < limit {
 			if int64(len(p)) > limit-r.off {

@@ -97,16 +97,21 @@ func (s *Server) blob(w http.ResponseWriter, req *request) error {
 	h.Set("Docker-Content-Digest", d.String())
 	h.Set("Etag", `"`+d.String()+`"`)
 	h.Set("Cache-Control", "max-age=31536000, immutable")
-	if rs, ok := b.Content.(io.ReadSeeker); ok && b.Size >= 0 {
-		if rng := r.Header.Get("Range"); rng != "" && !satisfiable(rng, b.Size) {
+	rng := r.Header.Get("Range")
+	rs, seekable := b.Content.(io.ReadSeeker)
+	switch {
+	case seekable && b.Size >= 0 && (rng != "" || b.Tier == "local"):
+		if rng != "" && !satisfiable(rng, b.Size) {
 			h.Set("Content-Range", "bytes */"+strconv.FormatInt(b.Size, 10))
 			return newError(errcode.ErrorCodeRangeInvalid, "requested range not satisfiable", rng)
 		}
 		http.ServeContent(w, r, "", time.Time{}, rs)
-	} else {
+	default:
+		// A whole blob streamed as it fills (or one of unknown size).
 		if b.Size >= 0 {
 			h.Set("Content-Length", strconv.FormatInt(b.Size, 10))
 		}
+		h.Set("Accept-Ranges", "bytes")
 		w.WriteHeader(http.StatusOK)
 		_, _ = io.Copy(w, b.Content)
 	}
