@@ -19,8 +19,6 @@ import (
 // back until the fill has checked the digest.
 const holdBack = 32 << 10
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
-
 // A fill copies one blob from a lower tier into the local tier. Readers
 // follow it through the file being written; it ends verified, or failed
 // with nothing committed.
@@ -114,19 +112,19 @@ func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, size int64
 	defer closeQuietly(src)
 	f.started(size)
 
-	h := f.d.Algorithm().Hash()
-	bufp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bufp)
-	buf := *bufp
+	// The digest is computed beside the copy: a hasher goroutine takes each
+	// buffer once it is written, while the next one is read.
+	hs := newHasher(f.d.Algorithm())
+	defer hs.stop()
 	var n int64
 	for {
+		buf := hs.buffer()
 		k, rerr := src.Read(buf)
 		if k > 0 {
 			watchdog.Reset(e.fillIdle)
 			if size >= 0 && n+int64(k) > size {
 				return &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent more than %d bytes", from, size)}
 			}
-			h.Write(buf[:k])
 			if _, err := f.w.Write(buf[:k]); err != nil {
 				e.m.writeFailure.WithLabelValues("blob").Inc()
 				return fmt.Errorf("cache: writing %s: %w", f.d, err)
@@ -134,6 +132,7 @@ func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, size int64
 			n += int64(k)
 			f.progress(k)
 		}
+		hs.hash(buf[:k])
 		if errors.Is(rerr, io.EOF) {
 			break
 		}
@@ -144,10 +143,11 @@ func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, size int64
 			return fmt.Errorf("cache: reading %s from %s: %w", f.d, from, rerr)
 		}
 	}
+	h := hs.sum()
 	if size >= 0 && n != size {
 		return &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent %d of %d bytes", from, n, size)}
 	}
-	if got := digest.NewDigestFromBytes(f.d.Algorithm(), h.Sum(nil)); got != f.d {
+	if got := digest.NewDigestFromBytes(f.d.Algorithm(), h); got != f.d {
 		return &VerifyError{Digest: f.d, Err: ErrDigestMismatch, Detail: fmt.Sprintf("%s sent content with digest %s", from, got)}
 	}
 	f.finish(nil)
