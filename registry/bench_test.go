@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -49,4 +50,27 @@ func (w *discardWriter) Write(p []byte) (int, error) {
 		w.code = http.StatusOK
 	}
 	return len(p), nil
+}
+
+// BenchmarkColdBlob measures a cold 64 MiB blob through a fresh node: the
+// fill (origin read, hash, file write) and the streamed response.
+func BenchmarkColdBlob(b *testing.B) {
+	origin := origintest.NewRegistry(b)
+	proxy := origintest.NewProxy(b, origin.URL)
+	_, d := origintest.PushRandomBlob(b, origin.URL, "library/big", 64<<20)
+	b.SetBytes(64 << 20)
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		n := newNode(b, nodeConfig{origin: origin, proxy: proxy})
+		b.StartTimer()
+		res, err := http.Get(n.URL + "/v2/library/big/blobs/" + d.String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, res.Body); err != nil {
+			b.Fatal(err)
+		}
+		res.Body.Close()
+	}
 }
