@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+var client = &http.Client{Timeout: 5 * time.Minute}
+
+const acceptManifests = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+
+type descriptor struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+// pull fetches repo:tag from the node at base, then every blob it references,
+// parallel at a time, and checks the manifest's digest against want and
+// every blob's size and digest against its descriptor.
+func pull(ctx context.Context, base, repo, tag, want string, parallel int) error {
+	body, err := get(ctx, base+"/v2/"+repo+"/manifests/"+tag, acceptManifests, -1)
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	if got := digestOf(body); got != want {
+		return fmt.Errorf("manifest digest %s, want %s", got, want)
+	}
+	var m struct {
+		Config descriptor   `json:"config"`
+		Layers []descriptor `json:"layers"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	blobs := append([]descriptor{m.Config}, m.Layers...)
+	sem := make(chan struct{}, max(parallel, 1))
+	errs := make(chan error, len(blobs))
+	var wg sync.WaitGroup
+	for _, b := range blobs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			body, err := get(ctx, base+"/v2/"+repo+"/blobs/"+b.Digest, "", b.Size)
+			switch {
+			case err != nil:
+				errs <- fmt.Errorf("blob %s: %w", b.Digest, err)
+			case int64(len(body)) != b.Size || digestOf(body) != b.Digest:
+				errs <- fmt.Errorf("blob %s: %d bytes with digest %s", b.Digest, len(body), digestOf(body))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs // the first error, or nil
+}
+
+// get returns the body of a 200 answer to GET url, at most limit bytes (or
+// 4 MiB when limit < 0) plus one, so that a longer body shows.
+func get(ctx context.Context, url, accept string, limit int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if limit < 0 {
+		limit = 4 << 20
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %.200s", resp.Status, body)
+	}
+	return body, nil
+}
+
+func digestOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// metrics are a node's Prometheus samples, keyed by `name{labels}` as the
+// text format writes them.
+type metrics map[string]float64
+
+func scrape(ctx context.Context, admin string) (metrics, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, admin+"/metrics", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s/metrics: %s", admin, resp.Status)
+	}
+	m := metrics{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m, sc.Err()
+}
+
+// sum adds the samples of name whose labels include every one of labels
+// (each written `key="value"`).
+func (m metrics) sum(name string, labels ...string) float64 {
+	var total float64
+	for k, v := range m {
+		n, rest, _ := strings.Cut(k, "{")
+		if n != name {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			if !strings.Contains(rest, l) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			total += v
+		}
+	}
+	return total
+}
+
+// drain waits until the node's write-behind queue is empty: all blob fills
+// of the pull have ended (so nothing is left to queue) and the queue depth
+// is 0 on two scrapes in a row.
+func drain(ctx context.Context, n *node, fills int, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	deadline := start.Add(timeout)
+	zeros := 0
+	for {
+		m, err := scrape(ctx, n.admin)
+		if err != nil {
+			return 0, err
+		}
+		if m.sum("edge_fills_total") >= float64(fills) && m.sum("edge_writebehind_queue_depth") == 0 {
+			zeros++
+		} else {
+			zeros = 0
+		}
+		if zeros == 2 {
+			return time.Since(start), nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("region %s: write-behind queue not drained within %s (depth %v)",
+				n.region, timeout, m.sum("edge_writebehind_queue_depth"))
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
