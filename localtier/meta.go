@@ -128,13 +128,22 @@ func (s *Store) GetTag(ctx context.Context, route, repo, tag string) (TagRecord,
 
 // PutTag stores the record of route/repo:tag, replacing any earlier one.
 func (s *Store) PutTag(ctx context.Context, route, repo, tag string, r TagRecord) error {
+	if err := validDigest(r.Digest); err != nil {
+		return err
+	}
+	// Round-trip the times as the index does, so a hit from memory and a
+	// hit after a restart look the same.
+	r.FetchedAt = nanoTime(timeNano(r.FetchedAt))
+	return s.writeTag(route, repo, tag, &r)
+}
+
+// writeTag stores r as the record of route/repo:tag, or removes the record
+// when r is nil, keeping badger and the cache in step.
+func (s *Store) writeTag(route, repo, tag string, r *TagRecord) error {
 	if err := validRepo(route, repo); err != nil {
 		return err
 	}
 	if err := validName("tag", tag); err != nil {
-		return err
-	}
-	if err := validDigest(r.Digest); err != nil {
 		return err
 	}
 	if err := s.begin(); err != nil {
@@ -145,15 +154,22 @@ func (s *Store) PutTag(ctx context.Context, route, repo, tag string, r TagRecord
 	mu := &s.tagMu[tagShard(k)%cacheShards]
 	mu.Lock()
 	defer mu.Unlock()
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(tagKey(route, repo, tag), encodeTag(r)) }); err != nil {
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if r == nil {
+			return txn.Delete(tagKey(route, repo, tag))
+		}
+		return txn.Set(tagKey(route, repo, tag), encodeTag(*r))
+	})
+	if err != nil {
 		s.tags.Remove(k)
-		return fmt.Errorf("localtier: put tag %s/%s:%s: %w", route, repo, tag, err)
+		return fmt.Errorf("localtier: write tag %s/%s:%s: %w", route, repo, tag, err)
 	}
 	s.tagGen.Add(1)
-	// Round-trip the times as the index does, so a hit from memory and a
-	// hit after a restart look the same.
-	r.FetchedAt = nanoTime(timeNano(r.FetchedAt))
-	s.tags.Add(k, r)
+	if r == nil {
+		s.tags.Remove(k)
+	} else {
+		s.tags.Add(k, *r)
+	}
 	return nil
 }
 

@@ -31,24 +31,5 @@ func (s *Store) Unlink(ctx context.Context, route, repo string, d digest.Digest)
 
 // DeleteTag removes the record of route/repo:tag; a missing one is no error.
 func (s *Store) DeleteTag(ctx context.Context, route, repo, tag string) error {
-	if err := validRepo(route, repo); err != nil {
-		return err
-	}
-	if err := validName("tag", tag); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
-		return err
-	}
-	defer s.end()
-	k := tagCacheKey{route, repo, tag}
-	mu := &s.tagMu[tagShard(k)%cacheShards]
-	mu.Lock()
-	defer mu.Unlock()
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(tagKey(route, repo, tag)) }); err != nil {
-		return fmt.Errorf("localtier: delete tag %s/%s:%s: %w", route, repo, tag, err)
-	}
-	s.tagGen.Add(1)
-	s.tags.Remove(k)
-	return nil
+	return s.writeTag(route, repo, tag, nil)
 }
