@@ -23,18 +23,18 @@ type row struct {
 	ratioSys, ratioMetric string
 }
 
-func rows(set settings) []row {
+func rows(set settings, bigMiB int64) []row {
 	sec := func(v float64) string { return fmt.Sprintf("%.2f s", v) }
 	ms := func(v float64) string { return fmt.Sprintf("%.0f ms", v*1000) }
 	count := func(v float64) string { return fmt.Sprintf("%.0f", v) }
 	perSec := func(v float64) string { return fmt.Sprintf("%.0f req/s", v) }
 	return []row{
-		{"cold 256 MiB blob, 1 client: wall (× direct)", "≤ 1.10×", scCold, mColdWall, sec, "direct", mColdWall},
-		{"cold 256 MiB blob, 1 client: time to first byte", "", scCold, mColdTTFB, ms, "", ""},
+		{fmt.Sprintf("cold %d MiB blob, 1 client: wall (× direct)", bigMiB), "≤ 1.10×", scCold, mColdWall, sec, "direct", mColdWall},
+		{fmt.Sprintf("cold %d MiB blob, 1 client: time to first byte", bigMiB), "", scCold, mColdTTFB, ms, "", ""},
 		{fmt.Sprintf("herd of %d cold pulls: origin blob GETs", set.herdSize), "1", scHerd, mHerdGETs, count, "", ""},
 		{fmt.Sprintf("herd of %d cold pulls: wall (× same herd direct)", set.herdSize), "≤ 1.0×", scHerd, mHerdWall, sec, "direct", mHerdWall},
 		{"herd: median time to first byte (× own single cold TTFB)", "≤ 1.5×", scHerd, mHerdTTFB, ms, "", mColdTTFB},
-		{fmt.Sprintf("warm 256 MiB blob, %d clients: throughput (× static)", set.blobClients), "≥ 0.98×", scWarmBlob, mWarmBlob,
+		{fmt.Sprintf("warm %d MiB blob, %d clients: throughput (× static)", bigMiB, set.blobClients), "≥ 0.98×", scWarmBlob, mWarmBlob,
 			func(v float64) string { return fmt.Sprintf("%.0f MiB/s", v/(1<<20)) }, "nginx-static", mWarmBlob},
 		{fmt.Sprintf("warm 1 MiB blob, %d clients (× static)", set.blobClients), "≥ 0.95×", scWarmSmall, mWarmSmall, perSec, "nginx-static", mWarmSmall},
 		{fmt.Sprintf("warm manifest by tag, %d conns, wrk (× static small file)", set.wrkConns), "≥ 0.85×", scWarmManifest, mManifestRPS, perSec, "nginx-static", mManifestRPS},
@@ -58,12 +58,8 @@ func renderReport(set settings, systems, scenarios []string, results map[string]
 		c.big.size>>20, set.reps, set.loadDur, set.herdSize, set.blobClients, set.wrkConns, seconds(set.warmTTL), seconds(set.hotTTL),
 		strings.Join(scenarios, ","), took.Round(time.Second))
 
-	b.WriteString("| scenario | edge target |")
-	for _, s := range systems {
-		fmt.Fprintf(&b, " %s |", s)
-	}
-	b.WriteString("\n|---|---|" + strings.Repeat("---:|", len(systems)) + "\n")
-	for _, r := range rows(set) {
+	header(&b, []string{"scenario", "edge target"}, systems)
+	for _, r := range rows(set, c.big.size>>20) {
 		if r.scenario != "" && !slices.Contains(scenarios, r.scenario) {
 			continue
 		}
@@ -75,12 +71,9 @@ func renderReport(set settings, systems, scenarios []string, results map[string]
 	}
 
 	if set.reps > 1 {
-		b.WriteString("\nEvery round, in order:\n\n| figure |")
-		for _, s := range systems {
-			fmt.Fprintf(&b, " %s |", s)
-		}
-		b.WriteString("\n|---|" + strings.Repeat("---:|", len(systems)) + "\n")
-		for _, r := range rows(set) {
+		b.WriteString("\nEvery round, in order:\n\n")
+		header(&b, []string{"figure"}, systems)
+		for _, r := range rows(set, c.big.size>>20) {
 			if !slices.ContainsFunc(systems, func(s string) bool { return len(results[s].rounds[r.metric]) > 0 }) {
 				continue
 			}
@@ -127,6 +120,12 @@ func renderReport(set settings, systems, scenarios []string, results map[string]
 	}
 	b.WriteString("\n— means not applicable (no cache to be cold, no tag TTL, or the baseline itself) or not measured.\n")
 	return b.String()
+}
+
+// header writes a table's header: text columns, then one right-aligned column per system.
+func header(b *strings.Builder, first, systems []string) {
+	b.WriteString("| " + strings.Join(append(slices.Clone(first), systems...), " | ") + " |\n|")
+	b.WriteString(strings.Repeat("---|", len(first)) + strings.Repeat("---:|", len(systems)) + "\n")
 }
 
 // cell is one system's figure of a row with its ratio.
