@@ -56,15 +56,16 @@ disabled_plugins = [
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc")
 	cfgPath := filepath.Join(dir, "config.toml")
 	write(t, cfgPath, cfg)
-	p := startProc(t, "containerd", exec.Command(bin, "--config", cfgPath), dir)
-	p.waitFor(t, 30*time.Second, func() error {
+	t.Cleanup(func() { unmountUnder(t, dir) }) // after the stop below
+	p := nodetest.StartProcess(t, "containerd", exec.Command(bin, "--config", cfgPath), filepath.Join(dir, "containerd.log"))
+	p.WaitFor(t, 30*time.Second, func() error {
 		if _, err := os.Stat(c.sock); err != nil {
 			return err
 		}
 		_, err := tryRun(10*time.Second, nil, ctr, "--address", c.sock, "version")
 		return err
 	})
-	nodetest.AssertLoopbackOnly(t, "containerd", p.cmd.Process.Pid)
+	nodetest.AssertLoopbackOnly(t, "containerd", p.Pid())
 	return c
 }
 

@@ -66,9 +66,10 @@ func startDockerd(t *testing.T, mirror *node) *dockerd {
 		"--userland-proxy=false",
 		"--containerd", ctrd.sock,
 	)
-	p := startProc(t, "dockerd", cmd, dir)
-	d.pid = p.cmd.Process.Pid
-	p.waitFor(t, 60*time.Second, func() error {
+	t.Cleanup(func() { unmountUnder(t, dir) }) // after the stop below
+	p := nodetest.StartProcess(t, "dockerd", cmd, filepath.Join(dir, "dockerd.log"))
+	d.pid = p.Pid()
+	p.WaitFor(t, 60*time.Second, func() error {
 		if _, err := os.Stat(sock); err != nil {
 			return err
 		}
