@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,53 +10,19 @@ import (
 	"github.com/google/go-containerregistry/pkg/crane"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // cranePull pulls ref through the node into a fresh OCI layout with the
-// crane library, every blob read in full and checked against its digest,
-// and returns the digest of what it pulled.
+// crane library's options (plain HTTP, its default keychain), every blob
+// read in full and checked against its digest, and returns the digest of
+// what it pulled.
 func cranePull(t *testing.T, ref string, index bool) v1.Hash {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "layout")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	copts := []crane.Option{crane.Insecure, crane.WithContext(ctx)}
-	opts := crane.GetOptions(copts...)
-	p, err := layout.Write(dir, emptyIndex())
+	r, err := parseRef(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if index {
-		r, err := parseRef(ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		idx, err := remote.Index(r, opts.Remote...)
-		if err != nil {
-			t.Fatalf("pull index %s: %v", ref, err)
-		}
-		if err := p.AppendIndex(idx); err != nil {
-			t.Fatalf("write index %s: %v", ref, err)
-		}
-		d, err := idx.Digest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	img, err := crane.Pull(ref, copts...)
-	if err != nil {
-		t.Fatalf("pull %s: %v", ref, err)
-	}
-	if err := p.AppendImage(img); err != nil {
-		t.Fatalf("write image %s: %v", ref, err)
-	}
-	d, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return pullLayout(t, r, index, crane.GetOptions(crane.Insecure).Remote...)
 }
 
 // TestCranePull pulls a single-platform image and a multi-platform index

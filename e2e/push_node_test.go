@@ -142,9 +142,17 @@ func nodeRef(t *testing.T, n *node, repo, tagOrDigest string) name.Reference {
 // and returns the digest of the image or index pulled.
 func pullVerified(t *testing.T, ref name.Reference, index bool, c basic) v1.Hash {
 	t.Helper()
+	return pullLayout(t, ref, index, remoteOpts(c)...)
+}
+
+// pullLayout pulls ref with opts into a fresh OCI layout, within two
+// minutes, reading every blob in full and checking it against its digest,
+// and returns the digest of the image or index pulled.
+func pullLayout(t *testing.T, ref name.Reference, index bool, opts ...remote.Option) v1.Hash {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	opts := append(remoteOpts(c), remote.WithContext(ctx))
+	opts = append(opts[:len(opts):len(opts)], remote.WithContext(ctx))
 	p, err := layout.Write(filepath.Join(t.TempDir(), "layout"), emptyIndex())
 	if err != nil {
 		t.Fatal(err)
