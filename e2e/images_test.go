@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -97,10 +98,28 @@ func pushImage(t *testing.T, o *origin, repo, tag string) pushed {
 }
 
 // pushIndex pushes a two-platform OCI index (this machine's platform and
-// one other) to repo:tag on the origin. The index is written by hand, with
-// plain descriptors: older clients (skopeo 1.9) rewrite an index whose
-// descriptors carry artifactType, which changes its digest.
+// one other) to repo:tag on the origin.
 func pushIndex(t *testing.T, o *origin, repo, tag string) pushed {
+	t.Helper()
+	at := func(tagOrDigest string) name.Reference {
+		if strings.Contains(tagOrDigest, ":") {
+			r, err := name.NewDigest(fmt.Sprintf("%s/%s@%s", o.Host(), repo, tagOrDigest), name.Insecure)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		return ref(t, o, repo, tagOrDigest)
+	}
+	return pushPlatformIndex(t, repo, tag, at)
+}
+
+// pushPlatformIndex pushes a two-platform OCI index (this machine's
+// platform and one other) to repo:tag with opts: each image by digest, to
+// at(digest), then the index, to at(tag). The index is written by hand,
+// with plain descriptors: older clients (skopeo 1.9) rewrite an index whose
+// descriptors carry artifactType, which changes its digest.
+func pushPlatformIndex(t *testing.T, repo, tag string, at func(tagOrDigest string) name.Reference, opts ...remote.Option) pushed {
 	t.Helper()
 	const size = 256 << 10
 	arches := []string{runtime.GOARCH, "arm64"}
@@ -112,11 +131,8 @@ func pushIndex(t *testing.T, o *origin, repo, tag string) pushed {
 	for _, arch := range arches {
 		img := platformImage(t, "linux", arch, 2, size)
 		d := describe(t, img)
-		dref, err := name.NewDigest(fmt.Sprintf("%s/%s@%s", o.Host(), repo, d.Digest), name.Insecure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := remote.Write(dref, img); err != nil {
+		dref := at(d.Digest.String())
+		if err := remote.Write(dref, img, opts...); err != nil {
 			t.Fatalf("push %s: %v", dref, err)
 		}
 		raw, err := img.RawManifest()
@@ -136,8 +152,8 @@ func pushIndex(t *testing.T, o *origin, repo, tag string) pushed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := ref(t, o, repo, tag)
-	if err := remote.Put(ref, rawManifest{raw: raw, mt: types.OCIImageIndex}); err != nil {
+	ref := at(tag)
+	if err := remote.Put(ref, rawManifest{raw: raw, mt: types.OCIImageIndex}, opts...); err != nil {
 		t.Fatalf("push %s: %v", ref, err)
 	}
 	if p.Digest, _, err = v1.SHA256(bytes.NewReader(raw)); err != nil {

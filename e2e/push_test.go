@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -17,13 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // pushHostedImage pushes img to repo:tag on the node as c.
@@ -41,45 +40,11 @@ func pushHostedImage(t *testing.T, n *node, repo, tag string, img v1.Image, c ba
 }
 
 // pushHostedIndex pushes a two-platform OCI index to repo:tag on the node
-// as ci: each image by digest, then the index, written by hand with plain
-// descriptors as pushIndex does.
+// as ci: each image by digest, then the index, as pushIndex does.
 func pushHostedIndex(t *testing.T, n *node, repo, tag string) pushed {
 	t.Helper()
-	arches := []string{runtime.GOARCH, "arm64"}
-	if runtime.GOARCH == "arm64" {
-		arches[1] = "amd64"
-	}
-	p := pushed{Repo: repo, Tag: tag, Images: map[string]image{}}
-	im := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}
-	for _, arch := range arches {
-		img := platformImage(t, "linux", arch, 2, 256<<10)
-		d := describe(t, img)
-		pushHostedImage(t, n, repo, d.Digest.String(), img, ciCreds)
-		raw, err := img.RawManifest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		im.Manifests = append(im.Manifests, v1.Descriptor{
-			MediaType: types.OCIManifestSchema1,
-			Size:      int64(len(raw)),
-			Digest:    d.Digest,
-			Platform:  &v1.Platform{OS: "linux", Architecture: arch},
-		})
-		p.Images["linux/"+arch] = d
-		p.Blobs = append(append(p.Blobs, d.Config), d.Layers...)
-	}
-	raw, err := json.Marshal(im)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := nodeRef(t, n, repo, tag)
-	if err := remote.Put(ref, rawManifest{raw: raw, mt: types.OCIImageIndex}, remoteOpts(ciCreds)...); err != nil {
-		t.Fatalf("push %s: %v", ref, err)
-	}
-	if p.Digest, _, err = v1.SHA256(bytes.NewReader(raw)); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	at := func(tagOrDigest string) name.Reference { return nodeRef(t, n, repo, tagOrDigest) }
+	return pushPlatformIndex(t, repo, tag, at, remoteOpts(ciCreds)...)
 }
 
 // TestPushTwoRegions pushes a random image and a two-platform index to
