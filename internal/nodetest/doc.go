@@ -12,6 +12,7 @@
 // killed with SIGKILL by Kill; a data race the race detector reports in its
 // output, or an unclean exit after SIGTERM, fails the test.
 //
-// StartProcess runs any other registry server the same way, for tests that
-// compare the node with one; AssertLoopbackOnly checks any process tree.
+// StartProcess runs any other server the same way: a registry that tests
+// compare the node with, or a containerd or dockerd that pulls through it.
+// AssertLoopbackOnly checks any process tree.
 package nodetest
