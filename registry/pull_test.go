@@ -460,3 +460,24 @@ func TestStalledOriginFailsTheFill(t *testing.T) {
 		t.Fatalf("after the stall: %d, %d bytes", r.Status, len(r.Body))
 	}
 }
+
+func TestWarmBlobPreconditions(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, nodeConfig{})
+	data, d := origintest.PushRandomBlob(t, n.origin.URL, "library/big", 64<<10)
+	url := n.URL + "/v2/library/big/blobs/" + d.String()
+	if r := do(t, http.MethodGet, url); r.Status != http.StatusOK || !bytes.Equal(r.Body, data) {
+		t.Fatalf("cold: %d", r.Status)
+	}
+	r := do(t, http.MethodGet, url)
+	if r.Status != http.StatusOK || !bytes.Equal(r.Body, data) || r.Header.Get("Content-Length") != fmt.Sprint(len(data)) {
+		t.Fatalf("warm: %d %v", r.Status, r.Header)
+	}
+	etag := r.Header.Get("Etag")
+	if r := do(t, http.MethodGet, url, "If-None-Match", etag); r.Status != http.StatusNotModified || len(r.Body) != 0 {
+		t.Fatalf("If-None-Match: %d, %d bytes", r.Status, len(r.Body))
+	}
+	if r := do(t, http.MethodGet, url, "If-Range", etag, "Range", "bytes=0-9"); r.Status != http.StatusPartialContent || !bytes.Equal(r.Body, data[:10]) {
+		t.Fatalf("If-Range: %d", r.Status)
+	}
+}
