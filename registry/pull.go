@@ -114,7 +114,7 @@ func (s *Server) blob(w http.ResponseWriter, req *request) error {
 		} else {
 			_, _ = io.Copy(w, file)
 		}
-	case seekable && b.Size >= 0 && (rng != "" || b.Tier == "local"):
+	case seekable && b.Size >= 0 && (rng != "" || b.Tier == "local" || conditional(r)):
 		if rng != "" && !satisfiable(rng, b.Size) {
 			h.Set("Content-Range", "bytes */"+strconv.FormatInt(b.Size, 10))
 			return newError(errcode.ErrorCodeRangeInvalid, "requested range not satisfiable", rng)
