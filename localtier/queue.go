@@ -49,6 +49,12 @@ func (s *Store) queueLen() *queueLen {
 // Enqueue adds item to the durable queue; an item already queued stays
 // queued once, with its first time.
 func (s *Store) Enqueue(ctx context.Context, item string) error {
+	return s.changeQueue("enqueue", item, true)
+}
+
+// changeQueue adds (add) or removes item, keeping the count in step; adding
+// a queued item or removing a missing one changes nothing.
+func (s *Store) changeQueue(op, item string, add bool) error {
 	if err := validName("queue item", item); err != nil {
 		return err
 	}
@@ -59,22 +65,31 @@ func (s *Store) Enqueue(ctx context.Context, item string) error {
 	ql := s.queueLen()
 	ql.mu.Lock()
 	defer ql.mu.Unlock()
-	added := false
+	changed := false
 	err := s.db.Update(func(txn *badger.Txn) error {
 		key := []byte(prefixQueue + item)
-		if _, err := txn.Get(key); err == nil {
-			return nil
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		_, err := txn.Get(key)
+		present := err == nil
+		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
-		added = true
-		return txn.Set(key, binary.AppendVarint(nil, s.clock().UnixNano()))
+		if present == add {
+			return nil
+		}
+		changed = true
+		if add {
+			return txn.Set(key, binary.AppendVarint(nil, s.clock().UnixNano()))
+		}
+		return txn.Delete(key)
 	})
 	if err != nil {
-		return fmt.Errorf("localtier: enqueue %q: %w", item, err)
+		return fmt.Errorf("localtier: %s %q: %w", op, item, err)
 	}
-	if added {
+	switch {
+	case changed && add:
 		ql.n++
+	case changed:
+		ql.n--
 	}
 	return nil
 }
@@ -127,34 +142,7 @@ func (s *Store) Queued(ctx context.Context, after string, limit int) ([]QueueIte
 
 // Dequeue removes item from the queue; a missing item is no error.
 func (s *Store) Dequeue(ctx context.Context, item string) error {
-	if err := validName("queue item", item); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
-		return err
-	}
-	defer s.end()
-	ql := s.queueLen()
-	ql.mu.Lock()
-	defer ql.mu.Unlock()
-	removed := false
-	err := s.db.Update(func(txn *badger.Txn) error {
-		key := []byte(prefixQueue + item)
-		if _, err := txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		} else if err != nil {
-			return err
-		}
-		removed = true
-		return txn.Delete(key)
-	})
-	if err != nil {
-		return fmt.Errorf("localtier: dequeue %q: %w", item, err)
-	}
-	if removed {
-		ql.n--
-	}
-	return nil
+	return s.changeQueue("dequeue", item, false)
 }
 
 // QueueLen returns how many items are queued.
