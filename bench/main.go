@@ -6,19 +6,18 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/edgeregistry/edge/bench/internal/benchkit"
 )
 
 func main() {
@@ -90,22 +89,11 @@ func pick(list string, known []string) ([]string, error) {
 }
 
 func run(set settings, systems, scenarios []string, bigSize int64, edgeBin, registryBin, outDir, workDir string, keep bool) (err error) {
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	defer stopAll()
-	if workDir == "" {
-		if workDir, err = os.MkdirTemp("", "edge-bench-"); err != nil {
-			return err
-		}
-	}
-	if workDir, err = filepath.Abs(workDir); err != nil {
+	ctx, workDir, end, err := benchkit.Setup(workDir, "edge-bench-", keep)
+	if err != nil {
 		return err
 	}
-	if keep {
-		slog.Info("working directory kept", "dir", workDir)
-	} else {
-		defer os.RemoveAll(workDir)
-	}
+	defer end()
 	for _, tool := range []string{"nginx", "wrk"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is needed: apt-get install -y nginx wrk", tool)
@@ -121,7 +109,7 @@ func run(set settings, systems, scenarios []string, bigSize int64, edgeBin, regi
 	}
 	edgeDesc := "given as " + edgeBin
 	if slices.Contains(systems, "edge") && edgeBin == "" {
-		if edgeBin, edgeDesc, err = buildEdge(ctx, workDir); err != nil {
+		if edgeBin, edgeDesc, err = benchkit.BuildEdge(ctx, workDir); err != nil {
 			edgeBin, edgeDesc = "", "not built"
 			results["edge"].fail("build", err)
 		}
@@ -169,39 +157,7 @@ func run(set settings, systems, scenarios []string, bigSize int64, edgeBin, regi
 	}
 
 	report := renderReport(set, systems, scenarios, results, c, time.Since(start), registryBin, edgeDesc)
-	fmt.Println(report)
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return err
-	}
-	path := filepath.Join(outDir, time.Now().UTC().Format("20060102-150405")+".md")
-	if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
-		return err
-	}
-	slog.Info("table written", "path", path)
-	return nil
-}
-
-// buildEdge builds ./cmd/edge as committed at HEAD, from a clean export of
-// the tree: what is measured is a commit, not whatever the working tree
-// holds at that moment.
-func buildEdge(ctx context.Context, workDir string) (bin, desc string, err error) {
-	rev := strings.TrimSpace(cmdLine("git", "rev-parse", "--short", "HEAD"))
-	src := filepath.Join(workDir, "edge-src")
-	bin = filepath.Join(workDir, "bin", "edge")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		return "", "", err
-	}
-	slog.Info("building edge", "commit", rev, "out", bin)
-	export := fmt.Sprintf("git archive HEAD | tar -x -C %q", src)
-	if out, err := exec.CommandContext(ctx, "bash", "-o", "pipefail", "-c", export).CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("export HEAD: %v: %s", err, firstLines(string(out), 5))
-	}
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/edge")
-	build.Dir = src
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("go build ./cmd/edge at %s: %v: %s", rev, err, firstLines(string(out), 5))
-	}
-	return bin, "built at " + rev, nil
+	return benchkit.Publish(report, outDir, "")
 }
 
 func findRegistry(flagged string) (string, error) {
@@ -215,12 +171,4 @@ func findRegistry(flagged string) (string, error) {
 		return p, nil
 	}
 	return "", errors.New("distribution's registry is needed: GOBIN=$PWD/.cache/bin go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2")
-}
-
-func firstLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = append(lines[:n], "...")
-	}
-	return strings.Join(lines, " / ")
 }

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeregistry/edge/bench/internal/benchkit"
 )
 
 const (
@@ -97,7 +99,7 @@ func (b *bufPool) Put(s []byte) { b.p.Put(&s) }
 // origin requests of one system are never counted for another (they keep
 // running while others are measured).
 type origin struct {
-	proc    *proc
+	proc    *benchkit.Proc
 	url     string // the registry itself, for seeding
 	proxy   *httputil.ReverseProxy
 	servers []*http.Server
@@ -110,21 +112,10 @@ type endpoint struct {
 }
 
 func startOrigin(ctx context.Context, registryBin, dir string) (*origin, error) {
-	port, err := freePort()
+	p, regURL, err := benchkit.StartRegistry(ctx, "origin registry", registryBin, dir, func(addr, storage string) string {
+		return registryConfig(addr, storage, "")
+	})
 	if err != nil {
-		return nil, err
-	}
-	cfg := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfg, []byte(registryConfig(port, filepath.Join(dir, "storage"), "")), 0o644); err != nil {
-		return nil, err
-	}
-	p, _, err := startProc("origin registry", filepath.Join(dir, "registry.log"), registryEnv, nil, registryBin, "serve", cfg)
-	if err != nil {
-		return nil, err
-	}
-	regURL := fmt.Sprintf("http://127.0.0.1:%d", port)
-	if err := waitHTTP(ctx, p, regURL+"/v2/", 30*time.Second); err != nil {
-		p.stop()
 		return nil, err
 	}
 	target, _ := url.Parse(regURL)
@@ -166,16 +157,13 @@ func (o *origin) close() {
 	for _, s := range o.servers {
 		_ = s.Shutdown(ctx)
 	}
-	o.proc.stop()
+	o.proc.Stop()
 }
-
-// registryEnv keeps distribution's tracing from exporting anywhere.
-var registryEnv = []string{"OTEL_TRACES_EXPORTER=none"}
 
 // registryConfig is distribution's configuration for the origin (remote
 // empty) and for the proxy-mode peer (remote set): filesystem storage,
 // the in-memory blob descriptor cache of the example configuration, quiet logs.
-func registryConfig(port int, storage, remote string) string {
+func registryConfig(addr, storage, remote string) string {
 	s := fmt.Sprintf(`version: 0.1
 log:
   level: error
@@ -192,8 +180,8 @@ storage:
     uploadpurging:
       enabled: false
 http:
-  addr: 127.0.0.1:%d
-`, storage, port)
+  addr: %s
+`, storage, addr)
 	if remote != "" {
 		s += fmt.Sprintf("proxy:\n  remoteurl: %s\n", remote)
 	}
@@ -252,7 +240,7 @@ func seed(ctx context.Context, regURL, dir string, bigSize int64) (*content, err
 			desc("application/vnd.oci.image.layer.v1.tar", c.big),
 		},
 	}, "", "  ")
-	c.manifestDigest = sha256Digest(c.manifest)
+	c.manifestDigest = benchkit.Digest(c.manifest)
 
 	client := &http.Client{Timeout: 5 * time.Minute}
 	for _, b := range []blob{c.config, c.small, c.big} {
@@ -288,12 +276,7 @@ func writeBytes(path string, b []byte) (blob, error) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		return blob{}, err
 	}
-	return blob{digest: sha256Digest(b), size: int64(len(b)), path: path}, nil
-}
-
-func sha256Digest(b []byte) string {
-	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:])
+	return blob{digest: benchkit.Digest(b), size: int64(len(b)), path: path}, nil
 }
 
 // pushBlob uploads b monolithically: POST for a session, PUT with the body.

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/edgeregistry/edge/bench/internal/benchkit"
 )
 
 // env is what every system is started against.
@@ -24,20 +25,20 @@ type env struct {
 // instance is one running system under test.
 type instance struct {
 	url   string
-	procs []*proc
+	procs []*benchkit.Proc
 }
 
 func (in *instance) peakRSSKiB() int64 {
 	var n int64
 	for _, p := range in.procs {
-		n += p.peakRSSKiB()
+		n += p.PeakRSSKiB()
 	}
 	return n
 }
 
 func (in *instance) stop() {
 	for _, p := range in.procs {
-		p.stop()
+		p.Stop()
 	}
 }
 
@@ -66,8 +67,6 @@ func startDirect(_ context.Context, _ *env, _, originURL string, _ time.Duration
 	return &instance{url: originURL}, nil
 }
 
-var edgeListening = regexp.MustCompile(`msg=listening listener=api addr=(\S+)`)
-
 func startEdge(ctx context.Context, e *env, dir, originURL string, tagTTL time.Duration) (*instance, error) {
 	if e.edgeBin == "" {
 		return nil, fmt.Errorf("edge binary not built")
@@ -88,50 +87,28 @@ global:
 	if err := os.WriteFile(cfg, []byte(y), 0o644); err != nil {
 		return nil, err
 	}
-	p, found, err := startProc("edge", filepath.Join(dir, "edge.log"), nil, edgeListening, e.edgeBin, "serve", "--config", cfg)
+	p, addrs, err := benchkit.StartEdge(ctx, "edge", e.edgeBin, cfg, filepath.Join(dir, "edge.log"), 30*time.Second, "api")
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case addr := <-found:
-		in := &instance{url: "http://" + addr, procs: []*proc{p}}
-		if err := waitHTTP(ctx, p, in.url+"/v2/", 30*time.Second); err != nil {
-			in.stop()
-			return nil, err
-		}
-		return in, nil
-	case <-p.done:
-		return nil, fmt.Errorf("edge exited before listening: %v (log: %s)", p.err, filepath.Join(dir, "edge.log"))
-	case <-time.After(30 * time.Second):
-		p.stop()
-		return nil, fmt.Errorf("edge logged no api listener within 30s")
-	case <-ctx.Done():
-		p.stop()
-		return nil, ctx.Err()
+	in := &instance{url: "http://" + addrs["api"], procs: []*benchkit.Proc{p}}
+	if err := benchkit.WaitHTTP(ctx, p, in.url+"/v2/", 30*time.Second); err != nil {
+		in.stop()
+		return nil, err
 	}
+	return in, nil
 }
 
 // startDistribution is distribution's registry in proxy mode. It has no tag
 // TTL: it asks the origin about a tag on every request.
 func startDistribution(ctx context.Context, e *env, dir, originURL string, _ time.Duration) (*instance, error) {
-	port, err := freePort()
+	p, u, err := benchkit.StartRegistry(ctx, "distribution", e.registryBin, dir, func(addr, storage string) string {
+		return registryConfig(addr, storage, originURL)
+	})
 	if err != nil {
 		return nil, err
 	}
-	cfg := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfg, []byte(registryConfig(port, filepath.Join(dir, "storage"), originURL)), 0o644); err != nil {
-		return nil, err
-	}
-	p, _, err := startProc("distribution", filepath.Join(dir, "registry.log"), registryEnv, nil, e.registryBin, "serve", cfg)
-	if err != nil {
-		return nil, err
-	}
-	in := &instance{url: fmt.Sprintf("http://127.0.0.1:%d", port), procs: []*proc{p}}
-	if err := waitHTTP(ctx, p, in.url+"/v2/", 30*time.Second); err != nil {
-		in.stop()
-		return nil, err
-	}
-	return in, nil
+	return &instance{url: u, procs: []*benchkit.Proc{p}}, nil
 }
 
 // nginxCommon is the part of both nginx configurations that is not about
@@ -226,7 +203,7 @@ func startNginxStatic(ctx context.Context, e *env, dir, _ string, _ time.Duratio
 }
 
 func startNginx(ctx context.Context, dir, server string, vars *strings.Replacer) (*instance, error) {
-	port, err := freePort()
+	port, err := benchkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -239,13 +216,13 @@ func startNginx(ctx context.Context, dir, server string, vars *strings.Replacer)
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	p, _, err := startProc("nginx", filepath.Join(dir, "nginx.log"), nil, nil,
+	p, err := benchkit.Start("nginx", filepath.Join(dir, "nginx.log"), nil, nil,
 		"nginx", "-p", dir, "-c", path, "-e", filepath.Join(dir, "error.log"))
 	if err != nil {
 		return nil, err
 	}
-	in := &instance{url: fmt.Sprintf("http://127.0.0.1:%d", port), procs: []*proc{p}}
-	if err := waitHTTP(ctx, p, in.url+"/", 30*time.Second); err != nil {
+	in := &instance{url: fmt.Sprintf("http://127.0.0.1:%d", port), procs: []*benchkit.Proc{p}}
+	if err := benchkit.WaitHTTP(ctx, p, in.url+"/", 30*time.Second); err != nil {
 		in.stop()
 		return nil, err
 	}

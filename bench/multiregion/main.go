@@ -15,12 +15,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
+
+	"github.com/edgeregistry/edge/bench/internal/benchkit"
 )
 
 const (
@@ -70,27 +68,16 @@ func main() {
 }
 
 func run(s settings, outDir, workDir string, keep bool) (err error) {
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	defer stopAll()
-	if workDir == "" {
-		if workDir, err = os.MkdirTemp("", "edge-multiregion-"); err != nil {
-			return err
-		}
-	}
-	if workDir, err = filepath.Abs(workDir); err != nil {
+	ctx, workDir, end, err := benchkit.Setup(workDir, "edge-multiregion-", keep)
+	if err != nil {
 		return err
 	}
-	if keep {
-		slog.Info("working directory kept", "dir", workDir)
-	} else {
-		defer os.RemoveAll(workDir)
-	}
+	defer end()
 	if _, err := os.Stat(s.registryBin); err != nil {
 		return fmt.Errorf("distribution's registry is needed (bench/run installs it, or -registry-bin): %w", err)
 	}
 	if s.edgeBin == "" {
-		if s.edgeBin, s.edgeDesc, err = buildEdge(ctx, workDir); err != nil {
+		if s.edgeBin, s.edgeDesc, err = benchkit.BuildEdge(ctx, workDir); err != nil {
 			return err
 		}
 	} else {
@@ -106,7 +93,7 @@ func run(s settings, outDir, workDir string, keep bool) (err error) {
 	if err != nil {
 		return err
 	}
-	defer origin.stop()
+	defer origin.Stop()
 	slog.Info("seeding origin", "layers", s.layers, "layer_MiB", s.layerSize>>20)
 	img, err := seed(ctx, originURL, repo+":"+tag, int64(s.layers), s.layerSize)
 	if err != nil {
@@ -135,16 +122,7 @@ func run(s settings, outDir, workDir string, keep bool) (err error) {
 	}
 
 	report := render(s, im, results)
-	fmt.Println(report)
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return err
-	}
-	path := filepath.Join(outDir, "multiregion-"+time.Now().UTC().Format("20060102-150405")+".md")
-	if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
-		return err
-	}
-	slog.Info("table written", "path", path)
-	return nil
+	return benchkit.Publish(report, outDir, "multiregion-")
 }
 
 type image struct {
@@ -168,6 +146,30 @@ type fleet struct {
 	regions []region
 }
 
+// node is a running `edge serve`.
+type node struct {
+	region string
+	proc   *benchkit.Proc
+	api    string // http://127.0.0.1:PORT
+	admin  string // http://127.0.0.1:PORT
+	log    string
+}
+
+// startEdge starts `edge serve --config cfgPath`, reads the addresses of its
+// API and admin listeners from its log and waits until /readyz answers 200.
+func startEdge(ctx context.Context, bin, region, cfgPath, logPath string) (*node, error) {
+	p, addrs, err := benchkit.StartEdge(ctx, "edge "+region, bin, cfgPath, logPath, 60*time.Second, "api", "admin")
+	if err != nil {
+		return nil, err
+	}
+	n := &node{region: region, proc: p, api: "http://" + addrs["api"], admin: "http://" + addrs["admin"], log: logPath}
+	if err := benchkit.WaitOK(ctx, p, n.admin+"/readyz", 30*time.Second); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return n, nil
+}
+
 // runFleet starts s.nodes nodes with the given global backend, each behind
 // its own WAN proxy to the origin, and pulls the image through each in turn,
 // waiting for the write-behind queue of one to drain before the next pulls.
@@ -181,7 +183,7 @@ func runFleet(ctx context.Context, s settings, dir, originURL, global string, im
 	var wans []*wan
 	defer func() {
 		for _, n := range nodes {
-			n.proc.stop()
+			n.proc.Stop()
 		}
 		for _, w := range wans {
 			w.close()
@@ -242,30 +244,4 @@ global: %s
 		f.regions = append(f.regions, r)
 	}
 	return f, nil
-}
-
-// buildEdge builds ./cmd/edge as committed at HEAD, from a clean export of
-// the tree, so that uncommitted changes are not measured.
-func buildEdge(ctx context.Context, workDir string) (bin, desc string, err error) {
-	out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return "", "", fmt.Errorf("git rev-parse (run from the module root): %w", err)
-	}
-	rev := strings.TrimSpace(string(out))
-	src := filepath.Join(workDir, "edge-src")
-	bin = filepath.Join(workDir, "bin", "edge")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		return "", "", err
-	}
-	slog.Info("building edge", "commit", rev)
-	export := fmt.Sprintf("git archive HEAD | tar -x -C %q", src)
-	if out, err := exec.CommandContext(ctx, "bash", "-o", "pipefail", "-c", export).CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("export HEAD: %v: %s", err, out)
-	}
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/edge")
-	build.Dir = src
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("go build ./cmd/edge at %s: %v: %s", rev, err, out)
-	}
-	return bin, "built at " + rev, nil
 }

@@ -7,12 +7,11 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeregistry/edge/bench/internal/benchkit"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -21,34 +20,16 @@ import (
 
 // startOrigin runs distribution's registry with filesystem storage on a
 // free loopback port and returns it with its URL.
-func startOrigin(ctx context.Context, bin, dir string) (*proc, string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, "", err
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cfg := fmt.Sprintf(`version: 0.1
+func startOrigin(ctx context.Context, bin, dir string) (*benchkit.Proc, string, error) {
+	return benchkit.StartRegistry(ctx, "origin", bin, dir, func(addr, storage string) string {
+		return fmt.Sprintf(`version: 0.1
 log: {level: error, accesslog: {disabled: true}}
 storage:
   filesystem: {rootdirectory: %s}
   maintenance: {uploadpurging: {enabled: false}}
 http: {addr: %s}
-`, filepath.Join(dir, "storage"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		return nil, "", err
-	}
-	p, err := start("origin", filepath.Join(dir, "registry.log"), []string{"OTEL_TRACES_EXPORTER=none"}, nil, bin, "serve", cfgPath)
-	if err != nil {
-		return nil, "", err
-	}
-	u := "http://" + addr
-	if err := waitOK(ctx, p, u+"/v2/", 30*time.Second); err != nil {
-		p.stop()
-		return nil, "", err
-	}
-	return p, u, nil
+`, storage, addr)
+	})
 }
 
 // seed pushes a random image of layers layers of layerSize bytes each to

@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/edgeregistry/edge/bench/internal/benchkit"
 )
 
 var client = &http.Client{Timeout: 5 * time.Minute}
@@ -32,7 +32,7 @@ func pull(ctx context.Context, base, repo, tag, want string, parallel int) error
 	if err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
-	if got := digestOf(body); got != want {
+	if got := benchkit.Digest(body); got != want {
 		return fmt.Errorf("manifest digest %s, want %s", got, want)
 	}
 	var m struct {
@@ -54,8 +54,8 @@ func pull(ctx context.Context, base, repo, tag, want string, parallel int) error
 			switch {
 			case err != nil:
 				errs <- fmt.Errorf("blob %s: %w", b.Digest, err)
-			case int64(len(body)) != b.Size || digestOf(body) != b.Digest:
-				errs <- fmt.Errorf("blob %s: %d bytes with digest %s", b.Digest, len(body), digestOf(body))
+			case int64(len(body)) != b.Size || benchkit.Digest(body) != b.Digest:
+				errs <- fmt.Errorf("blob %s: %d bytes with digest %s", b.Digest, len(body), benchkit.Digest(body))
 			}
 		})
 	}
@@ -90,11 +90,6 @@ func get(ctx context.Context, url, accept string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %.200s", resp.Status, body)
 	}
 	return body, nil
-}
-
-func digestOf(b []byte) string {
-	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:])
 }
 
 // metrics are a node's Prometheus samples, keyed by `name{labels}` as the

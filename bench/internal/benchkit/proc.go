@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"bufio"
@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,9 +18,9 @@ import (
 	"time"
 )
 
-// proc is one server process the harness started, in its own process group
+// Proc is one server process a program started, in its own process group
 // so that it and its children (nginx workers) are stopped together.
-type proc struct {
+type Proc struct {
 	name string
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
@@ -32,35 +31,35 @@ type proc struct {
 // interrupted run still stops all of them.
 var running = struct {
 	sync.Mutex
-	procs map[*proc]struct{}
-}{procs: map[*proc]struct{}{}}
+	procs map[*Proc]struct{}
+}{procs: map[*Proc]struct{}{}}
 
-// startProc starts argv with its output in logPath. If watch is not nil, the
-// process's stderr is scanned for it as well, and the first submatch of the
-// first matching line is sent on the returned channel.
-func startProc(name, logPath string, env []string, watch *regexp.Regexp, argv ...string) (*proc, <-chan string, error) {
+// Start starts argv with its stdout and stderr in logPath. If onLine is not
+// nil, each line of the process's stderr is also handed to it, until the
+// process exits.
+func Start(name, logPath string, env []string, onLine func(string), argv ...string) (*Proc, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout = logf
-	// The children die with the harness even if it is killed outright.
+	// Setpgid: stop signals reach any children; Pdeathsig: the server dies
+	// with the program even if it is killed outright.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	found := make(chan string, 1)
 	var stderr io.ReadCloser
-	if watch == nil {
+	if onLine == nil {
 		cmd.Stderr = logf
 	} else if stderr, err = cmd.StderrPipe(); err != nil {
 		logf.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, nil, fmt.Errorf("start %s: %w", name, err)
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	p := &Proc{name: name, cmd: cmd, done: make(chan struct{})}
 	running.Lock()
 	running.procs[p] = struct{}{}
 	running.Unlock()
@@ -71,14 +70,10 @@ func startProc(name, logPath string, env []string, watch *regexp.Regexp, argv ..
 			defer scanned.Done()
 			sc := bufio.NewScanner(stderr)
 			sc.Buffer(make([]byte, 64<<10), 1<<20)
-			sent := false
 			for sc.Scan() {
 				line := sc.Text()
 				fmt.Fprintln(logf, line)
-				if m := watch.FindStringSubmatch(line); !sent && m != nil {
-					found <- m[1]
-					sent = true
-				}
+				onLine(line)
 			}
 			// Drain whatever follows an over-long line so the process never blocks on stderr.
 			_, _ = io.Copy(logf, stderr)
@@ -90,11 +85,30 @@ func startProc(name, logPath string, env []string, watch *regexp.Regexp, argv ..
 		logf.Close()
 		close(p.done)
 	}()
-	return p, found, nil
+	return p, nil
 }
 
-// stop ends the process group: SIGTERM, then SIGKILL after a grace period.
-func (p *proc) stop() {
+// Name is the name the process was started under.
+func (p *Proc) Name() string { return p.name }
+
+// Done is closed once the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Err is the process's exit status, valid once Done is closed.
+func (p *Proc) Err() error { return p.err }
+
+// Exited reports whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop ends the process group: SIGTERM, then SIGKILL after a grace period.
+func (p *Proc) Stop() {
 	running.Lock()
 	delete(running.procs, p)
 	running.Unlock()
@@ -110,31 +124,22 @@ func (p *proc) stop() {
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stopAll stops every process still running.
-func stopAll() {
+// StopAll stops every process started and not stopped yet.
+func StopAll() {
 	running.Lock()
-	ps := make([]*proc, 0, len(running.procs))
+	ps := make([]*Proc, 0, len(running.procs))
 	for p := range running.procs {
 		ps = append(ps, p)
 	}
 	running.Unlock()
 	for _, p := range ps {
-		p.stop()
+		p.Stop()
 	}
 }
 
-// peakRSSKiB is the peak resident set (VmHWM) of the process plus that of its
+// PeakRSSKiB is the peak resident set (VmHWM) of the process plus that of its
 // direct children, which for nginx are the workers.
-func (p *proc) peakRSSKiB() int64 {
+func (p *Proc) PeakRSSKiB() int64 {
 	pid := p.cmd.Process.Pid
 	total := vmHWM(pid)
 	for _, c := range childPIDs(pid) {
@@ -185,8 +190,8 @@ func childPIDs(ppid int) []int {
 	return pids
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -195,31 +200,44 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// waitHTTP polls url until the server answers at all, the process exits or
+// WaitHTTP polls url until the server answers at all, the process p (if not
+// nil) exits or the timeout passes.
+func WaitHTTP(ctx context.Context, p *Proc, url string, timeout time.Duration) error {
+	return wait(ctx, p, url, timeout, false)
+}
+
+// WaitOK polls url until it answers 200, the process p (if not nil) exits or
 // the timeout passes.
-func waitHTTP(ctx context.Context, p *proc, url string, timeout time.Duration) error {
+func WaitOK(ctx context.Context, p *Proc, url string, timeout time.Duration) error {
+	return wait(ctx, p, url, timeout, true)
+}
+
+func wait(ctx context.Context, p *Proc, url string, timeout time.Duration, need200 bool) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c := &http.Client{Timeout: time.Second}
+	c := &http.Client{Timeout: 2 * time.Second}
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := c.Do(req)
 		if err == nil {
 			resp.Body.Close()
-			return nil
+			if !need200 || resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %d, want 200", resp.StatusCode)
 		}
-		if p != nil && p.exited() {
+		if p != nil && p.Exited() {
 			return fmt.Errorf("%s exited: %v", p.name, p.err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s did not answer at %s: %w", nameOf(p), url, errors.Join(ctx.Err(), err))
+			return fmt.Errorf("%s did not answer at %s within %s: %w", nameOf(p), url, timeout, errors.Join(ctx.Err(), err))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
 
-func nameOf(p *proc) string {
+func nameOf(p *Proc) string {
 	if p == nil {
 		return "server"
 	}

@@ -1,0 +1,6 @@
+// Package benchkit is what the benchmark programs under bench/ share:
+// building the edge binary from a clean export of HEAD, running server
+// processes each in a process group of its own (stopped together on any way
+// out), waiting for them to answer over HTTP, and reading the addresses an
+// edge node logs in its `msg=listening listener=NAME addr=ADDR` lines.
+package benchkit
