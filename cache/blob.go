@@ -253,6 +253,7 @@ type verifyReader struct {
 	size    int64
 	n       int64
 	pending []byte // read and hashed, not yet returned
+	buf     []byte // reused for every read of src
 	eof     bool
 	err     error
 }
@@ -261,17 +262,19 @@ func (v *verifyReader) Read(p []byte) (int, error) {
 	if v.err != nil {
 		return 0, v.err
 	}
+	if v.buf == nil {
+		v.buf = make([]byte, 64<<10)
+	}
 	for !v.eof && len(v.pending) <= holdBack {
-		buf := make([]byte, 64<<10)
-		k, err := v.src.Read(buf)
-		v.h.Write(buf[:k])
+		k, err := v.src.Read(v.buf)
+		v.h.Write(v.buf[:k])
 		v.n += int64(k)
-		v.pending = append(v.pending, buf[:k]...)
+		v.pending = append(v.pending, v.buf[:k]...)
 		if v.size >= 0 && v.n > v.size {
 			v.err = &VerifyError{Digest: v.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("origin sent more than %d bytes", v.size)}
 			return 0, v.err
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			v.eof = true
 			if v.err = v.check(); v.err != nil {
 				return 0, v.err

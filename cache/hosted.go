@@ -278,6 +278,11 @@ func (e *Engine) DeleteTag(ctx context.Context, rt *policy.Route, repo, tag stri
 	if _, err := rec.GetTag(ctx, rt.Name, repo, tag); err != nil {
 		return err
 	}
+	return e.removeTag(ctx, rec, rt, repo, tag)
+}
+
+// removeTag deletes a tag known to exist, from the record and locally.
+func (e *Engine) removeTag(ctx context.Context, rec Record, rt *policy.Route, repo, tag string) error {
 	if err := rec.DeleteTag(ctx, rt.Name, repo, tag); err != nil {
 		return fmt.Errorf("global tier: %w", err)
 	}
@@ -301,7 +306,7 @@ func (e *Engine) DeleteManifest(ctx context.Context, rt *policy.Route, repo stri
 	}
 	for _, tag := range tags {
 		if t, err := rec.GetTag(ctx, rt.Name, repo, tag); err == nil && t.Digest == d {
-			if err := e.DeleteTag(ctx, rt, repo, tag); err != nil && !isNotFound(err) {
+			if err := e.removeTag(ctx, rec, rt, repo, tag); err != nil {
 				return err
 			}
 		}
