@@ -4,7 +4,6 @@
 package s3test
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,9 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeregistry/edge/internal/testkit"
 )
 
 // Credentials of the servers this package starts.
@@ -59,24 +59,6 @@ func isExecutable(p string) bool {
 	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
 }
 
-// syncBuffer collects a server's output for the failure message.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Start starts a server with its data in a temporary directory and returns
 // its endpoint, http://127.0.0.1:port.
 func Start(t testing.TB) string {
@@ -102,7 +84,7 @@ func tryStart(t testing.TB, bin string) (string, error) {
 	addr := l.Addr().String()
 	_ = l.Close()
 	cmd := exec.Command(bin, "--access", AccessKey, "--secret", SecretKey, "--port", addr, "--quiet", "posix", t.TempDir())
-	out := &syncBuffer{}
+	out := &testkit.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return "", err
