@@ -3,8 +3,8 @@ package registry_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/internal/h1"
 	"github.com/edgeregistry/edge/internal/origintest"
 	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/localtier"
@@ -37,7 +38,8 @@ type node struct {
 	store  *localtier.Store
 	engine *cache.Engine
 	dir    string
-	srv    *httptest.Server
+	srv    *h1.Server // the production server loop, net/http behind it
+	served chan error
 	routes []policy.Route
 
 	stopWriteBehind func()
@@ -125,8 +127,14 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 	go func() { defer close(wbDone); n.engine.RunWriteBehind(wbCtx, 2) }()
 	n.stopWriteBehind = func() { stopWB(); <-wbDone }
 	n.handler = registry.New(router, n.engine, registry.WithRegisterer(n.reg))
-	n.srv = httptest.NewServer(n.handler)
-	n.URL = n.srv.URL
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.srv = &h1.Server{Handler: n.handler, Fallback: &http.Server{Handler: n.handler}}
+	n.served = make(chan error, 1)
+	go func() { n.served <- n.srv.Serve(ln) }()
+	n.URL = "http://" + ln.Addr().String()
 	t.Cleanup(n.stop)
 	return n
 }
@@ -136,8 +144,11 @@ func (n *node) stop() {
 	if n.srv == nil {
 		return
 	}
-	n.srv.CloseClientConnections()
-	n.srv.Close()
+	// A restart: connections are cut, requests in progress broken.
+	cut, cancelCut := context.WithCancel(context.Background())
+	cancelCut()
+	_ = n.srv.Shutdown(cut)
+	<-n.served
 	n.stopWriteBehind()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/config"
+	"github.com/edgeregistry/edge/internal/h1"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/registry"
@@ -105,7 +106,7 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 
-	servers := []*listener{{name: "api", addr: cfg.Listen, handler: api, tls: cfg.TLS}}
+	servers := []*listener{{name: "api", addr: cfg.Listen, handler: api, tls: cfg.TLS, lean: true, log: log}}
 	if cfg.AdminListen != "" {
 		servers = append(servers, &listener{name: "admin", addr: cfg.AdminListen, handler: admin})
 	}
@@ -136,7 +137,7 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, l := range servers {
-		if err := l.srv.Shutdown(sctx); err != nil {
+		if err := l.shutdown(sctx); err != nil {
 			log.Warn("shutdown", "listener", l.name, "err", err)
 		}
 	}
@@ -151,8 +152,11 @@ type listener struct {
 	addr    string
 	handler http.Handler
 	tls     *config.TLS
+	lean    bool // pulls on the h1 loop, unless TLS is on
+	log     *slog.Logger
 	ln      net.Listener
 	srv     *http.Server
+	h1      *h1.Server
 }
 
 func (l *listener) listen() error {
@@ -166,14 +170,27 @@ func (l *listener) listen() error {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 	}
+	if l.lean && l.tls == nil {
+		l.h1 = &h1.Server{Handler: l.handler, Fallback: l.srv, IdleTimeout: l.srv.IdleTimeout, Log: l.log}
+	}
 	return nil
+}
+
+func (l *listener) shutdown(ctx context.Context) error {
+	if l.h1 != nil {
+		return l.h1.Shutdown(ctx)
+	}
+	return l.srv.Shutdown(ctx)
 }
 
 func (l *listener) serve() error {
 	var err error
-	if l.tls != nil {
+	switch {
+	case l.h1 != nil:
+		err = l.h1.Serve(l.ln)
+	case l.tls != nil:
 		err = l.srv.ServeTLS(l.ln, l.tls.CertFile, l.tls.KeyFile)
-	} else {
+	default:
 		err = l.srv.Serve(l.ln)
 	}
 	if errors.Is(err, http.ErrServerClosed) {

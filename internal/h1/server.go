@@ -1,0 +1,459 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// bufSize is the size of a connection's read and write buffers. A request
+// whose headers do not fit is handed to the fallback server.
+const bufSize = 4096
+
+// DefaultIdleTimeout is how long a connection may wait for its next request
+// when Server.IdleTimeout is zero.
+const DefaultIdleTimeout = 120 * time.Second
+
+// Server answers bodiless GET and HEAD requests itself and hands every other
+// connection to Fallback. The zero value is not usable: Handler and Fallback
+// are required.
+type Server struct {
+	// Handler answers the requests of the lean loop.
+	Handler http.Handler
+	// Fallback serves the connections handed over; its own Handler, timeouts
+	// and limits apply to them.
+	Fallback *http.Server
+	// IdleTimeout bounds the wait for a connection's next request, headers
+	// included. The deadline is refreshed at most every half timeout, so a
+	// connection may be closed anywhere between half and the whole of it.
+	IdleTimeout time.Duration
+	// Log receives handler panics other than http.ErrAbortHandler.
+	Log *slog.Logger
+
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[*conn]struct{}
+	handoff  *handoffListener
+	closing  atomic.Bool
+	fallback chan error
+}
+
+// Serve accepts connections on ln until Shutdown or a permanent accept
+// error. It returns http.ErrServerClosed after Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.ln != nil {
+		s.mu.Unlock()
+		return errors.New("h1: Serve called twice")
+	}
+	s.ln = ln
+	s.conns = make(map[*conn]struct{})
+	s.handoff = &handoffListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
+	s.fallback = make(chan error, 1)
+	s.mu.Unlock()
+	go func() { s.fallback <- s.Fallback.Serve(s.handoff) }()
+
+	var delay time.Duration
+	for {
+		rwc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// As net/http does: back off on a temporary accept error.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			s.handoff.Close()
+			return err
+		}
+		delay = 0
+		c := s.newConn(rwc)
+		if c == nil {
+			_ = rwc.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, lets the requests in
+// progress finish, and shuts the fallback server down, all within ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	ln, handoff := s.ln, s.handoff
+	s.mu.Unlock()
+	if ln == nil {
+		return s.Fallback.Shutdown(ctx)
+	}
+	_ = ln.Close()
+	fb := make(chan error, 1)
+	go func() { fb <- s.Fallback.Shutdown(ctx) }()
+
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for !s.closeIdle() {
+		select {
+		case <-ctx.Done():
+			// Out of time: break the requests still in progress, on both
+			// servers, as http.Server.Close does.
+			s.closeAll()
+			_ = s.Fallback.Close()
+			err = ctx.Err()
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+	handoff.Close()
+	if ferr := <-fb; err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// closeIdle closes the connections waiting for a request and reports
+// whether none is left.
+func (s *Server) closeIdle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.idle.Load() {
+			_ = c.rwc.Close()
+		}
+	}
+	return len(s.conns) == 0
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		_ = c.rwc.Close()
+	}
+}
+
+func (s *Server) newConn(rwc net.Conn) *conn {
+	c := &conn{srv: s, rwc: rwc, remote: rwc.RemoteAddr().String()}
+	c.idle.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	return c
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	if s.IdleTimeout > 0 {
+		return s.IdleTimeout
+	}
+	return DefaultIdleTimeout
+}
+
+var bufPool = sync.Pool{New: func() any { return new(connBufs) }}
+
+// connBufs are the buffers of one connection, pooled between connections.
+type connBufs struct {
+	r      *bufio.Reader // the connection
+	w      *bufio.Writer // the connection
+	block  bytes.Reader  // one request's header block
+	parse  *bufio.Reader // block, for http.ReadRequest
+	body   [bufSize]byte // a response body held until it is complete or too large
+	header []byte        // a response's header lines
+}
+
+type conn struct {
+	srv    *Server
+	rwc    net.Conn
+	remote string
+	idle   atomic.Bool // waiting for a request: Shutdown may close it
+	bufs   *connBufs
+
+	deadline time.Time // the read deadline last set
+}
+
+func (c *conn) serve() {
+	handedOff := false
+	defer func() {
+		c.srv.forget(c)
+		if !handedOff {
+			_ = c.rwc.Close()
+		}
+		if c.bufs != nil {
+			c.bufs.r.Reset(nil)
+			c.bufs.w.Reset(nil)
+			bufPool.Put(c.bufs)
+		}
+	}()
+	c.bufs = bufPool.Get().(*connBufs)
+	if c.bufs.r == nil {
+		c.bufs.r = bufio.NewReaderSize(c.rwc, bufSize)
+		c.bufs.w = bufio.NewWriterSize(c.rwc, bufSize)
+		c.bufs.parse = bufio.NewReaderSize(nil, bufSize)
+	} else {
+		c.bufs.r.Reset(c.rwc)
+		c.bufs.w.Reset(c.rwc)
+	}
+	br, bw := c.bufs.r, c.bufs.w
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	for {
+		c.idle.Store(true)
+		if c.srv.closing.Load() {
+			_ = bw.Flush()
+			return
+		}
+		c.refreshDeadline()
+		n, err := headerEnd(br, bw)
+		if err != nil {
+			// A closed or silent connection, or headers too large for the
+			// buffer: the fallback answers the latter.
+			if errors.Is(err, errTooLarge) {
+				handedOff = c.handOff()
+			}
+			return
+		}
+		c.idle.Store(false)
+		req := c.parse(br, n)
+		if req == nil {
+			handedOff = c.handOff()
+			return
+		}
+		_, _ = br.Discard(n)
+		if !c.serveRequest(ctx, req) {
+			_ = bw.Flush()
+			return
+		}
+	}
+}
+
+// refreshDeadline moves the read deadline when less than half the idle
+// timeout is left, rather than on every request.
+func (c *conn) refreshDeadline() {
+	idle := c.srv.idleTimeout()
+	now := time.Now()
+	if c.deadline.Sub(now) < idle/2 {
+		c.deadline = now.Add(idle)
+		_ = c.rwc.SetReadDeadline(c.deadline)
+	}
+}
+
+var errTooLarge = errors.New("request headers exceed the lean loop's buffer")
+
+// headerEnd waits for a whole header block at the start of br's buffer and
+// returns its length. Before it waits on the network it flushes bw, so that
+// the answers to pipelined requests are never held back.
+func headerEnd(br *bufio.Reader, bw *bufio.Writer) (int, error) {
+	buf, _ := br.Peek(br.Buffered())
+	for {
+		if n := blockEnd(buf); n > 0 {
+			return n, nil
+		}
+		if len(buf) >= bufSize {
+			return 0, errTooLarge
+		}
+		if err := bw.Flush(); err != nil {
+			return 0, err
+		}
+		var err error
+		if buf, err = br.Peek(len(buf) + 1); err != nil {
+			return 0, err
+		}
+		buf, _ = br.Peek(br.Buffered())
+	}
+}
+
+// blockEnd returns the length of the header block at the start of b, up to
+// and including its empty line (CRLF or a bare LF, as net/http accepts), or
+// 0 if b does not hold a whole block yet.
+func blockEnd(b []byte) int {
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return 0
+		}
+		i += j + 1
+		switch {
+		case i < len(b) && b[i] == '\n':
+			return i + 1
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			return i + 2
+		}
+	}
+}
+
+// parse reads the request in the first n bytes of br without consuming
+// them, and returns nil when the lean loop should not take it.
+func (c *conn) parse(br *bufio.Reader, n int) *http.Request {
+	block, _ := br.Peek(n)
+	c.bufs.block.Reset(block)
+	c.bufs.parse.Reset(&c.bufs.block)
+	req, err := http.ReadRequest(c.bufs.parse)
+	if err != nil || !lean(req) {
+		return nil
+	}
+	req.RemoteAddr = c.remote
+	return req
+}
+
+// lean reports whether a parsed request is one the loop answers: GET or
+// HEAD over HTTP/1.1 with an origin-form target, one valid Host, no body,
+// and nothing that changes the connection.
+func lean(req *http.Request) bool {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		return false
+	}
+	if req.ProtoMajor != 1 || req.ProtoMinor != 1 || !strings.HasPrefix(req.RequestURI, "/") {
+		return false
+	}
+	if req.Body != http.NoBody || len(req.TransferEncoding) > 0 {
+		return false
+	}
+	if req.Host == "" || !httpguts.ValidHostHeader(req.Host) {
+		return false
+	}
+	h := req.Header
+	if _, ok := h["Expect"]; ok {
+		return false
+	}
+	if _, ok := h["Upgrade"]; ok {
+		return false
+	}
+	return true
+}
+
+// serveRequest runs the handler and finishes the response. It reports
+// whether the connection can take another request.
+func (c *conn) serveRequest(ctx context.Context, req *http.Request) (keep bool) {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req = req.WithContext(rctx)
+	w := newResponse(c, req)
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler && c.srv.Log != nil {
+				buf := make([]byte, 64<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.srv.Log.Error("panic serving a request", "remote", c.remote, "path", req.URL.Path,
+					"panic", fmt.Sprint(v), "stack", string(buf))
+			}
+			keep = false
+		}
+	}()
+	c.srv.Handler.ServeHTTP(w, req)
+	return w.finish()
+}
+
+// handOff gives the connection, with the bytes read but not consumed, to
+// the fallback server. It reports whether the fallback took it.
+func (c *conn) handOff() bool {
+	if c.bufs.w.Flush() != nil {
+		return false
+	}
+	_ = c.rwc.SetReadDeadline(time.Time{})
+	// The fallback reads through a reader of its own: the pooled one is
+	// recycled when this loop returns.
+	var pending []byte
+	if n := c.bufs.r.Buffered(); n > 0 {
+		b, _ := c.bufs.r.Peek(n)
+		pending = bytes.Clone(b)
+	}
+	return c.srv.handoff.push(&handedConn{Conn: c.rwc, pending: pending})
+}
+
+// handoffListener is the fallback server's listener: it yields the
+// connections the lean loop hands over.
+type handoffListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
+
+func (l *handoffListener) push(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+// handedConn is a connection whose first bytes were read by the lean loop.
+type handedConn struct {
+	net.Conn
+	mu      sync.Mutex
+	pending []byte
+}
+
+func (c *handedConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		c.mu.Unlock()
+		return n, nil
+	}
+	c.mu.Unlock()
+	return c.Conn.Read(p)
+}
+
+// ReadFrom keeps net/http's sendfile path.
+func (c *handedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
+// CloseWrite lets net/http close its side gracefully after an error.
+func (c *handedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

@@ -1,0 +1,485 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/edgeregistry/edge/internal/testkit"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// served marks which server answered, so that tests see the hand-off.
+func served(by string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Served-By", by)
+		h.ServeHTTP(w, r)
+	})
+}
+
+type node struct {
+	srv  *Server
+	addr string
+	log  *testkit.Buffer
+	done chan error
+}
+
+// start serves h on the lean loop with net/http as the fallback.
+func start(t *testing.T, h http.Handler, idle time.Duration) *node {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testkit.Buffer{}
+	n := &node{
+		srv: &Server{
+			Handler:     served("lean", h),
+			Fallback:    &http.Server{Handler: served("fallback", h), ReadHeaderTimeout: 5 * time.Second},
+			IdleTimeout: idle,
+			Log:         slog.New(slog.NewTextHandler(logs, nil)),
+		},
+		addr: ln.Addr().String(),
+		log:  logs,
+		done: make(chan error, 1),
+	}
+	go func() { n.done <- n.srv.Serve(ln) }()
+	t.Cleanup(func() { n.stop(t) })
+	return n
+}
+
+func (n *node) stop(t *testing.T) {
+	t.Helper()
+	if n.done == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.srv.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if err := <-n.done; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
+	}
+	n.done = nil
+}
+
+type client struct {
+	t    *testing.T
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func dial(t *testing.T, addr string) *client {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return &client{t: t, conn: c, br: bufio.NewReader(c)}
+}
+
+func (c *client) send(raw string) {
+	c.t.Helper()
+	if _, err := io.WriteString(c.conn, raw); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// read reads one response to a request with the given method, body included.
+func (c *client) read(method string) (*http.Response, string) {
+	c.t.Helper()
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: method})
+	if err != nil {
+		c.t.Fatalf("reading the response: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.t.Fatalf("reading the body: %v", err)
+	}
+	return resp, string(body)
+}
+
+// closed reports whether the server closed the connection (read ends
+// with EOF or a reset before the deadline).
+func (c *client) closed() bool {
+	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.br.ReadByte()
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}
+
+func get(path string, extra ...string) string {
+	return "GET " + path + " HTTP/1.1\r\nHost: edge\r\n" + strings.Join(extra, "") + "\r\n"
+}
+
+// echo answers with the path, so that responses can be told apart.
+var echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = io.WriteString(w, r.Method+" "+r.URL.RequestURI()+" "+string(body))
+})
+
+func TestKeepAliveAndPipelining(t *testing.T) {
+	t.Parallel()
+	n := start(t, echo, 0)
+	c := dial(t, n.addr)
+	c.send(get("/a") + get("/b?x=1") + "HEAD /c HTTP/1.1\r\nHost: edge\r\n\r\n")
+	for _, want := range []struct{ method, body string }{{"GET", "GET /a "}, {"GET", "GET /b?x=1 "}, {"HEAD", ""}} {
+		resp, body := c.read(want.method)
+		if resp.StatusCode != 200 || body != want.body || resp.Header.Get("Served-By") != "lean" {
+			t.Errorf("got %d %q by %q, want 200 %q by lean", resp.StatusCode, body, resp.Header.Get("Served-By"), want.body)
+		}
+		if resp.Header.Get("Date") == "" || resp.Close {
+			t.Errorf("response to %s: Date %q, close %v", want.method, resp.Header.Get("Date"), resp.Close)
+		}
+	}
+	// The HEAD's length is the body the handler wrote: "HEAD /c ".
+	c.send(get("/d"))
+	if _, body := c.read("GET"); body != "GET /d " {
+		t.Errorf("after the pipeline: %q", body)
+	}
+}
+
+func TestBodyFraming(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("0123456789abcdef", 1024) // 16 KiB, past the held body
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/small":
+			_, _ = io.WriteString(w, "hello")
+		case "/big":
+			for i := 0; i < len(big); i += 1000 {
+				_, _ = io.WriteString(w, big[i:min(i+1000, len(big))])
+			}
+		case "/flush":
+			_, _ = io.WriteString(w, "part1,")
+			w.(http.Flusher).Flush()
+			_, _ = io.WriteString(w, "part2")
+		case "/length":
+			w.Header().Set("Content-Length", strconv.Itoa(len(big)))
+			_, _ = io.WriteString(w, big)
+		case "/over":
+			w.Header().Set("Content-Length", "3")
+			if _, err := io.WriteString(w, "four"); !errors.Is(err, http.ErrContentLength) {
+				panic("a write past Content-Length was taken")
+			}
+			_, _ = io.WriteString(w, "abc")
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+			if _, err := io.WriteString(w, "x"); !errors.Is(err, http.ErrBodyNotAllowed) {
+				panic("a body was taken for a 204")
+			}
+		case "/status":
+			w.WriteHeader(http.StatusNotFound)
+			w.WriteHeader(http.StatusOK) // ignored
+			_, _ = io.WriteString(w, "missing")
+		}
+	}), 0)
+	c := dial(t, n.addr)
+	for _, tc := range []struct {
+		path, method string
+		status       int
+		body         string
+		length       int64
+		chunked      bool
+	}{
+		{"/small", "GET", 200, "hello", 5, false},
+		{"/small", "HEAD", 200, "", 5, false},
+		{"/big", "GET", 200, big, -1, true},
+		{"/flush", "GET", 200, "part1,part2", -1, true},
+		{"/length", "GET", 200, big, int64(len(big)), false},
+		{"/length", "HEAD", 200, "", int64(len(big)), false},
+		{"/over", "GET", 200, "abc", 3, false},
+		{"/nocontent", "GET", 204, "", 0, false},
+		{"/status", "GET", 404, "missing", 7, false},
+	} {
+		c.send(tc.method + " " + tc.path + " HTTP/1.1\r\nHost: edge\r\n\r\n")
+		resp, body := c.read(tc.method)
+		chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
+		if resp.StatusCode != tc.status || body != tc.body || resp.ContentLength != tc.length || chunked != tc.chunked {
+			t.Errorf("%s %s: got %d, %d bytes, length %d, chunked %v; want %d, %d bytes, length %d, chunked %v",
+				tc.method, tc.path, resp.StatusCode, len(body), resp.ContentLength, chunked,
+				tc.status, len(tc.body), tc.length, tc.chunked)
+		}
+	}
+}
+
+func TestShortBodyClosesTheConnection(t *testing.T) {
+	t.Parallel()
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10")
+		_, _ = io.WriteString(w, "short")
+	}), 0)
+	c := dial(t, n.addr)
+	c.send(get("/"))
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := io.ReadAll(resp.Body); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("a short body read as %q, %v; want io.ErrUnexpectedEOF", body, err)
+	}
+}
+
+func TestSendfileBody(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "blob")
+	content := bytes.Repeat([]byte("edge"), 300_000)
+	if err := os.WriteFile(path, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(path)
+		if err != nil {
+			panic(err)
+		}
+		defer f.Close()
+		size := int64(len(content))
+		if r.URL.Path == "/head-of-file" {
+			size = 1000
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		_, _ = w.(io.ReaderFrom).ReadFrom(&io.LimitedReader{R: f, N: size})
+	}), 0)
+	c := dial(t, n.addr)
+	for range 2 {
+		c.send(get("/") + get("/head-of-file"))
+		if _, body := c.read("GET"); body != string(content) {
+			t.Errorf("whole file: %d bytes, want %d", len(body), len(content))
+		}
+		if _, body := c.read("GET"); body != string(content[:1000]) {
+			t.Errorf("first 1000 bytes: got %d bytes", len(body))
+		}
+	}
+}
+
+func TestHeaderValuesCannotAddLines(t *testing.T) {
+	t.Parallel()
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = []string{"text/plain\r\nInjected: yes"}
+		w.Header()["Bad Name"] = []string{"dropped"}
+	}), 0)
+	c := dial(t, n.addr)
+	c.send(get("/"))
+	resp, _ := c.read("GET")
+	if resp.Header.Get("Injected") != "" || resp.Header.Get("Content-Type") != "text/plain  Injected: yes" {
+		t.Errorf("headers: %v", resp.Header)
+	}
+}
+
+func TestHandOff(t *testing.T) {
+	t.Parallel()
+	n := start(t, echo, 0)
+	for _, tc := range []struct {
+		name, request, want string
+		status              int
+	}{
+		{"body", "PUT /p HTTP/1.1\r\nHost: edge\r\nContent-Length: 4\r\n\r\ndata", "PUT /p data", 200},
+		{"chunked body", "POST /p HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n", "POST /p ab", 200},
+		{"HTTP/1.0", "GET /old HTTP/1.0\r\nHost: edge\r\nConnection: keep-alive\r\n\r\n", "GET /old ", 200},
+		{"expect", "GET /e HTTP/1.1\r\nHost: edge\r\nExpect: 100-continue\r\n\r\n", "GET /e ", 200},
+		{"absolute target", "GET http://edge/abs HTTP/1.1\r\nHost: edge\r\n\r\n", "GET /abs ", 200},
+		{"large headers", get("/large", "Big: "+strings.Repeat("x", 6000)+"\r\n"), "GET /large ", 200},
+		{"missing host", "GET /nohost HTTP/1.1\r\n\r\n", "", 400},
+		{"malformed", "GET /bad HTTP/1.1\r\nHost: edge\r\nno colon\r\n\r\n", "", 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, n.addr)
+			// A lean request first: its response must come before the
+			// fallback's, and the fallback must see every byte after it.
+			c.send(get("/first") + tc.request)
+			if _, body := c.read("GET"); body != "GET /first " {
+				t.Fatalf("first response: %q", body)
+			}
+			resp, body := c.read("GET")
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d (%q)", resp.StatusCode, tc.status, body)
+			}
+			if tc.status != 200 {
+				return
+			}
+			if body != tc.want || resp.Header.Get("Served-By") != "fallback" {
+				t.Errorf("got %q by %q, want %q by fallback", body, resp.Header.Get("Served-By"), tc.want)
+			}
+			if resp.Close {
+				return
+			}
+			// The connection stays with the fallback.
+			c.send(get("/after"))
+			if resp, body := c.read("GET"); body != "GET /after " || resp.Header.Get("Served-By") != "fallback" {
+				t.Errorf("after the hand-off: %q by %q", body, resp.Header.Get("Served-By"))
+			}
+		})
+	}
+}
+
+func TestConnectionClose(t *testing.T) {
+	t.Parallel()
+	n := start(t, echo, 0)
+	c := dial(t, n.addr)
+	c.send(get("/bye", "Connection: close\r\n"))
+	resp, body := c.read("GET")
+	if !resp.Close || body != "GET /bye " {
+		t.Errorf("close %v, body %q", resp.Close, body)
+	}
+	if !c.closed() {
+		t.Error("the server kept the connection open after Connection: close")
+	}
+}
+
+func TestPanics(t *testing.T) {
+	t.Parallel()
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/abort":
+			w.Header().Set("Content-Length", "100")
+			_, _ = io.WriteString(w, "partial")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		case "/bug":
+			panic("a bug")
+		}
+		_, _ = io.WriteString(w, "fine")
+	}), 0)
+
+	c := dial(t, n.addr)
+	c.send(get("/abort"))
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := io.ReadAll(resp.Body); err == nil {
+		t.Errorf("an aborted response read whole: %q", body)
+	}
+
+	c = dial(t, n.addr)
+	c.send(get("/bug"))
+	if !c.closed() {
+		t.Error("the connection outlived a panic")
+	}
+	if !strings.Contains(n.log.String(), "a bug") || strings.Contains(n.log.String(), "abort") {
+		t.Errorf("log: %s", n.log.String())
+	}
+
+	c = dial(t, n.addr)
+	c.send(get("/ok"))
+	if _, body := c.read("GET"); body != "fine" {
+		t.Errorf("after the panics: %q", body)
+	}
+}
+
+func TestRequestContextEndsWithTheHandler(t *testing.T) {
+	t.Parallel()
+	ctxs := make(chan context.Context, 1)
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.RemoteAddr == "" || r.Host != "edge" {
+			w.WriteHeader(http.StatusBadRequest)
+		}
+		ctxs <- r.Context()
+	}), 0)
+	c := dial(t, n.addr)
+	c.send(get("/"))
+	if resp, _ := c.read("GET"); resp.StatusCode != 200 {
+		t.Errorf("RemoteAddr or Host missing: %d", resp.StatusCode)
+	}
+	if err := (<-ctxs).Err(); !errors.Is(err, context.Canceled) {
+		t.Errorf("request context after the handler: %v", err)
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
+	n := start(t, echo, 100*time.Millisecond)
+	c := dial(t, n.addr)
+	c.send(get("/"))
+	c.read("GET")
+	if !c.closed() {
+		t.Error("an idle connection was kept past the idle timeout")
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(entered)
+			<-release
+		}
+		_, _ = io.WriteString(w, r.URL.Path)
+	}), 0)
+
+	idle := dial(t, n.addr)
+	idle.send(get("/idle"))
+	idle.read("GET")
+	handed := dial(t, n.addr)
+	handed.send("PUT /handed HTTP/1.1\r\nHost: edge\r\nContent-Length: 0\r\n\r\n")
+	handed.read("PUT")
+	busy := dial(t, n.addr)
+	busy.send(get("/slow"))
+	<-entered
+
+	stopped := make(chan struct{})
+	go func() { n.stop(t); close(stopped) }()
+	if !idle.closed() {
+		t.Error("Shutdown left an idle connection open")
+	}
+	if !handed.closed() {
+		t.Error("Shutdown left a handed-off connection open")
+	}
+	select {
+	case <-stopped:
+		t.Fatal("Shutdown returned while a request was in progress")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	resp, body := busy.read("GET")
+	if resp.StatusCode != 200 || body != "/slow" {
+		t.Errorf("the request in progress: %d %q", resp.StatusCode, body)
+	}
+	<-stopped
+	if _, err := net.Dial("tcp", n.addr); err == nil {
+		t.Error("the listener accepts after Shutdown")
+	}
+}
+
+func TestRequestsInPieces(t *testing.T) {
+	t.Parallel()
+	n := start(t, echo, 0)
+	c := dial(t, n.addr)
+	// The answer to a whole request goes out while the next one is still
+	// arriving.
+	c.send(get("/one") + "GET /tw")
+	if _, body := c.read("GET"); body != "GET /one " {
+		t.Fatalf("first: %q", body)
+	}
+	c.send("o HTTP/1.1\r\nHo")
+	time.Sleep(20 * time.Millisecond) // a separate read on the server, not a timing check
+	c.send("st: edge\r\n\r\n")
+	if _, body := c.read("GET"); body != "GET /two " {
+		t.Errorf("second: %q", body)
+	}
+	// Bare line feeds, as net/http accepts them.
+	c.send("GET /lf HTTP/1.1\nHost: edge\n\n")
+	if resp, body := c.read("GET"); resp.StatusCode != 200 || body != "GET /lf " {
+		t.Errorf("bare LF: %d %q", resp.StatusCode, body)
+	}
+}
