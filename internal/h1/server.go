@@ -11,13 +11,10 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/net/http/httpguts"
 )
 
 // bufSize is the size of a connection's read and write buffers. A request
@@ -183,8 +180,6 @@ var bufPool = sync.Pool{New: func() any { return new(connBufs) }}
 type connBufs struct {
 	r      *bufio.Reader // the connection
 	w      *bufio.Writer // the connection
-	block  bytes.Reader  // one request's header block
-	parse  *bufio.Reader // block, for http.ReadRequest
 	body   [bufSize]byte // a response body held until it is complete or too large
 	header []byte        // a response's header lines
 }
@@ -216,7 +211,6 @@ func (c *conn) serve() {
 	if c.bufs.r == nil {
 		c.bufs.r = bufio.NewReaderSize(c.rwc, bufSize)
 		c.bufs.w = bufio.NewWriterSize(c.rwc, bufSize)
-		c.bufs.parse = bufio.NewReaderSize(nil, bufSize)
 	} else {
 		c.bufs.r.Reset(c.rwc)
 		c.bufs.w.Reset(c.rwc)
@@ -242,7 +236,8 @@ func (c *conn) serve() {
 			return
 		}
 		c.idle.Store(false)
-		req := c.parse(br, n)
+		block, _ := br.Peek(n)
+		req := parseLean(block)
 		if req == nil {
 			handedOff = c.handOff()
 			return
@@ -310,49 +305,10 @@ func blockEnd(b []byte) int {
 	}
 }
 
-// parse reads the request in the first n bytes of br without consuming
-// them, and returns nil when the lean loop should not take it.
-func (c *conn) parse(br *bufio.Reader, n int) *http.Request {
-	block, _ := br.Peek(n)
-	c.bufs.block.Reset(block)
-	c.bufs.parse.Reset(&c.bufs.block)
-	req, err := http.ReadRequest(c.bufs.parse)
-	if err != nil || !lean(req) {
-		return nil
-	}
-	req.RemoteAddr = c.remote
-	return req
-}
-
-// lean reports whether a parsed request is one the loop answers: GET or
-// HEAD over HTTP/1.1 with an origin-form target, one valid Host, no body,
-// and nothing that changes the connection.
-func lean(req *http.Request) bool {
-	if req.Method != http.MethodGet && req.Method != http.MethodHead {
-		return false
-	}
-	if req.ProtoMajor != 1 || req.ProtoMinor != 1 || !strings.HasPrefix(req.RequestURI, "/") {
-		return false
-	}
-	if req.Body != http.NoBody || len(req.TransferEncoding) > 0 {
-		return false
-	}
-	if req.Host == "" || !httpguts.ValidHostHeader(req.Host) {
-		return false
-	}
-	h := req.Header
-	if _, ok := h["Expect"]; ok {
-		return false
-	}
-	if _, ok := h["Upgrade"]; ok {
-		return false
-	}
-	return true
-}
-
 // serveRequest runs the handler and finishes the response. It reports
 // whether the connection can take another request.
 func (c *conn) serveRequest(ctx context.Context, req *http.Request) (keep bool) {
+	req.RemoteAddr = c.remote
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req = req.WithContext(rctx)

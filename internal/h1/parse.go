@@ -1,0 +1,179 @@
+package h1
+
+import (
+	"bytes"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// parseLean parses the header block of a request the lean loop takes and
+// returns nil for any other: it accepts a strict subset of what
+// http.ReadRequest does (FuzzParseLean holds it to that), and the fallback
+// answers the rest, errors included. The subset: GET or HEAD, an
+// origin-form target of visible ASCII, HTTP/1.1, one valid Host, header
+// lines of a token, a colon and a value without control bytes, and none of
+// Content-Length, Transfer-Encoding, Expect or Upgrade.
+func parseLean(block []byte) *http.Request {
+	line, rest, ok := cutLine(block)
+	if !ok {
+		return nil
+	}
+	var method string
+	switch {
+	case bytes.HasPrefix(line, []byte("GET /")):
+		method, line = http.MethodGet, line[4:]
+	case bytes.HasPrefix(line, []byte("HEAD /")):
+		method, line = http.MethodHead, line[5:]
+	default:
+		return nil
+	}
+	target, ok := bytes.CutSuffix(line, []byte(" HTTP/1.1"))
+	if !ok {
+		return nil
+	}
+	for _, c := range target {
+		if c <= ' ' || c >= 0x7f {
+			return nil
+		}
+	}
+	req := &http.Request{
+		Method:     method,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     make(http.Header, 8),
+		Body:       http.NoBody,
+		RequestURI: string(target),
+	}
+	if req.URL = requestURL(req.RequestURI); req.URL == nil {
+		return nil
+	}
+	hosts := 0
+	for {
+		line, rest, ok = cutLine(rest)
+		if !ok {
+			return nil
+		}
+		if len(line) == 0 {
+			break
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || len(name) == 0 {
+			return nil
+		}
+		for _, c := range name {
+			if !tokenByte[c] {
+				return nil
+			}
+		}
+		value = bytes.Trim(value, " \t")
+		for _, c := range value {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return nil
+			}
+		}
+		key := canonicalKey(name)
+		switch key {
+		case "Content-Length", "Transfer-Encoding", "Expect", "Upgrade":
+			return nil
+		case "Host":
+			hosts++
+			req.Host = string(value)
+			continue
+		case "Connection":
+			if httpguts.HeaderValuesContainsToken([]string{string(value)}, "close") {
+				req.Close = true
+			}
+		}
+		req.Header[key] = append(req.Header[key], string(value))
+	}
+	if len(rest) != 0 || hosts != 1 || req.Host == "" || !httpguts.ValidHostHeader(req.Host) {
+		return nil
+	}
+	// As net/http does for HTTP/1.0 caches.
+	if p := req.Header["Pragma"]; len(p) > 0 && p[0] == "no-cache" {
+		if _, ok := req.Header["Cache-Control"]; !ok {
+			req.Header["Cache-Control"] = []string{"no-cache"}
+		}
+	}
+	return req
+}
+
+// cutLine splits b after its first line, which ends in CRLF or LF.
+func cutLine(b []byte) (line, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		return nil, nil, false
+	}
+	line, rest = b[:i], b[i+1:]
+	line, _ = bytes.CutSuffix(line, []byte("\r"))
+	return line, rest, true
+}
+
+// requestURL is url.ParseRequestURI, without its cost for the common
+// target: a path of bytes that need no escaping, and a query.
+func requestURL(target string) *url.URL {
+	path, query, hasQuery := strings.Cut(target, "?")
+	for i := 0; i < len(path); i++ {
+		if !pathByte[path[i]] {
+			u, err := url.ParseRequestURI(target)
+			if err != nil {
+				return nil
+			}
+			return u
+		}
+	}
+	return &url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+}
+
+// commonKeys holds the canonical form of the header names clients send,
+// so that parsing them allocates nothing.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept", "Accept-Encoding", "Authorization", "Connection", "Host",
+		"If-Match", "If-Modified-Since", "If-None-Match", "If-Range", "If-Unmodified-Since", "Range",
+		"User-Agent", "Docker-Distribution-Api-Version", "Content-Length", "Transfer-Encoding",
+		"Expect", "Upgrade", "Cache-Control", "Pragma", "X-Forwarded-For"} {
+		m[k] = k
+	}
+	return m
+}()
+
+func canonicalKey(name []byte) string {
+	if k, ok := commonKeys[string(name)]; ok {
+		return k
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(name))
+}
+
+// pathByte marks the bytes a path keeps unescaped in url.URL.EscapedPath.
+var pathByte = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "-._~/:@$&+,;=" {
+		t[c] = true
+	}
+	return t
+}()
+
+// tokenByte marks the bytes of an HTTP token (RFC 9110, section 5.6.2).
+var tokenByte = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
