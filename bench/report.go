@@ -39,6 +39,8 @@ func rows(set settings, bigMiB int64) []row {
 		{fmt.Sprintf("warm 1 MiB blob, %d clients (× static)", set.blobClients), "≥ 0.95×", scWarmSmall, mWarmSmall, perSec, "nginx-static", mWarmSmall},
 		{fmt.Sprintf("warm manifest by tag, %d conns, wrk (× static small file)", set.wrkConns), "≥ 0.85×", scWarmManifest, mManifestRPS, perSec, "nginx-static", mManifestRPS},
 		{"warm manifest: origin requests during the loads, all rounds", "0", scWarmManifest, mManifestOrigin, count, "", ""},
+		{"warm manifest: the system's CPU time per request (× static)", "", scWarmManifest, mManifestCPU,
+			func(v float64) string { return fmt.Sprintf("%.1f µs", v) }, "nginx-static", mManifestCPU},
 		{fmt.Sprintf("hot tag expiring once under load (TTL %s): origin manifest requests", seconds(set.hotTTL)), "1", scHotTag, mHotTagOrigin, count, "", ""},
 		{"hot tag: req/s during that run", "", scHotTag, mHotTagRPS, perSec, "", ""},
 		{"peak RSS (VmHWM; nginx: master + workers)", "≤ 100 MiB", "", mPeakRSS,

@@ -33,6 +33,7 @@ const (
 	mWarmSmall      = "warm_small_req_per_s"
 	mManifestRPS    = "warm_manifest_req_per_s"
 	mManifestOrigin = "warm_manifest_origin_requests"
+	mManifestCPU    = "warm_manifest_cpu_us_per_req"
 	mHotTagOrigin   = "hot_tag_origin_manifest_requests"
 	mHotTagRPS      = "hot_tag_req_per_s"
 	mPeakRSS        = "peak_rss_kib"
@@ -305,7 +306,7 @@ func (b *bench) warm(ctx context.Context, want func(string) bool) {
 		}
 		// Only the system under load talks to its endpoint, so its
 		// counts across all rounds are what its loads cost the origin.
-		figures := map[string][]float64{}
+		figures, cpu := map[string][]float64{}, map[string][]float64{}
 		before := map[string]originCounts{}
 		for _, l := range lives {
 			before[l.sys.name] = b.counter(l.sys).snapshot()
@@ -317,10 +318,12 @@ func (b *bench) warm(ctx context.Context, want func(string) bool) {
 					continue
 				}
 				var v float64
+				ticks := l.in.cpuTicks()
 				err := b.measure(l.sys, sc.name, func() (err error) {
 					v, err = sc.load(ctx, l.in)
 					return err
 				})
+				ticks = l.in.cpuTicks() - ticks
 				// Let the system finish what the load left in flight before
 				// the next one is measured.
 				time.Sleep(settle)
@@ -329,6 +332,12 @@ func (b *bench) warm(ctx context.Context, want func(string) bool) {
 					continue
 				}
 				figures[l.sys.name] = append(figures[l.sys.name], v)
+				if sc.name == scWarmManifest && v > 0 {
+					// The system's own CPU time per request: unlike req/s,
+					// it hardly moves with what else runs on the machine.
+					perReq := float64(ticks) * 1e4 / (v * b.set.loadDur.Seconds())
+					cpu[l.sys.name] = append(cpu[l.sys.name], perReq)
+				}
 				slog.Info(sc.name, "system", l.sys.name, "round", round, "figure", v)
 			}
 		}
@@ -338,6 +347,9 @@ func (b *bench) warm(ctx context.Context, want func(string) bool) {
 				continue
 			}
 			r.setMedian(sc.metric, figures[l.sys.name])
+			if len(cpu[l.sys.name]) > 0 {
+				r.setMedian(mManifestCPU, cpu[l.sys.name])
+			}
 			d := b.counter(l.sys).snapshot().sub(before[l.sys.name])
 			if sc.name == scWarmManifest && l.sys.caches {
 				r.v[mManifestOrigin] = float64(d.total())

@@ -36,6 +36,15 @@ func (in *instance) peakRSSKiB() int64 {
 	return n
 }
 
+// cpuTicks is the CPU time the instance's processes have used, in clock ticks.
+func (in *instance) cpuTicks() int64 {
+	var n int64
+	for _, p := range in.procs {
+		n += p.CPUTicks()
+	}
+	return n
+}
+
 func (in *instance) stop() {
 	for _, p := range in.procs {
 		p.Stop()

@@ -148,6 +148,36 @@ func (p *Proc) PeakRSSKiB() int64 {
 	return total
 }
 
+// CPUTicks is the CPU time, user and system, that the process and its direct
+// children have used so far, in clock ticks (USER_HZ, 1/100 s).
+func (p *Proc) CPUTicks() int64 {
+	pid := p.cmd.Process.Pid
+	total := cpuTicks(pid)
+	for _, c := range childPIDs(pid) {
+		total += cpuTicks(c)
+	}
+	return total
+}
+
+func cpuTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// After the command name, in parentheses: state ppid ... utime (12th) stime (13th).
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return ut + st
+}
+
 func vmHWM(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
