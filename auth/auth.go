@@ -162,7 +162,11 @@ func (a *Authorizer) Authorize(r *http.Request, repo string, act Action) (Identi
 	if err == nil {
 		err = a.Allow(id, repo, act)
 	}
-	a.m.decisions.WithLabelValues(act.String(), result(err)).Inc()
+	if err == nil && act >= Pull && act <= Delete {
+		a.m.allowed[act].Inc()
+	} else {
+		a.m.decisions.WithLabelValues(act.String(), result(err)).Inc()
+	}
 	return id, err
 }
 

@@ -12,11 +12,12 @@ const (
 
 // metrics are the authorizer's Prometheus collectors.
 type metrics struct {
-	failures  *prometheus.CounterVec // reason
-	lockouts  *prometheus.CounterVec // scope: client, user
-	decisions *prometheus.CounterVec // action, result
-	cache     *prometheus.CounterVec // result: hit, miss
-	reloads   *prometheus.CounterVec // result: ok, error
+	failures  *prometheus.CounterVec         // reason
+	lockouts  *prometheus.CounterVec         // scope: client, user
+	decisions *prometheus.CounterVec         // action, result
+	allowed   [Delete + 1]prometheus.Counter // decisions allowed, by action: resolved once, counted on every pull
+	cache     *prometheus.CounterVec         // result: hit, miss
+	reloads   *prometheus.CounterVec         // result: ok, error
 	users     prometheus.Gauge
 }
 
@@ -52,6 +53,9 @@ func newMetrics() *metrics {
 	}
 	for _, s := range []string{"client", "user"} {
 		m.lockouts.WithLabelValues(s)
+	}
+	for act := Pull; act <= Delete; act++ {
+		m.allowed[act] = m.decisions.WithLabelValues(act.String(), result(nil))
 	}
 	return m
 }

@@ -76,3 +76,22 @@ func TestNsParam(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSplitCommonOp holds the shortcut for manifest and blob paths to the
+// general split.
+func FuzzSplitCommonOp(f *testing.F) {
+	for _, s := range []string{"a/manifests/v1", "a/b/blobs/sha256:00", "a/blobs/manifests/x", "a/manifests/blobs/x",
+		"a/blobs/uploads/blobs/x", "x/blobs/uploads", "a/blobs/uploads/", "/manifests/x", "a/tags/list", "manifests/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, rest string) {
+		op, name, ref, ok := splitCommonOp(rest)
+		if !ok {
+			return
+		}
+		wop, wname, wref, wok := splitOp(rest)
+		if !wok || op != wop || name != wname || ref != wref {
+			t.Fatalf("%q: shortcut %q %q %q, general %q %q %q %v", rest, op, name, ref, wop, wname, wref, wok)
+		}
+	})
+}

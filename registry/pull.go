@@ -49,11 +49,13 @@ func (s *Server) manifest(w http.ResponseWriter, req *request) error {
 			return err
 		}
 	}
+	// The hottest response of a mirror: canonical keys set directly, the
+	// four values in one allocation.
+	v := make([]string, 4)
+	v[0], v[1], v[2] = m.MediaType, strconv.Itoa(len(m.Body)), m.Digest.String()
+	v[3] = `"` + v[2] + `"`
 	h := w.Header()
-	h.Set("Content-Type", m.MediaType)
-	h.Set("Content-Length", strconv.Itoa(len(m.Body)))
-	h.Set("Docker-Content-Digest", m.Digest.String())
-	h.Set("Etag", `"`+m.Digest.String()+`"`)
+	h["Content-Type"], h["Content-Length"], h["Docker-Content-Digest"], h["Etag"] = v[0:1:1], v[1:2:2], v[2:3:3], v[3:4:4]
 	if m.Stale {
 		h.Set("Warning", `110 - "Response is Stale"`)
 	}

@@ -104,6 +104,22 @@ func parsePath(p string) (op, name, ref string, err *apiError) {
 	case "_catalog":
 		return "catalog", "", "", nil
 	}
+	op, name, ref, ok = splitCommonOp(rest)
+	if !ok {
+		op, name, ref, ok = splitOp(rest)
+	}
+	if !ok {
+		return "", "", "", newError(errcode.ErrorCodeUnsupported, "not an OCI distribution API path", p)
+	}
+	if !validName(name) {
+		return "", "", "", newError(errcode.ErrorCodeNameInvalid, "invalid repository name", name)
+	}
+	return op, name, ref, nil
+}
+
+// splitOp splits <name>/<op>/<ref> by the last operation marker that leaves
+// a valid reference after it.
+func splitOp(rest string) (op, name, ref string, ok bool) {
 	at := -1
 	for _, sep := range []struct{ s, op string }{
 		{"/manifests/", "manifest"}, {"/blobs/uploads/", "upload"}, {"/blobs/", "blob"},
@@ -131,13 +147,25 @@ func parsePath(p string) (op, name, ref string, err *apiError) {
 		}
 		at, op, name, ref = i, sep.op, rest[:i], r
 	}
-	if at < 0 {
-		return "", "", "", newError(errcode.ErrorCodeUnsupported, "not an OCI distribution API path", p)
+	return op, name, ref, at >= 0
+}
+
+// splitCommonOp is splitOp for the paths of nearly every request,
+// .../manifests/<ref> and .../blobs/<ref>, without its five searches: the
+// marker before the last element is then the last marker of the path.
+func splitCommonOp(rest string) (op, name, ref string, ok bool) {
+	i := strings.LastIndexByte(rest, '/')
+	if i <= 0 || i == len(rest)-1 {
+		return "", "", "", false
 	}
-	if !validName(name) {
-		return "", "", "", newError(errcode.ErrorCodeNameInvalid, "invalid repository name", name)
+	head := rest[:i]
+	if n, ok := strings.CutSuffix(head, "/manifests"); ok && n != "" {
+		return "manifest", n, rest[i+1:], true
 	}
-	return op, name, ref, nil
+	if n, ok := strings.CutSuffix(head, "/blobs"); ok && n != "" {
+		return "blob", n, rest[i+1:], true
+	}
+	return "", "", "", false
 }
 
 // validName checks a repository name against the distribution spec:

@@ -1,7 +1,6 @@
 package h1
 
 import (
-	"bytes"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -17,62 +16,68 @@ import (
 // origin-form target of visible ASCII, HTTP/1.1, one valid Host, header
 // lines of a token, a colon and a value without control bytes, and none of
 // Content-Length, Transfer-Encoding, Expect or Upgrade.
+//
+// Every string of the request is a slice of one copy of the block: one
+// allocation for all of them.
 func parseLean(block []byte) *http.Request {
-	line, rest, ok := cutLine(block)
+	text := string(block)
+	line, rest, ok := cutLine(text)
 	if !ok {
 		return nil
 	}
 	var method string
 	switch {
-	case bytes.HasPrefix(line, []byte("GET /")):
+	case strings.HasPrefix(line, "GET /"):
 		method, line = http.MethodGet, line[4:]
-	case bytes.HasPrefix(line, []byte("HEAD /")):
+	case strings.HasPrefix(line, "HEAD /"):
 		method, line = http.MethodHead, line[5:]
 	default:
 		return nil
 	}
-	target, ok := bytes.CutSuffix(line, []byte(" HTTP/1.1"))
+	target, ok := strings.CutSuffix(line, " HTTP/1.1")
 	if !ok {
 		return nil
 	}
-	for _, c := range target {
-		if c <= ' ' || c >= 0x7f {
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c >= 0x7f {
 			return nil
 		}
 	}
+	lines := strings.Count(rest, "\n")
 	req := &http.Request{
 		Method:     method,
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
-		Header:     make(http.Header, 8),
+		Header:     make(http.Header, lines),
 		Body:       http.NoBody,
-		RequestURI: string(target),
+		RequestURI: target,
 	}
-	if req.URL = requestURL(req.RequestURI); req.URL == nil {
+	if req.URL = requestURL(target); req.URL == nil {
 		return nil
 	}
+	values := make([]string, 0, lines) // backs every header's value slice
 	hosts := 0
 	for {
 		line, rest, ok = cutLine(rest)
 		if !ok {
 			return nil
 		}
-		if len(line) == 0 {
+		if line == "" {
 			break
 		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok || len(name) == 0 {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || name == "" {
 			return nil
 		}
-		for _, c := range name {
-			if !tokenByte[c] {
+		for i := 0; i < len(name); i++ {
+			if !tokenByte[name[i]] {
 				return nil
 			}
 		}
-		value = bytes.Trim(value, " \t")
-		for _, c := range value {
-			if c < ' ' && c != '\t' || c == 0x7f {
+		value = strings.Trim(value, " \t")
+		for i := 0; i < len(value); i++ {
+			if c := value[i]; c < ' ' && c != '\t' || c == 0x7f {
 				return nil
 			}
 		}
@@ -82,16 +87,21 @@ func parseLean(block []byte) *http.Request {
 			return nil
 		case "Host":
 			hosts++
-			req.Host = string(value)
+			req.Host = value
 			continue
 		case "Connection":
-			if httpguts.HeaderValuesContainsToken([]string{string(value)}, "close") {
+			if httpguts.HeaderValuesContainsToken([]string{value}, "close") {
 				req.Close = true
 			}
 		}
-		req.Header[key] = append(req.Header[key], string(value))
+		if vs, ok := req.Header[key]; ok {
+			req.Header[key] = append(vs, value)
+		} else {
+			values = append(values, value)
+			req.Header[key] = values[len(values)-1 : len(values) : len(values)]
+		}
 	}
-	if len(rest) != 0 || hosts != 1 || req.Host == "" || !httpguts.ValidHostHeader(req.Host) {
+	if rest != "" || hosts != 1 || req.Host == "" || !httpguts.ValidHostHeader(req.Host) {
 		return nil
 	}
 	// As net/http does for HTTP/1.0 caches.
@@ -103,15 +113,13 @@ func parseLean(block []byte) *http.Request {
 	return req
 }
 
-// cutLine splits b after its first line, which ends in CRLF or LF.
-func cutLine(b []byte) (line, rest []byte, ok bool) {
-	i := bytes.IndexByte(b, '\n')
-	if i < 0 {
-		return nil, nil, false
+// cutLine splits s after its first line, which ends in CRLF or LF.
+func cutLine(s string) (line, rest string, ok bool) {
+	line, rest, ok = strings.Cut(s, "\n")
+	if !ok {
+		return "", "", false
 	}
-	line, rest = b[:i], b[i+1:]
-	line, _ = bytes.CutSuffix(line, []byte("\r"))
-	return line, rest, true
+	return strings.TrimSuffix(line, "\r"), rest, true
 }
 
 // requestURL is url.ParseRequestURI, without its cost for the common
@@ -143,11 +151,11 @@ var commonKeys = func() map[string]string {
 	return m
 }()
 
-func canonicalKey(name []byte) string {
-	if k, ok := commonKeys[string(name)]; ok {
+func canonicalKey(name string) string {
+	if k, ok := commonKeys[name]; ok {
 		return k
 	}
-	return textproto.CanonicalMIMEHeaderKey(string(name))
+	return textproto.CanonicalMIMEHeaderKey(name)
 }
 
 // pathByte marks the bytes a path keeps unescaped in url.URL.EscapedPath.

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -28,15 +29,26 @@ type response struct {
 	close     bool  // close the connection after this response
 }
 
+// newResponse readies the connection's response writer for req. The writer
+// and its header map are reused: as with net/http, a handler must not touch
+// them after it returns.
 func newResponse(c *conn, req *http.Request) *response {
-	return &response{
+	w := &c.resp
+	h := w.header
+	if h == nil {
+		h = make(http.Header, 8)
+	} else {
+		clear(h)
+	}
+	*w = response{
 		c:      c,
 		head:   req.Method == http.MethodHead,
-		header: make(http.Header, 8),
+		header: h,
 		length: -1,
 		held:   c.bufs.body[:0],
 		close:  req.Close,
 	}
+	return w
 }
 
 func (w *response) Header() http.Header { return w.header }
@@ -145,7 +157,7 @@ func (w *response) commit(final bool) error {
 		h["Connection"] = []string{"close"}
 	}
 	if _, ok := h["Date"]; !ok {
-		h["Date"] = []string{httpDate()}
+		h["Date"] = httpDate()
 	}
 
 	b := append(w.c.bufs.header[:0], statusLine(w.status)...)
@@ -257,10 +269,7 @@ func validFieldName(k string) bool {
 		return false
 	}
 	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if c <= ' ' || c >= 0x7f || c == ':' || c == '(' || c == ')' || c == ',' || c == '/' ||
-			c == ';' || c == '<' || c == '=' || c == '>' || c == '?' || c == '@' || c == '[' ||
-			c == '\\' || c == ']' || c == '{' || c == '}' || c == '"' {
+		if !tokenByte[k[i]] {
 			return false
 		}
 	}
@@ -270,6 +279,9 @@ func validFieldName(k string) bool {
 // appendFieldValue appends v with line breaks turned into spaces, as
 // net/http does, so that a value cannot start another header line.
 func appendFieldValue(b []byte, v string) []byte {
+	if !strings.ContainsAny(v, "\r\n") {
+		return append(b, v...)
+	}
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c == '\r' || c == '\n' {
 			b = append(b, ' ')
@@ -281,19 +293,19 @@ func appendFieldValue(b []byte, v string) []byte {
 }
 
 type dateValue struct {
-	unix int64
-	text string
+	unix  int64
+	value []string // shared by responses: its capacity is its length
 }
 
 var date atomic.Pointer[dateValue]
 
 // httpDate returns the Date header value, formatted once per second.
-func httpDate() string {
+func httpDate() []string {
 	now := time.Now()
 	if d := date.Load(); d != nil && d.unix == now.Unix() {
-		return d.text
+		return d.value
 	}
-	d := &dateValue{unix: now.Unix(), text: now.UTC().Format(http.TimeFormat)}
+	d := &dateValue{unix: now.Unix(), value: []string{now.UTC().Format(http.TimeFormat)}}
 	date.Store(d)
-	return d.text
+	return d.value
 }

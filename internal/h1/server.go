@@ -192,6 +192,7 @@ type conn struct {
 	bufs   *connBufs
 
 	deadline time.Time // the read deadline last set
+	resp     response  // the writer of the request being answered
 }
 
 func (c *conn) serve() {
@@ -216,8 +217,6 @@ func (c *conn) serve() {
 		c.bufs.w.Reset(c.rwc)
 	}
 	br, bw := c.bufs.r, c.bufs.w
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 
 	for {
 		c.idle.Store(true)
@@ -243,7 +242,7 @@ func (c *conn) serve() {
 			return
 		}
 		_, _ = br.Discard(n)
-		if !c.serveRequest(ctx, req) {
+		if !c.serveRequest(req) {
 			_ = bw.Flush()
 			return
 		}
@@ -307,9 +306,13 @@ func blockEnd(b []byte) int {
 
 // serveRequest runs the handler and finishes the response. It reports
 // whether the connection can take another request.
-func (c *conn) serveRequest(ctx context.Context, req *http.Request) (keep bool) {
+func (c *conn) serveRequest(req *http.Request) (keep bool) {
 	req.RemoteAddr = c.remote
-	rctx, cancel := context.WithCancel(ctx)
+	// As net/http does, the request's context ends when the handler
+	// returns. It does not end when the client leaves: nothing reads the
+	// connection while the handler runs, and a handler that writes to a
+	// closed connection fails at once.
+	rctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req = req.WithContext(rctx)
 	w := newResponse(c, req)
