@@ -31,6 +31,7 @@ func rows(set settings, bigMiB int64) []row {
 	return []row{
 		{fmt.Sprintf("cold %d MiB blob, 1 client: wall (× direct)", bigMiB), "≤ 1.10×", scCold, mColdWall, sec, "direct", mColdWall},
 		{fmt.Sprintf("cold %d MiB blob, 1 client: time to first byte", bigMiB), "", scCold, mColdTTFB, ms, "", ""},
+		{fmt.Sprintf("cold: SHA-256 of the %d MiB on one core, the floor of a verifying cache (× direct)", bigMiB), "", scCold, mHashFloor, sec, "direct", mColdWall},
 		{fmt.Sprintf("herd of %d cold pulls: origin blob GETs", set.herdSize), "1", scHerd, mHerdGETs, count, "", ""},
 		{fmt.Sprintf("herd of %d cold pulls: wall (× same herd direct)", set.herdSize), "≤ 1.0×", scHerd, mHerdWall, sec, "direct", mHerdWall},
 		{"herd: median time to first byte (× own single cold TTFB)", "≤ 1.5×", scHerd, mHerdTTFB, ms, "", mColdTTFB},
