@@ -4,10 +4,16 @@
 //
 // net/http spends more per request than a warm pull costs: a background
 // read and two deadline changes per request, a cloned and sorted header
-// map per response. The loop here parses with http.ReadRequest, answers
-// with a small response writer, refreshes the idle deadline lazily, and
-// keeps sendfile. A request it does not take (a body, Expect, Upgrade,
-// HTTP/1.0, an absolute target, headers beyond its buffer) hands the
-// connection, unread bytes included, to the fallback server for good,
-// after flushing what the loop already answered.
+// map per response, a parser that allocates per header. The loop here
+// parses a strict subset of requests itself (FuzzParseLean holds it to
+// net/http's parser), renders responses into the connection's buffer,
+// refreshes the idle deadline lazily, and keeps sendfile. A request it
+// does not take (a body, Expect, Upgrade, HTTP/1.0, an absolute target,
+// headers beyond its buffer, anything malformed) hands the connection,
+// unread bytes included, to the fallback server for good, after flushing
+// what the loop already answered.
+//
+// One difference from net/http is deliberate: with no background read,
+// a request's context does not end the moment its client leaves, but at
+// the handler's next failed write (or its own timeouts, or Shutdown).
 package h1

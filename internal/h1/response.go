@@ -1,25 +1,33 @@
 package h1
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
-// response is the http.ResponseWriter of the lean loop. A body that fits
-// the connection's body buffer is held until the handler returns, so that
-// its length can be sent; a longer one without a Content-Length is sent
-// chunked. It implements http.Flusher and io.ReaderFrom (sendfile when the
-// length is known).
+// response is the http.ResponseWriter of the lean loop. The handler's
+// header is rendered when the status is written, as net/http snapshots it
+// then; the framing (Content-Length or chunked, Connection, Date) is added
+// when the header goes out. A body that fits the connection's body buffer
+// is held until the handler returns, so that its length can be sent; a
+// longer one without a Content-Length is sent chunked. It implements
+// http.Flusher and io.ReaderFrom (sendfile when the length is known).
 type response struct {
 	c      *conn
 	head   bool // a HEAD request: any body is discarded
 	header http.Header
 	status int
 	length int64 // the Content-Length sent or to be sent, -1 when unknown
+
+	lengthSet bool // the handler's Content-Length is among the rendered lines
+	hasDate   bool
 
 	held      []byte // body bytes not yet sent, before the header is out
 	committed bool   // the header is in the write buffer
@@ -53,21 +61,57 @@ func newResponse(c *conn, req *http.Request) *response {
 
 func (w *response) Header() http.Header { return w.header }
 
+// WriteHeader renders the status line and the handler's header lines, less
+// what framing replaces: Transfer-Encoding always, Connection (sent with
+// the framing), and what net/http suppresses for a status without a body.
 func (w *response) WriteHeader(code int) {
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
 	if w.status != 0 || code < 200 {
 		// A second status is ignored, as net/http does; informational
 		// responses are not sent by this loop.
 		return
 	}
 	w.status = code
-	if v := w.header.Get("Content-Length"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			w.header.Del("Content-Length")
-		} else {
-			w.length = n
+	noBody := !w.bodyAllowed()
+	b := append(w.c.bufs.header[:0], statusLine(code)...)
+	for k, vs := range w.header {
+		switch k {
+		case "Transfer-Encoding":
+			continue
+		case "Connection":
+			if httpguts.HeaderValuesContainsToken(vs, "close") {
+				w.close = true
+			}
+			continue
+		case "Content-Length":
+			if noBody || len(vs) != 1 {
+				continue
+			}
+			n, err := strconv.ParseInt(vs[0], 10, 64)
+			if err != nil || n < 0 {
+				continue
+			}
+			w.length, w.lengthSet = n, true
+		case "Content-Type":
+			if code == http.StatusNotModified {
+				continue
+			}
+		case "Date":
+			w.hasDate = true
+		}
+		if !validFieldName(k) {
+			continue
+		}
+		for _, v := range vs {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = appendFieldValue(b, v)
+			b = append(b, "\r\n"...)
 		}
 	}
+	w.c.bufs.header = b
 }
 
 // bodyAllowed reports whether the status may carry a body.
@@ -120,14 +164,21 @@ func (w *response) send(p []byte) (int, error) {
 		_, err = bw.WriteString("\r\n")
 	}
 	if err != nil {
-		w.failed = true
+		w.fail()
 	}
 	return n, err
 }
 
-// commit writes the status line and the header to the write buffer,
-// followed by the held body. final says the handler has returned, so that
-// the held body is the whole body.
+// fail marks the connection broken and ends the request's context, so that
+// a handler waiting on other work learns that nobody will read its answer.
+func (w *response) fail() {
+	w.failed = true
+	w.c.cancelRequest()
+}
+
+// commit writes the rendered header, the framing lines, and the held body
+// to the write buffer. final says the handler has returned, so that the
+// held body is the whole body.
 func (w *response) commit(final bool) error {
 	if w.committed {
 		return nil
@@ -136,46 +187,38 @@ func (w *response) commit(final bool) error {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	h := w.header
+	b := w.c.bufs.header
 	switch {
-	case !w.bodyAllowed():
-	case w.length >= 0:
+	case !w.bodyAllowed() || w.lengthSet:
 	case final && w.head:
 		// The length of the body the handler wrote and this loop dropped.
 		if w.written > 0 {
-			h["Content-Length"] = []string{strconv.FormatInt(w.written, 10)}
+			b = append(b, "Content-Length: "...)
+			b = strconv.AppendInt(b, w.written, 10)
+			b = append(b, "\r\n"...)
 		}
 	case final:
 		w.length = int64(len(w.held))
-		h["Content-Length"] = []string{strconv.FormatInt(w.length, 10)}
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, w.length, 10)
+		b = append(b, "\r\n"...)
 	case w.head:
 	default:
 		w.chunked = true
-		h["Transfer-Encoding"] = []string{"chunked"}
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
 	if w.close {
-		h["Connection"] = []string{"close"}
+		b = append(b, "Connection: close\r\n"...)
 	}
-	if _, ok := h["Date"]; !ok {
-		h["Date"] = httpDate()
-	}
-
-	b := append(w.c.bufs.header[:0], statusLine(w.status)...)
-	for k, vs := range h {
-		if !validFieldName(k) {
-			continue
-		}
-		for _, v := range vs {
-			b = append(b, k...)
-			b = append(b, ": "...)
-			b = appendFieldValue(b, v)
-			b = append(b, "\r\n"...)
-		}
+	if !w.hasDate {
+		b = append(b, "Date: "...)
+		b = append(b, httpDate()...)
+		b = append(b, "\r\n"...)
 	}
 	b = append(b, "\r\n"...)
 	w.c.bufs.header = b
 	if _, err := w.c.bufs.w.Write(b); err != nil {
-		w.failed = true
+		w.fail()
 		return err
 	}
 	held := w.held
@@ -190,7 +233,7 @@ func (w *response) Flush() {
 		return
 	}
 	if w.c.bufs.w.Flush() != nil {
-		w.failed = true
+		w.fail()
 	}
 }
 
@@ -207,7 +250,7 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 		return 0, err
 	}
 	if err := w.c.bufs.w.Flush(); err != nil {
-		w.failed = true
+		w.fail()
 		return 0, err
 	}
 	left := w.length - w.written
@@ -221,7 +264,7 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	n, err := rf.ReadFrom(src)
 	w.written += n
 	if err != nil {
-		w.failed = true
+		w.fail()
 	}
 	return n, err
 }
@@ -256,7 +299,7 @@ func init() {
 }
 
 func statusLine(code int) string {
-	if code >= 100 && code < len(statusLines) {
+	if code < len(statusLines) {
 		return statusLines[code]
 	}
 	return "HTTP/1.1 " + strconv.Itoa(code) + " \r\n"
@@ -293,19 +336,19 @@ func appendFieldValue(b []byte, v string) []byte {
 }
 
 type dateValue struct {
-	unix  int64
-	value []string // shared by responses: its capacity is its length
+	unix int64
+	text string
 }
 
 var date atomic.Pointer[dateValue]
 
 // httpDate returns the Date header value, formatted once per second.
-func httpDate() []string {
+func httpDate() string {
 	now := time.Now()
 	if d := date.Load(); d != nil && d.unix == now.Unix() {
-		return d.value
+		return d.text
 	}
-	d := &dateValue{unix: now.Unix(), value: []string{now.UTC().Format(http.TimeFormat)}}
+	d := &dateValue{unix: now.Unix(), text: now.UTC().Format(http.TimeFormat)}
 	date.Store(d)
-	return d.value
+	return d.text
 }

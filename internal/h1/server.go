@@ -53,6 +53,11 @@ type Server struct {
 // error. It returns http.ErrServerClosed after Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return http.ErrServerClosed
+	}
 	if s.ln != nil {
 		s.mu.Unlock()
 		return errors.New("h1: Serve called twice")
@@ -94,14 +99,17 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting, closes idle connections, lets the requests in
 // progress finish, and shuts the fallback server down, all within ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closing.Store(true)
 	s.mu.Lock()
+	s.closing.Store(true)
 	ln, handoff := s.ln, s.handoff
 	s.mu.Unlock()
 	if ln == nil {
 		return s.Fallback.Shutdown(ctx)
 	}
 	_ = ln.Close()
+	// No more hand-offs either: one in flight is dropped with its
+	// connection, as a connection not yet accepted would be.
+	handoff.Close()
 	fb := make(chan error, 1)
 	go func() { fb <- s.Fallback.Shutdown(ctx) }()
 
@@ -121,7 +129,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		break
 	}
-	handoff.Close()
 	if ferr := <-fb; err == nil {
 		err = ferr
 	}
@@ -145,6 +152,7 @@ func (s *Server) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
+		c.cancelRequest()
 		_ = c.rwc.Close()
 	}
 }
@@ -193,6 +201,19 @@ type conn struct {
 
 	deadline time.Time // the read deadline last set
 	resp     response  // the writer of the request being answered
+
+	mu     sync.Mutex
+	cancel context.CancelFunc // ends the context of the request being answered
+}
+
+// cancelRequest ends the context of the request being answered, if any.
+func (c *conn) cancelRequest() {
+	c.mu.Lock()
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 }
 
 func (c *conn) serve() {
@@ -219,13 +240,12 @@ func (c *conn) serve() {
 	br, bw := c.bufs.r, c.bufs.w
 
 	for {
-		c.idle.Store(true)
 		if c.srv.closing.Load() {
 			_ = bw.Flush()
 			return
 		}
 		c.refreshDeadline()
-		n, err := headerEnd(br, bw)
+		n, err := c.headerEnd()
 		if err != nil {
 			// A closed or silent connection, or headers too large for the
 			// buffer: the fallback answers the latter.
@@ -234,7 +254,6 @@ func (c *conn) serve() {
 			}
 			return
 		}
-		c.idle.Store(false)
 		block, _ := br.Peek(n)
 		req := parseLean(block)
 		if req == nil {
@@ -242,6 +261,13 @@ func (c *conn) serve() {
 			return
 		}
 		_, _ = br.Discard(n)
+		if bw.Buffered() > 0 {
+			// Pipelined: the answers so far go out before this handler
+			// runs, however long it takes.
+			if bw.Flush() != nil {
+				return
+			}
+		}
 		if !c.serveRequest(req) {
 			_ = bw.Flush()
 			return
@@ -262,10 +288,13 @@ func (c *conn) refreshDeadline() {
 
 var errTooLarge = errors.New("request headers exceed the lean loop's buffer")
 
-// headerEnd waits for a whole header block at the start of br's buffer and
-// returns its length. Before it waits on the network it flushes bw, so that
-// the answers to pipelined requests are never held back.
-func headerEnd(br *bufio.Reader, bw *bufio.Writer) (int, error) {
+// headerEnd waits for a whole header block at the start of the read
+// buffer and returns its length. Before it waits on the network it flushes
+// the answers written so far; while it waits for the first byte, the
+// connection is idle, and Shutdown may close it. Once part of a header has
+// come, the rest must come within the fallback's ReadHeaderTimeout.
+func (c *conn) headerEnd() (int, error) {
+	br, bw := c.bufs.r, c.bufs.w
 	buf, _ := br.Peek(br.Buffered())
 	for {
 		if n := blockEnd(buf); n > 0 {
@@ -277,11 +306,30 @@ func headerEnd(br *bufio.Reader, bw *bufio.Writer) (int, error) {
 		if err := bw.Flush(); err != nil {
 			return 0, err
 		}
-		var err error
-		if buf, err = br.Peek(len(buf) + 1); err != nil {
+		if len(buf) == 0 {
+			c.idle.Store(true)
+		} else {
+			c.headerDeadline()
+		}
+		_, err := br.Peek(len(buf) + 1)
+		c.idle.Store(false)
+		if err != nil {
 			return 0, err
 		}
 		buf, _ = br.Peek(br.Buffered())
+	}
+}
+
+// headerDeadline shortens the read deadline to the header timeout, for a
+// header that arrives in pieces.
+func (c *conn) headerDeadline() {
+	t := c.srv.Fallback.ReadHeaderTimeout
+	if t <= 0 {
+		return
+	}
+	if d := time.Now().Add(t); d.Before(c.deadline) {
+		c.deadline = d
+		_ = c.rwc.SetReadDeadline(d)
 	}
 }
 
@@ -309,11 +357,21 @@ func blockEnd(b []byte) int {
 func (c *conn) serveRequest(req *http.Request) (keep bool) {
 	req.RemoteAddr = c.remote
 	// As net/http does, the request's context ends when the handler
-	// returns. It does not end when the client leaves: nothing reads the
-	// connection while the handler runs, and a handler that writes to a
-	// closed connection fails at once.
+	// returns, and when Shutdown runs out of time. It ends when the client
+	// leaves only once a write to it fails: nothing reads the connection
+	// while the handler runs (net/http's background read costs every
+	// request), so a handler that waits without writing learns of it at its
+	// next write, or from its own timeouts.
 	rctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	c.mu.Lock()
+	c.cancel = cancel
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.cancel = nil
+		c.mu.Unlock()
+		cancel()
+	}()
 	req = req.WithContext(rctx)
 	w := newResponse(c, req)
 	defer func() {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -481,5 +482,184 @@ func TestRequestsInPieces(t *testing.T) {
 	c.send("GET /lf HTTP/1.1\nHost: edge\n\n")
 	if resp, body := c.read("GET"); resp.StatusCode != 200 || body != "GET /lf " {
 		t.Errorf("bare LF: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestPipelinedAnswersAreNotHeldBack(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		_, _ = io.WriteString(w, r.URL.Path)
+	}), 0)
+	c := dial(t, n.addr)
+	c.send(get("/fast") + get("/slow"))
+	// The answer to /fast arrives while /slow's handler still runs.
+	if _, body := c.read("GET"); body != "/fast" {
+		t.Fatalf("first: %q", body)
+	}
+	close(release)
+	if _, body := c.read("GET"); body != "/slow" {
+		t.Errorf("second: %q", body)
+	}
+}
+
+func TestResponseHeaderCleanup(t *testing.T) {
+	t.Parallel()
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		switch r.URL.Path {
+		case "/te":
+			h.Set("Transfer-Encoding", "chunked")
+			_, _ = io.WriteString(w, "hello")
+		case "/204":
+			h.Set("Content-Length", "5")
+			h.Set("Transfer-Encoding", "chunked")
+			w.WriteHeader(http.StatusNoContent)
+		case "/304":
+			h.Set("Content-Type", "text/plain")
+			h.Set("Content-Length", "5")
+			h.Set("Etag", `"x"`)
+			w.WriteHeader(http.StatusNotModified)
+		case "/late":
+			h.Set("Early", "yes")
+			w.WriteHeader(http.StatusOK)
+			h.Set("Late", "yes") // after the status: not sent, as with net/http
+			_, _ = io.WriteString(w, "ok")
+		case "/close":
+			h.Set("Connection", "close")
+			_, _ = io.WriteString(w, "bye")
+		}
+	}), 0)
+	c := dial(t, n.addr)
+	raw := func(path string) string {
+		t.Helper()
+		c.send(get(path))
+		resp, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		var b strings.Builder
+		_ = resp.Header.Write(&b)
+		return fmt.Sprintf("%d %v %d %s|close=%v|%s", resp.StatusCode, resp.TransferEncoding, resp.ContentLength, body, resp.Close, b.String())
+	}
+	if got := raw("/te"); !strings.HasPrefix(got, "200 [] 5 hello|") {
+		t.Errorf("/te: %s", got)
+	}
+	if got := raw("/204"); !strings.HasPrefix(got, "204 [] 0 |") || strings.Contains(got, "Content-Length") {
+		t.Errorf("/204: %s", got)
+	}
+	if got := raw("/304"); !strings.HasPrefix(got, "304 [] 0 |") || strings.Contains(got, "Content-Type") ||
+		strings.Contains(got, "Content-Length") || !strings.Contains(got, `Etag: "x"`) {
+		t.Errorf("/304: %s", got)
+	}
+	if got := raw("/late"); !strings.Contains(got, "Early: yes") || strings.Contains(got, "Late") {
+		t.Errorf("/late: %s", got)
+	}
+	if got := raw("/close"); !strings.Contains(got, "bye|close=true|") {
+		t.Errorf("/close: %s", got)
+	}
+	if !c.closed() {
+		t.Error("a handler's Connection: close left the connection open")
+	}
+}
+
+func TestInvalidStatusPanics(t *testing.T) {
+	t.Parallel()
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(1000) }), 0)
+	c := dial(t, n.addr)
+	c.send(get("/"))
+	if !c.closed() || !strings.Contains(n.log.String(), "invalid WriteHeader code 1000") {
+		t.Errorf("WriteHeader(1000) was not refused; log: %s", n.log.String())
+	}
+}
+
+func TestFailedWriteEndsTheRequestContext(t *testing.T) {
+	t.Parallel()
+	ended := make(chan error, 1)
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				break
+			}
+			w.(http.Flusher).Flush()
+		}
+		ended <- r.Context().Err()
+	}), 0)
+	c := dial(t, n.addr)
+	c.send(get("/"))
+	if _, err := c.br.Peek(1); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.conn.Close()
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Errorf("after a failed write the request context is %v", err)
+	}
+}
+
+func TestShutdownOutOfTimeEndsRequests(t *testing.T) {
+	t.Parallel()
+	entered, ended := make(chan struct{}), make(chan error, 1)
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done()
+		ended <- r.Context().Err()
+	}), 0)
+	c := dial(t, n.addr)
+	c.send(get("/"))
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := n.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Errorf("the handler's context: %v", err)
+	}
+	if err := <-n.done; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve: %v", err)
+	}
+	n.done = nil
+}
+
+func TestServeAfterShutdown(t *testing.T) {
+	t.Parallel()
+	s := &Server{Handler: echo, Fallback: &http.Server{Handler: echo}}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve after Shutdown: %v", err)
+	}
+	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		t.Error("the listener is still open")
+	}
+}
+
+func TestSlowHeaderTimesOut(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: echo, Fallback: &http.Server{Handler: echo, ReadHeaderTimeout: 100 * time.Millisecond}}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	defer func() {
+		_ = s.Shutdown(context.Background())
+		<-done
+	}()
+	c := dial(t, ln.Addr().String())
+	c.send("GET / HTTP/1.1\r\nHost: ed") // and nothing more
+	if !c.closed() {
+		t.Error("a header that never ends kept its connection past the header timeout")
 	}
 }
