@@ -247,9 +247,9 @@ func (c *conn) serve() {
 		c.refreshDeadline()
 		n, err := c.headerEnd()
 		if err != nil {
-			// A closed or silent connection, or headers too large for the
-			// buffer: the fallback answers the latter.
-			if errors.Is(err, errTooLarge) {
+			// A closed or silent connection, or a request this loop does
+			// not take: the fallback answers the latter.
+			if errors.Is(err, errTooLarge) || errors.Is(err, errNotLean) {
 				handedOff = c.handOff()
 			}
 			return
@@ -286,7 +286,10 @@ func (c *conn) refreshDeadline() {
 	}
 }
 
-var errTooLarge = errors.New("request headers exceed the lean loop's buffer")
+var (
+	errTooLarge = errors.New("request headers exceed the lean loop's buffer")
+	errNotLean  = errors.New("not a request the lean loop takes")
+)
 
 // headerEnd waits for a whole header block at the start of the read
 // buffer and returns its length. Before it waits on the network it flushes
@@ -302,6 +305,11 @@ func (c *conn) headerEnd() (int, error) {
 		}
 		if len(buf) >= bufSize {
 			return 0, errTooLarge
+		}
+		if !leanStart(buf) {
+			// Hand off now, not once the header ends: a request with a
+			// body, or a TLS handshake that will wait for an answer.
+			return 0, errNotLean
 		}
 		if err := bw.Flush(); err != nil {
 			return 0, err
@@ -331,6 +339,23 @@ func (c *conn) headerDeadline() {
 		c.deadline = d
 		_ = c.rwc.SetReadDeadline(d)
 	}
+}
+
+// leanStart reports whether buf can be the start of a request line the
+// loop takes: a prefix of "GET /" or "HEAD /", and once the line is whole,
+// one that ends in " HTTP/1.1".
+func leanStart(buf []byte) bool {
+	for _, m := range [...]string{"GET /", "HEAD /"} {
+		n := min(len(buf), len(m))
+		if string(buf[:n]) != m[:n] {
+			continue
+		}
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			return bytes.HasSuffix(bytes.TrimSuffix(buf[:i], []byte("\r")), []byte(" HTTP/1.1"))
+		}
+		return true
+	}
+	return false
 }
 
 // blockEnd returns the length of the header block at the start of b, up to

@@ -663,3 +663,39 @@ func TestSlowHeaderTimesOut(t *testing.T) {
 		t.Error("a header that never ends kept its connection past the header timeout")
 	}
 }
+
+// A client that tries TLS first (skopeo and podman with an insecure
+// registry) must get its failure at once, not after a timeout, to fall
+// back to plain HTTP.
+func TestTLSHandshakeIsHandedOffAtOnce(t *testing.T) {
+	t.Parallel()
+	n := start(t, echo, 0)
+	c := dial(t, n.addr)
+	// The start of a ClientHello; its random bytes hold a line feed, as
+	// most do, which ends net/http's read of a request line.
+	c.send("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + strings.Repeat("\x00", 20) + "\n" + strings.Repeat("\x00", 20))
+	_ = c.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatalf("no answer to a TLS handshake: %v", err)
+	}
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("status %d, want 400", resp.StatusCode)
+	}
+}
+
+func TestLeanStart(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		buf  string
+		want bool
+	}{
+		{"G", true}, {"GET", true}, {"GET /v2/", true}, {"HEA", true}, {"HEAD /x HTTP/1.1\r\nHo", true},
+		{"GET /x HTTP/1.1\n", true}, {"GET /x HTTP/1.0\r\n", false}, {"POST /v2/", false}, {"PUT", false},
+		{"GET http://x/", false}, {"\x16\x03\x01", false}, {"PRI * HTTP/2.0", false}, {"get /", false},
+	} {
+		if got := leanStart([]byte(tc.buf)); got != tc.want {
+			t.Errorf("leanStart(%q) = %v, want %v", tc.buf, got, tc.want)
+		}
+	}
+}
