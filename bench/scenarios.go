@@ -359,7 +359,7 @@ func (b *bench) warm(ctx context.Context, want func(string) bool) {
 					continue
 				}
 				figures[l.sys.name] = append(figures[l.sys.name], v)
-				if sc.name == scWarmManifest && v > 0 {
+				if sc.name == scWarmManifest && v > 0 && len(l.in.procs) > 0 {
 					// The system's own CPU time per request: unlike req/s,
 					// it hardly moves with what else runs on the machine.
 					perReq := float64(ticks) * 1e4 / (v * b.set.loadDur.Seconds())
