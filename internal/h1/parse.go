@@ -159,29 +159,21 @@ func canonicalKey(name string) string {
 }
 
 // pathByte marks the bytes a path keeps unescaped in url.URL.EscapedPath.
-var pathByte = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c], t[c-'a'+'A'] = true, true
-	}
-	for _, c := range "-._~/:@$&+,;=" {
-		t[c] = true
-	}
-	return t
-}()
+var pathByte = alnumAnd("-._~/:@$&+,;=")
 
 // tokenByte marks the bytes of an HTTP token (RFC 9110, section 5.6.2).
-var tokenByte = func() (t [256]bool) {
+var tokenByte = alnumAnd("!#$%&'*+-.^_`|~")
+
+// alnumAnd returns the set of ASCII letters and digits and the bytes of extra.
+func alnumAnd(extra string) (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
 	for c := 'a'; c <= 'z'; c++ {
 		t[c], t[c-'a'+'A'] = true, true
 	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
+	for _, c := range extra {
 		t[c] = true
 	}
 	return t
-}()
+}

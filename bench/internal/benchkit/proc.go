@@ -139,22 +139,18 @@ func StopAll() {
 
 // PeakRSSKiB is the peak resident set (VmHWM) of the process plus that of its
 // direct children, which for nginx are the workers.
-func (p *Proc) PeakRSSKiB() int64 {
-	pid := p.cmd.Process.Pid
-	total := vmHWM(pid)
-	for _, c := range childPIDs(pid) {
-		total += vmHWM(c)
-	}
-	return total
-}
+func (p *Proc) PeakRSSKiB() int64 { return p.withChildren(vmHWM) }
 
 // CPUTicks is the CPU time, user and system, that the process and its direct
 // children have used so far, in clock ticks (USER_HZ, 1/100 s).
-func (p *Proc) CPUTicks() int64 {
+func (p *Proc) CPUTicks() int64 { return p.withChildren(cpuTicks) }
+
+// withChildren sums f over the process and its direct children.
+func (p *Proc) withChildren(f func(pid int) int64) int64 {
 	pid := p.cmd.Process.Pid
-	total := cpuTicks(pid)
+	total := f(pid)
 	for _, c := range childPIDs(pid) {
-		total += cpuTicks(c)
+		total += f(c)
 	}
 	return total
 }
