@@ -37,7 +37,7 @@ func (e *apiError) Error() string {
 func (e *apiError) Unwrap() error { return e.Err }
 
 // statusClientGone is recorded for requests whose client left before the
-// answer; nothing is written to it.
+// answer; the response is aborted, not written.
 const statusClientGone = 499
 
 // newError makes an apiError with the code's own status.
@@ -127,9 +127,6 @@ func detail(err error) any {
 
 // writeError answers with the OCI error document for ae.
 func writeError(w http.ResponseWriter, r *http.Request, ae *apiError) {
-	if ae.Status == statusClientGone {
-		return
-	}
 	h := w.Header()
 	for _, k := range []string{"Content-Length", "Docker-Content-Digest", "Etag", "Cache-Control", "Last-Modified", "Accept-Ranges",
 		"Location", "Range", "Docker-Upload-UUID", "OCI-Subject"} {

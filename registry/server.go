@@ -289,6 +289,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ae.Status >= 500 && !errors.Is(err, context.Canceled) {
 			s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "route", routeName, "status", ae.Status, "err", err)
 		}
+		if ae.Status == statusClientGone && sw.status == 0 {
+			// Nobody to answer, or a cancellation that is not the
+			// client's: never let it pass for an empty 200.
+			s.observe(routeName, op, statusClientGone, time.Since(start))
+			panic(http.ErrAbortHandler)
+		}
 		if sw.status == 0 {
 			if ae.Status == http.StatusUnauthorized && s.auth != nil {
 				w.Header().Set("WWW-Authenticate", s.auth.Challenge())

@@ -207,6 +207,10 @@ func (w *response) commit(final bool) error {
 		w.chunked = true
 		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
+	if w.c.srv.closing.Load() {
+		// Shutting down: this is the connection's last answer.
+		w.close = true
+	}
 	if w.close {
 		b = append(b, "Connection: close\r\n"...)
 	}

@@ -199,8 +199,9 @@ type conn struct {
 	idle   atomic.Bool // waiting for a request: Shutdown may close it
 	bufs   *connBufs
 
-	deadline time.Time // the read deadline last set
-	resp     response  // the writer of the request being answered
+	deadline    time.Time // the read deadline last set
+	headerTimed bool      // the deadline is a header's, not the idle one
+	resp        response  // the writer of the request being answered
 
 	mu     sync.Mutex
 	cancel context.CancelFunc // ends the context of the request being answered
@@ -276,11 +277,13 @@ func (c *conn) serve() {
 }
 
 // refreshDeadline moves the read deadline when less than half the idle
-// timeout is left, rather than on every request.
+// timeout is left, rather than on every request, or when the last header
+// had a deadline of its own.
 func (c *conn) refreshDeadline() {
 	idle := c.srv.idleTimeout()
 	now := time.Now()
-	if c.deadline.Sub(now) < idle/2 {
+	if c.headerTimed || c.deadline.Sub(now) < idle/2 {
+		c.headerTimed = false
 		c.deadline = now.Add(idle)
 		_ = c.rwc.SetReadDeadline(c.deadline)
 	}
@@ -316,7 +319,7 @@ func (c *conn) headerEnd() (int, error) {
 		}
 		if len(buf) == 0 {
 			c.idle.Store(true)
-		} else {
+		} else if !c.headerTimed {
 			c.headerDeadline()
 		}
 		_, err := br.Peek(len(buf) + 1)
@@ -328,17 +331,16 @@ func (c *conn) headerEnd() (int, error) {
 	}
 }
 
-// headerDeadline shortens the read deadline to the header timeout, for a
-// header that arrives in pieces.
+// headerDeadline gives the rest of a header that has begun to arrive the
+// fallback's ReadHeaderTimeout, once per request.
 func (c *conn) headerDeadline() {
 	t := c.srv.Fallback.ReadHeaderTimeout
 	if t <= 0 {
 		return
 	}
-	if d := time.Now().Add(t); d.Before(c.deadline) {
-		c.deadline = d
-		_ = c.rwc.SetReadDeadline(d)
-	}
+	c.headerTimed = true
+	c.deadline = time.Now().Add(t)
+	_ = c.rwc.SetReadDeadline(c.deadline)
 }
 
 // leanStart reports whether buf can be the start of a request line the

@@ -453,8 +453,8 @@ func TestShutdown(t *testing.T) {
 	}
 	close(release)
 	resp, body := busy.read("GET")
-	if resp.StatusCode != 200 || body != "/slow" {
-		t.Errorf("the request in progress: %d %q", resp.StatusCode, body)
+	if resp.StatusCode != 200 || body != "/slow" || !resp.Close {
+		t.Errorf("the request in progress: %d %q, Connection: close %v", resp.StatusCode, body, resp.Close)
 	}
 	<-stopped
 	if _, err := net.Dial("tcp", n.addr); err == nil {
@@ -697,5 +697,31 @@ func TestLeanStart(t *testing.T) {
 		if got := leanStart([]byte(tc.buf)); got != tc.want {
 			t.Errorf("leanStart(%q) = %v, want %v", tc.buf, got, tc.want)
 		}
+	}
+}
+
+// A header begun just before the idle deadline gets the header timeout for
+// its rest, as with net/http.
+func TestHeaderBegunLateGetsTheHeaderTimeout(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: echo, IdleTimeout: time.Second,
+		Fallback: &http.Server{Handler: echo, ReadHeaderTimeout: 5 * time.Second}}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	defer func() {
+		_ = s.Shutdown(context.Background())
+		<-done
+	}()
+	c := dial(t, ln.Addr().String())
+	time.Sleep(600 * time.Millisecond) // inside the idle timeout, not a timing check
+	c.send("GET /late HTTP/1.1\r\n")
+	time.Sleep(800 * time.Millisecond) // past the idle deadline, inside the header timeout
+	c.send("Host: edge\r\n\r\n")
+	if _, body := c.read("GET"); body != "GET /late " {
+		t.Errorf("body %q", body)
 	}
 }
