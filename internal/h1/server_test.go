@@ -708,8 +708,8 @@ func TestHeaderBegunLateGetsTheHeaderTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Handler: echo, IdleTimeout: time.Second,
-		Fallback: &http.Server{Handler: echo, ReadHeaderTimeout: 5 * time.Second}}
+	s := &Server{Handler: echo, IdleTimeout: 2 * time.Second,
+		Fallback: &http.Server{Handler: echo, ReadHeaderTimeout: 10 * time.Second}}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	defer func() {
@@ -717,9 +717,9 @@ func TestHeaderBegunLateGetsTheHeaderTimeout(t *testing.T) {
 		<-done
 	}()
 	c := dial(t, ln.Addr().String())
-	time.Sleep(600 * time.Millisecond) // inside the idle timeout, not a timing check
+	time.Sleep(500 * time.Millisecond) // well inside the idle timeout, not a timing check
 	c.send("GET /late HTTP/1.1\r\n")
-	time.Sleep(800 * time.Millisecond) // past the idle deadline, inside the header timeout
+	time.Sleep(2500 * time.Millisecond) // past the idle deadline, well inside the header timeout
 	c.send("Host: edge\r\n\r\n")
 	if _, body := c.read("GET"); body != "GET /late " {
 		t.Errorf("body %q", body)
