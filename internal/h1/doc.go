@@ -13,7 +13,10 @@
 // unread bytes included, to the fallback server for good, after flushing
 // what the loop already answered.
 //
-// One difference from net/http is deliberate: with no background read,
-// a request's context does not end the moment its client leaves, but at
-// the handler's next failed write (or its own timeouts, or Shutdown).
+// One difference from net/http is deliberate: net/http reads every
+// connection in the background while a handler runs, to end the request's
+// context as soon as the client leaves. That costs a quick request more
+// than answering it, so here a request's connection is watched only once
+// it has run for a second; before that, the client's leaving shows at the
+// handler's next failed write.
 package h1

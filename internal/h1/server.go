@@ -68,6 +68,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.fallback = make(chan error, 1)
 	s.mu.Unlock()
 	go func() { s.fallback <- s.Fallback.Serve(s.handoff) }()
+	watching := make(chan struct{})
+	defer close(watching)
+	go s.watchSlow(watching)
 
 	var delay time.Duration
 	for {
@@ -199,12 +202,16 @@ type conn struct {
 	idle   atomic.Bool // waiting for a request: Shutdown may close it
 	bufs   *connBufs
 
-	deadline    time.Time // the read deadline last set
-	headerTimed bool      // the deadline is a header's, not the idle one
-	resp        response  // the writer of the request being answered
+	src         stashReader // what the read buffer reads
+	deadline    time.Time   // the read deadline last set
+	headerTimed bool        // the deadline is a header's, not the idle one
+	now         time.Time   // when the loop last waited for a request
+	resp        response    // the writer of the request being answered
 
-	mu     sync.Mutex
-	cancel context.CancelFunc // ends the context of the request being answered
+	mu      sync.Mutex
+	cancel  context.CancelFunc // ends the context of the request being answered
+	started time.Time          // when that request began
+	watcher *watcher           // reads the connection while a long request runs
 }
 
 // cancelRequest ends the context of the request being answered, if any.
@@ -231,11 +238,12 @@ func (c *conn) serve() {
 		}
 	}()
 	c.bufs = bufPool.Get().(*connBufs)
+	c.src.conn = c.rwc
 	if c.bufs.r == nil {
-		c.bufs.r = bufio.NewReaderSize(c.rwc, bufSize)
+		c.bufs.r = bufio.NewReaderSize(&c.src, bufSize)
 		c.bufs.w = bufio.NewWriterSize(c.rwc, bufSize)
 	} else {
-		c.bufs.r.Reset(c.rwc)
+		c.bufs.r.Reset(&c.src)
 		c.bufs.w.Reset(c.rwc)
 	}
 	br, bw := c.bufs.r, c.bufs.w
@@ -282,6 +290,7 @@ func (c *conn) serve() {
 func (c *conn) refreshDeadline() {
 	idle := c.srv.idleTimeout()
 	now := time.Now()
+	c.now = now
 	if c.headerTimed || c.deadline.Sub(now) < idle/2 {
 		c.headerTimed = false
 		c.deadline = now.Add(idle)
@@ -384,19 +393,23 @@ func blockEnd(b []byte) int {
 func (c *conn) serveRequest(req *http.Request) (keep bool) {
 	req.RemoteAddr = c.remote
 	// As net/http does, the request's context ends when the handler
-	// returns, and when Shutdown runs out of time. It ends when the client
-	// leaves only once a write to it fails: nothing reads the connection
-	// while the handler runs (net/http's background read costs every
-	// request), so a handler that waits without writing learns of it at its
-	// next write, or from its own timeouts.
+	// returns, when the client leaves, and when Shutdown runs out of time.
+	// The client's leaving is seen at a failed write, or, once the request
+	// has run for watchAfter, by a watcher reading the connection: net/http
+	// reads in the background during every request, which costs the quick
+	// ones more than answering them.
 	rctx, cancel := context.WithCancel(context.Background())
 	c.mu.Lock()
-	c.cancel = cancel
+	c.cancel, c.started = cancel, c.now
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		c.cancel = nil
+		w := c.stopWatchLocked()
 		c.mu.Unlock()
+		if w != nil {
+			c.afterWatch(w)
+		}
 		cancel()
 	}()
 	req = req.WithContext(rctx)
@@ -430,6 +443,7 @@ func (c *conn) handOff() bool {
 		b, _ := c.bufs.r.Peek(n)
 		pending = bytes.Clone(b)
 	}
+	pending = append(pending, c.src.stash...)
 	return c.srv.handoff.push(&handedConn{Conn: c.rwc, pending: pending})
 }
 
