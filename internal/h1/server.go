@@ -47,6 +47,9 @@ type Server struct {
 	handoff  *handoffListener
 	closing  atomic.Bool
 	fallback chan error
+
+	sweepStop, sweepDone chan struct{} // the watch sweeper's
+	sweepOnce            sync.Once
 }
 
 // Serve accepts connections on ln until Shutdown or a permanent accept
@@ -66,11 +69,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.conns = make(map[*conn]struct{})
 	s.handoff = &handoffListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
 	s.fallback = make(chan error, 1)
+	// The sweeper lives until Shutdown has drained the connections: the
+	// requests of its grace period are watched too.
+	s.sweepStop, s.sweepDone = make(chan struct{}), make(chan struct{})
+	go func() { defer close(s.sweepDone); s.watchSlow(s.sweepStop) }()
 	s.mu.Unlock()
 	go func() { s.fallback <- s.Fallback.Serve(s.handoff) }()
-	watching := make(chan struct{})
-	defer close(watching)
-	go s.watchSlow(watching)
 
 	var delay time.Duration
 	for {
@@ -132,6 +136,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		break
 	}
+	s.sweepOnce.Do(func() {
+		close(s.sweepStop)
+		<-s.sweepDone
+	})
 	if ferr := <-fb; err == nil {
 		err = ferr
 	}
@@ -205,7 +213,6 @@ type conn struct {
 	src         stashReader // what the read buffer reads
 	deadline    time.Time   // the read deadline last set
 	headerTimed bool        // the deadline is a header's, not the idle one
-	now         time.Time   // when the loop last waited for a request
 	resp        response    // the writer of the request being answered
 
 	mu      sync.Mutex
@@ -290,7 +297,6 @@ func (c *conn) serve() {
 func (c *conn) refreshDeadline() {
 	idle := c.srv.idleTimeout()
 	now := time.Now()
-	c.now = now
 	if c.headerTimed || c.deadline.Sub(now) < idle/2 {
 		c.headerTimed = false
 		c.deadline = now.Add(idle)
@@ -400,7 +406,7 @@ func (c *conn) serveRequest(req *http.Request) (keep bool) {
 	// ones more than answering them.
 	rctx, cancel := context.WithCancel(context.Background())
 	c.mu.Lock()
-	c.cancel, c.started = cancel, c.now
+	c.cancel, c.started = cancel, time.Now()
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()

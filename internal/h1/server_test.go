@@ -780,3 +780,73 @@ func TestRequestSentDuringALongRequest(t *testing.T) {
 		})
 	}
 }
+
+// watchers counts the requests being watched.
+func (s *Server) watchers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		c.mu.Lock()
+		if c.watcher != nil {
+			n++
+		}
+		c.mu.Unlock()
+	}
+	return n
+}
+
+// A request's age counts from its start, not from when its connection
+// began to wait for it.
+func TestQuickRequestAfterIdleIsNotWatched(t *testing.T) {
+	t.Parallel()
+	var n *node
+	n = start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/b" {
+			// Under watchAfter, and longer than the sweeper's period: a request
+			// counted from the wrong start would be watched by now.
+			time.Sleep(650 * time.Millisecond)
+		}
+		fmt.Fprint(w, n.srv.watchers())
+	}), 0)
+	c := dial(t, n.addr)
+	c.send(get("/a"))
+	c.read("GET")
+	time.Sleep(watchAfter + watchAfter/2) // idle, longer than watchAfter
+	c.send(get("/b"))
+	if _, body := c.read("GET"); body != "0" {
+		t.Errorf("a quick request after an idle spell was watched (%s watchers)", body)
+	}
+}
+
+// The requests that run on through Shutdown's grace period are watched too.
+func TestClientLeavingDuringShutdownEndsTheRequest(t *testing.T) {
+	t.Parallel()
+	entered, ended := make(chan struct{}), make(chan error, 1)
+	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		select {
+		case <-r.Context().Done():
+			ended <- r.Context().Err()
+		case <-time.After(8 * time.Second):
+			ended <- errors.New("the request context did not end")
+		}
+	}), 0)
+	c := dial(t, n.addr)
+	c.send(get("/wait"))
+	<-entered
+	stopped := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = n.srv.Shutdown(ctx)
+		close(stopped)
+	}()
+	_ = c.conn.Close()
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Errorf("a client that left during Shutdown: %v", err)
+	}
+	<-stopped
+	<-n.done
+	n.done = nil
+}
