@@ -727,25 +727,45 @@ func TestHeaderBegunLateGetsTheHeaderTimeout(t *testing.T) {
 }
 
 // A client that leaves during a long request ends the request's context,
-// as with net/http, though the handler writes nothing.
+// as with net/http, though the handler writes nothing; also while the
+// request runs on through Shutdown's grace period.
 func TestClientLeavingEndsALongRequest(t *testing.T) {
 	t.Parallel()
-	entered, ended := make(chan struct{}), make(chan error, 1)
-	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(entered)
-		select {
-		case <-r.Context().Done():
-			ended <- r.Context().Err()
-		case <-time.After(30 * time.Second):
-			ended <- errors.New("the request context did not end")
-		}
-	}), 0)
-	c := dial(t, n.addr)
-	c.send(get("/wait"))
-	<-entered
-	_ = c.conn.Close()
-	if err := <-ended; !errors.Is(err, context.Canceled) {
-		t.Errorf("after the client left: %v", err)
+	for _, shutdown := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shutdown=%v", shutdown), func(t *testing.T) {
+			t.Parallel()
+			entered, ended := make(chan struct{}), make(chan error, 1)
+			n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				close(entered)
+				select {
+				case <-r.Context().Done():
+					ended <- r.Context().Err()
+				case <-time.After(8 * time.Second):
+					ended <- errors.New("the request context did not end")
+				}
+			}), 0)
+			c := dial(t, n.addr)
+			c.send(get("/wait"))
+			<-entered
+			stopped := make(chan struct{})
+			if shutdown {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					_ = n.srv.Shutdown(ctx)
+					close(stopped)
+				}()
+			}
+			_ = c.conn.Close()
+			if err := <-ended; !errors.Is(err, context.Canceled) {
+				t.Errorf("after the client left: %v", err)
+			}
+			if shutdown {
+				<-stopped
+				<-n.done
+				n.done = nil
+			}
+		})
 	}
 }
 
@@ -817,36 +837,4 @@ func TestQuickRequestAfterIdleIsNotWatched(t *testing.T) {
 	if _, body := c.read("GET"); body != "0" {
 		t.Errorf("a quick request after an idle spell was watched (%s watchers)", body)
 	}
-}
-
-// The requests that run on through Shutdown's grace period are watched too.
-func TestClientLeavingDuringShutdownEndsTheRequest(t *testing.T) {
-	t.Parallel()
-	entered, ended := make(chan struct{}), make(chan error, 1)
-	n := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(entered)
-		select {
-		case <-r.Context().Done():
-			ended <- r.Context().Err()
-		case <-time.After(8 * time.Second):
-			ended <- errors.New("the request context did not end")
-		}
-	}), 0)
-	c := dial(t, n.addr)
-	c.send(get("/wait"))
-	<-entered
-	stopped := make(chan struct{})
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = n.srv.Shutdown(ctx)
-		close(stopped)
-	}()
-	_ = c.conn.Close()
-	if err := <-ended; !errors.Is(err, context.Canceled) {
-		t.Errorf("a client that left during Shutdown: %v", err)
-	}
-	<-stopped
-	<-n.done
-	n.done = nil
 }
