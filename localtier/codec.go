@@ -1,6 +1,7 @@
 package localtier
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -66,6 +67,11 @@ func validRepo(route, repo string) error {
 
 // encoder appends fields to a byte slice.
 type encoder struct{ b []byte }
+
+// newEncoder starts a value of about size bytes with the format version.
+func newEncoder(size int) encoder {
+	return encoder{b: append(make([]byte, 0, size+1), formatVersion)}
+}
 
 func (e *encoder) varint(v int64) { e.b = binary.AppendVarint(e.b, v) }
 func (e *encoder) str(s string) {
@@ -141,8 +147,7 @@ type blobRecord struct {
 }
 
 func encodeBlob(r blobRecord) []byte {
-	e := encoder{b: make([]byte, 0, 32+len(r.MediaType))}
-	e.b = append(e.b, formatVersion)
+	e := newEncoder(32 + len(r.MediaType))
 	e.varint(r.Size)
 	e.varint(r.Added)
 	e.varint(r.Accessed)
@@ -158,8 +163,7 @@ func decodeBlob(b []byte) (blobRecord, error) {
 }
 
 func encodeManifest(m Manifest) []byte {
-	e := encoder{b: make([]byte, 0, 16+len(m.MediaType)+len(m.Body))}
-	e.b = append(e.b, formatVersion)
+	e := newEncoder(16 + len(m.MediaType) + len(m.Body))
 	e.str(m.MediaType)
 	e.b = append(e.b, m.Body...)
 	return e.b
@@ -172,14 +176,11 @@ func decodeManifest(b []byte) (Manifest, error) {
 	if d.err != nil {
 		return Manifest{}, d.err
 	}
-	body := make([]byte, len(d.b))
-	copy(body, d.b)
-	return Manifest{MediaType: mt, Body: body}, nil
+	return Manifest{MediaType: mt, Body: bytes.Clone(d.b)}, nil
 }
 
 func encodeTag(r TagRecord) []byte {
-	e := encoder{b: make([]byte, 0, 64+len(r.MediaType)+len(r.Source)+len(r.Region))}
-	e.b = append(e.b, formatVersion)
+	e := newEncoder(64 + len(r.MediaType) + len(r.Source) + len(r.Region))
 	e.str(string(r.Digest))
 	e.str(r.MediaType)
 	e.varint(r.Size)
