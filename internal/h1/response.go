@@ -232,13 +232,17 @@ func (w *response) commit(final bool) error {
 }
 
 // Flush sends the header and what the handler has written so far.
-func (w *response) Flush() {
-	if w.commit(false) != nil {
-		return
+func (w *response) Flush() { _ = w.flush() }
+
+func (w *response) flush() error {
+	if err := w.commit(false); err != nil {
+		return err
 	}
-	if w.c.bufs.w.Flush() != nil {
+	if err := w.c.bufs.w.Flush(); err != nil {
 		w.fail()
+		return err
 	}
+	return nil
 }
 
 // ReadFrom sends src after the header; with a known length and a file
@@ -248,13 +252,9 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 		w.WriteHeader(http.StatusOK)
 	}
 	if w.head || !w.bodyAllowed() || w.length < 0 {
-		return io.CopyBuffer(writerOnly{w}, src, nil)
+		return io.Copy(writerOnly{w}, src)
 	}
-	if err := w.commit(false); err != nil {
-		return 0, err
-	}
-	if err := w.c.bufs.w.Flush(); err != nil {
-		w.fail()
+	if err := w.flush(); err != nil {
 		return 0, err
 	}
 	left := w.length - w.written

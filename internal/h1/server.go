@@ -41,12 +41,11 @@ type Server struct {
 	// Log receives handler panics other than http.ErrAbortHandler.
 	Log *slog.Logger
 
-	mu       sync.Mutex
-	ln       net.Listener
-	conns    map[*conn]struct{}
-	handoff  *handoffListener
-	closing  atomic.Bool
-	fallback chan error
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[*conn]struct{}
+	handoff *handoffListener
+	closing atomic.Bool
 
 	sweepStop, sweepDone chan struct{} // the watch sweeper's
 	sweepOnce            sync.Once
@@ -68,13 +67,13 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.ln = ln
 	s.conns = make(map[*conn]struct{})
 	s.handoff = &handoffListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
-	s.fallback = make(chan error, 1)
 	// The sweeper lives until Shutdown has drained the connections: the
 	// requests of its grace period are watched too.
 	s.sweepStop, s.sweepDone = make(chan struct{}), make(chan struct{})
 	go func() { defer close(s.sweepDone); s.watchSlow(s.sweepStop) }()
 	s.mu.Unlock()
-	go func() { s.fallback <- s.Fallback.Serve(s.handoff) }()
+	// Shutdown ends the fallback and reports its errors.
+	go func() { _ = s.Fallback.Serve(s.handoff) }()
 
 	var delay time.Duration
 	for {
@@ -265,7 +264,7 @@ func (c *conn) serve() {
 		if err != nil {
 			// A closed or silent connection, or a request this loop does
 			// not take: the fallback answers the latter.
-			if errors.Is(err, errTooLarge) || errors.Is(err, errNotLean) {
+			if errors.Is(err, errNotLean) {
 				handedOff = c.handOff()
 			}
 			return
@@ -304,10 +303,8 @@ func (c *conn) refreshDeadline() {
 	}
 }
 
-var (
-	errTooLarge = errors.New("request headers exceed the lean loop's buffer")
-	errNotLean  = errors.New("not a request the lean loop takes")
-)
+// errNotLean says a connection's next request is one for the fallback.
+var errNotLean = errors.New("not a request the lean loop takes")
 
 // headerEnd waits for a whole header block at the start of the read
 // buffer and returns its length. Before it waits on the network it flushes
@@ -321,12 +318,10 @@ func (c *conn) headerEnd() (int, error) {
 		if n := blockEnd(buf); n > 0 {
 			return n, nil
 		}
-		if len(buf) >= bufSize {
-			return 0, errTooLarge
-		}
-		if !leanStart(buf) {
-			// Hand off now, not once the header ends: a request with a
-			// body, or a TLS handshake that will wait for an answer.
+		if len(buf) >= bufSize || !leanStart(buf) {
+			// Headers beyond the buffer, or, at once rather than when the
+			// header ends, a request with a body or a TLS handshake that
+			// waits for an answer.
 			return 0, errNotLean
 		}
 		if err := bw.Flush(); err != nil {
@@ -450,7 +445,7 @@ func (c *conn) handOff() bool {
 		pending = bytes.Clone(b)
 	}
 	pending = append(pending, c.src.stash...)
-	return c.srv.handoff.push(&handedConn{Conn: c.rwc, pending: pending})
+	return c.srv.handoff.push(&handedConn{Conn: c.rwc, r: stashReader{conn: c.rwc, stash: pending}})
 }
 
 // handoffListener is the fallback server's listener: it yields the
@@ -487,24 +482,15 @@ func (l *handoffListener) push(c net.Conn) bool {
 	}
 }
 
-// handedConn is a connection whose first bytes were read by the lean loop.
+// handedConn is a connection whose first bytes were read by the lean loop:
+// they are read again first. net/http never reads a connection from two
+// goroutines at once.
 type handedConn struct {
 	net.Conn
-	mu      sync.Mutex
-	pending []byte
+	r stashReader
 }
 
-func (c *handedConn) Read(p []byte) (int, error) {
-	c.mu.Lock()
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		c.mu.Unlock()
-		return n, nil
-	}
-	c.mu.Unlock()
-	return c.Conn.Read(p)
-}
+func (c *handedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // ReadFrom keeps net/http's sendfile path.
 func (c *handedConn) ReadFrom(r io.Reader) (int64, error) {
