@@ -17,16 +17,18 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
+
+	"github.com/edgeregistry/edge/policy"
 )
 
-// Config is what the operator configures. The zero value has no users and
-// lets anyone pull.
+// Config is what the operator configures. The zero value has no users:
+// only the pulls that a route opens to anonymous clients are allowed.
 type Config struct {
 	// Htpasswd is the path of an htpasswd file of bcrypt entries; "" means
 	// no users.
 	Htpasswd string
-	// AnonymousPull lets clients without credentials pull; nil means true.
-	AnonymousPull *bool
 	// Grants give users actions on repositories. config.Grant converts to
 	// Grant: auth.Grant(g).
 	Grants []Grant
@@ -37,7 +39,6 @@ type Config struct {
 // Authorizer authenticates requests and decides what they may do. It is
 // safe for concurrent use.
 type Authorizer struct {
-	anonPull  bool
 	grants    []grant
 	realm     string
 	challenge string
@@ -51,15 +52,23 @@ type Authorizer struct {
 	reloadEvery time.Duration
 	failMax     int
 	failWindow  time.Duration
+	addrMax     int
 	backoffBase time.Duration
 	backoffMax  time.Duration
+	userRate    rate.Limit
+	userBurst   int
+	trustTTL    time.Duration
 	cacheSize   int
 	cacheTTL    time.Duration
 
 	file     *userFile
 	verified *lru.Cache[[sha256.Size]byte, verification]
-	key      [32]byte // per process: keys the cache and the failure records
-	limits   *limiter
+	key      [32]byte           // per process: keys the cache and the failure records
+	checks   singleflight.Group // by credentials and address
+	pairs    *limiter           // failures of one user name from one client address
+	addrs    *limiter           // failures from one client address, whatever the user
+	users    *budget            // checks of a user name from addresses it has not logged in from
+	trusted  *trust             // (address, user) pairs that logged in lately
 }
 
 // verification is a password that verified: the cache holds it under a
@@ -75,7 +84,6 @@ type verification struct {
 // of its last load.
 func New(cfg Config, opts ...Option) (*Authorizer, error) {
 	a := &Authorizer{
-		anonPull:    cfg.AnonymousPull == nil || *cfg.AnonymousPull,
 		realm:       cfg.Realm,
 		log:         slog.New(slog.DiscardHandler),
 		now:         time.Now,
@@ -84,8 +92,12 @@ func New(cfg Config, opts ...Option) (*Authorizer, error) {
 		reloadEvery: 5 * time.Second,
 		failMax:     10,
 		failWindow:  time.Minute,
+		addrMax:     50,
 		backoffBase: time.Minute,
 		backoffMax:  30 * time.Minute,
+		userRate:    rate.Limit(10.0 / 60),
+		userBurst:   10,
+		trustTTL:    7 * 24 * time.Hour,
 		cacheSize:   1024,
 		cacheTTL:    10 * time.Minute,
 	}
@@ -108,7 +120,10 @@ func New(cfg Config, opts ...Option) (*Authorizer, error) {
 	a.challenge = `Basic realm=` + quote(a.realm) + `, charset="UTF-8"`
 	_, _ = rand.Read(a.key[:])
 	a.verified, _ = lru.New[[sha256.Size]byte, verification](a.cacheSize) // size > 0, checked
-	a.limits = newLimiter(a.failMax, a.failWindow, a.backoffBase, a.backoffMax, 16384)
+	a.pairs = newLimiter(a.failMax, a.failWindow, a.backoffBase, a.backoffMax, limitKeys)
+	a.addrs = newLimiter(a.addrMax, a.failWindow, a.backoffBase, a.backoffMax, limitKeys)
+	a.users = newBudget(a.userRate, a.userBurst, limitKeys)
+	a.trusted = newTrust(a.trustTTL, limitKeys)
 	a.m = newMetrics()
 	a.file = &userFile{
 		path: cfg.Htpasswd, interval: a.reloadEvery, log: a.log, m: a.m,
@@ -139,28 +154,31 @@ func quote(s string) string {
 // Realm is the realm of the Basic challenge.
 func (a *Authorizer) Realm() string { return a.realm }
 
-// AnonymousPull reports whether clients without credentials may pull.
-func (a *Authorizer) AnonymousPull() bool { return a.anonPull }
-
 // Challenge sets the WWW-Authenticate header that goes with a 401 answer.
 func (a *Authorizer) Challenge(w http.ResponseWriter) {
 	w.Header().Set("WWW-Authenticate", a.challenge)
 }
 
 // Authorize authenticates r, when it carries credentials, and decides
-// whether it may do act on the repository repo. A request without
-// credentials is anonymous: it may pull if anonymous pull is on, and gets
-// ErrUnauthenticated otherwise. Credentials that do not verify get
-// ErrUnauthenticated whatever the action, ErrRateLimited after too many
-// failures, and a user without a grant for the action gets ErrDenied.
-func (a *Authorizer) Authorize(r *http.Request, repo string, act Action) (Identity, error) {
+// whether it may do act on the repository repo of route rt: the one rule of
+// who may do what.
+//
+// A request is anonymous only when it has no Authorization header at all;
+// credentials that are empty, malformed or wrong get ErrUnauthenticated
+// whatever the action (ErrRateLimited after too many failures), never
+// anonymous access. A pull needs anonymous pull on the route, or a user
+// with a pull grant on the route and name; a push or delete needs that
+// grant; a name outside the route's namespace is denied to everyone. An
+// anonymous request that needs a user gets ErrUnauthenticated, a user
+// without the grant ErrDenied.
+func (a *Authorizer) Authorize(r *http.Request, rt *policy.Route, repo string, act Action) (Identity, error) {
 	var id Identity
 	var err error
 	if hasCredentials(r) {
 		id, err = a.authenticate(r)
 	}
 	if err == nil {
-		err = a.Allow(id, repo, act)
+		err = a.Allow(id, rt, repo, act)
 	}
 	if err == nil && act >= Pull && act <= Delete {
 		a.m.allowed[act].Inc()
@@ -173,9 +191,10 @@ func (a *Authorizer) Authorize(r *http.Request, repo string, act Action) (Identi
 // Login authenticates r as docker login checks credentials: GET /v2/ with
 // HTTP Basic. A request without credentials gets ErrUnauthenticated.
 //
-// For GET /v2/ without credentials, answer 200 when [Authorizer.AnonymousPull]
-// is on, or anonymous Docker pulls fail ("no basic auth credentials"), and
-// 401 with the challenge otherwise; with credentials, answer by Login.
+// For GET /v2/ without credentials, answer 200 when some route lets
+// anonymous clients pull, or anonymous Docker pulls fail ("no basic auth
+// credentials"), and 401 with the challenge otherwise; with credentials,
+// answer by Login.
 func (a *Authorizer) Login(r *http.Request) (Identity, error) {
 	if !hasCredentials(r) {
 		return Identity{}, fmt.Errorf("%w: no credentials", ErrUnauthenticated)
@@ -183,29 +202,29 @@ func (a *Authorizer) Login(r *http.Request) (Identity, error) {
 	return a.authenticate(r)
 }
 
-// Allow decides whether id may do act on repo, without looking at a
-// request: for a second repository of the same request, such as the source
-// of a cross-repository mount.
-func (a *Authorizer) Allow(id Identity, repo string, act Action) error {
+// Allow decides whether id may do act on repo of route rt, without looking
+// at a request: for a second repository of the same request, such as the
+// source of a cross-repository mount.
+func (a *Authorizer) Allow(id Identity, rt *policy.Route, repo string, act Action) error {
 	if act < Pull || act > Delete {
 		return fmt.Errorf("%w: %v", ErrDenied, act)
 	}
-	if !validRepo(repo) {
+	if rt == nil || !validRepo(repo) || !rt.Holds(repo) {
 		return fmt.Errorf("%w: repository name %q", ErrDenied, repo)
 	}
-	if act == Pull && a.anonPull {
+	if act == Pull && rt.AnonymousPull {
 		return nil
 	}
 	if id.Anonymous() {
 		return fmt.Errorf("%w: %s of %s needs credentials", ErrUnauthenticated, act, repo)
 	}
 	for i := range a.grants {
-		if a.grants[i].permits(id.User, repo, act) {
+		if a.grants[i].permits(id.User, rt.Name, repo, act) {
 			return nil
 		}
 	}
-	a.log.Debug("auth: denied", "user", id.User, "action", act.String(), "repository", repo)
-	return fmt.Errorf("%w: user %s may not %s %s", ErrDenied, id.User, act, repo)
+	a.log.Debug("auth: denied", "user", id.User, "action", act.String(), "route", rt.Name, "repository", repo)
+	return fmt.Errorf("%w: user %s may not %s %s on route %s", ErrDenied, id.User, act, repo, rt.Name)
 }
 
 func result(err error) string {
@@ -221,78 +240,153 @@ func result(err error) string {
 	}
 }
 
-// hasCredentials reports whether r carries an Authorization header other
-// than Basic with an empty user and password, which some clients send for
-// "none".
+// hasCredentials reports whether r has an Authorization header, whatever
+// its value: empty or malformed credentials are credentials that fail, never
+// a way to be anonymous.
 func hasCredentials(r *http.Request) bool {
-	if r.Header.Get("Authorization") == "" {
-		return false
-	}
-	user, pw, ok := r.BasicAuth()
-	return !ok || user != "" || pw != ""
+	_, ok := r.Header["Authorization"]
+	return ok
 }
 
 var errBadCredentials = fmt.Errorf("%w: invalid user name or password", ErrUnauthenticated)
 
 // authenticate verifies the credentials of r.
+//
+// Guessing is slowed where it happens, never where the owner is: failures
+// of a user name from one address lock out that pair, many failures from
+// one address lock out the address, and a user name is checked at most at
+// a bounded rate across all the addresses that have not logged in as it
+// lately. An address that has logged in as a user (a trusted pair) is held
+// only by its own pair's failures, so nobody elsewhere can lock the owner
+// out. Concurrent requests with the same credentials from one address
+// share one check.
 func (a *Authorizer) authenticate(r *http.Request) (Identity, error) {
 	now := a.now()
 	addr := a.clientAddr(r)
 	user, pw, ok := r.BasicAuth()
-	if !ok {
+	if !ok || user == "" {
+		// Nobody is called "": refused at once, as no guess at anyone.
 		a.m.failures.WithLabelValues(reasonMalformed).Inc()
-		a.log.Debug("auth: credentials are not HTTP Basic", "client", addr)
-		return Identity{}, fmt.Errorf("%w: credentials are not HTTP Basic", ErrUnauthenticated)
+		a.log.Debug("auth: credentials are not HTTP Basic with a user name", "client", addr)
+		return Identity{}, fmt.Errorf("%w: credentials are not HTTP Basic with a user name", ErrUnauthenticated)
 	}
-	addrKey, userKey := a.limitKey("client", addr), a.limitKey("user", user)
-	if d := max(a.limits.wait(addrKey, now), a.limits.wait(userKey, now)); d > 0 {
-		a.m.failures.WithLabelValues(reasonRateLimited).Inc()
-		return Identity{}, &RateLimitError{RetryAfter: d}
+	k := keys{
+		pair: a.limitKey("pair", addr+"\x00"+user),
+		addr: a.limitKey("client", addr),
+		user: a.limitKey("user", user),
 	}
-	users := a.file.users(now)
+	if d := a.pairs.locked(k.pair, now); d > 0 {
+		return Identity{}, a.refused(d)
+	}
 	ck := a.cacheKey(user, pw)
-	if v, ok := a.verified.Get(ck); ok {
-		if v.user == user && v.gen == users.gen && now.Before(v.expires) {
-			a.m.cache.WithLabelValues("hit").Inc()
-			return Identity{User: user}, nil
-		}
-		a.verified.Remove(ck)
+	trusted := a.trusted.has(k.pair, now)
+	if trusted && a.cached(ck, user, now) {
+		return Identity{User: user}, nil
 	}
-	a.m.cache.WithLabelValues("miss").Inc()
-	hash, known := users.hashes[user]
-	if !known {
-		_ = a.compare(users.dummyHash(), []byte(pw)) // as long as for a known user
-		return Identity{}, a.failed(reasonUnknownUser, addr, addrKey, "", userKey, now)
+	_, err, _ := a.checks.Do(string(ck[:])+addr, func() (any, error) {
+		return nil, a.verify(user, pw, addr, ck, k, trusted, now)
+	})
+	if err != nil {
+		return Identity{}, err
 	}
-	if err := a.compare(hash, []byte(pw)); err != nil {
-		return Identity{}, a.failed(reasonBadPassword, addr, addrKey, user, userKey, now)
-	}
-	// A success does not clear the user's failures: a client that knows
-	// the password must not be able to wipe the trail of one guessing it.
-	a.verified.Add(ck, verification{user: user, gen: users.gen, expires: now.Add(a.cacheTTL)})
 	return Identity{User: user}, nil
 }
 
-// failed counts a failed login and logs it. user is "" for a name that is
-// not a user: it may be a mistyped password, so it is never logged.
-func (a *Authorizer) failed(reason, addr string, addrKey limitKey, user string, userKey limitKey, now time.Time) error {
+// cached reports whether the credentials of cache key ck verified lately
+// for user, against the users as they are now.
+func (a *Authorizer) cached(ck [sha256.Size]byte, user string, now time.Time) bool {
+	v, ok := a.verified.Get(ck)
+	if !ok {
+		a.m.cache.WithLabelValues("miss").Inc()
+		return false
+	}
+	if v.user == user && v.gen == a.file.users(now).gen && now.Before(v.expires) {
+		a.m.cache.WithLabelValues("hit").Inc()
+		return true
+	}
+	a.verified.Remove(ck)
+	a.m.cache.WithLabelValues("miss").Inc()
+	return false
+}
+
+// verify checks user and pw within the limits of their keys: entered in
+// the pair's record and, for a pair that is not trusted, in the address's
+// record and the user's budget, before anything is compared.
+func (a *Authorizer) verify(user, pw, addr string, ck [sha256.Size]byte, k keys, trusted bool, now time.Time) (err error) {
+	if d := a.pairs.enter(k.pair, now); d > 0 {
+		return a.refused(d)
+	}
+	if !trusted {
+		if d := a.addrs.enter(k.addr, now); d > 0 {
+			a.pairs.leave(k.pair, now, false)
+			return a.refused(d)
+		}
+		d, emptied := a.users.take(k.user, now)
+		if emptied {
+			a.m.lockouts.WithLabelValues("user").Inc()
+			a.log.Warn("auth: checks of a user name slowed to their bounded rate", "per_minute", float64(a.userRate)*60)
+		}
+		if d > 0 {
+			a.pairs.leave(k.pair, now, false)
+			a.addrs.leave(k.addr, now, false)
+			return a.refused(d)
+		}
+	}
+	users := a.file.users(now)
+	reason := ""
+	switch hash, known := users.hashes[user]; {
+	case !trusted && a.cached(ck, user, now):
+	case !known:
+		_ = a.compare(users.dummyHash(), []byte(pw)) // as long as for a known user
+		reason = reasonUnknownUser
+	case a.compare(hash, []byte(pw)) != nil:
+		reason = reasonBadPassword
+	}
+	if reason != "" {
+		logged := user
+		if reason == reasonUnknownUser {
+			logged = "" // may be a mistyped password: never logged
+		}
+		return a.failed(reason, addr, logged, k, trusted, now)
+	}
+	// A success does not clear the failures: a client that knows the
+	// password must not be able to wipe the trail of one guessing it.
+	a.pairs.leave(k.pair, now, false)
+	if !trusted {
+		a.addrs.leave(k.addr, now, false)
+	}
+	a.verified.Add(ck, verification{user: user, gen: users.gen, expires: now.Add(a.cacheTTL)})
+	a.trusted.add(k.pair, now)
+	return nil
+}
+
+// refused counts and returns a refusal for d.
+func (a *Authorizer) refused(d time.Duration) error {
+	a.m.failures.WithLabelValues(reasonRateLimited).Inc()
+	return &RateLimitError{RetryAfter: d}
+}
+
+// keys are the records a login attempt is counted against.
+type keys struct{ pair, addr, user limitKey }
+
+// failed counts a failed login, leaving the records check entered, and
+// logs it. user is "" for a name that is not a user.
+func (a *Authorizer) failed(reason, addr, user string, k keys, trusted bool, now time.Time) error {
 	a.m.failures.WithLabelValues(reason).Inc()
 	attrs := []any{"reason", reason, "client", addr}
 	if user != "" {
 		attrs = append(attrs, "user", user)
 	}
 	a.log.Warn("auth: login failed", attrs...)
-	if d := a.limits.fail(addrKey, now); d > 0 {
-		a.m.lockouts.WithLabelValues("client").Inc()
-		a.log.Warn("auth: logins from a client refused after repeated failures", "client", addr, "for", d)
+	if d := a.pairs.leave(k.pair, now, true); d > 0 {
+		a.m.lockouts.WithLabelValues("pair").Inc()
+		a.log.Warn("auth: logins for a user name from a client refused after repeated failures", append(attrs[2:], "for", d)...)
 	}
-	if d := a.limits.fail(userKey, now); d > 0 {
-		a.m.lockouts.WithLabelValues("user").Inc()
-		attrs := []any{"for", d}
-		if user != "" {
-			attrs = append(attrs, "user", user)
+	if !trusted {
+		if d := a.addrs.leave(k.addr, now, true); d > 0 {
+			a.m.lockouts.WithLabelValues("client").Inc()
+			a.log.Warn("auth: logins from a client refused after repeated failures", "client", addr, "for", d)
 		}
-		a.log.Warn("auth: logins for a user name refused after repeated failures", attrs...)
 	}
 	return errBadCredentials
 }

@@ -33,12 +33,10 @@ var testGrants = []auth.Grant{
 func TestAuthorize(t *testing.T) {
 	t.Parallel()
 	path := writeHtpasswd(t, t.TempDir(), testUsers)
-	// One authorizer per setting of anonymous pull, shared by the cases:
-	// the few failures they make stay under the failure limit.
-	byAnon := map[bool]*auth.Authorizer{}
-	for _, anon := range []bool{true, false} {
-		byAnon[anon] = newFixture(t, auth.Config{Htpasswd: path, AnonymousPull: &anon, Grants: testGrants}).a
-	}
+	// One authorizer shared by the cases, over a route open to anonymous
+	// pulls and one closed: the few failures they make stay under the
+	// failure limits.
+	a := newFixture(t, auth.Config{Htpasswd: path, Grants: testGrants}).a
 	tests := []struct {
 		name     string
 		anon     bool
@@ -54,7 +52,11 @@ func TestAuthorize(t *testing.T) {
 		{name: "anonymous push", anon: true, repo: "team/app", act: auth.Push, want: auth.ErrUnauthenticated},
 		{name: "anonymous delete", anon: true, repo: "team/app", act: auth.Delete, want: auth.ErrUnauthenticated},
 		{name: "anonymous pull off", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "empty basic is anonymous", anon: true, header: "Basic Og==", repo: "team/app", act: auth.Pull},
+		{name: "empty basic is not anonymous", anon: true, header: "Basic Og==", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
+		{name: "empty basic, anonymous pull off", header: "Basic Og==", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
+		{name: "empty header", anon: true, header: " ", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
+		{name: "basic without credentials", header: "Basic", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
+		{name: "empty user", header: "Basic OnBhc3N3b3Jk", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
 		{name: "wrong password", anon: true, user: "ci", pw: "nope", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
 		{name: "wrong password, anonymous pull off", user: "ci", pw: "nope", repo: "team/app", act: auth.Push, want: auth.ErrUnauthenticated},
 		{name: "unknown user", anon: true, user: "mallory", pw: "ci-secret", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
@@ -88,7 +90,11 @@ func TestAuthorize(t *testing.T) {
 			if tt.header != "" {
 				r.Header.Set("Authorization", tt.header)
 			}
-			id, err := byAnon[tt.anon].Authorize(r, tt.repo, tt.act)
+			rt := closedRoute
+			if tt.anon {
+				rt = openRoute
+			}
+			id, err := a.Authorize(r, rt, tt.repo, tt.act)
 			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
 				t.Fatalf("Authorize = %v, want %v", err, tt.want)
 			}
@@ -130,10 +136,10 @@ func TestPrefixMatching(t *testing.T) {
 		t.Run(tt.prefix+"|"+tt.repo, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, auth.Config{
-				Htpasswd: path, AnonymousPull: ptr(false),
-				Grants: []auth.Grant{{User: "u", Prefix: tt.prefix, Actions: []string{"push"}}},
+				Htpasswd: path,
+				Grants:   []auth.Grant{{User: "u", Prefix: tt.prefix, Actions: []string{"push"}}},
 			})
-			_, err := f.a.Authorize(request("192.0.2.1:1", "u", "pw"), tt.repo, auth.Push)
+			_, err := f.a.Authorize(request("192.0.2.1:1", "u", "pw"), closedRoute, tt.repo, auth.Push)
 			if got := err == nil; got != tt.want {
 				t.Fatalf("prefix %q, repo %q: allowed %v (%v), want %v", tt.prefix, tt.repo, got, err, tt.want)
 			}
@@ -150,9 +156,9 @@ func TestLogin(t *testing.T) {
 	t.Parallel()
 	path := writeHtpasswd(t, t.TempDir(), testUsers)
 	for _, anon := range []bool{true, false} {
-		f := newFixture(t, auth.Config{Htpasswd: path, AnonymousPull: &anon, Realm: "edge-test"})
+		f := newFixture(t, auth.Config{Htpasswd: path, Realm: "edge-test"})
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Header.Get("Authorization") == "" && f.a.AnonymousPull() {
+			if r.Header.Get("Authorization") == "" && anon {
 				w.WriteHeader(http.StatusOK)
 				return
 			}
@@ -234,16 +240,19 @@ func TestZeroConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !a.AnonymousPull() || a.Realm() != "edge" {
-		t.Fatalf("zero config: anonymous pull %v, realm %q", a.AnonymousPull(), a.Realm())
+	if a.Realm() != "edge" {
+		t.Fatalf("zero config: realm %q", a.Realm())
 	}
-	if _, err := a.Authorize(request("192.0.2.1:1", "", ""), "library/alpine", auth.Pull); err != nil {
+	if _, err := a.Authorize(request("192.0.2.1:1", "", ""), openRoute, "library/alpine", auth.Pull); err != nil {
 		t.Fatalf("anonymous pull: %v", err)
 	}
-	if _, err := a.Authorize(request("192.0.2.1:1", "", ""), "team/app", auth.Push); !errors.Is(err, auth.ErrUnauthenticated) {
+	if _, err := a.Authorize(request("192.0.2.1:1", "", ""), closedRoute, "library/alpine", auth.Pull); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("anonymous pull of a closed route: %v", err)
+	}
+	if _, err := a.Authorize(request("192.0.2.1:1", "", ""), openRoute, "team/app", auth.Push); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("anonymous push: %v", err)
 	}
-	if _, err := a.Authorize(request("192.0.2.1:1", "u", "p"), "team/app", auth.Pull); !errors.Is(err, auth.ErrUnauthenticated) {
+	if _, err := a.Authorize(request("192.0.2.1:1", "u", "p"), openRoute, "team/app", auth.Pull); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("credentials with no users: %v", err)
 	}
 }
@@ -322,7 +331,7 @@ func TestConfigGrant(t *testing.T) {
 	for _, g := range c.Grants {
 		grants = append(grants, auth.Grant(g))
 	}
-	if _, err := auth.New(auth.Config{Htpasswd: c.Htpasswd, AnonymousPull: c.AnonymousPull, Grants: grants}); err != nil {
+	if _, err := auth.New(auth.Config{Htpasswd: c.Htpasswd, Grants: grants}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -91,11 +91,11 @@ func TestNoSecretsInLogs(t *testing.T) {
 		bearer        = "bearer-token-secret"
 	)
 	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": password})
-	f := newFixture(t, auth.Config{Htpasswd: path, AnonymousPull: ptr(false)},
+	f := newFixture(t, auth.Config{Htpasswd: path},
 		auth.WithFailureLimit(2, time.Minute))
 	var errs []error
 	do := func(r *http.Request, act auth.Action) {
-		_, err := f.a.Authorize(r, "team/app", act)
+		_, err := f.a.Authorize(r, closedRoute, "team/app", act)
 		errs = append(errs, err)
 	}
 	do(request("192.0.2.1:1", "ci", password), auth.Push) // denied: no grant
@@ -136,7 +136,8 @@ func TestConcurrent(t *testing.T) {
 	t.Parallel()
 	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "pw", "dev": "pw"})
 	f := newFixture(t, auth.Config{Htpasswd: path, Grants: testGrants},
-		auth.WithFailureLimit(1_000_000, time.Minute), auth.WithReloadInterval(time.Millisecond))
+		auth.WithFailureLimit(1_000_000, time.Minute), auth.WithAddressFailureLimit(1_000_000),
+		auth.WithUserRate(1_000_000, 1_000_000), auth.WithReloadInterval(time.Millisecond))
 	var wg sync.WaitGroup
 	errc := make(chan error, 64)
 	for g := range 8 {
@@ -146,14 +147,14 @@ func TestConcurrent(t *testing.T) {
 				var err error
 				switch i % 4 {
 				case 0:
-					_, err = f.a.Authorize(request(addr, "ci", "pw"), "team/app", auth.Push)
+					_, err = f.a.Authorize(request(addr, "ci", "pw"), closedRoute, "team/app", auth.Push)
 				case 1:
-					_, err = f.a.Authorize(request(addr, "dev", "bad"), "team/app", auth.Push)
+					_, err = f.a.Authorize(request(addr, "dev", "bad"), closedRoute, "team/app", auth.Push)
 					if errors.Is(err, auth.ErrUnauthenticated) {
 						err = nil
 					}
 				case 2:
-					_, err = f.a.Authorize(request(addr, "", ""), "library/alpine", auth.Pull)
+					_, err = f.a.Authorize(request(addr, "", ""), openRoute, "library/alpine", auth.Pull)
 				case 3:
 					_, err = f.a.Login(request(addr, "dev", "pw"))
 				}
@@ -200,7 +201,7 @@ func BenchmarkAuthorizeCached(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := a.Authorize(r, "team/app", auth.Push); err != nil {
+			if _, err := a.Authorize(r, closedRoute, "team/app", auth.Push); err != nil {
 				b.Error(err)
 				return
 			}

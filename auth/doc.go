@@ -3,9 +3,11 @@
 //
 // Users come from an htpasswd file of bcrypt entries, re-read when it
 // changes. Permissions are grants: a user (or "*", any authenticated user)
-// may pull, push or delete repositories whose names fall under a prefix.
-// Anonymous clients may pull when the configuration allows it; nothing else
-// is anonymous.
+// may pull, push or delete repositories whose names fall under a prefix, on
+// one route or on every route. Anonymous clients may pull from the routes
+// that allow it (policy.Route.AnonymousPull); nothing else is anonymous,
+// and a request that sends credentials is never anonymous, whatever they
+// are.
 //
 // The HTTP layer calls [Authorizer.Authorize] once per request, and
 // [Authorizer.Login] for GET /v2/ with credentials (what docker login sends).
@@ -15,7 +17,9 @@
 //
 // A successful bcrypt verification is remembered for a while, keyed by a
 // keyed hash of user and password, so a busy client costs one bcrypt, not
-// one per request. Failed logins are counted and, past a limit, refused per
-// client address and per user name for a growing back-off. Passwords and
-// the names of unknown users are never logged.
+// one per request. Failed logins slow the guesser, never the owner: they
+// lock out the (client address, user name) pair and, past a higher limit,
+// the address; a user name is checked at a bounded rate across all the
+// addresses that have not logged in as it lately. Passwords and the names
+// of unknown users are never logged.
 package auth

@@ -67,11 +67,13 @@ type Identity struct {
 // Anonymous reports whether the request carried no credentials.
 func (id Identity) Anonymous() bool { return id.User == "" }
 
-// Grant gives a user actions on the repositories whose names fall under a
-// prefix.
+// Grant gives a user actions on the repositories of a route whose names
+// fall under a prefix.
 type Grant struct {
 	// User is a user of the htpasswd file, or "*" for any authenticated user.
 	User string
+	// Route names the route the grant applies to; "" is every route.
+	Route string
 	// Prefix selects repositories by name, element by element: "team/"
 	// matches team/app but neither team nor teamx/app; "team" (no slash)
 	// matches team and team/app, not teamx/app; "team/app" matches team/app
@@ -84,12 +86,14 @@ type Grant struct {
 // grant is a checked Grant.
 type grant struct {
 	user    string
+	route   string
 	prefix  string
 	actions [Delete + 1]bool
 }
 
-func (g *grant) permits(user, repo string, act Action) bool {
-	return (g.user == "*" || g.user == user) && g.actions[act] && underPrefix(repo, g.prefix)
+func (g *grant) permits(user, route, repo string, act Action) bool {
+	return (g.user == "*" || g.user == user) && (g.route == "" || g.route == route) &&
+		g.actions[act] && underPrefix(repo, g.prefix)
 }
 
 // underPrefix reports whether repo falls under prefix: below it when the
@@ -125,7 +129,7 @@ func validRepo(repo string) bool {
 
 // compileGrant checks a configured grant.
 func compileGrant(g Grant) (grant, error) {
-	cg := grant{user: g.User, prefix: g.Prefix}
+	cg := grant{user: g.User, route: g.Route, prefix: g.Prefix}
 	if g.User == "" {
 		return cg, errors.New("no user (use \"*\" for any authenticated user)")
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgeregistry/edge/auth"
 	"github.com/edgeregistry/edge/internal/testkit"
+	"github.com/edgeregistry/edge/policy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -128,3 +129,10 @@ func request(addr, user, pw string) *http.Request {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// The routes of the tests: one that lets anonymous clients pull, one that
+// does not.
+var (
+	openRoute   = &policy.Route{Name: "hub", Origin: "https://hub.example", AnonymousPull: true}
+	closedRoute = &policy.Route{Name: "hub", Origin: "https://hub.example"}
+)

@@ -16,10 +16,10 @@ import (
 func TestReload(t *testing.T) {
 	t.Parallel()
 	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "old"})
-	f := newFixture(t, auth.Config{Htpasswd: path, AnonymousPull: ptr(false),
+	f := newFixture(t, auth.Config{Htpasswd: path,
 		Grants: []auth.Grant{{User: "*", Actions: []string{"pull"}}}}, auth.WithReloadInterval(5*time.Second))
 	pull := func(user, pw string) error {
-		_, err := f.a.Authorize(request("192.0.2.1:1", user, pw), "team/app", auth.Pull)
+		_, err := f.a.Authorize(request("192.0.2.1:1", user, pw), closedRoute, "team/app", auth.Pull)
 		return err
 	}
 	if err := pull("ci", "old"); err != nil {
@@ -119,12 +119,12 @@ func TestHtpasswdIgnoresOtherHashes(t *testing.T) {
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\r\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := newFixture(t, auth.Config{Htpasswd: path, AnonymousPull: ptr(false),
+	f := newFixture(t, auth.Config{Htpasswd: path,
 		Grants: []auth.Grant{{User: "*", Actions: []string{"pull"}}}})
-	if _, err := f.a.Authorize(request("192.0.2.1:1", "ok", "bcrypt-pw"), "a/b", auth.Pull); err != nil {
+	if _, err := f.a.Authorize(request("192.0.2.1:1", "ok", "bcrypt-pw"), closedRoute, "a/b", auth.Pull); err != nil {
 		t.Fatalf("bcrypt user: %v", err)
 	}
-	if _, err := f.a.Authorize(request("192.0.2.1:1", "plain", "plain-text-secret"), "a/b", auth.Pull); !errors.Is(err, auth.ErrUnauthenticated) {
+	if _, err := f.a.Authorize(request("192.0.2.1:1", "plain", "plain-text-secret"), closedRoute, "a/b", auth.Pull); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("plain-text user: %v", err)
 	}
 	logs := f.logs.String()
@@ -213,12 +213,12 @@ func TestSetPassword(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Fatalf("temporary files left: %v", entries)
 	}
-	a, err := auth.New(auth.Config{Htpasswd: path, AnonymousPull: ptr(false), Grants: []auth.Grant{{User: "*", Actions: []string{"pull"}}}})
+	a, err := auth.New(auth.Config{Htpasswd: path, Grants: []auth.Grant{{User: "*", Actions: []string{"pull"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for user, pw := range map[string]string{"ci": "second", "dev": "x", "ops": "third"} {
-		if _, err := a.Authorize(request("192.0.2.1:1", user, pw), "a", auth.Pull); err != nil {
+		if _, err := a.Authorize(request("192.0.2.1:1", user, pw), closedRoute, "a", auth.Pull); err != nil {
 			t.Errorf("%s: %v", user, err)
 		}
 	}

@@ -2,86 +2,133 @@ package auth_test
 
 import (
 	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/edgeregistry/edge/auth"
 )
 
-// limitOpts: 3 failures in a minute lock out for 1m, then 2m, up to 4m.
-var limitOpts = []auth.Option{auth.WithFailureLimit(3, time.Minute), auth.WithBackoff(time.Minute, 4*time.Minute)}
-
-func TestRateLimitPerUser(t *testing.T) {
-	t.Parallel()
-	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "good", "dev": "other"})
-	f := newFixture(t, auth.Config{Htpasswd: path}, limitOpts...)
-	login := func(addr, user, pw string) error {
-		_, err := f.a.Login(request(addr, user, pw))
-		return err
-	}
-	// Failures for one user from three addresses: the user is locked out,
-	// from every address, even with the right password.
-	for i, addr := range []string{"192.0.2.1:1", "192.0.2.2:1", "192.0.2.3:1"} {
-		if err := login(addr, "ci", "bad"); !errors.Is(err, auth.ErrUnauthenticated) {
-			t.Fatalf("failure %d: %v", i+1, err)
-		}
-	}
-	compares := f.compares.Load()
-	err := login("192.0.2.4:1", "ci", "good")
-	if !errors.Is(err, auth.ErrRateLimited) {
-		t.Fatalf("after 3 failures: %v, want ErrRateLimited", err)
-	}
-	if d, _ := auth.RetryAfter(err); d != time.Minute {
-		t.Fatalf("Retry-After %v, want 1m", d)
-	}
-	if f.compares.Load() != compares {
-		t.Fatal("a refused login was checked with bcrypt")
-	}
-	// Other users are not affected.
-	if err := login("192.0.2.4:1", "dev", "other"); err != nil {
-		t.Fatalf("other user during the lockout: %v", err)
-	}
-	f.clock.Advance(40 * time.Second)
-	if d, _ := auth.RetryAfter(login("192.0.2.4:1", "ci", "good")); d != 20*time.Second {
-		t.Fatalf("Retry-After 40s in: %v, want 20s", d)
-	}
-	f.clock.Advance(20 * time.Second)
-	if err := login("192.0.2.4:1", "ci", "good"); err != nil {
-		t.Fatalf("after the back-off: %v", err)
-	}
-	if got := f.metric(t, "edge_auth_lockouts_total", map[string]string{"scope": "user"}); got != 1 {
-		t.Fatalf("user lockouts %v, want 1", got)
-	}
-	if got := f.metric(t, "edge_auth_failures_total", map[string]string{"reason": "bad_password"}); got != 3 {
-		t.Fatalf("bad_password failures %v, want 3", got)
-	}
-	if got := f.metric(t, "edge_auth_failures_total", map[string]string{"reason": "rate_limited"}); got != 2 {
-		t.Fatalf("rate_limited failures %v, want 2", got)
-	}
+// limitOpts: 3 failures of a user from one address in a minute lock that
+// pair out for 1m, then 2m, up to 4m; 5 failures from one address lock the
+// address out; a user name is checked at most 6 times a minute, burst 4,
+// from addresses that have not logged in as it.
+var limitOpts = []auth.Option{
+	auth.WithFailureLimit(3, time.Minute), auth.WithBackoff(time.Minute, 4*time.Minute),
+	auth.WithAddressFailureLimit(5), auth.WithUserRate(6, 4),
 }
 
-func TestRateLimitBackoffGrows(t *testing.T) {
+func login(f *fixture, addr, user, pw string) error {
+	_, err := f.a.Login(request(addr, user, pw))
+	return err
+}
+
+// TestGuessersCannotLockOutTheOwner: failures for a user from anywhere else,
+// however many, never refuse the owner's address, which logged in before.
+func TestGuessersCannotLockOutTheOwner(t *testing.T) {
 	t.Parallel()
 	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "good"})
 	f := newFixture(t, auth.Config{Htpasswd: path}, limitOpts...)
-	// Each round fails three times from its own address, so only the user
-	// name is locked out.
-	addr := 0
+	const owner = "192.0.2.1:1"
+	if err := login(f, owner, "ci", "good"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		err := login(f, fmt.Sprintf("198.51.100.%d:1", i+1), "ci", fmt.Sprintf("guess-%d", i))
+		if !errors.Is(err, auth.ErrUnauthenticated) && !errors.Is(err, auth.ErrRateLimited) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+		if err := login(f, owner, "ci", "good"); err != nil {
+			t.Fatalf("the owner after %d guesses elsewhere: %v", i+1, err)
+		}
+	}
+	// And when the password is checked again, not only from the cache of
+	// the last check: the htpasswd file changed.
+	writeHtpasswd(t, filepath.Dir(path), map[string]string{"ci": "good"})
+	touch(t, path, time.Now().Add(time.Hour))
+	f.clock.Advance(10 * time.Second)
+	before := f.compares.Load()
+	if err := login(f, owner, "ci", "good"); err != nil {
+		t.Fatalf("the owner after a reload: %v", err)
+	}
+	if f.compares.Load() != before+1 {
+		t.Fatal("the owner's password was not checked again after a reload")
+	}
+}
+
+// TestUserRateAcrossAddresses: guesses for one user from ever new
+// addresses are checked at most at the user's rate; the rest are refused
+// unchecked.
+func TestUserRateAcrossAddresses(t *testing.T) {
+	t.Parallel()
+	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "good", "dev": "other"})
+	f := newFixture(t, auth.Config{Htpasswd: path}, limitOpts...)
+	guess := 0
+	try := func() error {
+		guess++
+		return login(f, fmt.Sprintf("198.51.%d.%d:1", guess/200, guess%200+1), "ci", fmt.Sprintf("guess-%d", guess))
+	}
+	refused := 0
+	for range 30 {
+		if errors.Is(try(), auth.ErrRateLimited) {
+			refused++
+		}
+	}
+	if got := f.compares.Load(); got != 4 {
+		t.Fatalf("%d guesses checked in a burst, want the burst of 4", got)
+	}
+	if refused != 26 {
+		t.Fatalf("%d refused, want 26", refused)
+	}
+	err := try()
+	if d, ok := auth.RetryAfter(err); !ok || d != 10*time.Second {
+		t.Fatalf("Retry-After %v (%v), want 10s", d, err)
+	}
+	// A minute later, six more.
+	f.clock.Advance(time.Minute)
+	before := f.compares.Load()
+	for range 30 {
+		_ = try()
+	}
+	if got := f.compares.Load() - before; got != 4 {
+		t.Fatalf("%d checked a minute later, want 4 (six tokens, capped at the burst)", got)
+	}
+	// Other users are not affected.
+	if err := login(f, "203.0.113.9:1", "dev", "other"); err != nil {
+		t.Fatalf("another user: %v", err)
+	}
+	if got := f.metric(t, "edge_auth_lockouts_total", map[string]string{"scope": "user"}); got != 2 {
+		t.Fatalf("user lockouts %v, want 2", got)
+	}
+}
+
+func TestRateLimitPairBackoffGrows(t *testing.T) {
+	t.Parallel()
+	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "good", "dev": "other"})
+	f := newFixture(t, auth.Config{Htpasswd: path},
+		auth.WithFailureLimit(3, time.Minute), auth.WithBackoff(time.Minute, 4*time.Minute),
+		auth.WithAddressFailureLimit(1000), auth.WithUserRate(1000, 1000))
+	const guesser = "203.0.113.1:1"
 	failRound := func() {
 		t.Helper()
 		for range 3 {
-			addr++
-			if _, err := f.a.Login(request("198.51.100."+itoa(addr)+":1", "ci", "bad")); !errors.Is(err, auth.ErrUnauthenticated) {
+			if err := login(f, guesser, "ci", "bad"); !errors.Is(err, auth.ErrUnauthenticated) || errors.Is(err, auth.ErrRateLimited) {
 				t.Fatalf("failure: %v", err)
 			}
 		}
 	}
 	lockedFor := func() time.Duration {
 		t.Helper()
-		_, err := f.a.Login(request("203.0.113.1:1", "ci", "bad"))
-		d, ok := auth.RetryAfter(err)
+		before := f.compares.Load()
+		d, ok := auth.RetryAfter(login(f, guesser, "ci", "good"))
 		if !ok {
-			t.Fatalf("not locked out: %v", err)
+			t.Fatal("not locked out")
+		}
+		if f.compares.Load() != before {
+			t.Fatal("a refused login was checked with bcrypt")
 		}
 		return d
 	}
@@ -89,6 +136,13 @@ func TestRateLimitBackoffGrows(t *testing.T) {
 		failRound()
 		if got := lockedFor(); got != want {
 			t.Fatalf("lockout %v, want %v", got, want)
+		}
+		// The same address for another user, and the user elsewhere, go on.
+		if err := login(f, guesser, "dev", "other"); err != nil {
+			t.Fatalf("another user from the guesser's address: %v", err)
+		}
+		if err := login(f, "192.0.2.50:1", "ci", "good"); err != nil {
+			t.Fatalf("the user from another address: %v", err)
 		}
 		f.clock.Advance(want)
 	}
@@ -101,11 +155,13 @@ func TestRateLimitBackoffGrows(t *testing.T) {
 	// Failures spread wider than the window never lock out.
 	f.clock.Advance(time.Minute)
 	for range 10 {
-		addr++
-		if _, err := f.a.Login(request("198.51.100."+itoa(addr)+":1", "ci", "bad")); !errors.Is(err, auth.ErrUnauthenticated) || errors.Is(err, auth.ErrRateLimited) {
+		if err := login(f, guesser, "ci", "bad"); !errors.Is(err, auth.ErrUnauthenticated) || errors.Is(err, auth.ErrRateLimited) {
 			t.Fatalf("spread failure: %v", err)
 		}
 		f.clock.Advance(31 * time.Second)
+	}
+	if got := f.metric(t, "edge_auth_lockouts_total", map[string]string{"scope": "pair"}); got != 5 {
+		t.Fatalf("pair lockouts %v, want 5", got)
 	}
 }
 
@@ -113,69 +169,107 @@ func TestRateLimitPerClient(t *testing.T) {
 	t.Parallel()
 	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "good", "dev": "other"})
 	f := newFixture(t, auth.Config{Htpasswd: path}, limitOpts...)
-	// One client tries three user names: the client is locked out, even
+	// dev logged in from the /64 before.
+	if err := login(f, "[2001:db8:1:2::50]:1", "dev", "other"); err != nil {
+		t.Fatal(err)
+	}
+	// One client tries five user names: the client is locked out, even
 	// for a good user; IPv6 addresses in one /64 count together.
-	for i, user := range []string{"a", "b", "c"} {
-		addr := "[2001:db8:1:2::" + itoa(i+1) + "]:443"
-		if _, err := f.a.Login(request(addr, user, "x")); !errors.Is(err, auth.ErrUnauthenticated) {
+	for i, user := range []string{"a", "b", "c", "d", "e"} {
+		addr := "[2001:db8:1:2::" + fmt.Sprint(i+1) + "]:443"
+		if err := login(f, addr, user, "x"); !errors.Is(err, auth.ErrUnauthenticated) {
 			t.Fatalf("failure %d: %v", i, err)
 		}
 	}
-	if _, err := f.a.Login(request("[2001:db8:1:2::99]:1", "ci", "good")); !errors.Is(err, auth.ErrRateLimited) {
-		t.Fatalf("same /64 after 3 failures: %v, want ErrRateLimited", err)
+	if err := login(f, "[2001:db8:1:2::99]:1", "ci", "good"); !errors.Is(err, auth.ErrRateLimited) {
+		t.Fatalf("same /64 after 5 failures: %v, want ErrRateLimited", err)
 	}
-	// Other clients are not affected, and a good login does not lift the
+	// A user who logged in from there before is not held by it, other
+	// clients are not affected, and a good login does not lift the
 	// client's lockout.
-	if _, err := f.a.Login(request("[2001:db8:1:3::1]:1", "ci", "good")); err != nil {
+	if err := login(f, "[2001:db8:1:2::50]:1", "dev", "other"); err != nil {
+		t.Fatalf("a trusted user from the locked-out client: %v", err)
+	}
+	if err := login(f, "[2001:db8:1:3::1]:1", "ci", "good"); err != nil {
 		t.Fatalf("another /64: %v", err)
 	}
-	if _, err := f.a.Login(request("192.0.2.7:1", "dev", "other")); err != nil {
-		t.Fatalf("another client: %v", err)
+	if err := login(f, "[2001:db8:1:2::99]:1", "ci", "good"); !errors.Is(err, auth.ErrRateLimited) {
+		t.Fatalf("after a good login elsewhere: %v, want ErrRateLimited", err)
 	}
 	// Anonymous pulls carry no credentials and are not refused.
-	if _, err := f.a.Authorize(request("[2001:db8:1:2::1]:1", "", ""), "library/alpine", auth.Pull); err != nil {
+	if _, err := f.a.Authorize(request("[2001:db8:1:2::1]:1", "", ""), openRoute, "library/alpine", auth.Pull); err != nil {
 		t.Fatalf("anonymous pull from a locked-out client: %v", err)
 	}
 	if got := f.metric(t, "edge_auth_lockouts_total", map[string]string{"scope": "client"}); got != 1 {
 		t.Fatalf("client lockouts %v, want 1", got)
 	}
-	if got := f.metric(t, "edge_auth_failures_total", map[string]string{"reason": "unknown_user"}); got != 3 {
-		t.Fatalf("unknown_user failures %v, want 3", got)
+	if got := f.metric(t, "edge_auth_failures_total", map[string]string{"reason": "unknown_user"}); got != 5 {
+		t.Fatalf("unknown_user failures %v, want 5", got)
 	}
 	f.clock.Advance(time.Minute)
-	if _, err := f.a.Login(request("[2001:db8:1:2::99]:1", "ci", "good")); err != nil {
+	if err := login(f, "[2001:db8:1:2::99]:1", "ci", "good"); err != nil {
 		t.Fatalf("after the back-off: %v", err)
 	}
 }
 
 // TestRateLimitSuccessKeepsFailures: a good login does not clear the
-// failures of its user, so whoever knows the password cannot launder the
-// guesses of someone else.
+// failures of its pair, so whoever knows the password cannot launder the
+// guesses of someone else at the same address.
 func TestRateLimitSuccessKeepsFailures(t *testing.T) {
 	t.Parallel()
 	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "good"})
 	f := newFixture(t, auth.Config{Htpasswd: path}, limitOpts...)
 	steps := []struct {
-		addr, pw string
-		want     error
+		pw   string
+		want error
 	}{
-		{"192.0.2.1:1", "bad", auth.ErrUnauthenticated},
-		{"192.0.2.2:1", "bad", auth.ErrUnauthenticated},
-		{"192.0.2.3:1", "good", nil},
-		{"192.0.2.4:1", "bad", auth.ErrUnauthenticated},
-		{"192.0.2.3:1", "good", auth.ErrRateLimited},
+		{"bad", auth.ErrUnauthenticated},
+		{"bad", auth.ErrUnauthenticated},
+		{"good", nil},
+		{"bad", auth.ErrUnauthenticated},
+		{"good", auth.ErrRateLimited},
 	}
 	for i, s := range steps {
-		_, err := f.a.Login(request(s.addr, "ci", s.pw))
+		err := login(f, "192.0.2.3:1", "ci", s.pw)
 		if s.want == nil && err != nil || s.want != nil && !errors.Is(err, s.want) {
 			t.Fatalf("step %d: %v, want %v", i+1, err, s.want)
 		}
 	}
 }
 
-func itoa(i int) string {
-	if i < 10 {
-		return string(rune('0' + i))
+// TestConcurrentGuessesCountUpFront: guesses sent at once are counted
+// against the limits before any is checked, so a flood gets no more checks
+// than the same guesses in a row.
+func TestConcurrentGuessesCountUpFront(t *testing.T) {
+	t.Parallel()
+	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "good"})
+	f := newFixture(t, auth.Config{Htpasswd: path},
+		auth.WithFailureLimit(3, time.Minute), auth.WithAddressFailureLimit(1000), auth.WithUserRate(1000, 1000))
+	var compares atomic.Int64
+	release := make(chan struct{})
+	auth.SetCompare(f.a, func(hash, pw []byte) error {
+		compares.Add(1)
+		<-release
+		return errors.New("wrong")
+	})
+	const n = 50
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if errors.Is(login(f, "192.0.2.1:1", "ci", fmt.Sprintf("guess-%d", i)), auth.ErrRateLimited) {
+				refused.Add(1)
+			}
+		})
 	}
-	return itoa(i/10) + string(rune('0'+i%10))
+	// Every guess is either refused or waiting in a check.
+	deadline := time.Now().Add(time.Minute)
+	for compares.Load()+refused.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if got := compares.Load(); got != 3 {
+		t.Fatalf("%d of %d concurrent guesses checked, want the limit of 3", got, n)
+	}
 }

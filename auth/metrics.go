@@ -6,14 +6,14 @@ import "github.com/prometheus/client_golang/prometheus"
 const (
 	reasonUnknownUser = "unknown_user" // no such user in the htpasswd file
 	reasonBadPassword = "bad_password" // known user, wrong password
-	reasonMalformed   = "malformed"    // an Authorization header that is not HTTP Basic
+	reasonMalformed   = "malformed"    // an Authorization header that is not HTTP Basic with a user name
 	reasonRateLimited = "rate_limited" // refused unchecked after too many failures
 )
 
 // metrics are the authorizer's Prometheus collectors.
 type metrics struct {
 	failures  *prometheus.CounterVec         // reason
-	lockouts  *prometheus.CounterVec         // scope: client, user
+	lockouts  *prometheus.CounterVec         // scope: pair, client, user
 	decisions *prometheus.CounterVec         // action, result
 	allowed   [Delete + 1]prometheus.Counter // decisions allowed, by action: resolved once, counted on every pull
 	cache     *prometheus.CounterVec         // result: hit, miss
@@ -29,7 +29,7 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		lockouts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_auth_lockouts_total",
-			Help: "Times a client address or a user name was refused logins after repeated failures.",
+			Help: "Times logins were refused after repeated failures, by scope: a user name from one client address (pair), a client address (client), or a user name's checks from addresses it has not logged in from slowed to their bounded rate (user).",
 		}, []string{"scope"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_auth_decisions_total",
@@ -51,7 +51,7 @@ func newMetrics() *metrics {
 	for _, r := range []string{reasonUnknownUser, reasonBadPassword, reasonMalformed, reasonRateLimited} {
 		m.failures.WithLabelValues(r)
 	}
-	for _, s := range []string{"client", "user"} {
+	for _, s := range []string{"pair", "client", "user"} {
 		m.lockouts.WithLabelValues(s)
 	}
 	for act := Pull; act <= Delete; act++ {

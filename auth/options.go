@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 )
 
 // Option configures an Authorizer.
@@ -28,11 +29,31 @@ func WithRegisterer(reg prometheus.Registerer) Option { return func(a *Authorize
 // for changes; the default is 5s.
 func WithReloadInterval(d time.Duration) Option { return func(a *Authorizer) { a.reloadEvery = d } }
 
-// WithFailureLimit sets how many failed logins within window refuse a
-// client address or a user name; the default is 10 in a minute.
+// WithFailureLimit sets how many failed logins of one user name from one
+// client address within window refuse that pair; the default is 10 in a
+// minute.
 func WithFailureLimit(n int, window time.Duration) Option {
 	return func(a *Authorizer) { a.failMax, a.failWindow = n, window }
 }
+
+// WithAddressFailureLimit sets how many failed logins from one client
+// address, whatever the user names, within the window of WithFailureLimit
+// refuse that address; the default is 50. Addresses that logged in as a
+// user lately are not held by it for that user.
+func WithAddressFailureLimit(n int) Option { return func(a *Authorizer) { a.addrMax = n } }
+
+// WithUserRate bounds how often one user name is checked from addresses
+// that have not logged in as it lately, across all of them: perMinute
+// checks a minute, up to burst at once. The default is 10 a minute, burst
+// 10.
+func WithUserRate(perMinute float64, burst int) Option {
+	return func(a *Authorizer) { a.userRate, a.userBurst = rate.Limit(perMinute/60), burst }
+}
+
+// WithTrust sets how long an address that logged in as a user stays
+// exempt from the address and user limits for that user; the default is
+// 7 days.
+func WithTrust(ttl time.Duration) Option { return func(a *Authorizer) { a.trustTTL = ttl } }
 
 // WithBackoff sets how long logins are refused after the failure limit is
 // reached: base the first time, doubling with each lockout that follows
@@ -65,6 +86,15 @@ func (a *Authorizer) check() error {
 	}
 	if a.failMax < 1 || a.failWindow <= 0 {
 		errs = append(errs, fmt.Errorf("failure limit %d in %v: need at least 1 in a positive window", a.failMax, a.failWindow))
+	}
+	if a.addrMax < 1 {
+		errs = append(errs, fmt.Errorf("address failure limit %d: need at least 1", a.addrMax))
+	}
+	if a.userRate <= 0 || a.userBurst < 1 {
+		errs = append(errs, fmt.Errorf("user rate %v/s, burst %d: need a positive rate and burst", float64(a.userRate), a.userBurst))
+	}
+	if a.trustTTL < 0 {
+		errs = append(errs, fmt.Errorf("trust time %v is negative", a.trustTTL))
 	}
 	if a.backoffBase <= 0 || a.backoffMax < a.backoffBase {
 		errs = append(errs, fmt.Errorf("back-off %v up to %v: need 0 < base <= ceiling", a.backoffBase, a.backoffMax))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -76,9 +77,11 @@ type Auth struct {
 	Grants        []Grant `yaml:"grants,omitempty"`
 }
 
-// Grant gives a user actions on names under a prefix.
+// Grant gives a user actions on names under a prefix, on one route or, with
+// no route, on every route.
 type Grant struct {
 	User    string   `yaml:"user"`
+	Route   string   `yaml:"route,omitempty"`
 	Prefix  string   `yaml:"prefix"`
 	Actions []string `yaml:"actions"`
 }
@@ -207,6 +210,11 @@ func (c *Config) Validate() error {
 	if _, err := policy.NewRouter(c.PolicyRoutes()); err != nil {
 		errs = append(errs, err)
 	}
+	for i, g := range c.Auth.Grants {
+		if g.Route != "" && !slices.ContainsFunc(c.Routes, func(r Route) bool { return r.Name == g.Route }) {
+			errs = append(errs, fmt.Errorf("auth.grants[%d]: route %q is not configured", i, g.Route))
+		}
+	}
 	for _, r := range c.Routes {
 		if r.Hosted && (c.Global.Backend == "none" || c.Global.Backend == "") {
 			errs = append(errs, fmt.Errorf("hosted route %s needs a global tier: its pushes are written through to it (set global.backend)", r.Name))
@@ -254,6 +262,10 @@ func (c *Config) PolicyRoutes() []policy.Route {
 		pr := policy.Route{
 			Name: r.Name, Origin: r.Origin, Default: r.Default, Hosted: r.Hosted,
 			Prefix: r.Prefix, TagTTL: time.Duration(r.TagTTL),
+			AnonymousPull: c.Auth.AnonymousPull == nil || *c.Auth.AnonymousPull,
+		}
+		if r.AnonymousPull != nil {
+			pr.AnonymousPull = *r.AnonymousPull
 		}
 		if r.Hosted {
 			pr.Caps = policy.CapPull | policy.CapPush

@@ -129,6 +129,37 @@ func TestHostedDeletesCanBeTurnedOff(t *testing.T) {
 	}
 }
 
+// A route's anonymous pull is its own setting, the node's when it has none;
+// a grant may name only a configured route.
+func TestAnonymousPullAndGrantRoutes(t *testing.T) {
+	t.Parallel()
+	c := mustParse(t, `
+routes:
+  - {name: a, origin: "https://a.example", default: true}
+  - {name: b, origin: "https://b.example", anonymous_pull: true}
+  - {name: t, hosted: true, prefix: t/}
+global: {backend: dir}
+auth:
+  anonymous_pull: false
+  grants: [{user: ci, route: t, prefix: t/, actions: [push]}]
+`)
+	for i, want := range []bool{false, true, false} {
+		if got := c.PolicyRoutes()[i].AnonymousPull; got != want {
+			t.Errorf("route %s: anonymous pull %v, want %v", c.Routes[i].Name, got, want)
+		}
+	}
+	if c.Auth.Grants[0].Route != "t" {
+		t.Fatalf("grant route %q", c.Auth.Grants[0].Route)
+	}
+	if got := mustParse(t, "routes: [{name: a, origin: \"https://a.example\"}]\n").PolicyRoutes()[0].AnonymousPull; !got {
+		t.Fatal("anonymous pull is not on by default")
+	}
+	_, err := Parse([]byte("routes: [{name: a, origin: \"https://a.example\"}]\nauth: {grants: [{user: ci, route: nope, actions: [pull]}]}\n"))
+	if err == nil || !strings.Contains(err.Error(), `route "nope" is not configured`) {
+		t.Fatalf("a grant of an unknown route: %v", err)
+	}
+}
+
 // The example an operator copies must stay valid.
 func TestExampleConfig(t *testing.T) {
 	t.Setenv("DOCKERHUB_TOKEN", "token")

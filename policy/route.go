@@ -51,6 +51,15 @@ type Route struct {
 	TagTTL time.Duration
 	// Caps is what the route allows.
 	Caps Capability
+	// AnonymousPull lets clients without credentials pull from the route.
+	// The zero value asks every puller to authenticate.
+	AnonymousPull bool
+}
+
+// Holds reports whether repo falls inside the route's namespace: under the
+// prefix of a hosted route that has one, anything otherwise.
+func (r *Route) Holds(repo string) bool {
+	return !r.Hosted || strings.HasPrefix(repo, r.Prefix)
 }
 
 // Fresh reports whether a tag record fetched at fetched is still fresh at now.
@@ -151,7 +160,20 @@ func (r *Router) Route(name string) *Route { return r.byName[name] }
 //
 // The order is: ?ns=; a hosted prefix; a first path element that names a
 // pull-through route; the default route. Hosted names are never shortened.
+// A name outside the namespace of the route it comes to, such as
+// ?ns=<hosted route> with a name outside that route's prefix, is refused.
 func (r *Router) Resolve(ns, name string) (*Route, string, error) {
+	rt, repo, err := r.resolve(ns, name)
+	if err != nil {
+		return nil, "", err
+	}
+	if !rt.Holds(repo) {
+		return nil, "", fmt.Errorf("%w: %q is outside route %s (prefix %q)", ErrUnknownNamespace, repo, rt.Name, rt.Prefix)
+	}
+	return rt, repo, nil
+}
+
+func (r *Router) resolve(ns, name string) (*Route, string, error) {
 	first, rest, nested := strings.Cut(name, "/")
 	if ns != "" {
 		rt := r.byName[ns]

@@ -40,6 +40,12 @@ func TestResolve(t *testing.T) {
 		{"", "team/infra/db", "team-infra", "team/infra/db", nil},
 		{"", "teamx/app", "docker.io", "teamx/app", nil},
 		{"quay.io", "org/app", "", "", ErrUnknownNamespace},
+		// ?ns= of a hosted route keeps to its prefix.
+		{"team", "team/app", "team", "team/app", nil},
+		{"team", "priv/app", "", "", ErrUnknownNamespace},
+		{"team", "team", "", "", ErrUnknownNamespace},
+		{"team-infra", "team/app", "", "", ErrUnknownNamespace},
+		{"team-infra", "team/infra/db", "team-infra", "team/infra/db", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ns+"|"+tt.name, func(t *testing.T) {

@@ -58,7 +58,12 @@ func (e *RateLimitError) Error() string { return "too many failed logins" }
 // WithAuthorizer sets who may do what.
 func WithAuthorizer(a Authorizer) Option { return func(s *Server) { s.auth = a } }
 
-func accessOf(method string) Access {
+// accessOf is what a request does: an upload session, whatever the method,
+// is a push (its status tells what was uploaded).
+func accessOf(op, method string) Access {
+	if op == "upload" {
+		return Push
+	}
 	switch method {
 	case http.MethodGet, http.MethodHead:
 		return Pull

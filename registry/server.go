@@ -266,7 +266,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			routeName = req.route.Name
 			h["Oci-Namespace"] = s.namespaces[req.route.Name]
-			access := accessOf(r.Method)
+			access := accessOf(op, r.Method)
 			if err = s.routeAllows(req, access); err == nil {
 				err = s.authorize(r, req.route, req.repo, access)
 			}

@@ -14,28 +14,28 @@ import (
 	"github.com/edgeregistry/edge/registry"
 )
 
-// authorizer adapts package auth to the API's Authorizer.
+// authorizer adapts package auth to the API's Authorizer. Who may do what
+// is decided by auth alone, from the route's own settings.
 type authorizer struct {
 	a *auth.Authorizer
-	// anonymous pull by route, where a route overrides the node's setting
-	anonymous map[string]bool
+	// anonymous is true when some route lets anonymous clients pull, so
+	// that GET /v2/ without credentials must succeed for them.
+	anonymous bool
 }
 
-func newAuthorizer(cfg config.Auth, routes []config.Route, realm string, log *slog.Logger, reg prometheus.Registerer) (*authorizer, error) {
+func newAuthorizer(cfg config.Auth, routes []*policy.Route, realm string, log *slog.Logger, reg prometheus.Registerer) (*authorizer, error) {
 	grants := make([]auth.Grant, len(cfg.Grants))
 	for i, g := range cfg.Grants {
 		grants[i] = auth.Grant(g)
 	}
-	a, err := auth.New(auth.Config{Htpasswd: cfg.Htpasswd, AnonymousPull: cfg.AnonymousPull, Grants: grants, Realm: realm},
+	a, err := auth.New(auth.Config{Htpasswd: cfg.Htpasswd, Grants: grants, Realm: realm},
 		auth.WithLogger(log), auth.WithRegisterer(reg))
 	if err != nil {
 		return nil, err
 	}
-	x := &authorizer{a: a, anonymous: map[string]bool{}}
+	x := &authorizer{a: a}
 	for _, r := range routes {
-		if r.AnonymousPull != nil {
-			x.anonymous[r.Name] = *r.AnonymousPull
-		}
+		x.anonymous = x.anonymous || r.AnonymousPull
 	}
 	return x, nil
 }
@@ -43,20 +43,14 @@ func newAuthorizer(cfg config.Auth, routes []config.Route, realm string, log *sl
 var actions = map[registry.Access]auth.Action{registry.Pull: auth.Pull, registry.Push: auth.Push, registry.Delete: auth.Delete}
 
 func (x *authorizer) Authorize(r *http.Request, route *policy.Route, repo string, a registry.Access) error {
-	if anon, set := x.anonymous[route.Name]; set && a == registry.Pull && r.Header.Get("Authorization") == "" {
-		if anon {
-			return nil
-		}
-		return fmt.Errorf("%w: route %s needs credentials to pull", registry.ErrUnauthenticated, route.Name)
-	}
-	_, err := x.a.Authorize(r, repo, actions[a])
+	_, err := x.a.Authorize(r, route, repo, actions[a])
 	return apiAuthError(err)
 }
 
-// Login answers GET /v2/: without credentials it is fine when anonymous
-// pulls are; with them, they must be right.
+// Login answers GET /v2/: without credentials it is fine when some route
+// lets anonymous clients pull; with them, they must be right.
 func (x *authorizer) Login(r *http.Request) error {
-	if r.Header.Get("Authorization") == "" && x.a.AnonymousPull() {
+	if _, sent := r.Header["Authorization"]; !sent && x.anonymous {
 		return nil
 	}
 	_, err := x.a.Login(r)

@@ -84,7 +84,7 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	go func() { defer func() { wbDone <- struct{}{} }(); engine.RunWriteBehind(wbCtx, 4) }()
 	go func() { defer func() { wbDone <- struct{}{} }(); cleanUploads(wbCtx, store, log) }()
 	defer func() { stopWriteBehind(); <-wbDone; <-wbDone }()
-	authz, err := newAuthorizer(cfg.Auth, cfg.Routes, "edge "+cfg.Region, log.With("component", "auth"), reg)
+	authz, err := newAuthorizer(cfg.Auth, router.Routes(), "edge "+cfg.Region, log.With("component", "auth"), reg)
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
