@@ -115,6 +115,7 @@ func TestConnectionLimitRefusesTheExcess(t *testing.T) {
 				!strings.Contains(body, `"code":"UNAVAILABLE"`) || resp.Header.Get("Content-Type") != "application/json; charset=utf-8" {
 				t.Fatalf("over the limit: %d %q (close %v), want a 503 with an OCI error", resp.StatusCode, body, resp.Close)
 			}
+			_ = extra.conn.Close()
 			if got := gather(t, n.reg, "edge_http_connections_refused_total"); got != 1 {
 				t.Errorf("refused: %v, want 1", got)
 			}
