@@ -171,3 +171,35 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatalf("example = %+v", c)
 	}
 }
+
+func TestServerSection(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte(`
+server:
+  max_connections: 5000
+  header_timeout: 10s
+  idle_timeout: 90s
+  body_timeout: 30s
+  min_body_rate: 4KiB
+  send_timeout: 45s
+  shutdown_grace: 20s
+  lean_loop: false
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Server
+	if s.MaxConnections != 5000 || s.HeaderTimeout != Duration(10*time.Second) || s.IdleTimeout != Duration(90*time.Second) ||
+		s.BodyTimeout != Duration(30*time.Second) || s.MinBodyRate != 4<<10 || s.SendTimeout != Duration(45*time.Second) ||
+		s.ShutdownGrace != Duration(20*time.Second) || s.LeanLoop == nil || *s.LeanLoop {
+		t.Fatalf("server = %+v", s)
+	}
+	for _, bad := range []string{
+		"server: {max_connections: -1}", "server: {send_timeout: -1s}", "server: {shutdown_grace: -5s}",
+		"server: {max_conns: 10}",
+	} {
+		if _, err := Parse([]byte(bad)); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}

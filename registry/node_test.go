@@ -131,7 +131,10 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.srv = &h1.Server{Handler: n.handler, Fallback: &http.Server{Handler: n.handler}}
+	n.srv, err = h1.New(n.handler, &http.Server{Handler: n.handler})
+	if err != nil {
+		t.Fatal(err)
+	}
 	n.served = make(chan error, 1)
 	go func() { n.served <- n.srv.Serve(ln) }()
 	n.URL = "http://" + ln.Addr().String()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -106,9 +107,21 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 
-	servers := []*listener{{name: "api", addr: cfg.Listen, handler: api, tls: cfg.TLS, lean: true, log: log}}
+	return runNode(ctx, cfg, log, reg, api, admin, &ready, engine)
+}
+
+// runNode serves the API and the admin listener until ctx ends or one of them
+// fails, then stops the node.
+func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer,
+	api, admin http.Handler, ready *atomic.Bool, engine *cache.Engine) error {
+	apiSrv, err := newAPIServer(cfg.Server, cfg.TLS, api, log.With("component", "http"), reg)
+	if err != nil {
+		return err
+	}
+	servers := []*listener{{name: "api", addr: cfg.Listen, api: apiSrv}}
 	if cfg.AdminListen != "" {
-		servers = append(servers, &listener{name: "admin", addr: cfg.AdminListen, handler: admin})
+		servers = append(servers, &listener{name: "admin", addr: cfg.AdminListen,
+			admin: &http.Server{Handler: admin, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}})
 	}
 	errc := make(chan error, len(servers))
 	for i, l := range servers {
@@ -132,31 +145,84 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
+	stop(log, cfg.Server, ready, servers, engine)
+	return runErr
+}
+
+// stop takes the node out of service: readiness goes false first, so that
+// a fleet's load balancer sends new connections elsewhere; the API keeps
+// answering (each answer its connection's last) until the requests in
+// progress have finished, then closes its listener; the fills no client
+// waits for any more get a moment, then stop; the admin listener closes
+// last. All of it within the shutdown grace, after which the requests
+// still in progress are broken.
+func stop(log *slog.Logger, cfg config.Server, ready *atomic.Bool, servers []*listener, engine *cache.Engine) {
 	ready.Store(false)
 	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	grace := time.Duration(cfg.ShutdownGrace)
+	if grace == 0 {
+		grace = config.DefaultShutdownGrace
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	for _, l := range servers {
+	api, admin := servers[0], servers[1:]
+	if err := api.api.Drain(sctx); err != nil {
+		log.Warn("requests still in progress at the end of the shutdown grace", "err", err)
+	}
+	if err := api.shutdown(sctx); err != nil {
+		log.Warn("shutdown", "listener", api.name, "err", err)
+	}
+	fctx, fcancel := context.WithTimeout(sctx, fillGrace)
+	defer fcancel()
+	if err := engine.Close(fctx); err != nil {
+		log.Info("fills stopped at shutdown", "err", err)
+	}
+	for _, l := range admin {
 		if err := l.shutdown(sctx); err != nil {
 			log.Warn("shutdown", "listener", l.name, "err", err)
 		}
 	}
-	if err := engine.Close(sctx); err != nil {
-		log.Warn("fills did not finish", "err", err)
-	}
-	return runErr
 }
 
+// fillGrace is how long the fills that no client waits for any more may
+// run on once the API has stopped; then they stop, to be made again by
+// whichever node a client asks next.
+const fillGrace = time.Second
+
+// newAPIServer builds the API's server: pulls on the lean loop, the rest
+// (everything, with TLS or when the lean loop is off) on net/http, under
+// one set of limits and timeouts.
+func newAPIServer(cfg config.Server, tlsCfg *config.TLS, handler http.Handler, log *slog.Logger, reg prometheus.Registerer) (*h1.Server, error) {
+	fallback := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: time.Duration(cfg.HeaderTimeout),
+		IdleTimeout:       time.Duration(cfg.IdleTimeout),
+	}
+	lean := handler
+	if cfg.LeanLoop != nil && !*cfg.LeanLoop {
+		lean = nil
+	}
+	if tlsCfg != nil {
+		cert, err := tls.LoadX509KeyPair(tlsCfg.CertFile, tlsCfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		fallback.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		lean = nil
+	}
+	return h1.New(lean, fallback, h1.WithLogger(log), h1.WithRegisterer(reg),
+		h1.WithMaxConns(cfg.MaxConnections),
+		h1.WithBodyTimeout(time.Duration(cfg.BodyTimeout), int64(cfg.MinBodyRate)),
+		h1.WithSendTimeout(time.Duration(cfg.SendTimeout)))
+}
+
+// listener is the API's server or the admin's, and its socket.
 type listener struct {
-	name    string
-	addr    string
-	handler http.Handler
-	tls     *config.TLS
-	lean    bool // pulls on the h1 loop, unless TLS is on
-	log     *slog.Logger
-	ln      net.Listener
-	srv     *http.Server
-	h1      *h1.Server
+	name  string
+	addr  string
+	ln    net.Listener
+	api   *h1.Server
+	admin *http.Server
 }
 
 func (l *listener) listen() error {
@@ -165,33 +231,22 @@ func (l *listener) listen() error {
 		return fmt.Errorf("%s listener: %w", l.name, err)
 	}
 	l.ln = ln
-	l.srv = &http.Server{
-		Handler:           l.handler,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-	}
-	if l.lean && l.tls == nil {
-		l.h1 = &h1.Server{Handler: l.handler, Fallback: l.srv, IdleTimeout: l.srv.IdleTimeout, Log: l.log}
-	}
 	return nil
 }
 
 func (l *listener) shutdown(ctx context.Context) error {
-	if l.h1 != nil {
-		return l.h1.Shutdown(ctx)
+	if l.api != nil {
+		return l.api.Shutdown(ctx)
 	}
-	return l.srv.Shutdown(ctx)
+	return l.admin.Shutdown(ctx)
 }
 
 func (l *listener) serve() error {
 	var err error
-	switch {
-	case l.h1 != nil:
-		err = l.h1.Serve(l.ln)
-	case l.tls != nil:
-		err = l.srv.ServeTLS(l.ln, l.tls.CertFile, l.tls.KeyFile)
-	default:
-		err = l.srv.Serve(l.ln)
+	if l.api != nil {
+		err = l.api.Serve(l.ln)
+	} else {
+		err = l.admin.Serve(l.ln)
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

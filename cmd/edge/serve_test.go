@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,34 +22,66 @@ import (
 // logBuffer is a log sink tests can read while the node writes to it.
 type logBuffer = testkit.Buffer
 
-var apiAddr = regexp.MustCompile(`msg=listening listener=api addr=(\S+)`)
+var (
+	apiAddr   = regexp.MustCompile(`msg=listening listener=api addr=(\S+)`)
+	adminAddr = regexp.MustCompile(`msg=listening listener=admin addr=(\S+)`)
+)
 
 // startNode runs serve in-process and returns the API's base URL.
 func startNode(t *testing.T, yaml string) string {
+	t.Helper()
+	return runTestNode(t, yaml).api
+}
+
+// testNode is a node serve runs in-process.
+type testNode struct {
+	api, admin string             // base URLs; admin is empty without an admin listener
+	stop       context.CancelFunc // what SIGTERM does
+	logs       *logBuffer
+
+	done chan error // what serve returned
+	once sync.Once
+	err  error
+}
+
+// wait waits for serve to return and returns its error.
+func (n *testNode) wait() error {
+	n.once.Do(func() { n.err = <-n.done })
+	return n.err
+}
+
+// runTestNode runs serve in-process until the test ends or stop is called.
+func runTestNode(t *testing.T, yaml string) *testNode {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &logBuffer{}
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, logs) }()
+	n := &testNode{stop: cancel, done: make(chan error, 1), logs: &logBuffer{}}
+	go func() { n.done <- serve(ctx, cfg, n.logs) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := n.wait(); err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if m := apiAddr.FindStringSubmatch(logs.String()); m != nil {
-			return "http://" + m[1]
+		logs := n.logs.String()
+		if strings.Contains(logs, `msg="edge node started"`) {
+			if m := apiAddr.FindStringSubmatch(logs); m != nil {
+				n.api = "http://" + m[1]
+			}
+			if m := adminAddr.FindStringSubmatch(logs); m != nil {
+				n.admin = "http://" + m[1]
+			}
+			return n
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("node did not start: %s", logs.String())
-	return ""
+	t.Fatalf("node did not start: %s", n.logs.String())
+	return nil
 }
 
 func TestPushNeedsAUserWithAGrant(t *testing.T) {

@@ -1,6 +1,6 @@
-// Package h1 serves the API's bodiless GET and HEAD requests (every pull)
-// on a lean HTTP/1.1 connection loop, and hands any other connection to a
-// net/http server.
+// Package h1 serves the API: its bodiless GET and HEAD requests (every
+// pull) on a lean HTTP/1.1 connection loop, and any other connection on a
+// net/http server, the fallback, under one set of limits.
 //
 // net/http spends more per request than a warm pull costs: a background
 // read and two deadline changes per request, a cloned and sorted header
@@ -11,7 +11,19 @@
 // does not take (a body, Expect, Upgrade, HTTP/1.0, an absolute target,
 // headers beyond its buffer, anything malformed) hands the connection,
 // unread bytes included, to the fallback server for good, after flushing
-// what the loop already answered.
+// what the loop already answered. Without a lean handler, or with TLS,
+// the fallback serves every connection.
+//
+// What a client can hold is bounded on both paths: the connections open
+// at once (an idle one makes room for a new one; past that, a new one gets
+// a 503), a request header's time, a request body's idle time and average
+// rate (net/http only: the loop takes no bodies), and the time a client
+// may take nothing of a response, a write deadline renewed as it takes,
+// sendfile included. New refuses the fallback settings the loop could not
+// honour alike (ReadTimeout, WriteTimeout, ConnState, ConnContext,
+// BaseContext, ErrorLog); the loop honours ReadHeaderTimeout and
+// IdleTimeout, and MaxHeaderBytes always holds, as the loop takes no header
+// over 4 KiB. Drain and Shutdown stop the server gently.
 //
 // One difference from net/http is deliberate: net/http reads every
 // connection in the background while a handler runs, to end the request's

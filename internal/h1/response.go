@@ -1,9 +1,11 @@
 package h1
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -164,14 +166,17 @@ func (w *response) send(p []byte) (int, error) {
 		_, err = bw.WriteString("\r\n")
 	}
 	if err != nil {
-		w.fail()
+		w.fail(err)
 	}
 	return n, err
 }
 
 // fail marks the connection broken and ends the request's context, so that
 // a handler waiting on other work learns that nobody will read its answer.
-func (w *response) fail() {
+func (w *response) fail(err error) {
+	if !w.failed && errors.Is(err, os.ErrDeadlineExceeded) {
+		w.c.srv.metrics.timeout.WithLabelValues("send").Inc()
+	}
 	w.failed = true
 	w.c.cancelRequest()
 }
@@ -207,7 +212,7 @@ func (w *response) commit(final bool) error {
 		w.chunked = true
 		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
-	if w.c.srv.closing.Load() {
+	if w.c.srv.draining.Load() {
 		// Shutting down: this is the connection's last answer.
 		w.close = true
 	}
@@ -222,7 +227,7 @@ func (w *response) commit(final bool) error {
 	b = append(b, "\r\n"...)
 	w.c.bufs.header = b
 	if _, err := w.c.bufs.w.Write(b); err != nil {
-		w.fail()
+		w.fail(err)
 		return err
 	}
 	held := w.held
@@ -239,14 +244,14 @@ func (w *response) flush() error {
 		return err
 	}
 	if err := w.c.bufs.w.Flush(); err != nil {
-		w.fail()
+		w.fail(err)
 		return err
 	}
 	return nil
 }
 
 // ReadFrom sends src after the header; with a known length and a file
-// behind src, the kernel copies it (sendfile).
+// behind src, the kernel copies it (sendfile), a chunk per write deadline.
 func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
@@ -257,18 +262,23 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	if err := w.flush(); err != nil {
 		return 0, err
 	}
-	left := w.length - w.written
-	if lr, ok := src.(*io.LimitedReader); !ok || lr.N > left {
-		src = &io.LimitedReader{R: src, N: left}
+	// One LimitedReader over the file, whatever src is, for sendfile.
+	body := &io.LimitedReader{R: src, N: w.length - w.written}
+	outer, limited := src.(*io.LimitedReader)
+	if limited {
+		body.R, body.N = outer.R, min(outer.N, body.N)
 	}
 	rf, ok := w.c.rwc.(io.ReaderFrom)
 	if !ok {
-		return io.Copy(writerOnly{w}, src)
+		return io.Copy(writerOnly{w}, body)
 	}
-	n, err := rf.ReadFrom(src)
+	n, err := sendChunks(rf, body, w.c.renewSend)
+	if limited {
+		outer.N -= n
+	}
 	w.written += n
 	if err != nil {
-		w.fail()
+		w.fail(err)
 	}
 	return n, err
 }

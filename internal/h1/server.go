@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,44 +14,49 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // bufSize is the size of a connection's read and write buffers. A request
 // whose headers do not fit is handed to the fallback server.
 const bufSize = 4096
 
-// DefaultIdleTimeout is how long a connection may wait for its next request
-// when Server.IdleTimeout is zero.
-const DefaultIdleTimeout = 120 * time.Second
-
 // Server answers bodiless GET and HEAD requests itself and hands every other
-// connection to Fallback. The zero value is not usable: Handler and Fallback
-// are required.
+// connection to a net/http server, the fallback. New builds one.
 type Server struct {
-	// Handler answers the requests of the lean loop.
-	Handler http.Handler
-	// Fallback serves the connections handed over; its own Handler, timeouts
-	// and limits apply to them.
-	Fallback *http.Server
-	// IdleTimeout bounds the wait for a connection's next request, headers
-	// included. The deadline is refreshed at most every half timeout, so a
-	// connection may be closed anywhere between half and the whole of it.
-	IdleTimeout time.Duration
-	// Log receives handler panics other than http.ErrAbortHandler.
-	Log *slog.Logger
+	lean     http.Handler // nil: the fallback serves every connection
+	fallback *http.Server
+	tls      bool // the fallback serves TLS, and every connection
+	log      *slog.Logger
+	reg      prometheus.Registerer
+	now      func() time.Time
+	metrics  *metrics
 
-	mu      sync.Mutex
-	ln      net.Listener
-	conns   map[*conn]struct{}
-	handoff *handoffListener
-	closing atomic.Bool
+	maxConns    int
+	bodyTimeout time.Duration
+	minBodyRate int64 // bytes per second
+	sendTimeout time.Duration
+
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[*conn]struct{} // on the lean loop
+	slots    map[*slot]struct{} // every connection admitted and not closed
+	handoff  *handoffListener
+	stopped  error // why the fallback stopped on its own
+	open     atomic.Int64
+	idle     atomic.Int64 // slots waiting for a request
+	closing  atomic.Bool  // Shutdown has begun
+	draining atomic.Bool  // Drain or Shutdown has begun
+	refusals chan struct{}
 
 	sweepStop, sweepDone chan struct{} // the watch sweeper's
 	sweepOnce            sync.Once
 }
 
-// Serve accepts connections on ln until Shutdown or a permanent accept
-// error. It returns http.ErrServerClosed after Shutdown.
+// Serve accepts connections on ln until Shutdown, a permanent accept error,
+// or the fallback server stopping. It returns http.ErrServerClosed after
+// Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing.Load() {
@@ -66,14 +70,15 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.conns = make(map[*conn]struct{})
-	s.handoff = &handoffListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
+	s.slots = make(map[*slot]struct{})
+	s.refusals = make(chan struct{}, refusing)
+	s.handoff = newHandoffListener(ln.Addr())
 	// The sweeper lives until Shutdown has drained the connections: the
 	// requests of its grace period are watched too.
 	s.sweepStop, s.sweepDone = make(chan struct{}), make(chan struct{})
 	go func() { defer close(s.sweepDone); s.watchSlow(s.sweepStop) }()
 	s.mu.Unlock()
-	// Shutdown ends the fallback and reports its errors.
-	go func() { _ = s.Fallback.Serve(s.handoff) }()
+	go s.serveFallback()
 
 	var delay time.Duration
 	for {
@@ -81,6 +86,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		if err != nil {
 			if s.closing.Load() {
 				return http.ErrServerClosed
+			}
+			if err := s.fallbackStopped(); err != nil {
+				return err
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
@@ -93,83 +101,64 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
-		c := s.newConn(rwc)
-		if c == nil {
-			_ = rwc.Close()
-			continue
-		}
-		go c.serve()
+		s.accept(rwc)
 	}
 }
 
-// Shutdown stops accepting, closes idle connections, lets the requests in
-// progress finish, and shuts the fallback server down, all within ctx.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing.Store(true)
-	ln, handoff := s.ln, s.handoff
-	s.mu.Unlock()
-	if ln == nil {
-		return s.Fallback.Shutdown(ctx)
+// accept serves a new connection, or refuses it over the limit.
+func (s *Server) accept(rwc net.Conn) {
+	sl := s.admit(rwc)
+	switch {
+	case sl == nil:
+		s.refuse(rwc)
+	case s.lean == nil || s.tls:
+		if !s.handoff.push(newHandedConn(sl, nil)) {
+			_ = sl.close()
+		}
+	default:
+		if c := s.newConn(sl); c != nil {
+			go c.serve()
+		} else {
+			_ = sl.close()
+		}
 	}
-	_ = ln.Close()
-	// No more hand-offs either: one in flight is dropped with its
-	// connection, as a connection not yet accepted would be.
-	handoff.Close()
-	fb := make(chan error, 1)
-	go func() { fb <- s.Fallback.Shutdown(ctx) }()
+}
 
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
+// serveFallback runs the fallback server on the connections handed over.
+// Stopping on its own, it stops Serve too: the connections it would be
+// handed would wait for nobody.
+func (s *Server) serveFallback() {
 	var err error
-	for !s.closeIdle() {
-		select {
-		case <-ctx.Done():
-			// Out of time: break the requests still in progress, on both
-			// servers, as http.Server.Close does.
-			s.closeAll()
-			_ = s.Fallback.Close()
-			err = ctx.Err()
-		case <-tick.C:
-			continue
-		}
-		break
+	if s.tls {
+		err = s.fallback.ServeTLS(s.handoff, "", "")
+	} else {
+		err = s.fallback.Serve(s.handoff)
 	}
-	s.sweepOnce.Do(func() {
-		close(s.sweepStop)
-		<-s.sweepDone
-	})
-	if ferr := <-fb; err == nil {
-		err = ferr
-	}
-	return err
-}
-
-// closeIdle closes the connections waiting for a request and reports
-// whether none is left.
-func (s *Server) closeIdle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for c := range s.conns {
-		if c.idle.Load() {
-			_ = c.rwc.Close()
-		}
+	if s.closing.Load() {
+		return
 	}
-	return len(s.conns) == 0
+	if errors.Is(err, http.ErrServerClosed) {
+		// Not this server's closing: a caller must not take it for one.
+		s.stopped = errors.New("h1: the fallback server was closed")
+	} else {
+		s.stopped = fmt.Errorf("h1: the fallback server stopped: %w", err)
+	}
+	s.handoff.Close()
+	_ = s.ln.Close()
 }
 
-func (s *Server) closeAll() {
+func (s *Server) fallbackStopped() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for c := range s.conns {
-		c.cancelRequest()
-		_ = c.rwc.Close()
-	}
+	return s.stopped
 }
 
-func (s *Server) newConn(rwc net.Conn) *conn {
-	c := &conn{srv: s, rwc: rwc, remote: rwc.RemoteAddr().String()}
-	c.idle.Store(true)
+func (s *Server) newConn(sl *slot) *conn {
+	c := &conn{srv: s, rwc: sl.rwc, sl: sl, remote: sl.rwc.RemoteAddr().String()}
+	c.out.c = c
+	sl.setIdle(true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
@@ -185,13 +174,6 @@ func (s *Server) forget(c *conn) {
 	s.mu.Unlock()
 }
 
-func (s *Server) idleTimeout() time.Duration {
-	if s.IdleTimeout > 0 {
-		return s.IdleTimeout
-	}
-	return DefaultIdleTimeout
-}
-
 var bufPool = sync.Pool{New: func() any { return new(connBufs) }}
 
 // connBufs are the buffers of one connection, pooled between connections.
@@ -205,13 +187,15 @@ type connBufs struct {
 type conn struct {
 	srv    *Server
 	rwc    net.Conn
+	sl     *slot // its place under the limit, idle while it waits for a request
 	remote string
-	idle   atomic.Bool // waiting for a request: Shutdown may close it
 	bufs   *connBufs
 
 	src         stashReader // what the read buffer reads
+	out         sendWriter  // what the write buffer writes
 	deadline    time.Time   // the read deadline last set
 	headerTimed bool        // the deadline is a header's, not the idle one
+	sendUntil   time.Time   // the write deadline last set
 	resp        response    // the writer of the request being answered
 
 	mu      sync.Mutex
@@ -235,7 +219,7 @@ func (c *conn) serve() {
 	defer func() {
 		c.srv.forget(c)
 		if !handedOff {
-			_ = c.rwc.Close()
+			_ = c.sl.close()
 		}
 		if c.bufs != nil {
 			c.bufs.r.Reset(nil)
@@ -247,10 +231,10 @@ func (c *conn) serve() {
 	c.src.conn = c.rwc
 	if c.bufs.r == nil {
 		c.bufs.r = bufio.NewReaderSize(&c.src, bufSize)
-		c.bufs.w = bufio.NewWriterSize(c.rwc, bufSize)
+		c.bufs.w = bufio.NewWriterSize(&c.out, bufSize)
 	} else {
 		c.bufs.r.Reset(&c.src)
-		c.bufs.w.Reset(c.rwc)
+		c.bufs.w.Reset(&c.out)
 	}
 	br, bw := c.bufs.r, c.bufs.w
 
@@ -294,7 +278,7 @@ func (c *conn) serve() {
 // timeout is left, rather than on every request, or when the last header
 // had a deadline of its own.
 func (c *conn) refreshDeadline() {
-	idle := c.srv.idleTimeout()
+	idle := c.srv.fallback.IdleTimeout
 	now := time.Now()
 	if c.headerTimed || c.deadline.Sub(now) < idle/2 {
 		c.headerTimed = false
@@ -309,7 +293,7 @@ var errNotLean = errors.New("not a request the lean loop takes")
 // headerEnd waits for a whole header block at the start of the read
 // buffer and returns its length. Before it waits on the network it flushes
 // the answers written so far; while it waits for the first byte, the
-// connection is idle, and Shutdown may close it. Once part of a header has
+// connection is idle: it may be closed to make room, or by a shutdown. Once part of a header has
 // come, the rest must come within the fallback's ReadHeaderTimeout.
 func (c *conn) headerEnd() (int, error) {
 	br, bw := c.bufs.r, c.bufs.w
@@ -328,12 +312,12 @@ func (c *conn) headerEnd() (int, error) {
 			return 0, err
 		}
 		if len(buf) == 0 {
-			c.idle.Store(true)
+			c.sl.setIdle(true)
 		} else if !c.headerTimed {
 			c.headerDeadline()
 		}
 		_, err := br.Peek(len(buf) + 1)
-		c.idle.Store(false)
+		c.sl.setIdle(false)
 		if err != nil {
 			return 0, err
 		}
@@ -344,10 +328,7 @@ func (c *conn) headerEnd() (int, error) {
 // headerDeadline gives the rest of a header that has begun to arrive the
 // fallback's ReadHeaderTimeout, once per request.
 func (c *conn) headerDeadline() {
-	t := c.srv.Fallback.ReadHeaderTimeout
-	if t <= 0 {
-		return
-	}
+	t := c.srv.fallback.ReadHeaderTimeout
 	c.headerTimed = true
 	c.deadline = time.Now().Add(t)
 	_ = c.rwc.SetReadDeadline(c.deadline)
@@ -417,16 +398,16 @@ func (c *conn) serveRequest(req *http.Request) (keep bool) {
 	w := newResponse(c, req)
 	defer func() {
 		if v := recover(); v != nil {
-			if v != http.ErrAbortHandler && c.srv.Log != nil {
+			if v != http.ErrAbortHandler {
 				buf := make([]byte, 64<<10)
 				buf = buf[:runtime.Stack(buf, false)]
-				c.srv.Log.Error("panic serving a request", "remote", c.remote, "path", req.URL.Path,
+				c.srv.log.Error("panic serving a request", "remote", c.remote, "path", req.URL.Path,
 					"panic", fmt.Sprint(v), "stack", string(buf))
 			}
 			keep = false
 		}
 	}()
-	c.srv.Handler.ServeHTTP(w, req)
+	c.srv.lean.ServeHTTP(w, req)
 	return w.finish()
 }
 
@@ -436,7 +417,10 @@ func (c *conn) handOff() bool {
 	if c.bufs.w.Flush() != nil {
 		return false
 	}
+	// The fallback sets deadlines of its own; one of this loop's would
+	// break it.
 	_ = c.rwc.SetReadDeadline(time.Time{})
+	_ = c.rwc.SetWriteDeadline(time.Time{})
 	// The fallback reads through a reader of its own: the pooled one is
 	// recycled when this loop returns.
 	var pending []byte
@@ -445,65 +429,25 @@ func (c *conn) handOff() bool {
 		pending = bytes.Clone(b)
 	}
 	pending = append(pending, c.src.stash...)
-	return c.srv.handoff.push(&handedConn{Conn: c.rwc, r: stashReader{conn: c.rwc, stash: pending}})
+	return c.srv.handoff.push(newHandedConn(c.sl, pending))
 }
 
-// handoffListener is the fallback server's listener: it yields the
-// connections the lean loop hands over.
-type handoffListener struct {
-	addr  net.Addr
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
+// sendWriter is what a connection's write buffer writes: the connection,
+// under a write deadline that moves on as the client takes what is sent.
+type sendWriter struct{ c *conn }
+
+func (w *sendWriter) Write(p []byte) (int, error) {
+	return writeChunks(w.c.rwc, p, w.c.renewSend)
 }
 
-func (l *handoffListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
+// renewSend moves the write deadline to a send timeout from now when less
+// than half of one is left: a client that takes nothing for the send
+// timeout is cut off (or for half of it, at worst), one that keeps taking
+// is not.
+func (c *conn) renewSend() {
+	t := c.srv.sendTimeout
+	if now := c.srv.now(); c.sendUntil.Sub(now) < t/2 {
+		c.sendUntil = now.Add(t)
+		_ = c.rwc.SetWriteDeadline(c.sendUntil)
 	}
-}
-
-func (l *handoffListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *handoffListener) Addr() net.Addr { return l.addr }
-
-func (l *handoffListener) push(c net.Conn) bool {
-	select {
-	case l.conns <- c:
-		return true
-	case <-l.done:
-		return false
-	}
-}
-
-// handedConn is a connection whose first bytes were read by the lean loop:
-// they are read again first. net/http never reads a connection from two
-// goroutines at once.
-type handedConn struct {
-	net.Conn
-	r stashReader
-}
-
-func (c *handedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-// ReadFrom keeps net/http's sendfile path.
-func (c *handedConn) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(struct{ io.Writer }{c.Conn}, r)
-}
-
-// CloseWrite lets net/http close its side gracefully after an error.
-func (c *handedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
 }

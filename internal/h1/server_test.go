@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/edgeregistry/edge/internal/testkit"
@@ -31,28 +32,46 @@ type node struct {
 	srv  *Server
 	addr string
 	log  *testkit.Buffer
+	reg  *prometheus.Registry
 	done chan error
 }
 
 // start serves h on the lean loop with net/http as the fallback.
-func start(t *testing.T, h http.Handler, idle time.Duration) *node {
+func start(t *testing.T, h http.Handler, idle time.Duration, opts ...Option) *node {
+	t.Helper()
+	return serveWith(t, served("lean", h), &http.Server{Handler: served("fallback", h), IdleTimeout: idle,
+		ReadHeaderTimeout: 5 * time.Second}, opts...)
+}
+
+// startMode serves h on the lean loop, or on net/http alone.
+func startMode(t *testing.T, lean bool, h http.Handler, opts ...Option) *node {
+	t.Helper()
+	if lean {
+		return start(t, h, 0, opts...)
+	}
+	return serveWith(t, nil, &http.Server{Handler: served("fallback", h), ReadHeaderTimeout: 5 * time.Second}, opts...)
+}
+
+// modes are the two paths every limit must hold on.
+var modes = []struct {
+	name string
+	lean bool
+}{{"lean", true}, {"net_http", false}}
+
+func serveWith(t *testing.T, lean http.Handler, fallback *http.Server, opts ...Option) *node {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &testkit.Buffer{}
-	n := &node{
-		srv: &Server{
-			Handler:     served("lean", h),
-			Fallback:    &http.Server{Handler: served("fallback", h), ReadHeaderTimeout: 5 * time.Second},
-			IdleTimeout: idle,
-			Log:         slog.New(slog.NewTextHandler(logs, nil)),
-		},
-		addr: ln.Addr().String(),
-		log:  logs,
-		done: make(chan error, 1),
+	reg := prometheus.NewRegistry()
+	opts = append([]Option{WithLogger(slog.New(slog.NewTextHandler(logs, nil))), WithRegisterer(reg)}, opts...)
+	srv, err := New(lean, fallback, opts...)
+	if err != nil {
+		t.Fatal(err)
 	}
+	n := &node{srv: srv, addr: ln.Addr().String(), log: logs, reg: reg, done: make(chan error, 1)}
 	go func() { n.done <- n.srv.Serve(ln) }()
 	t.Cleanup(func() { n.stop(t) })
 	return n
@@ -401,7 +420,10 @@ func TestShutdownOutOfTimeEndsRequests(t *testing.T) {
 
 func TestServeAfterShutdown(t *testing.T) {
 	t.Parallel()
-	s := &Server{Handler: echo, Fallback: &http.Server{Handler: echo}}
+	s, err := New(echo, &http.Server{Handler: echo})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -419,18 +441,8 @@ func TestServeAfterShutdown(t *testing.T) {
 
 func TestSlowHeaderTimesOut(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Handler: echo, Fallback: &http.Server{Handler: echo, ReadHeaderTimeout: 100 * time.Millisecond}}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	defer func() {
-		_ = s.Shutdown(context.Background())
-		<-done
-	}()
-	c := dial(t, ln.Addr().String())
+	n := serveWith(t, echo, &http.Server{Handler: echo, ReadHeaderTimeout: 100 * time.Millisecond})
+	c := dial(t, n.addr)
 	c.send("GET / HTTP/1.1\r\nHost: ed") // and nothing more
 	if !c.closed() {
 		t.Error("a header that never ends kept its connection past the header timeout")
@@ -477,19 +489,8 @@ func TestLeanStart(t *testing.T) {
 // its rest, as with net/http.
 func TestHeaderBegunLateGetsTheHeaderTimeout(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Handler: echo, IdleTimeout: 2 * time.Second,
-		Fallback: &http.Server{Handler: echo, ReadHeaderTimeout: 10 * time.Second}}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	defer func() {
-		_ = s.Shutdown(context.Background())
-		<-done
-	}()
-	c := dial(t, ln.Addr().String())
+	n := serveWith(t, echo, &http.Server{Handler: echo, IdleTimeout: 2 * time.Second, ReadHeaderTimeout: 10 * time.Second})
+	c := dial(t, n.addr)
 	time.Sleep(500 * time.Millisecond) // well inside the idle timeout, not a timing check
 	c.send("GET /late HTTP/1.1\r\n")
 	time.Sleep(2500 * time.Millisecond) // past the idle deadline, well inside the header timeout

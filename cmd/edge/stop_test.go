@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeregistry/edge/internal/origintest"
+)
+
+// rawGet sends a GET on a connection of its own and returns the
+// connection and a reader of what comes back.
+func rawGet(t *testing.T, base, path string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: edge\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	return c, bufio.NewReader(c)
+}
+
+func status(t *testing.T, url string) (int, bool) {
+	t.Helper()
+	res, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode, res.Close
+}
+
+// SIGTERM while a pull waits on a slow fill: readiness goes false at once,
+// the API answers new connections meanwhile (each answer its connection's
+// last) rather than refusing them for the whole grace, and the node stops
+// as soon as the pull in progress is over, whether it ends with the whole
+// blob or by the client leaving; a fill nobody waits for does not hold the
+// stop (the grace here is an hour).
+func TestStopDrainsWhileAFillIsSlow(t *testing.T) {
+	t.Parallel()
+	for _, clientLeaves := range []bool{false, true} {
+		name := "the pull finishes"
+		if clientLeaves {
+			name = "the client leaves"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			origin := origintest.NewRegistry(t)
+			proxy := origintest.NewProxy(t, origin.URL)
+			data, d := origintest.PushRandomBlob(t, origin.URL, "library/app", 256<<10)
+			gate := proxy.Hold(origintest.BlobGets, 64<<10)
+			defer gate.Release()
+			node := runTestNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: "127.0.0.1:0"
+data_dir: `+t.TempDir()+`
+routes: [{name: docker.io, origin: "`+proxy.URL+`", default: true}]
+global: {backend: none}
+server: {shutdown_grace: 1h}
+`)
+			pull, br := rawGet(t, node.api, "/v2/library/app/blobs/"+d.String())
+			<-gate.Reached()
+			res, err := http.ReadResponse(br, nil)
+			if err != nil || res.StatusCode != http.StatusOK {
+				t.Fatalf("the slow pull: %v %v", res, err)
+			}
+
+			node.stop() // SIGTERM
+			for {
+				if code, _ := status(t, node.admin+"/readyz"); code == http.StatusServiceUnavailable {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if code, closing := status(t, node.api+"/v2/"); code != http.StatusOK || !closing {
+				t.Errorf("a new connection while the node drains: %d, Connection: close %v; want it answered", code, closing)
+			}
+
+			if clientLeaves {
+				_ = pull.Close()
+			} else {
+				gate.Release()
+				body, err := io.ReadAll(res.Body)
+				if err != nil || !bytes.Equal(body, data) {
+					t.Errorf("the pull in progress: %d bytes, %v; want the whole blob", len(body), err)
+				}
+			}
+			if err := node.wait(); err != nil {
+				t.Errorf("serve: %v", err)
+			}
+			if c, err := net.Dial("tcp", strings.TrimPrefix(node.api, "http://")); err == nil {
+				_ = c.Close()
+				t.Error("the API listener is open after the stop")
+			}
+		})
+	}
+}
+
+// The configured connection limit holds: with the one connection allowed
+// busy with a pull, another is answered at once with a 503 and an OCI
+// error.
+func TestConnectionLimitFromConfig(t *testing.T) {
+	t.Parallel()
+	origin := origintest.NewRegistry(t)
+	proxy := origintest.NewProxy(t, origin.URL)
+	_, d := origintest.PushRandomBlob(t, origin.URL, "library/app", 256<<10)
+	gate := proxy.Hold(origintest.BlobGets, 64<<10)
+	defer gate.Release()
+	node := runTestNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: `+t.TempDir()+`
+routes: [{name: docker.io, origin: "`+proxy.URL+`", default: true}]
+global: {backend: none}
+server: {max_connections: 1}
+`)
+	busy, _ := rawGet(t, node.api, "/v2/library/app/blobs/"+d.String())
+	defer busy.Close()
+	<-gate.Reached()
+	_, br := rawGet(t, node.api, "/v2/")
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"code":"UNAVAILABLE"`) {
+		t.Errorf("over the limit: %d %s, want a 503 with an OCI error", res.StatusCode, body)
+	}
+}

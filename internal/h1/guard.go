@@ -1,0 +1,189 @@
+package h1
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+)
+
+// ErrBodyTimeout is the error of a request body read that was cut off: the
+// client sent nothing for the body timeout, or sent too slowly. It wraps
+// os.ErrDeadlineExceeded.
+var ErrBodyTimeout = fmt.Errorf("request body too slow to arrive: %w", os.ErrDeadlineExceeded)
+
+// sendChunk is how much of a response one write deadline covers, when a
+// handler hands over a body (ReadFrom, sendfile) or a large write.
+const sendChunk = 64 << 10
+
+// guard wraps the fallback's handler with the body and send timeouts.
+func (s *Server) guard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		g := &sendGuard{ResponseWriter: w, rc: rc, srv: s}
+		// The deadline left by the connection's last request may be past.
+		g.renew(true)
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &bodyGuard{ReadCloser: r.Body, rc: rc, srv: s, start: s.now()}
+		}
+		h.ServeHTTP(g, r)
+	})
+}
+
+// bodyGuard cuts off a request body that sends nothing for the body
+// timeout, or, once that time has passed since it began, averages less
+// than the minimum rate: its read deadline is renewed on every read, up to
+// where the bytes so far would have brought it at the minimum rate.
+type bodyGuard struct {
+	io.ReadCloser
+	rc    *http.ResponseController
+	srv   *Server
+	start time.Time
+	n     int64 // bytes read
+}
+
+func (b *bodyGuard) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(b.deadline(b.srv.now()))
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	switch {
+	case err == io.EOF:
+		// net/http now reads the connection in the background, to see the
+		// client leave: that read must not time out.
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		b.srv.metrics.timeout.WithLabelValues("body").Inc()
+		err = ErrBodyTimeout
+	}
+	return n, err
+}
+
+// deadline is the read deadline of the next read at now.
+func (b *bodyGuard) deadline(now time.Time) time.Time {
+	s := b.srv
+	d := now.Add(s.bodyTimeout)
+	// How long the bytes so far may have taken at the minimum rate, in two
+	// parts so that large bodies do not overflow.
+	earned := time.Duration(b.n/s.minBodyRate)*time.Second + time.Duration(b.n%s.minBodyRate)*time.Second/time.Duration(s.minBodyRate)
+	if floor := b.start.Add(s.bodyTimeout + earned); floor.Before(d) {
+		d = floor
+	}
+	return d
+}
+
+// sendGuard gives a fallback response a write deadline that moves on as
+// the client takes the response: a client that takes nothing for the send
+// timeout is cut off, one that keeps taking is not.
+type sendGuard struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	srv     *Server
+	until   time.Time // the write deadline last set
+	counted bool      // its timeout is counted
+}
+
+// renew moves the write deadline to a send timeout from now, when less
+// than half of one is left, or always when forced.
+func (g *sendGuard) renew(force bool) {
+	now := g.srv.now()
+	if t := g.srv.sendTimeout; force || g.until.Sub(now) < t/2 {
+		g.until = now.Add(t)
+		_ = g.rc.SetWriteDeadline(g.until)
+	}
+}
+
+func (g *sendGuard) failed(err error) {
+	if !g.counted && errors.Is(err, os.ErrDeadlineExceeded) {
+		g.counted = true
+		g.srv.metrics.timeout.WithLabelValues("send").Inc()
+	}
+}
+
+func (g *sendGuard) WriteHeader(code int) {
+	g.renew(false)
+	g.ResponseWriter.WriteHeader(code)
+}
+
+func (g *sendGuard) Write(p []byte) (int, error) {
+	n, err := writeChunks(g.ResponseWriter, p, func() { g.renew(false) })
+	g.failed(err)
+	return n, err
+}
+
+// ReadFrom keeps net/http's sendfile path, a chunk at a time.
+func (g *sendGuard) ReadFrom(src io.Reader) (int64, error) {
+	rf, ok := g.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(writerOnly{g}, src)
+	}
+	n, err := sendChunks(rf, src, func() { g.renew(false) })
+	g.failed(err)
+	return n, err
+}
+
+func (g *sendGuard) Flush() { _ = g.FlushError() }
+
+// FlushError is what http.ResponseController calls to flush.
+func (g *sendGuard) FlushError() error {
+	g.renew(false)
+	err := g.rc.Flush()
+	g.failed(err)
+	return err
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (g *sendGuard) Unwrap() http.ResponseWriter { return g.ResponseWriter }
+
+// writeChunks writes p to w a chunk at a time, calling renew before each.
+func writeChunks(w io.Writer, p []byte, renew func()) (int, error) {
+	var total int
+	for len(p) > 0 {
+		k := min(len(p), sendChunk)
+		renew()
+		n, err := w.Write(p[:k])
+		total += n
+		if err != nil {
+			return total, err
+		}
+		p = p[k:]
+	}
+	return total, nil
+}
+
+// sendChunks copies src to rf a chunk at a time, calling renew before
+// each, so that a write deadline covers a chunk, not the whole body. The
+// chunks of a LimitedReader over a file are LimitedReaders over that file,
+// which keeps the kernel's sendfile path.
+func sendChunks(rf io.ReaderFrom, src io.Reader, renew func()) (int64, error) {
+	outer, limited := src.(*io.LimitedReader)
+	left := int64(-1) // unknown
+	if limited {
+		src, left = outer.R, outer.N
+	}
+	chunk := &io.LimitedReader{R: src}
+	var total int64
+	var err error
+	for left != 0 {
+		chunk.N = sendChunk
+		if left > 0 && left < sendChunk {
+			chunk.N = left
+		}
+		want := chunk.N
+		renew()
+		var n int64
+		n, err = rf.ReadFrom(chunk)
+		total += n
+		if left > 0 {
+			left -= n
+		}
+		if err != nil || n < want {
+			break // failed, or src ended
+		}
+	}
+	if limited {
+		outer.N = max(left, 0)
+	}
+	return total, err
+}
