@@ -65,6 +65,33 @@ type Route struct {
 	Deletes *bool `yaml:"deletes,omitempty"`
 	// AnonymousPull overrides auth.anonymous_pull for this route.
 	AnonymousPull *bool `yaml:"anonymous_pull,omitempty"`
+	// Timeouts bound the calls to the origin of a pull-through route.
+	Timeouts OriginTimeouts `yaml:"timeouts,omitempty"`
+	// Breaker makes requests fail fast while the origin does not answer.
+	Breaker Breaker `yaml:"breaker,omitempty"`
+}
+
+// OriginTimeouts bound a route's calls to its origin; zero means the default.
+type OriginTimeouts struct {
+	// Dial bounds the TCP connect and the TLS handshake (default 5s).
+	Dial Duration `yaml:"dial,omitempty"`
+	// Metadata bounds a manifest HEAD or GET, a tag list, the token fetch,
+	// each with its retries, and the wait for a blob's response headers
+	// (default 10s).
+	Metadata Duration `yaml:"metadata,omitempty"`
+	// BlobIdle cuts a blob body that sends no byte for this long, the first
+	// byte included; the body is resumed from the byte reached (default 30s).
+	BlobIdle Duration `yaml:"blob_idle,omitempty"`
+}
+
+// Breaker is a route's circuit breaker: after Failures failed requests in a
+// row (no answer, or a 5xx), or one that timed out, requests to the origin
+// fail at once for CoolDown; then a background probe decides whether it
+// closes. Zero means the default.
+type Breaker struct {
+	Failures int      `yaml:"failures,omitempty"`  // default 3
+	CoolDown Duration `yaml:"cool_down,omitempty"` // default 30s
+	Disabled bool     `yaml:"disabled,omitempty"`
 }
 
 // Global is the global tier shared by all regions: its backend and the
@@ -207,6 +234,7 @@ func (c *Config) Validate() error {
 		if r.TagTTL < 0 {
 			errs = append(errs, fmt.Errorf("routes[%d] (%s): tag_ttl must not be negative", i, r.Name))
 		}
+		errs = append(errs, r.checkOrigin(i)...)
 	}
 	if _, err := policy.NewRouter(c.PolicyRoutes()); err != nil {
 		errs = append(errs, err)
@@ -255,6 +283,29 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// checkOrigin checks the origin timeouts and breaker of routes[i].
+func (r Route) checkOrigin(i int) []error {
+	var errs []error
+	if r.Hosted && (r.Timeouts != OriginTimeouts{} || r.Breaker != Breaker{}) {
+		errs = append(errs, fmt.Errorf("routes[%d] (%s): timeouts and breaker apply to pull-through routes only", i, r.Name))
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{
+		{"timeouts.dial", r.Timeouts.Dial}, {"timeouts.metadata", r.Timeouts.Metadata},
+		{"timeouts.blob_idle", r.Timeouts.BlobIdle}, {"breaker.cool_down", r.Breaker.CoolDown},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("routes[%d] (%s): %s must not be negative", i, r.Name, d.key))
+		}
+	}
+	if r.Breaker.Failures < 0 {
+		errs = append(errs, fmt.Errorf("routes[%d] (%s): breaker.failures must not be negative", i, r.Name))
+	}
+	return errs
 }
 
 // PolicyRoutes turns the configured routes into the router's routes.

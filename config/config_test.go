@@ -70,6 +70,11 @@ func TestParseRejects(t *testing.T) {
 		"storj no access":         {"global: {backend: storj}\n", "access"},
 		"deletes on pull-through": {"routes: [{name: a, origin: 'https://a', deletes: false}]\n", "hosted routes only"},
 		"hosted without global":   {"routes: [{name: t, hosted: true, prefix: t/}]\nglobal: {backend: none}\n", "needs a global tier"},
+		"negative dial":           {"routes: [{name: a, origin: 'https://a', timeouts: {dial: -1s}}]\n", "timeouts.dial must not be negative"},
+		"negative cool-down":      {"routes: [{name: a, origin: 'https://a', breaker: {cool_down: -1m}}]\n", "breaker.cool_down"},
+		"negative failures":       {"routes: [{name: a, origin: 'https://a', breaker: {failures: -2}}]\n", "breaker.failures"},
+		"unknown timeout":         {"routes: [{name: a, origin: 'https://a', timeouts: {read: 1s}}]\n", "read"},
+		"breaker on hosted":       {"routes: [{name: t, hosted: true, prefix: t/, breaker: {failures: 1}}]\nglobal: {backend: dir}\n", "pull-through routes only"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -201,5 +206,28 @@ server:
 		if _, err := Parse([]byte(bad)); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
+	}
+}
+
+func TestOriginTimeoutsAndBreaker(t *testing.T) {
+	t.Parallel()
+	c := mustParse(t, `
+routes:
+  - name: docker.io
+    origin: https://registry-1.docker.io
+    timeouts: {dial: 2s, metadata: 4s, blob_idle: 20s}
+    breaker: {failures: 5, cool_down: 1m}
+  - name: ghcr.io
+    origin: https://ghcr.io
+    breaker: {disabled: true}
+`)
+	want := Route{Name: "docker.io", Origin: "https://registry-1.docker.io",
+		Timeouts: OriginTimeouts{Dial: Duration(2 * time.Second), Metadata: Duration(4 * time.Second), BlobIdle: Duration(20 * time.Second)},
+		Breaker:  Breaker{Failures: 5, CoolDown: Duration(time.Minute)}}
+	if got := c.Routes[0]; got.Timeouts != want.Timeouts || got.Breaker != want.Breaker {
+		t.Fatalf("route 0 = %+v, want %+v", got, want)
+	}
+	if !c.Routes[1].Breaker.Disabled || c.Routes[1].Timeouts != (OriginTimeouts{}) {
+		t.Fatalf("route 1 = %+v", c.Routes[1])
 	}
 }

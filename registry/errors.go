@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 
@@ -102,6 +103,11 @@ func toAPIError(err error, about subject) *apiError {
 	case isOrigin && (oe.Status == http.StatusUnauthorized || oe.Status == http.StatusForbidden):
 		return &apiError{Status: http.StatusForbidden, Code: errcode.ErrorCodeDenied,
 			Message: fmt.Sprintf("origin %s denied access: check the route's credentials", oe.Origin), Err: err}
+	case isOrigin && errors.Is(err, upstream.ErrBreakerOpen):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: errcode.ErrorCodeUnavailable,
+			Message:    fmt.Sprintf("origin %s is not answering; failing fast until it does", oe.Origin),
+			Detail:     oe.Error(),
+			RetryAfter: max(int((oe.RetryAfter+time.Second-1)/time.Second), 1), Err: err}
 	case errors.Is(err, cache.ErrDigestMismatch), errors.Is(err, cache.ErrSizeMismatch), errors.Is(err, storjtier.ErrDigestMismatch):
 		return &apiError{Status: http.StatusBadGateway, Code: errcode.ErrorCodeUnavailable,
 			Message: "a lower tier delivered content that does not match its digest; nothing was cached", Detail: err.Error(), Err: err}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -15,8 +16,6 @@ import (
 
 // maxResumes is how many times one Blob resumes a broken body.
 const maxResumes = 3
-
-var errHeaderTimeout = errors.New("no response headers within the metadata timeout")
 
 // HeadBlob returns the size of blob d of repo.
 func (c *Client) HeadBlob(ctx context.Context, repo string, d digest.Digest) (size int64, err error) {
@@ -50,9 +49,9 @@ func (c *Client) checkBlob(op, repo string, d digest.Digest) error {
 }
 
 // Blob is the body of a blob from an origin, from Offset on. Read resumes a
-// body that breaks before its end with a Range request from the byte
-// reached, up to a few times, when the origin answers 206. It does not
-// verify the digest. Close it.
+// body that breaks before its end, or sends nothing for BlobIdleTimeout,
+// with a Range request from the byte reached, up to a few times, when the
+// origin answers 206. It does not verify the digest. Close it.
 type Blob struct {
 	Size   int64 // total size of the blob, -1 if unknown
 	Offset int64 // where the stream starts
@@ -74,7 +73,7 @@ func (b *Blob) Read(p []byte) (int, error) {
 		if b.err != nil {
 			return 0, b.err
 		}
-		n, err := b.body.Read(p)
+		n, err := b.readBody(p)
 		b.reached += int64(n)
 		if err == nil {
 			return n, nil
@@ -93,6 +92,24 @@ func (b *Blob) Read(p []byte) (int, error) {
 			return n, nil
 		}
 	}
+}
+
+// readBody reads the body, which is cut when it sends nothing within the
+// idle timeout; such a stall counts against the origin in its breaker.
+func (b *Blob) readBody(p []byte) (int, error) {
+	var idle atomic.Bool
+	cancel := b.cancel
+	stop := b.c.clock.AfterFunc(b.c.cfg.BlobIdleTimeout, func() {
+		idle.Store(true)
+		cancel(errBodyIdle)
+	})
+	n, err := b.body.Read(p)
+	stop()
+	if err != nil && idle.Load() {
+		err = errBodyIdle
+		b.c.brk.record(failed, err)
+	}
+	return n, err
 }
 
 // Close releases the connection.
@@ -134,7 +151,7 @@ func (b *Blob) resume(cause error) error {
 		resp, cancel, err := b.c.fetchBlob(b.ctx, b.repo, b.d, b.reached)
 		if err != nil {
 			var e *Error
-			if errors.As(err, &e) && e.Temporary() {
+			if errors.As(err, &e) && e.Temporary() && !errors.Is(err, ErrBreakerOpen) {
 				continue
 			}
 			return err
@@ -161,7 +178,7 @@ func (b *Blob) resume(cause error) error {
 
 // GetBlob opens blob d of repo from offset on. The wait for the response
 // headers is bounded by MetaTimeout and retried like a metadata call; the
-// body is bounded by ctx only.
+// body by BlobIdleTimeout between bytes, and by ctx.
 func (c *Client) GetBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (*Blob, error) {
 	const op = "get_blob"
 	if err := c.checkBlob(op, repo, d); err != nil {
@@ -174,11 +191,7 @@ func (c *Client) GetBlob(ctx context.Context, repo string, d digest.Digest, offs
 		resp   *http.Response
 		cancel context.CancelCauseFunc
 	)
-	deadline := time.Now().Add(c.cfg.MetaTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	err := c.retry(ctx, deadline, func() error {
+	err := c.retry(ctx, c.clock.Now().Add(c.cfg.MetaTimeout), func() error {
 		var err error
 		resp, cancel, err = c.fetchBlob(ctx, repo, d, offset)
 		if err != nil {
@@ -221,23 +234,22 @@ func (c *Client) GetBlob(ctx context.Context, repo string, d digest.Digest, offs
 func (c *Client) fetchBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (*http.Response, context.CancelCauseFunc, error) {
 	const op = "get_blob"
 	ctx, cancel := context.WithCancelCause(ctx)
-	timer := time.AfterFunc(c.cfg.MetaTimeout, func() { cancel(errHeaderTimeout) })
+	stop := c.clock.AfterFunc(c.cfg.MetaTimeout, func() { cancel(errHeaderTimeout) })
 	var hdr http.Header
 	if offset > 0 {
 		hdr = http.Header{"Range": {"bytes=" + strconv.FormatInt(offset, 10) + "-"}}
 	}
 	resp, err := c.send(ctx, op, repo, d.String(), http.MethodGet, "/v2/"+repo+"/blobs/"+d.String(), hdr)
-	if !timer.Stop() && err == nil {
+	if !stop() && err == nil {
 		// The timer fired as the headers came: the body is already cut.
 		resp.Body.Close()
 		err = c.newError(op, repo, d.String(), errHeaderTimeout)
 	}
-
 	if err != nil {
 		timedOut := errors.Is(context.Cause(ctx), errHeaderTimeout)
 		cancel(nil)
 		if timedOut {
-			err = c.newError(op, repo, d.String(), fmt.Errorf("%w: %w", errHeaderTimeout, context.DeadlineExceeded))
+			err = c.newError(op, repo, d.String(), errHeaderTimeout)
 		}
 		return nil, nil, err
 	}

@@ -23,18 +23,41 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// Config configures a Client. Only Name and Origin are required.
+// Config configures a Client. Only Name and Origin are required; zero
+// durations and counts take their defaults.
 type Config struct {
 	Name               string            // route name, for metrics labels and errors
 	Origin             string            // base URL of the origin, e.g. https://registry-1.docker.io or http://127.0.0.1:1234
 	Username, Password string            // optional; Basic credentials for the origin or its token server
-	Transport          http.RoundTripper // nil means a default with timeouts, keep-alive and HTTP/2
-	MetaTimeout        time.Duration     // per metadata call (HEAD, manifest GET, tags) and per wait for blob headers; default 15s
-	Logger             *slog.Logger      // nil = discard
-	Metrics            *Metrics          // nil = no metrics
-	Now                func() time.Time  // clock for token expiry and Retry-After dates; nil = time.Now
-	UserAgent          string            // default "edgeregistry-edge"
+	Transport          http.RoundTripper // nil means NewTransport(DialTimeout); one's own cannot take a DialTimeout
+	// DialTimeout bounds the TCP connect and the TLS handshake; default 5s.
+	DialTimeout time.Duration
+	// MetaTimeout bounds a metadata call (manifest HEAD and GET, tags, the
+	// ping and token fetch) with its tries, and the wait for the response
+	// headers of a blob; default 10s.
+	MetaTimeout time.Duration
+	// BlobIdleTimeout cuts a blob body that sends no byte for this long (the
+	// first byte included); the body is then resumed. Default 30s.
+	BlobIdleTimeout time.Duration
+	Breaker         BreakerConfig
+	Logger          *slog.Logger // nil = discard
+	Metrics         *Metrics     // nil = no metrics
+	Clock           Clock        // the timeouts, the breaker, token expiry and Retry-After dates; nil = real time
+	UserAgent       string       // default "edgeregistry-edge"
 }
+
+// Clock is the time of a Client: now, and timers that call a function
+// once d has passed. *testkit.Clock satisfies it.
+type Clock interface {
+	Now() time.Time
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+func (realClock) AfterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 
 // Client talks to one origin registry. It is safe for concurrent use.
 type Client struct {
@@ -42,10 +65,12 @@ type Client struct {
 	origin string // scheme://host, as in errors
 	reg    name.Registry
 	auth   authn.Authenticator
-	base   http.RoundTripper
+	inner  http.RoundTripper // to the origin, past the breaker: the probe's
+	base   http.RoundTripper // inner behind the breaker: everything else's
+	brk    *breaker          // nil: disabled
 	log    *slog.Logger
 	m      *Metrics
-	now    func() time.Time
+	clock  Clock
 	sleep  func(context.Context, time.Duration) error // tests replace it
 
 	sf        singleflight.Group
@@ -61,15 +86,26 @@ type repoAuth struct {
 }
 
 const (
-	defaultMetaTimeout = 15 * time.Second
+	defaultDialTimeout = 5 * time.Second
+	defaultMetaTimeout = 10 * time.Second
+	defaultBlobIdle    = 30 * time.Second
 	maxRepoTransports  = 4096
 	metaRetries        = 2 // extra tries of a metadata call on 5xx or network errors
 )
 
+// The causes of a Client's timeouts. Each wraps context.DeadlineExceeded:
+// that is how the breaker tells a timeout from a caller that left.
+var (
+	errMetaTimeout   = fmt.Errorf("no answer within the metadata timeout: %w", context.DeadlineExceeded)
+	errHeaderTimeout = fmt.Errorf("no response headers within the metadata timeout: %w", context.DeadlineExceeded)
+	errBodyIdle      = fmt.Errorf("the body sent no byte within the blob idle timeout: %w", context.DeadlineExceeded)
+)
+
 // New returns a Client for cfg.Origin. It does not contact the origin.
+// Close it to stop its breaker's probes.
 func New(cfg Config) (*Client, error) {
-	if cfg.Name == "" {
-		return nil, errors.New("upstream: config needs a route name")
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	u, err := url.Parse(strings.TrimSuffix(cfg.Origin, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
@@ -86,50 +122,90 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: origin %q: %w", cfg.Name, cfg.Origin, err)
 	}
-	if cfg.MetaTimeout <= 0 {
-		cfg.MetaTimeout = defaultMetaTimeout
-	}
-	if cfg.UserAgent == "" {
-		cfg.UserAgent = "edgeregistry-edge"
-	}
 	c := &Client{
 		cfg:    cfg,
 		origin: u.Scheme + "://" + u.Host,
 		reg:    reg,
 		auth:   authn.Anonymous,
-		base:   cfg.Transport,
+		inner:  cfg.Transport,
 		log:    cfg.Logger,
 		m:      cfg.Metrics,
-		now:    cfg.Now,
+		clock:  cfg.Clock,
 		sleep:  sleepCtx,
 	}
 	if cfg.Username != "" || cfg.Password != "" {
 		c.auth = &authn.Basic{Username: cfg.Username, Password: cfg.Password}
 	}
-	if c.base == nil {
-		c.base = DefaultTransport()
+	if c.inner == nil {
+		c.inner = NewTransport(cfg.DialTimeout)
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	if c.now == nil {
-		c.now = time.Now
+	if c.clock == nil {
+		c.clock = realClock{}
 	}
 	c.repos, _ = lru.New[string, *repoAuth](maxRepoTransports)
+	c.base = c.inner
+	if c.brk = newBreaker(cfg.Breaker, c.clock, c.probeOrigin, c.breakerChanged); c.brk != nil {
+		c.base = breakerTransport{rt: c.inner, b: c.brk, c: c}
+	}
+	c.setBreakerGauge(false)
 	return c, nil
 }
 
-// DefaultTransport is the transport a Client uses when Config.Transport is
-// nil: dial and TLS timeouts, keep-alive, HTTP/2 where the origin offers it.
-func DefaultTransport() *http.Transport {
+// check sets the defaults of cfg and rejects what cannot work.
+func (cfg *Config) check() error {
+	if cfg.Name == "" {
+		return errors.New("upstream: config needs a route name")
+	}
+	if cfg.Transport != nil && cfg.DialTimeout != 0 {
+		return fmt.Errorf("upstream %s: a dial timeout cannot apply to a transport of one's own", cfg.Name)
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"dial timeout", &cfg.DialTimeout, defaultDialTimeout},
+		{"metadata timeout", &cfg.MetaTimeout, defaultMetaTimeout},
+		{"blob idle timeout", &cfg.BlobIdleTimeout, defaultBlobIdle},
+		{"breaker cool-down", &cfg.Breaker.CoolDown, defaultCoolDown},
+	} {
+		if *d.v < 0 {
+			return fmt.Errorf("upstream %s: negative %s %s", cfg.Name, d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	switch {
+	case cfg.Breaker.Failures < 0:
+		return fmt.Errorf("upstream %s: negative breaker failures %d", cfg.Name, cfg.Breaker.Failures)
+	case cfg.Breaker.Failures == 0:
+		cfg.Breaker.Failures = defaultBreakerFailures
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "edgeregistry-edge"
+	}
+	return nil
+}
+
+// NewTransport is the transport a Client uses when Config.Transport is
+// nil: dial (TCP connect, and TLS handshake) timeouts of dial (<= 0: the
+// default, 5s), keep-alive, HTTP/2 where the origin offers it.
+func NewTransport(dial time.Duration) *http.Transport {
+	if dial <= 0 {
+		dial = defaultDialTimeout
+	}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
+		TLSHandshakeTimeout:   dial,
 		ExpectContinueTimeout: time.Second,
 	}
 }
@@ -142,9 +218,40 @@ func (c *Client) Origin() string { return c.origin }
 
 // CloseIdleConnections closes idle connections of the Client's transport.
 func (c *Client) CloseIdleConnections() {
-	if ci, ok := c.base.(interface{ CloseIdleConnections() }); ok {
+	if ci, ok := c.inner.(interface{ CloseIdleConnections() }); ok {
 		ci.CloseIdleConnections()
 	}
+}
+
+// Close stops the breaker's probes, waits for one under way, and closes
+// idle connections. Calls in progress go on.
+func (c *Client) Close() {
+	c.brk.close()
+	c.CloseIdleConnections()
+}
+
+// timeout returns ctx, cancelled with cause once d has passed on the
+// Client's clock.
+func (c *Client) timeout(ctx context.Context, d time.Duration, cause error) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := c.clock.AfterFunc(d, func() { cancel(cause) })
+	return ctx, func() { stop(); cancel(nil) }
+}
+
+// failure turns the error of a round trip made with ctx into an *Error: a
+// timeout of the Client is named as one, not as a cancelled request, and a
+// round trip refused by the breaker says when to try again.
+func (c *Client) failure(ctx context.Context, op, repo, ref string, err error) *Error {
+	if errors.Is(err, ErrBreakerOpen) {
+		retryAfter, _ := c.brk.allow()
+		return c.openError(op, repo, ref, max(retryAfter, time.Second))
+	}
+	if ctx.Err() != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, context.DeadlineExceeded) {
+			err = cause
+		}
+	}
+	return c.transportError(op, repo, ref, err)
 }
 
 // ping learns the origin's auth challenge once.
@@ -165,7 +272,7 @@ func (c *Client) ping(ctx context.Context) (*transport.Challenge, error) {
 		resp, err := c.base.RoundTrip(req)
 		c.observe("ping", resp, err, start)
 		if err != nil {
-			return nil, c.transportError("ping", "", "", err)
+			return nil, c.failure(ctx, "ping", "", "", err)
 		}
 		ch, ok := challengeOf(resp, c.reg.Scheme() == "http")
 		if !ok {
@@ -187,7 +294,7 @@ func (c *Client) ping(ctx context.Context) (*transport.Challenge, error) {
 // own ctx allows.
 func (c *Client) shared(ctx context.Context, op, repo, key string, fn func(context.Context) (any, error)) (any, error) {
 	ch := c.sf.DoChan(key, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.MetaTimeout)
+		ctx, cancel := c.timeout(context.WithoutCancel(ctx), c.cfg.MetaTimeout, errMetaTimeout)
 		defer cancel()
 		return fn(ctx)
 	})
@@ -195,7 +302,7 @@ func (c *Client) shared(ctx context.Context, op, repo, key string, fn func(conte
 	case r := <-ch:
 		return r.Val, r.Err
 	case <-ctx.Done():
-		return nil, c.newError(op, repo, "", ctx.Err())
+		return nil, c.newError(op, repo, "", context.Cause(ctx))
 	}
 }
 
@@ -249,18 +356,18 @@ func (c *Client) transportFor(ctx context.Context, repo string) (rt http.RoundTr
 		c.repos.Add(key, &repoAuth{rt: rt})
 		return rt, false, nil
 	}
-	if ra, ok := c.repos.Get(repo); ok && c.now().Before(ra.expires) {
+	if ra, ok := c.repos.Get(repo); ok && c.clock.Now().Before(ra.expires) {
 		return ra.rt, false, nil
 	}
 	v, err := c.shared(ctx, "token", repo, repo, func(ctx context.Context) (any, error) {
-		if ra, ok := c.repos.Get(repo); ok && c.now().Before(ra.expires) {
+		if ra, ok := c.repos.Get(repo); ok && c.clock.Now().Before(ra.expires) {
 			return ra.rt, nil
 		}
 		start := time.Now()
 		tok, err := transport.Exchange(ctx, c.reg, c.auth, c.base, []string{"repository:" + repo + ":pull"}, ch)
 		c.observeCode("token", tokenCode(err), start)
 		if err != nil {
-			return nil, c.transportError("token", repo, "", err)
+			return nil, c.failure(ctx, "token", repo, "", err)
 		}
 		if tok.Token == "" {
 			tok.Token = tok.AccessToken
@@ -275,7 +382,7 @@ func (c *Client) transportFor(ctx context.Context, repo string) (rt http.RoundTr
 		}
 		// Renew a little early, so a token does not expire in flight.
 		ttl -= min(ttl/10, 30*time.Second)
-		c.repos.Add(repo, &repoAuth{rt: rt, expires: c.now().Add(ttl)})
+		c.repos.Add(repo, &repoAuth{rt: rt, expires: c.clock.Now().Add(ttl)})
 		c.log.Debug("origin token", "route", c.cfg.Name, "repo", repo, "ttl", ttl)
 		return rt, nil
 	})
@@ -298,9 +405,13 @@ func tokenCode(err error) string {
 
 // send does one request for repo with its auth. A 401 on an origin that
 // answered the ping anonymously carries the real challenge: learn it and
-// try once more.
+// try once more. While the breaker is open it fails at once.
 func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, hdr http.Header) (*http.Response, error) {
 	for try := 0; ; try++ {
+		if retryAfter, ok := c.brk.allow(); !ok {
+			c.observeFastFailure()
+			return nil, c.openError(op, repo, ref, retryAfter)
+		}
 		rt, anonymous, err := c.transportFor(ctx, repo)
 		if err != nil {
 			return nil, err
@@ -317,7 +428,7 @@ func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, h
 		resp, err := (&http.Client{Transport: rt}).Do(req)
 		c.observe(op, resp, err, start)
 		if err != nil {
-			return nil, c.transportError(op, repo, ref, err)
+			return nil, c.failure(ctx, op, repo, ref, err)
 		}
 		if resp.StatusCode == http.StatusUnauthorized && anonymous && try == 0 {
 			if ch, ok := challengeOf(resp, c.reg.Scheme() == "http"); ok {
@@ -331,9 +442,10 @@ func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, h
 }
 
 // retry runs one idempotent call until it succeeds, fails for good, or the
-// budget (deadline) has no room for another try. 5xx and network errors are
-// tried metaRetries more times with a short backoff; a 429 is waited out
-// once if its Retry-After fits before the deadline.
+// budget (deadline, on the Client's clock; and ctx's own) has no room for
+// another try. 5xx and network errors are tried metaRetries more times with
+// a short backoff, unless they opened the breaker; a 429 is waited out once
+// if its Retry-After fits before the deadline.
 func (c *Client) retry(ctx context.Context, deadline time.Time, fn func() error) error {
 	waited429 := false
 	for attempt := 0; ; attempt++ {
@@ -342,7 +454,7 @@ func (c *Client) retry(ctx context.Context, deadline time.Time, fn func() error)
 			return nil
 		}
 		var e *Error
-		if !errors.As(err, &e) || !e.Temporary() || ctx.Err() != nil {
+		if !errors.As(err, &e) || !e.Temporary() || ctx.Err() != nil || c.brk.isOpen() {
 			return err
 		}
 		var wait time.Duration
@@ -358,7 +470,10 @@ func (c *Client) retry(ctx context.Context, deadline time.Time, fn func() error)
 			base := 100 * time.Millisecond << attempt
 			wait = base + rand.N(base/2)
 		}
-		if time.Until(deadline) <= wait {
+		if deadline.Sub(c.clock.Now()) <= wait {
+			return err
+		}
+		if d, ok := ctx.Deadline(); ok && time.Until(d) <= wait {
 			return err
 		}
 		c.log.Debug("origin retry", "route", c.cfg.Name, "op", e.Op, "repo", e.Repo, "wait", wait, "err", err)

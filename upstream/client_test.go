@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgeregistry/edge/internal/origintest"
+	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/upstream"
 )
 
@@ -59,7 +60,7 @@ func newClient(t *testing.T, origin string, mods ...func(*upstream.Config)) (*up
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.CloseIdleConnections)
+	t.Cleanup(c.Close)
 	s := &sleeps{}
 	upstream.SetSleep(c, s.sleep)
 	return c, s
@@ -249,12 +250,8 @@ func TestTokenReuse(t *testing.T) {
 	d := mustDigest(t, layers[0])
 	p := origintest.NewProxy(t, r.URL)
 
-	var (
-		mu  sync.Mutex
-		now = time.Now()
-	)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	c, _ := newClient(t, p.URL, creds("bot", "pw"), func(cfg *upstream.Config) { cfg.Now = clock })
+	clock := testkit.NewClock(time.Now())
+	c, _ := newClient(t, p.URL, creds("bot", "pw"), func(cfg *upstream.Config) { cfg.Clock = clock })
 	before := r.TokensIssued()
 
 	// Many calls, some concurrent, to one repository: one token.
@@ -304,9 +301,7 @@ func TestTokenReuse(t *testing.T) {
 	}
 
 	// Past its expiry the token is renewed, without a 401 first.
-	mu.Lock()
-	now = now.Add(time.Hour)
-	mu.Unlock()
+	clock.Advance(time.Hour)
 	p.Reset()
 	if _, err := c.HeadManifest(ctx, "team/app", "v1"); err != nil {
 		t.Fatal(err)

@@ -28,6 +28,10 @@ var (
 	ErrTooLarge = errors.New("response too large")
 	// ErrInvalid: a repository name, reference or origin answer is malformed.
 	ErrInvalid = errors.New("invalid")
+	// ErrBreakerOpen: the origin did not answer lately, so the request
+	// failed at once without contacting it (see BreakerConfig). It is also
+	// ErrUnavailable; the *Error's RetryAfter is the time until the probe.
+	ErrBreakerOpen = errors.New("origin is not answering; failing fast until a background probe gets an answer")
 )
 
 // Error is every error of a Client.
@@ -79,7 +83,7 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // Temporary reports whether a later try may succeed: 408, 429, 5xx,
-// timeouts, network errors and dead hosts.
+// timeouts, network errors, dead hosts and an open breaker.
 func (e *Error) Temporary() bool {
 	if e.Status != 0 {
 		return e.Status == http.StatusRequestTimeout || e.Status == http.StatusTooManyRequests || e.Status >= 500
@@ -122,7 +126,7 @@ func (c *Client) statusError(op, repo, ref string, resp *http.Response) *Error {
 	e := c.newError(op, repo, ref, nil)
 	e.Status = resp.StatusCode
 	if ra := resp.Header.Get("Retry-After"); ra != "" {
-		e.RetryAfter = parseRetryAfter(ra, c.now())
+		e.RetryAfter = parseRetryAfter(ra, c.clock.Now())
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	resp.Body.Close()

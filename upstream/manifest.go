@@ -40,9 +40,9 @@ var manifestAccept = strings.Join([]string{
 
 // meta runs fn for a metadata call under MetaTimeout with retries.
 func (c *Client) meta(ctx context.Context, fn func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.MetaTimeout)
+	deadline := c.clock.Now().Add(c.cfg.MetaTimeout)
+	ctx, cancel := c.timeout(ctx, c.cfg.MetaTimeout, errMetaTimeout)
 	defer cancel()
-	deadline, _ := ctx.Deadline()
 	return c.retry(ctx, deadline, func() error { return fn(ctx) })
 }
 
@@ -110,7 +110,7 @@ func (c *Client) GetManifest(ctx context.Context, repo, ref string) (Descriptor,
 		}
 		body, err = readCapped(resp.Body, MaxManifestSize)
 		if err != nil {
-			return c.newError(op, repo, ref, err)
+			return c.failure(ctx, op, repo, ref, err)
 		}
 		want := refDigest
 		if want == "" {
@@ -167,7 +167,7 @@ func (c *Client) Tags(ctx context.Context, repo string, n int, last string) (tag
 		}
 		body, err := readCapped(resp.Body, MaxManifestSize)
 		if err != nil {
-			return c.newError(op, repo, "", err)
+			return c.failure(ctx, op, repo, "", err)
 		}
 		var list struct {
 			Tags []string `json:"tags"`

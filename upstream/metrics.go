@@ -10,9 +10,12 @@ import (
 
 // Metrics are the origin metrics of every Client that shares them.
 type Metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	resumes  *prometheus.CounterVec
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	resumes      *prometheus.CounterVec
+	breakerOpen  *prometheus.GaugeVec
+	fastFailures *prometheus.CounterVec
+	probes       *prometheus.CounterVec
 }
 
 // NewMetrics creates the origin metrics and registers them in reg (when it
@@ -21,8 +24,12 @@ type Metrics struct {
 //	edge_origin_requests_total{route,op,code}
 //	edge_origin_request_duration_seconds{route,op}
 //	edge_origin_resumes_total{route}
+//	edge_origin_breaker_open{route}
+//	edge_origin_fast_failures_total{route}
+//	edge_origin_breaker_probes_total{route,result}
 //
-// code is the HTTP status, or "error" when the origin gave no answer.
+// code is the HTTP status, or "error" when the origin gave no answer; op
+// "probe" is the breaker's probe.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -38,9 +45,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "edge_origin_resumes_total",
 			Help: "Broken blob bodies resumed with a Range request, by route.",
 		}, []string{"route"}),
+		breakerOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edge_origin_breaker_open",
+			Help: "1 while the route's origin breaker is open (requests fail fast), else 0.",
+		}, []string{"route"}),
+		fastFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_origin_fast_failures_total",
+			Help: "Requests to the origin refused at once because its breaker was open, by route.",
+		}, []string{"route"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_origin_breaker_probes_total",
+			Help: "Background probes of an origin whose breaker is open, by route and result (ok, failed).",
+		}, []string{"route", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.resumes)
+		reg.MustRegister(m.requests, m.duration, m.resumes, m.breakerOpen, m.fastFailures, m.probes)
 	}
 	return m
 }
@@ -65,4 +84,32 @@ func (c *Client) observeResume() {
 	if c.m != nil {
 		c.m.resumes.WithLabelValues(c.cfg.Name).Inc()
 	}
+}
+
+func (c *Client) setBreakerGauge(open bool) {
+	if c.m == nil || c.brk == nil {
+		return
+	}
+	v := 0.0
+	if open {
+		v = 1
+	}
+	c.m.breakerOpen.WithLabelValues(c.cfg.Name).Set(v)
+}
+
+func (c *Client) observeFastFailure() {
+	if c.m != nil {
+		c.m.fastFailures.WithLabelValues(c.cfg.Name).Inc()
+	}
+}
+
+func (c *Client) observeProbe(ok bool) {
+	if c.m == nil {
+		return
+	}
+	result := "ok"
+	if !ok {
+		result = "failed"
+	}
+	c.m.probes.WithLabelValues(c.cfg.Name, result).Inc()
 }

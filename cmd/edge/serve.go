@@ -60,11 +60,17 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		}
 		c, err := upstream.New(upstream.Config{
 			Name: r.Name, Origin: r.Origin, Username: r.Username, Password: r.Password,
+			DialTimeout: time.Duration(r.Timeouts.Dial), MetaTimeout: time.Duration(r.Timeouts.Metadata),
+			BlobIdleTimeout: time.Duration(r.Timeouts.BlobIdle),
+			Breaker: upstream.BreakerConfig{
+				Failures: r.Breaker.Failures, CoolDown: time.Duration(r.Breaker.CoolDown), Disabled: r.Breaker.Disabled,
+			},
 			Logger: log.With("component", "upstream", "route", r.Name), Metrics: originMetrics,
 		})
 		if err != nil {
 			return fmt.Errorf("route %s: %w", r.Name, err)
 		}
+		defer c.Close()
 		origins[r.Name] = c
 	}
 	opts := []cache.Option{cache.WithLogger(log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg)}
