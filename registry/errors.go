@@ -11,9 +11,8 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 
 	"github.com/edgeregistry/edge/cache"
-	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/policy"
-	"github.com/edgeregistry/edge/storjtier"
 	"github.com/edgeregistry/edge/upstream"
 )
 
@@ -87,7 +86,7 @@ func toAPIError(err error, about subject) *apiError {
 		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeNameUnknown, Message: err.Error(), Err: err}
 	case errors.Is(err, context.Canceled):
 		return &apiError{Status: statusClientGone, Code: errcode.ErrorCodeUnknown, Message: "the client went away", Err: err}
-	case errors.Is(err, cache.ErrNotFound), errors.Is(err, upstream.ErrNotFound), errors.Is(err, localtier.ErrNotFound):
+	case errors.Is(err, oci.ErrNotFound):
 		code := errcode.ErrorCodeNameUnknown
 		switch about {
 		case aboutManifest:
@@ -102,7 +101,7 @@ func toAPIError(err error, about subject) *apiError {
 	case isOrigin && (oe.Status == http.StatusUnauthorized || oe.Status == http.StatusForbidden):
 		return &apiError{Status: http.StatusForbidden, Code: errcode.ErrorCodeDenied,
 			Message: fmt.Sprintf("origin %s denied access: check the route's credentials", oe.Origin), Err: err}
-	case errors.Is(err, cache.ErrDigestMismatch), errors.Is(err, cache.ErrSizeMismatch), errors.Is(err, storjtier.ErrDigestMismatch):
+	case errors.Is(err, oci.ErrDigestMismatch), errors.Is(err, oci.ErrSizeMismatch):
 		return &apiError{Status: http.StatusBadGateway, Code: errcode.ErrorCodeUnavailable,
 			Message: "a lower tier delivered content that does not match its digest; nothing was cached", Detail: err.Error(), Err: err}
 	case isOrigin:
