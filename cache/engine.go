@@ -42,6 +42,7 @@ type Engine struct {
 	metaTimeout time.Duration
 	fillIdle    time.Duration
 	fillMax     time.Duration
+	maxUpload   int64 // 0: DefaultMaxUploadSize
 	m           *metrics
 
 	// base is the parent of every fill: detached from requests, ended by

@@ -74,6 +74,13 @@ func toAPIError(err error, about subject) *apiError {
 		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeBlobUploadUnknown, Message: "upload unknown", Err: err}
 	case errors.Is(err, cache.ErrUploadOffset):
 		return &apiError{Status: http.StatusRequestedRangeNotSatisfiable, Code: errcode.ErrorCodeRangeInvalid, Message: err.Error(), Err: err}
+	case errors.Is(err, cache.ErrUploadTooLarge):
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: errcode.ErrorCodeBlobUploadInvalid,
+			Message: "the upload is larger than this registry takes: " + err.Error(), Err: err}
+	case errors.Is(err, oci.ErrNoSpace):
+		return &apiError{Status: http.StatusInsufficientStorage, Code: errcode.ErrorCodeUnavailable,
+			Message: "this node's disk is full; the chunk was not stored and the upload is where it was: retry later",
+			Detail:  err.Error(), Err: err}
 	case errors.Is(err, cache.ErrDigestInvalid):
 		return &apiError{Status: http.StatusBadRequest, Code: errcode.ErrorCodeDigestInvalid, Message: err.Error(), Err: err}
 	case errors.Is(err, cache.ErrManifestInvalid):
@@ -147,4 +154,12 @@ func writeError(w http.ResponseWriter, r *http.Request, ae *apiError) {
 	_ = json.NewEncoder(w).Encode(struct {
 		Errors []entry `json:"errors"`
 	}{[]entry{{Code: ae.Code.String(), Message: ae.Message, Detail: ae.Detail}}})
+}
+
+// tooLarge refuses an upload of a declared size over the limit, before any
+// of it is read.
+func tooLarge(size, limit int64) *apiError {
+	return &apiError{Status: http.StatusRequestEntityTooLarge, Code: errcode.ErrorCodeBlobUploadInvalid,
+		Message: fmt.Sprintf("the upload is larger than this registry takes: %d bytes, the limit is %d", size, limit),
+		Detail:  map[string]int64{"size": size, "limit": limit}}
 }

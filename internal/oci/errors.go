@@ -15,3 +15,8 @@ var (
 	// ErrSizeMismatch means more or fewer bytes than were announced.
 	ErrSizeMismatch = errors.New("content size does not match")
 )
+
+// ErrNoSpace means the node's own disk is full (ENOSPC, or a quota): a
+// write was refused and undone, and a later one may succeed once space is
+// freed.
+var ErrNoSpace = errors.New("no space left on the node's disk")
