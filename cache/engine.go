@@ -16,7 +16,6 @@ import (
 
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
-	"github.com/edgeregistry/edge/storjtier"
 	"github.com/edgeregistry/edge/upstream"
 )
 
@@ -43,6 +42,7 @@ type Engine struct {
 	metaTimeout time.Duration
 	fillIdle    time.Duration
 	fillMax     time.Duration
+	maxUpload   int64 // 0: DefaultMaxUploadSize
 	m           *metrics
 
 	// base is the parent of every fill: detached from requests, ended by
@@ -188,11 +188,9 @@ func (e *Engine) link(ctx context.Context, rt *policy.Route, repo string, ds ...
 }
 
 // isNotFound reports whether err says the content does not exist (as
-// opposed to a tier that could not answer).
-func isNotFound(err error) bool {
-	return errors.Is(err, ErrNotFound) || errors.Is(err, upstream.ErrNotFound) ||
-		errors.Is(err, localtier.ErrNotFound) || errors.Is(err, storjtier.ErrNotFound)
-}
+// opposed to a tier that could not answer). Every tier's not-found wraps
+// the one sentinel.
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
 // closeQuietly closes c, for error paths where the close error adds nothing.
 func closeQuietly(c io.Closer) { _ = c.Close() }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -123,10 +124,12 @@ func (e *Engine) hostedTags(ctx context.Context, rt *policy.Route, repo string, 
 // Upload is an upload session of a hosted repository.
 type Upload = localtier.UploadInfo
 
-// Upload errors, matched with errors.Is.
+// Upload errors, matched with errors.Is. A chunk that fills the node's
+// disk fails with oci.ErrNoSpace.
 var (
-	ErrUploadUnknown = localtier.ErrUploadUnknown
-	ErrUploadOffset  = localtier.ErrUploadOffset
+	ErrUploadUnknown  = localtier.ErrUploadUnknown
+	ErrUploadOffset   = localtier.ErrUploadOffset
+	ErrUploadTooLarge = localtier.ErrUploadTooLarge
 	// ErrDigestInvalid means pushed content does not match the digest the
 	// client gave for it.
 	ErrDigestInvalid = errors.New("content does not match the digest given")
@@ -152,12 +155,40 @@ func (e *Engine) UploadStatus(ctx context.Context, rt *policy.Route, repo, id st
 	return up, nil
 }
 
-// AppendUpload adds a chunk at offset (-1: at the end) to session id.
-func (e *Engine) AppendUpload(ctx context.Context, rt *policy.Route, repo, id string, offset int64, r io.Reader) (Upload, error) {
+// Chunk is a piece of an upload as the client sent it: its body, where it
+// starts (-1: at the end) and its declared length (-1: unknown).
+type Chunk = localtier.Chunk
+
+// DefaultMaxUploadSize bounds one upload unless WithMaxUploadSize says
+// otherwise: 10 GiB, the per-layer limit of ghcr.io.
+const DefaultMaxUploadSize = 10 << 30
+
+// WithMaxUploadSize bounds the size of one upload (one blob pushed); a
+// chunk that would pass it fails with ErrUploadTooLarge. n <= 0 keeps
+// DefaultMaxUploadSize.
+func WithMaxUploadSize(n int64) Option {
+	return func(e *Engine) {
+		if n > 0 {
+			e.maxUpload = n
+		}
+	}
+}
+
+// MaxUploadSize is the most one upload may hold.
+func (e *Engine) MaxUploadSize() int64 {
+	if e.maxUpload > 0 {
+		return e.maxUpload
+	}
+	return DefaultMaxUploadSize
+}
+
+// AppendUpload adds chunk c to session id. A chunk refused (too large, no
+// disk space) leaves the session as it was before it.
+func (e *Engine) AppendUpload(ctx context.Context, rt *policy.Route, repo, id string, c Chunk) (Upload, error) {
 	if _, err := e.UploadStatus(ctx, rt, repo, id); err != nil {
 		return Upload{}, err
 	}
-	return e.local.AppendUpload(ctx, id, offset, r)
+	return e.local.AppendUpload(ctx, id, c, e.MaxUploadSize())
 }
 
 // CancelUpload ends session id without a blob.
@@ -179,31 +210,28 @@ func (e *Engine) FinishUpload(ctx context.Context, rt *policy.Route, repo, id st
 	if _, err := e.UploadStatus(ctx, rt, repo, id); err != nil {
 		return err
 	}
-	f, up, err := e.local.OpenUpload(ctx, id)
+	// The session is held while it is committed: no chunk lands between
+	// the check of its digest and the write to the record.
+	err = e.local.CommitUpload(ctx, id, func(f *os.File, up localtier.UploadInfo) error {
+		h := d.Algorithm().Hash()
+		if _, err := io.Copy(h, io.NewSectionReader(f, 0, up.Size)); err != nil {
+			return fmt.Errorf("cache: reading upload %s: %w", id, err)
+		}
+		if got := digest.NewDigestFromBytes(d.Algorithm(), h.Sum(nil)); got != d {
+			return fmt.Errorf("%w: upload has digest %s, not %s", ErrDigestInvalid, got, d)
+		}
+		if err := rec.PutBlob(ctx, d, io.NewSectionReader(f, 0, up.Size), up.Size); err != nil {
+			return fmt.Errorf("global tier: %w", err)
+		}
+		if err := rec.PutLink(ctx, rt.Name, repo, d); err != nil {
+			return fmt.Errorf("global tier: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	defer closeQuietly(f)
-	h := d.Algorithm().Hash()
-	if _, err := io.Copy(h, f); err != nil {
-		return fmt.Errorf("cache: reading upload %s: %w", id, err)
-	}
-	if got := digest.NewDigestFromBytes(d.Algorithm(), h.Sum(nil)); got != d {
-		return fmt.Errorf("%w: upload has digest %s, not %s", ErrDigestInvalid, got, d)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	if err := rec.PutBlob(ctx, d, f, up.Size); err != nil {
-		return fmt.Errorf("global tier: %w", err)
-	}
-	if err := rec.PutLink(ctx, rt.Name, repo, d); err != nil {
-		return fmt.Errorf("global tier: %w", err)
-	}
 	e.link(ctx, rt, repo, d)
-	if err := e.local.DeleteUpload(context.WithoutCancel(ctx), id); err != nil {
-		e.log.Warn("cannot remove a finished upload", "id", id, "err", err)
-	}
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/storjtier"
 )
@@ -29,6 +30,7 @@ type Config struct {
 	DataDir     string  `yaml:"data_dir"`
 	TLS         *TLS    `yaml:"tls,omitempty"`
 	Local       Local   `yaml:"local"`
+	Limits      Limits  `yaml:"limits"`
 	Routes      []Route `yaml:"routes"`
 	Global      Global  `yaml:"global"`
 	Auth        Auth    `yaml:"auth"`
@@ -45,6 +47,14 @@ type TLS struct {
 // Local is the local disk tier.
 type Local struct {
 	MaxSize Size `yaml:"max_size"` // 0: unlimited
+}
+
+// Limits bound what one client can make the node spend.
+type Limits struct {
+	// MaxUploadSize bounds one pushed blob (default 10GiB, ghcr.io's
+	// per-layer limit; 0 keeps the default). An upload that would pass it
+	// is refused with 413 BLOB_UPLOAD_INVALID.
+	MaxUploadSize Size `yaml:"max_upload_size,omitempty"`
 }
 
 // Route is one origin registry or hosted namespace.
@@ -132,6 +142,7 @@ func Default() *Config {
 		Listen:      ":5000",
 		AdminListen: "127.0.0.1:9102",
 		DataDir:     "edge-data",
+		Limits:      Limits{MaxUploadSize: cache.DefaultMaxUploadSize},
 		Routes: []Route{{
 			Name: "docker.io", Origin: DockerHub, Default: true,
 			TagTTL: Duration(policy.DefaultTagTTL),
@@ -217,6 +228,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir must be set"))
+	}
+	if c.Limits.MaxUploadSize == 0 {
+		c.Limits.MaxUploadSize = cache.DefaultMaxUploadSize
 	}
 	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("tls needs cert_file and key_file"))

@@ -17,6 +17,7 @@ listen: ":5000"
 admin_listen: "127.0.0.1:9102"
 data_dir: /var/lib/edge
 local: {max_size: 200GiB}
+limits: {max_upload_size: 512MiB}
 routes:
   - name: docker.io
     origin: https://registry-1.docker.io
@@ -35,8 +36,8 @@ global:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Region != "eu-west" || c.Local.MaxSize != 200<<30 {
-		t.Fatalf("region %q max_size %d", c.Region, c.Local.MaxSize)
+	if c.Region != "eu-west" || c.Local.MaxSize != 200<<30 || c.Limits.MaxUploadSize != 512<<20 {
+		t.Fatalf("region %q max_size %d max_upload_size %d", c.Region, c.Local.MaxSize, c.Limits.MaxUploadSize)
 	}
 	if c.Routes[0].Password != "s3cr$t" || time.Duration(c.Routes[0].TagTTL) != 5*time.Minute {
 		t.Fatalf("route 0 = %+v", c.Routes[0])
@@ -66,6 +67,8 @@ func TestParseRejects(t *testing.T) {
 		"two defaults":            {"routes: [{name: a, origin: 'https://a', default: true}, {name: b, origin: 'https://b', default: true}]\n", "both the default"},
 		"bad backend":             {"global: {backend: floppy}\n", "floppy"},
 		"bad size":                {"local: {max_size: lots}\n", "not a size"},
+		"bad upload size":         {"limits: {max_upload_size: -1}\n", "not a size"},
+		"unknown limit":           {"limits: {max_uploads: 3}\n", "max_uploads"},
 		"bad listen":              {"listen: nowhere\n", "listen"},
 		"storj no access":         {"global: {backend: storj}\n", "access"},
 		"deletes on pull-through": {"routes: [{name: a, origin: 'https://a', deletes: false}]\n", "hosted routes only"},
@@ -99,6 +102,13 @@ func TestDefaultAndEmptyFile(t *testing.T) {
 		if c.Global.Backend != "dir" || c.Global.Dir.Path == "" {
 			t.Fatalf("global = %+v", c.Global)
 		}
+		if c.Limits.MaxUploadSize != 10<<30 {
+			t.Fatalf("max_upload_size = %d, want 10GiB", c.Limits.MaxUploadSize)
+		}
+	}
+	// Zero keeps the default.
+	if c := mustParse(t, "limits: {max_upload_size: 0}\n"); c.Limits.MaxUploadSize != 10<<30 {
+		t.Fatalf("max_upload_size: 0 gives %d", c.Limits.MaxUploadSize)
 	}
 }
 

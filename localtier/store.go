@@ -16,12 +16,14 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeregistry/edge/internal/oci"
 )
 
 var (
 	// ErrNotFound is returned (wrapped) when a blob, manifest, tag or link
-	// is not in the local tier.
-	ErrNotFound = errors.New("localtier: not found")
+	// is not in the local tier. It matches oci.ErrNotFound.
+	ErrNotFound = fmt.Errorf("localtier: %w", oci.ErrNotFound)
 	// ErrInvalid is returned (wrapped) for a malformed digest or name.
 	ErrInvalid = errors.New("localtier: invalid argument")
 	// ErrClosed is returned by operations on a closed Store.

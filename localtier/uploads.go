@@ -12,7 +12,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/edgeregistry/edge/internal/oci"
 )
 
 // Upload sessions of hosted repositories live as files under <dir>/uploads:
@@ -25,6 +28,9 @@ var (
 	ErrUploadUnknown = errors.New("localtier: upload session unknown")
 	// ErrUploadOffset means a chunk does not start where the upload ends.
 	ErrUploadOffset = errors.New("localtier: chunk does not start at the end of the upload")
+	// ErrUploadTooLarge means a chunk would take an upload past its limit;
+	// the chunk is refused, the session keeps its size.
+	ErrUploadTooLarge = errors.New("localtier: upload larger than the limit")
 )
 
 // UploadInfo describes an upload session.
@@ -73,11 +79,12 @@ func (s *Store) CreateUpload(ctx context.Context, route, repo string) (UploadInf
 		return UploadInfo{}, err
 	}
 	if err := os.WriteFile(p, nil, 0o644); err != nil {
-		return UploadInfo{}, fmt.Errorf("localtier: create upload: %w", err)
+		_ = removeUpload(p)
+		return UploadInfo{}, uploadError(info.ID, err)
 	}
 	if err := os.WriteFile(p+".json", meta, 0o644); err != nil {
-		_ = os.Remove(p)
-		return UploadInfo{}, fmt.Errorf("localtier: create upload: %w", err)
+		_ = removeUpload(p)
+		return UploadInfo{}, uploadError(info.ID, err)
 	}
 	return info, nil
 }
@@ -107,49 +114,143 @@ func (s *Store) Upload(ctx context.Context, id string) (UploadInfo, error) {
 	return info, nil
 }
 
-// AppendUpload adds the bytes of r to session id. offset is where the
-// client says the chunk starts (-1: wherever the upload ends); a chunk
-// that does not start at the end fails with ErrUploadOffset. It returns
-// the session with its new size; bytes received before a broken body are
-// kept, and the size says where to resume.
-func (s *Store) AppendUpload(ctx context.Context, id string, offset int64, r io.Reader) (UploadInfo, error) {
+// Chunk is a piece of an upload as a client sent it.
+type Chunk struct {
+	Body   io.Reader
+	Offset int64 // where the client says it starts; -1: wherever the upload ends
+	Length int64 // the length the client declared; -1: unknown
+}
+
+// AppendUpload adds chunk c to session id and returns the session with
+// its new size, once the bytes are on disk (fsynced). A chunk that does not
+// start at the end fails with ErrUploadOffset. limit (0: none) bounds the
+// session's size: a chunk that would take it past limit fails with
+// ErrUploadTooLarge, before a byte is read when its length is declared.
+//
+// A chunk that fails leaves the session consistent. Over the limit, out of
+// disk space (oci.ErrNoSpace) or failing to write, it is undone: the
+// session keeps its size from before the chunk. A body that breaks keeps
+// the bytes received, and the size says where to resume. A chunk that
+// cannot be undone ends the session, file and all.
+func (s *Store) AppendUpload(ctx context.Context, id string, c Chunk, limit int64) (UploadInfo, error) {
 	unlock := lockUpload(id)
 	defer unlock()
 	info, err := s.Upload(ctx, id)
 	if err != nil {
 		return UploadInfo{}, err
 	}
-	if offset >= 0 && offset != info.Size {
-		return info, fmt.Errorf("%w: chunk at %d, upload at %d", ErrUploadOffset, offset, info.Size)
+	if c.Offset >= 0 && c.Offset != info.Size {
+		return info, fmt.Errorf("%w: chunk at %d, upload at %d", ErrUploadOffset, c.Offset, info.Size)
+	}
+	if limit > 0 && c.Length > limit-info.Size {
+		return info, fmt.Errorf("%w: %d bytes uploaded and a chunk of %d, the limit is %d bytes",
+			ErrUploadTooLarge, info.Size, c.Length, limit)
 	}
 	p, _ := s.uploadPath(id)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return info, fmt.Errorf("localtier: upload %s: %w", id, err)
 	}
-	n, cerr := io.Copy(f, r)
-	info.Size += n
-	if err := f.Close(); err != nil && cerr == nil {
-		cerr = err
+	n, werr := writeChunk(f, c.Body, info.Size, limit)
+	kept := werr == nil || errors.Is(werr, errBodyBroken)
+	if kept {
+		if err := f.Sync(); err != nil {
+			werr, kept = err, false
+		}
 	}
-	if cerr != nil {
-		return info, fmt.Errorf("localtier: upload %s: %w", id, cerr)
+	if kept {
+		// The bytes are on disk: they count, whatever else fails.
+		info.Size += n
+		if err := f.Close(); err != nil && werr == nil {
+			werr = err
+		}
+		if werr != nil {
+			return info, fmt.Errorf("localtier: upload %s: %w", id, werr)
+		}
+		return info, nil
 	}
-	return info, nil
+	// Undo the chunk: back to the size the session had before it.
+	werr = uploadError(id, werr)
+	if err := errors.Join(f.Truncate(info.Size), f.Sync(), f.Close()); err != nil {
+		s.log.Error("localtier: cannot undo a failed chunk; the upload session ends", "id", id, "err", err)
+		if rerr := removeUpload(p); rerr != nil {
+			s.log.Error("localtier: cannot remove an upload session", "id", id, "err", rerr)
+		}
+		uploadLocks.Delete(id)
+		return UploadInfo{}, fmt.Errorf("%w (the chunk could not be undone, so the upload session ended: %v)", werr, err)
+	}
+	return info, werr
 }
 
-// OpenUpload opens the bytes of session id for reading.
-func (s *Store) OpenUpload(ctx context.Context, id string) (*os.File, UploadInfo, error) {
+// errBodyBroken marks a chunk whose body failed to read, not to write.
+var errBodyBroken = errors.New("the request body broke")
+
+// writeChunk appends body to f, an upload of size bytes, stopping once the
+// upload would pass limit (0: none). It returns the bytes it wrote.
+func writeChunk(f *os.File, body io.Reader, size, limit int64) (int64, error) {
+	br := &bodyReader{r: body}
+	var src io.Reader = br
+	if limit > 0 {
+		src = io.LimitReader(br, limit-size+1)
+	}
+	n, err := io.Copy(f, src)
+	switch {
+	case limit > 0 && size+n > limit:
+		return n, fmt.Errorf("%w: more than %d bytes", ErrUploadTooLarge, limit)
+	case err != nil && br.err != nil:
+		return n, fmt.Errorf("%w: %w", errBodyBroken, err)
+	}
+	return n, err
+}
+
+// bodyReader remembers the error its reader failed with.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// uploadError wraps a failure to write an upload; a full disk (or quota)
+// matches oci.ErrNoSpace.
+func uploadError(id string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("localtier: upload %s: %w: %w", id, oci.ErrNoSpace, err)
+	}
+	return fmt.Errorf("localtier: upload %s: %w", id, err)
+}
+
+// CommitUpload hands the bytes of session id to commit, holding the
+// session so that no chunk lands meanwhile, and ends the session once
+// commit succeeds. A failed commit leaves the session as it was.
+func (s *Store) CommitUpload(ctx context.Context, id string, commit func(f *os.File, info UploadInfo) error) error {
+	unlock := lockUpload(id)
+	defer unlock()
 	info, err := s.Upload(ctx, id)
 	if err != nil {
-		return nil, UploadInfo{}, err
+		return err
 	}
 	p, _ := s.uploadPath(id)
 	f, err := os.Open(p)
 	if err != nil {
-		return nil, UploadInfo{}, fmt.Errorf("localtier: upload %s: %w", id, err)
+		return fmt.Errorf("localtier: upload %s: %w", id, err)
 	}
-	return f, info, nil
+	err = commit(f, info)
+	_ = f.Close() // read-only: nothing to lose
+	if err != nil {
+		return err
+	}
+	if err := removeUpload(p); err != nil {
+		s.log.Warn("localtier: cannot remove a finished upload", "id", id, "err", err)
+	}
+	uploadLocks.Delete(id)
+	return nil
 }
 
 // DeleteUpload ends session id (finished or cancelled).
@@ -164,12 +265,18 @@ func (s *Store) DeleteUpload(ctx context.Context, id string) error {
 	if errors.Is(statErr, os.ErrNotExist) {
 		return fmt.Errorf("%w: %s", ErrUploadUnknown, id)
 	}
-	err = errors.Join(os.Remove(p+".json"), ignoreMissing(os.Remove(p)))
+	err = removeUpload(p)
 	uploadLocks.Delete(id)
 	if err != nil {
 		return fmt.Errorf("localtier: delete upload %s: %w", id, err)
 	}
 	return nil
+}
+
+// removeUpload removes the files of the session at p: its record first,
+// so that a session is never seen without its bytes.
+func removeUpload(p string) error {
+	return errors.Join(ignoreMissing(os.Remove(p+".json")), ignoreMissing(os.Remove(p)))
 }
 
 func ignoreMissing(err error) error {

@@ -12,9 +12,8 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 
 	"github.com/edgeregistry/edge/cache"
-	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/policy"
-	"github.com/edgeregistry/edge/storjtier"
 	"github.com/edgeregistry/edge/upstream"
 )
 
@@ -76,6 +75,13 @@ func toAPIError(err error, about subject) *apiError {
 		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeBlobUploadUnknown, Message: "upload unknown", Err: err}
 	case errors.Is(err, cache.ErrUploadOffset):
 		return &apiError{Status: http.StatusRequestedRangeNotSatisfiable, Code: errcode.ErrorCodeRangeInvalid, Message: err.Error(), Err: err}
+	case errors.Is(err, cache.ErrUploadTooLarge):
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: errcode.ErrorCodeBlobUploadInvalid,
+			Message: "the upload is larger than this registry takes: " + err.Error(), Err: err}
+	case errors.Is(err, oci.ErrNoSpace):
+		return &apiError{Status: http.StatusInsufficientStorage, Code: errcode.ErrorCodeUnavailable,
+			Message: "this node's disk is full; the chunk was not stored and the upload is where it was: retry later",
+			Detail:  err.Error(), Err: err}
 	case errors.Is(err, cache.ErrDigestInvalid):
 		return &apiError{Status: http.StatusBadRequest, Code: errcode.ErrorCodeDigestInvalid, Message: err.Error(), Err: err}
 	case errors.Is(err, cache.ErrManifestInvalid):
@@ -88,7 +94,7 @@ func toAPIError(err error, about subject) *apiError {
 		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeNameUnknown, Message: err.Error(), Err: err}
 	case errors.Is(err, context.Canceled):
 		return &apiError{Status: statusClientGone, Code: errcode.ErrorCodeUnknown, Message: "the client went away", Err: err}
-	case errors.Is(err, cache.ErrNotFound), errors.Is(err, upstream.ErrNotFound), errors.Is(err, localtier.ErrNotFound):
+	case errors.Is(err, oci.ErrNotFound):
 		code := errcode.ErrorCodeNameUnknown
 		switch about {
 		case aboutManifest:
@@ -108,7 +114,7 @@ func toAPIError(err error, about subject) *apiError {
 			Message:    fmt.Sprintf("origin %s is not answering; failing fast until it does", oe.Origin),
 			Detail:     oe.Error(),
 			RetryAfter: max(int((oe.RetryAfter+time.Second-1)/time.Second), 1), Err: err}
-	case errors.Is(err, cache.ErrDigestMismatch), errors.Is(err, cache.ErrSizeMismatch), errors.Is(err, storjtier.ErrDigestMismatch):
+	case errors.Is(err, oci.ErrDigestMismatch), errors.Is(err, oci.ErrSizeMismatch):
 		return &apiError{Status: http.StatusBadGateway, Code: errcode.ErrorCodeUnavailable,
 			Message: "a lower tier delivered content that does not match its digest; nothing was cached", Detail: err.Error(), Err: err}
 	case isOrigin:
@@ -154,4 +160,12 @@ func writeError(w http.ResponseWriter, r *http.Request, ae *apiError) {
 	_ = json.NewEncoder(w).Encode(struct {
 		Errors []entry `json:"errors"`
 	}{[]entry{{Code: ae.Code.String(), Message: ae.Message, Detail: ae.Detail}}})
+}
+
+// tooLarge refuses an upload of a declared size over the limit, before any
+// of it is read.
+func tooLarge(size, limit int64) *apiError {
+	return &apiError{Status: http.StatusRequestEntityTooLarge, Code: errcode.ErrorCodeBlobUploadInvalid,
+		Message: fmt.Sprintf("the upload is larger than this registry takes: %d bytes, the limit is %d", size, limit),
+		Detail:  map[string]int64{"size": size, "limit": limit}}
 }

@@ -58,6 +58,7 @@ type nodeConfig struct {
 	global    storjtier.Backend // shared by the nodes of a multi-region test
 	region    string
 	meta      time.Duration // metadata timeout; 5s when zero
+	maxUpload int64         // the engine's default when zero
 }
 
 func newNode(t testing.TB, cfg nodeConfig) *node {
@@ -113,6 +114,9 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 		meta = 5 * time.Second
 	}
 	opts := []cache.Option{cache.WithClock(n.clock.Now), cache.WithRegisterer(n.reg), cache.WithMetaTimeout(meta)}
+	if cfg.maxUpload > 0 {
+		opts = append(opts, cache.WithMaxUploadSize(cfg.maxUpload))
+	}
 	if cfg.fillIdle > 0 {
 		opts = append(opts, cache.WithFillIdleTimeout(cfg.fillIdle))
 	}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
@@ -73,9 +72,13 @@ func (s *Server) blob(w http.ResponseWriter, req *request) error {
 		return err
 	}
 	h := w.Header()
+	etag := `"` + d.String() + `"`
 	if r.Method == http.MethodHead {
 		size, err := s.engine.StatBlob(r.Context(), req.route, req.repo, d)
 		if err != nil {
+			return err
+		}
+		if err := ifMatch(r, etag); err != nil {
 			return err
 		}
 		h.Set("Content-Type", "application/octet-stream")
@@ -84,7 +87,7 @@ func (s *Server) blob(w http.ResponseWriter, req *request) error {
 		}
 		h.Set("Docker-Content-Digest", d.String())
 		h.Set("Accept-Ranges", "bytes")
-		h.Set("Etag", `"`+d.String()+`"`)
+		h.Set("Etag", etag)
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
@@ -96,9 +99,12 @@ func (s *Server) blob(w http.ResponseWriter, req *request) error {
 		return err
 	}
 	defer b.Close()
+	if err := ifMatch(r, etag); err != nil {
+		return err
+	}
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Docker-Content-Digest", d.String())
-	h.Set("Etag", `"`+d.String()+`"`)
+	h.Set("Etag", etag)
 	h.Set("Cache-Control", "max-age=31536000, immutable")
 	rng := r.Header.Get("Range")
 	rs, seekable := b.Content.(io.ReadSeeker)
@@ -121,7 +127,9 @@ func (s *Server) blob(w http.ResponseWriter, req *request) error {
 			h.Set("Content-Range", "bytes */"+strconv.FormatInt(b.Size, 10))
 			return newError(errcode.ErrorCodeRangeInvalid, "requested range not satisfiable", rng)
 		}
-		http.ServeContent(w, r, "", time.Time{}, rs)
+		if err := serveContent(w, r, rs); err != nil {
+			return err
+		}
 	default:
 		// A whole blob streamed as it fills (or one of unknown size).
 		if b.Size >= 0 {

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,7 +75,7 @@ func (s *Server) upload(w http.ResponseWriter, req *request) error {
 		if err != nil {
 			return err
 		}
-		up, err := s.engine.AppendUpload(r.Context(), req.route, req.repo, id, offset, r.Body)
+		up, err := s.engine.AppendUpload(r.Context(), req.route, req.repo, id, chunk(r, offset))
 		if err != nil {
 			return err
 		}
@@ -111,27 +112,50 @@ func (s *Server) startUpload(w http.ResponseWriter, req *request) error {
 		}
 		// A mount that cannot be done becomes an upload.
 	}
+	if dv := q.Get("digest"); dv != "" {
+		return s.monolithicUpload(w, req, dv)
+	}
 	up, err := s.engine.StartUpload(r.Context(), req.route, req.repo)
 	if err != nil {
 		return err
 	}
-	if dv := q.Get("digest"); dv != "" { // monolithic upload
-		d, err := parseDigest(dv)
-		if err != nil {
-			return err
-		}
-		if _, err := s.engine.AppendUpload(r.Context(), req.route, req.repo, up.ID, 0, r.Body); err != nil {
-			return err
-		}
-		if err := s.engine.FinishUpload(r.Context(), req.route, req.repo, up.ID, d); err != nil {
-			return err
-		}
-		blobCreated(w, req, d)
-		return nil
-	}
 	uploadHeaders(w, req, up)
 	w.WriteHeader(http.StatusAccepted)
 	return nil
+}
+
+// monolithicUpload takes a whole blob in one POST. The client never learns
+// the session it goes through, so a failed one is removed at once.
+func (s *Server) monolithicUpload(w http.ResponseWriter, req *request, dv string) error {
+	r := req.client
+	d, err := parseDigest(dv)
+	if err != nil {
+		return err
+	}
+	if max := s.engine.MaxUploadSize(); r.ContentLength > max {
+		return tooLarge(r.ContentLength, max)
+	}
+	up, err := s.engine.StartUpload(r.Context(), req.route, req.repo)
+	if err != nil {
+		return err
+	}
+	_, err = s.engine.AppendUpload(r.Context(), req.route, req.repo, up.ID, chunk(r, 0))
+	if err == nil {
+		err = s.engine.FinishUpload(r.Context(), req.route, req.repo, up.ID, d)
+	}
+	if err != nil {
+		if cerr := s.engine.CancelUpload(context.WithoutCancel(r.Context()), req.route, req.repo, up.ID); cerr != nil {
+			s.log.Warn("cannot remove a failed monolithic upload", "id", up.ID, "err", cerr)
+		}
+		return err
+	}
+	blobCreated(w, req, d)
+	return nil
+}
+
+// chunk is the body of r, a chunk of an upload starting at offset.
+func chunk(r *http.Request, offset int64) cache.Chunk {
+	return cache.Chunk{Body: r.Body, Offset: offset, Length: r.ContentLength}
 }
 
 // mountFrom links d from repository from, or, without one, from any
@@ -184,7 +208,7 @@ func (s *Server) finishUpload(w http.ResponseWriter, req *request, id string) er
 		if err != nil {
 			return err
 		}
-		if _, err := s.engine.AppendUpload(r.Context(), req.route, req.repo, id, offset, r.Body); err != nil {
+		if _, err := s.engine.AppendUpload(r.Context(), req.route, req.repo, id, chunk(r, offset)); err != nil {
 			return err
 		}
 	}

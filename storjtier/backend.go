@@ -8,11 +8,13 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/edgeregistry/edge/internal/oci"
 )
 
 // ErrNotFound reports that an object does not exist. Backends wrap it, so
-// check it with errors.Is.
-var ErrNotFound = errors.New("storjtier: object not found")
+// check it with errors.Is. It matches oci.ErrNotFound.
+var ErrNotFound = fmt.Errorf("storjtier: object %w", oci.ErrNotFound)
 
 // ErrInvalidRange reports a read that starts past the end of an object.
 var ErrInvalidRange = errors.New("storjtier: offset past the end of the object")
@@ -21,8 +23,9 @@ var ErrInvalidRange = errors.New("storjtier: offset past the end of the object")
 var ErrInvalidKey = errors.New("storjtier: invalid key")
 
 // ErrSizeMismatch reports a put whose reader gave a different number of
-// bytes than the size it announced. Nothing is committed.
-var ErrSizeMismatch = errors.New("storjtier: size mismatch")
+// bytes than the size it announced. Nothing is committed. It matches
+// oci.ErrSizeMismatch.
+var ErrSizeMismatch = fmt.Errorf("storjtier: %w", oci.ErrSizeMismatch)
 
 // MaxMetaSize bounds the metadata of one object: the sum of the lengths of
 // its keys and values. Storj's custom metadata is limited to 2 KiB after

@@ -7,11 +7,13 @@ import (
 	"io"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/internal/oci"
 )
 
 // ErrDigestMismatch reports content whose digest is not the one it is
-// stored or announced under.
-var ErrDigestMismatch = errors.New("storjtier: digest mismatch")
+// stored or announced under. It matches oci.ErrDigestMismatch.
+var ErrDigestMismatch = fmt.Errorf("storjtier: %w", oci.ErrDigestMismatch)
 
 // verifier passes a reader through while it hashes it. The read that
 // completes the content is only given to the caller once the digest and

@@ -12,18 +12,22 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/edgeregistry/edge/internal/oci"
 )
 
 // Sentinels matched with errors.Is against an *Error.
 var (
 	// ErrNotFound: the origin does not have the repository, manifest or blob
-	// (404, MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN).
-	ErrNotFound = errors.New("not found at origin")
+	// (404, MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN). An *Error that
+	// matches it matches oci.ErrNotFound too.
+	ErrNotFound = fmt.Errorf("%w at origin", oci.ErrNotFound)
 	// ErrUnavailable: the origin could not answer now (dead host, network
 	// error, timeout, 5xx, 429); a later try may work.
 	ErrUnavailable = errors.New("origin unavailable")
-	// ErrDigestMismatch: the content does not match its digest.
-	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrDigestMismatch: the content does not match its digest; it
+	// matches oci.ErrDigestMismatch.
+	ErrDigestMismatch = fmt.Errorf("origin: %w", oci.ErrDigestMismatch)
 	// ErrTooLarge: a manifest or tag list is over the size cap.
 	ErrTooLarge = errors.New("response too large")
 	// ErrInvalid: a repository name, reference or origin answer is malformed.
@@ -101,10 +105,10 @@ func (e *Error) Temporary() bool {
 	return true
 }
 
-// Is matches ErrNotFound and ErrUnavailable.
+// Is matches ErrNotFound (and oci.ErrNotFound) and ErrUnavailable.
 func (e *Error) Is(target error) bool {
 	switch target {
-	case ErrNotFound:
+	case ErrNotFound, oci.ErrNotFound:
 		if e.Op == "ping" || e.Op == "token" {
 			return false // a 404 there means a misconfigured origin, not a missing image
 		}

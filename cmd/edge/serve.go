@@ -73,7 +73,8 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		defer c.Close()
 		origins[r.Name] = c
 	}
-	opts := []cache.Option{cache.WithLogger(log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg)}
+	opts := []cache.Option{cache.WithLogger(log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg),
+		cache.WithMaxUploadSize(int64(cfg.Limits.MaxUploadSize))}
 	backend, err := storjtier.Open(ctx, cfg.Global)
 	if err != nil {
 		return fmt.Errorf("global tier: %w", err)
