@@ -12,6 +12,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 
 	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/internal/h1"
 	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/upstream"
@@ -120,6 +121,9 @@ func toAPIError(err error, about subject) *apiError {
 	case isOrigin:
 		return &apiError{Status: http.StatusBadGateway, Code: errcode.ErrorCodeUnavailable,
 			Message: fmt.Sprintf("origin %s is unavailable", oe.Origin), Detail: oe.Error(), RetryAfter: int(oe.RetryAfter.Seconds()), Err: err}
+	case errors.Is(err, h1.ErrBodyTimeout):
+		return &apiError{Status: http.StatusRequestTimeout, Code: errcode.ErrorCodeBlobUploadInvalid,
+			Message: "the request body was too slow to arrive; resume the upload", Detail: err.Error(), Err: err}
 	case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, cache.ErrFillStalled):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: errcode.ErrorCodeUnavailable,
 			Message: "origin is unavailable", Detail: err.Error(), Err: err}
