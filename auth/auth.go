@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -47,7 +46,8 @@ type Authorizer struct {
 	now         func() time.Time
 	reg         prometheus.Registerer
 	m           *metrics
-	clientAddr  func(*http.Request) string
+	proxies     []netip.Prefix // whose X-Forwarded-For names the client
+	networks    []netip.Prefix // clients trusted for every user
 	compare     func(hash, pw []byte) error
 	reloadEvery time.Duration
 	failMax     int
@@ -59,6 +59,7 @@ type Authorizer struct {
 	userBurst   int
 	trustTTL    time.Duration
 	cacheSize   int
+	tableSize   int // keys each limit and the trust table hold
 	cacheTTL    time.Duration
 
 	file     *userFile
@@ -87,7 +88,6 @@ func New(cfg Config, opts ...Option) (*Authorizer, error) {
 		realm:       cfg.Realm,
 		log:         slog.New(slog.DiscardHandler),
 		now:         time.Now,
-		clientAddr:  remoteAddr,
 		compare:     bcrypt.CompareHashAndPassword,
 		reloadEvery: 5 * time.Second,
 		failMax:     10,
@@ -100,6 +100,7 @@ func New(cfg Config, opts ...Option) (*Authorizer, error) {
 		trustTTL:    7 * 24 * time.Hour,
 		cacheSize:   1024,
 		cacheTTL:    10 * time.Minute,
+		tableSize:   limitKeys,
 	}
 	for _, o := range opts {
 		o(a)
@@ -120,10 +121,10 @@ func New(cfg Config, opts ...Option) (*Authorizer, error) {
 	a.challenge = `Basic realm=` + quote(a.realm) + `, charset="UTF-8"`
 	_, _ = rand.Read(a.key[:])
 	a.verified, _ = lru.New[[sha256.Size]byte, verification](a.cacheSize) // size > 0, checked
-	a.pairs = newLimiter(a.failMax, a.failWindow, a.backoffBase, a.backoffMax, limitKeys)
-	a.addrs = newLimiter(a.addrMax, a.failWindow, a.backoffBase, a.backoffMax, limitKeys)
-	a.users = newBudget(a.userRate, a.userBurst, limitKeys)
-	a.trusted = newTrust(a.trustTTL, limitKeys)
+	a.pairs = newLimiter(a.failMax, a.failWindow, a.backoffBase, a.backoffMax, a.tableSize)
+	a.addrs = newLimiter(a.addrMax, a.failWindow, a.backoffBase, a.backoffMax, a.tableSize)
+	a.users = newBudget(a.userRate, a.userBurst, a.tableSize)
+	a.trusted = newTrust(a.trustTTL, a.tableSize)
 	a.m = newMetrics()
 	a.file = &userFile{
 		path: cfg.Htpasswd, interval: a.reloadEvery, log: a.log, m: a.m,
@@ -262,7 +263,8 @@ var errBadCredentials = fmt.Errorf("%w: invalid user name or password", ErrUnaut
 // share one check.
 func (a *Authorizer) authenticate(r *http.Request) (Identity, error) {
 	now := a.now()
-	addr := a.clientAddr(r)
+	ip := a.clientIP(r)
+	addr := addrName(ip)
 	user, pw, ok := r.BasicAuth()
 	if !ok || user == "" {
 		// Nobody is called "": refused at once, as no guess at anyone.
@@ -279,7 +281,7 @@ func (a *Authorizer) authenticate(r *http.Request) (Identity, error) {
 		return Identity{}, a.refused(d)
 	}
 	ck := a.cacheKey(user, pw)
-	trusted := a.trusted.has(k.pair, now)
+	trusted := inAny(a.networks, ip) || a.trusted.has(k.pair, now)
 	if trusted && a.cached(ck, user, now) {
 		return Identity{User: user}, nil
 	}
@@ -313,11 +315,11 @@ func (a *Authorizer) cached(ck [sha256.Size]byte, user string, now time.Time) bo
 // the pair's record and, for a pair that is not trusted, in the address's
 // record and the user's budget, before anything is compared.
 func (a *Authorizer) verify(user, pw, addr string, ck [sha256.Size]byte, k keys, trusted bool, now time.Time) (err error) {
-	if d := a.pairs.enter(k.pair, now); d > 0 {
+	if d := a.pairs.enter(k.pair, now, trusted); d > 0 {
 		return a.refused(d)
 	}
 	if !trusted {
-		if d := a.addrs.enter(k.addr, now); d > 0 {
+		if d := a.addrs.enter(k.addr, now, false); d > 0 {
 			a.pairs.leave(k.pair, now, false)
 			return a.refused(d)
 		}
@@ -412,23 +414,4 @@ func (a *Authorizer) limitKey(scope, name string) limitKey {
 	var k limitKey
 	h.Sum(k[:0])
 	return k
-}
-
-// remoteAddr is the client address of r without its port, IPv6 addresses
-// cut to their /64, which one host usually holds whole.
-func remoteAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	ip = ip.Unmap()
-	if ip.Is4() {
-		return ip.String()
-	}
-	p, _ := ip.WithZone("").Prefix(64)
-	return p.String()
 }

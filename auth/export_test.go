@@ -11,3 +11,7 @@ func HashPasswordCost(pw string, cost int) (string, error) { return hashPassword
 func SetPasswordCost(path, user, pw string, cost int) error {
 	return setPassword(path, user, pw, cost)
 }
+
+// WithTableSize sets how many keys each limit table holds, so that tests
+// can fill one.
+func WithTableSize(n int) Option { return func(a *Authorizer) { a.tableSize = n } }

@@ -15,7 +15,7 @@ type limitKey [32]byte
 
 // limitKeys is how many keys each record of failures, budgets and trust
 // keeps, forgetting the least recently used.
-const limitKeys = 16384
+const limitKeys = 65536
 
 // busyWait is the Retry-After of an attempt refused because as many
 // checks of its key as the failure limit allows are already under way.
@@ -27,13 +27,23 @@ const busyWait = time.Second
 // attempts are not counted. Attempts are entered before they are checked
 // and left after, so that checks running at once count against the limit
 // too: a flood of concurrent guesses gets no more checks than a sequence.
+//
+// A key gets a record only when it fails, and a record is forgotten only
+// once it holds nothing (no failure in the window, no lockout, no back-off
+// left to remember), never to make room: with size records that all still
+// matter, an attempt by a key without a record is refused. So nobody can
+// wash a lockout away by filling the table.
 type limiter struct {
 	max        int
 	window     time.Duration
 	base, ceil time.Duration
+	size       int
 
-	mu   sync.Mutex
-	keys *simplelru.LRU[limitKey, *failures]
+	mu      sync.Mutex
+	keys    map[limitKey]*failures
+	checks  map[limitKey]int // attempts entered and not yet left
+	swept   time.Time        // when records were last looked over for ones to forget
+	sweepAt time.Duration    // how often, at most, that is done while full
 }
 
 // failures is the record of one key.
@@ -41,19 +51,18 @@ type failures struct {
 	times   []time.Time // within the window, oldest first
 	until   time.Time   // refused before this
 	strikes int         // lockouts in a row
-	checks  int         // attempts entered and not yet left
 }
 
 func newLimiter(max int, window, base, ceil time.Duration, size int) *limiter {
-	keys, _ := simplelru.NewLRU[limitKey, *failures](size, nil) // size > 0, checked by New
-	return &limiter{max: max, window: window, base: base, ceil: ceil, keys: keys}
+	return &limiter{max: max, window: window, base: base, ceil: ceil, size: size,
+		keys: make(map[limitKey]*failures), checks: make(map[limitKey]int), sweepAt: time.Second}
 }
 
 // locked is how long k is still locked out at now; 0 when it is not.
 func (l *limiter) locked(k limitKey, now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f, ok := l.keys.Peek(k)
+	f, ok := l.keys[k]
 	if !ok || !now.Before(f.until) {
 		return 0
 	}
@@ -61,24 +70,46 @@ func (l *limiter) locked(k limitKey, now time.Time) time.Duration {
 }
 
 // enter starts a check of k at now. It returns how long k is refused, or 0
-// when the check may go on; then leave must follow.
-func (l *limiter) enter(k limitKey, now time.Time) time.Duration {
+// when the check may go on; then leave must follow. A trusted key (one that
+// logged in lately: there are at most as many as the trust table holds) is
+// never refused for want of room.
+func (l *limiter) enter(k limitKey, now time.Time, trusted bool) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f, ok := l.keys.Get(k)
-	if !ok {
-		f = &failures{}
-		l.keys.Add(k, f)
-	}
-	if now.Before(f.until) {
+	f, ok := l.keys[k]
+	switch {
+	case ok && now.Before(f.until):
 		return f.until.Sub(now)
-	}
-	f.expire(now, l.window)
-	if len(f.times)+f.checks >= l.max {
+	case ok:
+		f.expire(now, l.window)
+		if len(f.times)+l.checks[k] >= l.max {
+			return busyWait
+		}
+	case l.checks[k] >= l.max:
 		return busyWait
+	case !trusted && !l.room(now):
+		return busyWait // a failure could not be recorded
 	}
-	f.checks++
+	l.checks[k]++
 	return 0
+}
+
+// room reports whether a new record fits, forgetting the records that hold
+// nothing when the table is full.
+func (l *limiter) room(now time.Time) bool {
+	if len(l.keys)+len(l.checks) < l.size {
+		return true
+	}
+	if now.Sub(l.swept) < l.sweepAt {
+		return false
+	}
+	l.swept = now
+	for k, f := range l.keys {
+		if f.idle(now, l.window, l.ceil) && l.checks[k] == 0 {
+			delete(l.keys, k)
+		}
+	}
+	return len(l.keys)+len(l.checks) < l.size
 }
 
 // leave ends a check of k entered at or before now, a failure or not. It
@@ -86,15 +117,18 @@ func (l *limiter) enter(k limitKey, now time.Time) time.Duration {
 func (l *limiter) leave(k limitKey, now time.Time, failed bool) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f, ok := l.keys.Get(k)
-	if !ok {
-		// Forgotten while checked: count the failure afresh.
-		f = &failures{checks: 1}
-		l.keys.Add(k, f)
+	if n := l.checks[k]; n > 1 {
+		l.checks[k] = n - 1
+	} else {
+		delete(l.checks, k)
 	}
-	f.checks = max(f.checks-1, 0)
 	if !failed {
 		return 0
+	}
+	f, ok := l.keys[k]
+	if !ok {
+		f = &failures{}
+		l.keys[k] = f
 	}
 	if f.strikes > 0 && now.Sub(f.until) >= l.ceil {
 		f.strikes = 0 // quiet long enough: forgiven
@@ -124,21 +158,32 @@ func (f *failures) expire(now time.Time, window time.Duration) {
 	f.times = append(f.times[:0], f.times[old:]...)
 }
 
+// idle reports whether the record holds nothing at now: forgetting it
+// changes no decision.
+func (f *failures) idle(now time.Time, window, ceil time.Duration) bool {
+	f.expire(now, window)
+	return len(f.times) == 0 && !now.Before(f.until) && (f.strikes == 0 || now.Sub(f.until) >= ceil)
+}
+
 // budget bounds how often each key may be checked: a token bucket per key,
 // refilled at a rate up to a burst. A check takes its token before it runs,
 // so concurrent checks cannot overdraw it; a key with no token left is
-// refused until the next one arrives.
+// refused until the next one arrives. A bucket is forgotten only once it is
+// full again (as good as a new one), never to make room: with size buckets
+// still refilling, a check of a key without one is refused.
 type budget struct {
 	rate  rate.Limit
 	burst int
+	size  int
 
-	mu   sync.Mutex
-	keys *simplelru.LRU[limitKey, *rate.Limiter]
+	mu      sync.Mutex
+	keys    map[limitKey]*rate.Limiter
+	swept   time.Time
+	sweepAt time.Duration
 }
 
 func newBudget(r rate.Limit, burst, size int) *budget {
-	keys, _ := simplelru.NewLRU[limitKey, *rate.Limiter](size, nil) // size > 0
-	return &budget{rate: r, burst: burst, keys: keys}
+	return &budget{rate: r, burst: burst, size: size, keys: make(map[limitKey]*rate.Limiter), sweepAt: time.Second}
 }
 
 // take spends a token of k at now. It returns 0 when there was one, else
@@ -146,16 +191,42 @@ func newBudget(r rate.Limit, burst, size int) *budget {
 func (b *budget) take(k limitKey, now time.Time) (wait time.Duration, emptied bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	l, ok := b.keys.Get(k)
+	l, ok := b.keys[k]
 	if !ok {
+		if !b.room(now) {
+			return b.interval(), false
+		}
 		l = rate.NewLimiter(b.rate, b.burst)
-		b.keys.Add(k, l)
+		b.keys[k] = l
 	}
 	if l.AllowN(now, 1) {
 		return 0, l.TokensAt(now) < 1
 	}
 	missing := 1 - l.TokensAt(now)
 	return max(time.Duration(missing/float64(b.rate)*float64(time.Second)), time.Millisecond), false
+}
+
+// interval is the time one token takes to come back.
+func (b *budget) interval() time.Duration {
+	return max(time.Duration(float64(time.Second)/float64(b.rate)), time.Millisecond)
+}
+
+// room reports whether a new bucket fits, forgetting full ones when the
+// table is full.
+func (b *budget) room(now time.Time) bool {
+	if len(b.keys) < b.size {
+		return true
+	}
+	if now.Sub(b.swept) < b.sweepAt {
+		return false
+	}
+	b.swept = now
+	for k, l := range b.keys {
+		if l.TokensAt(now) >= float64(b.burst) {
+			delete(b.keys, k)
+		}
+	}
+	return len(b.keys) < b.size
 }
 
 // trust remembers keys that logged in, each for ttl after its last login.

@@ -3,6 +3,7 @@ package auth_test
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -271,5 +272,107 @@ func TestConcurrentGuessesCountUpFront(t *testing.T) {
 	wg.Wait()
 	if got := compares.Load(); got != 3 {
 		t.Fatalf("%d of %d concurrent guesses checked, want the limit of 3", got, n)
+	}
+}
+
+// TestLockoutsCannotBeWashedAway: no flood of other names, from the
+// guesser's address or from anywhere, makes the tables forget a lockout or
+// a spent budget; when a table holds only records that still matter, new
+// keys are refused instead.
+func TestLockoutsCannotBeWashedAway(t *testing.T) {
+	t.Parallel()
+	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "good"})
+	f := newFixture(t, auth.Config{Htpasswd: path},
+		auth.WithFailureLimit(2, time.Minute), auth.WithAddressFailureLimit(4), auth.WithUserRate(1, 2),
+		auth.WithTableSize(8))
+	const guesser = "192.0.2.1:1"
+	// The pair (guesser, ci) is locked out, then the guesser's address.
+	for i := range 2 {
+		if err := login(f, guesser, "ci", fmt.Sprint("bad", i)); !errors.Is(err, auth.ErrUnauthenticated) || errors.Is(err, auth.ErrRateLimited) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+	}
+	for i := range 2 {
+		_ = login(f, guesser, fmt.Sprint("name", i), "x")
+	}
+	compares := f.compares.Load()
+	// A flood of new names from the guesser's address, far past the size
+	// of every table: all refused, none checked.
+	for i := range 200 {
+		if err := login(f, guesser, fmt.Sprint("flood", i), "x"); !errors.Is(err, auth.ErrRateLimited) {
+			t.Fatalf("flood %d: %v", i, err)
+		}
+	}
+	if err := login(f, guesser, "ci", "bad-again"); !errors.Is(err, auth.ErrRateLimited) {
+		t.Fatalf("the locked pair after the flood: %v", err)
+	}
+	if got := f.compares.Load(); got != compares {
+		t.Fatalf("%d checks during the flood", got-compares)
+	}
+	// ci's budget is spent (2 failures, burst 2). Names from many
+	// addresses fill the tables; ci's budget stays spent, and once the
+	// tables are full of records that matter, new names are refused.
+	refused := 0
+	for i := range 40 {
+		err := login(f, fmt.Sprintf("198.51.100.%d:1", i+1), fmt.Sprint("other", i), "x")
+		if errors.Is(err, auth.ErrRateLimited) {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("full tables took every new name")
+	}
+	before := f.compares.Load()
+	if err := login(f, "203.0.113.1:1", "ci", "bad-elsewhere"); !errors.Is(err, auth.ErrRateLimited) {
+		t.Fatalf("ci from a new address after the flood: %v, want its spent budget", err)
+	}
+	if f.compares.Load() != before {
+		t.Fatal("a guess beyond ci's budget was checked")
+	}
+	// Once the records no longer matter, they make room again.
+	f.clock.Advance(time.Hour)
+	if err := login(f, "203.0.113.1:1", "ci", "good"); err != nil {
+		t.Fatalf("an hour later: %v", err)
+	}
+}
+
+// TestTrustedNetworksAndProxies: a client network named trusted is held
+// only by its own pair's failures; behind a trusted proxy, clients are
+// told apart by X-Forwarded-For, which nobody else can forge.
+func TestTrustedNetworksAndProxies(t *testing.T) {
+	t.Parallel()
+	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "good"})
+	f := newFixture(t, auth.Config{Htpasswd: path}, append(limitOpts,
+		auth.WithTrustedNetworks(netip.MustParsePrefix("10.1.0.0/16")),
+		auth.WithTrustedProxies(netip.MustParsePrefix("192.0.2.0/24")))...)
+	// Spend ci's budget from untrusted addresses.
+	for i := range 10 {
+		_ = login(f, fmt.Sprintf("198.51.100.%d:1", i+1), "ci", fmt.Sprint("guess", i))
+	}
+	if err := login(f, "203.0.113.7:1", "ci", "good"); !errors.Is(err, auth.ErrRateLimited) {
+		t.Fatalf("ci from an untrusted new address: %v, want its spent budget", err)
+	}
+	// A runner in the trusted network logs in all the same.
+	if err := login(f, "10.1.2.3:1", "ci", "good"); err != nil {
+		t.Fatalf("ci from a trusted network: %v", err)
+	}
+	// Through the proxy: the client named last in X-Forwarded-For counts.
+	viaProxy := func(xff, pw string) error {
+		r := request("192.0.2.10:1", "ci", pw)
+		r.Header.Set("X-Forwarded-For", xff)
+		_, err := f.a.Login(r)
+		return err
+	}
+	if err := viaProxy("203.0.113.50, 10.1.9.9", "good"); err != nil {
+		t.Fatalf("a trusted client through the proxy: %v", err)
+	}
+	if err := viaProxy("10.1.9.9, 203.0.113.50", "good"); !errors.Is(err, auth.ErrRateLimited) {
+		t.Fatalf("an untrusted client that writes a trusted address first: %v", err)
+	}
+	// From outside the proxies, X-Forwarded-For is not believed.
+	r := request("203.0.113.60:1", "ci", "good")
+	r.Header.Set("X-Forwarded-For", "10.1.2.3")
+	if _, err := f.a.Login(r); !errors.Is(err, auth.ErrRateLimited) {
+		t.Fatalf("a forged X-Forwarded-For: %v", err)
 	}
 }

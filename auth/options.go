@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -68,18 +68,25 @@ func WithVerifyCache(size int, ttl time.Duration) Option {
 	return func(a *Authorizer) { a.cacheSize, a.cacheTTL = size, ttl }
 }
 
-// WithClientAddr sets how the client address whose failures are counted is
-// found; the default is the host of the request's RemoteAddr, IPv6
-// addresses counted by /64. Behind a proxy, read the header it sets.
-func WithClientAddr(f func(*http.Request) string) Option {
-	return func(a *Authorizer) { a.clientAddr = f }
+// WithTrustedProxies names the proxies in front of the node: a request
+// whose peer is in one of prefixes is counted against the last address of
+// its X-Forwarded-For that is not in them. Without them, against the peer.
+func WithTrustedProxies(prefixes ...netip.Prefix) Option {
+	return func(a *Authorizer) { a.proxies = append(a.proxies, prefixes...) }
+}
+
+// WithTrustedNetworks names client networks (a CI's runners, say) whose
+// addresses are trusted for every user, as an address that logged in as a
+// user is: only the failures of their own (address, user) pair hold them.
+func WithTrustedNetworks(prefixes ...netip.Prefix) Option {
+	return func(a *Authorizer) { a.networks = append(a.networks, prefixes...) }
 }
 
 // check rejects options that cannot work together.
 func (a *Authorizer) check() error {
 	var errs []error
-	if a.log == nil || a.now == nil || a.clientAddr == nil {
-		errs = append(errs, errors.New("nil logger, clock or client address function"))
+	if a.log == nil || a.now == nil {
+		errs = append(errs, errors.New("nil logger or clock"))
 	}
 	if a.reloadEvery <= 0 {
 		errs = append(errs, fmt.Errorf("reload interval %v is not positive", a.reloadEvery))
@@ -98,6 +105,9 @@ func (a *Authorizer) check() error {
 	}
 	if a.backoffBase <= 0 || a.backoffMax < a.backoffBase {
 		errs = append(errs, fmt.Errorf("back-off %v up to %v: need 0 < base <= ceiling", a.backoffBase, a.backoffMax))
+	}
+	if a.tableSize < 1 {
+		errs = append(errs, fmt.Errorf("limit tables of %d keys: need at least 1", a.tableSize))
 	}
 	if a.cacheSize < 1 || a.cacheTTL <= 0 {
 		errs = append(errs, fmt.Errorf("verification cache of %d for %v: need a positive size and time", a.cacheSize, a.cacheTTL))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -113,6 +114,31 @@ type Auth struct {
 	Htpasswd      string  `yaml:"htpasswd,omitempty"`
 	AnonymousPull *bool   `yaml:"anonymous_pull,omitempty"`
 	Grants        []Grant `yaml:"grants,omitempty"`
+	// Limits bound failed logins; zero values keep the defaults.
+	Limits AuthLimits `yaml:"limits,omitempty"`
+	// TrustedNetworks are client networks (CIDRs) trusted for every user:
+	// only the failures of their own (address, user) pair hold them.
+	TrustedNetworks []string `yaml:"trusted_networks,omitempty"`
+	// TrustedProxies are the proxies (CIDRs) in front of the node whose
+	// X-Forwarded-For names the client.
+	TrustedProxies []string `yaml:"trusted_proxies,omitempty"`
+}
+
+// AuthLimits bound failed logins. Zero values keep the defaults (10, 50,
+// 10, 10, 7 days).
+type AuthLimits struct {
+	// PairFailures in a minute, for one user from one address, lock that
+	// pair out (1 min, doubling up to 30 min).
+	PairFailures int `yaml:"pair_failures,omitempty"`
+	// AddressFailures in a minute, from one address, lock it out.
+	AddressFailures int `yaml:"address_failures,omitempty"`
+	// UserChecksPerMinute and UserBurst bound how often one user name is
+	// checked from all the addresses not trusted for it.
+	UserChecksPerMinute float64 `yaml:"user_checks_per_minute,omitempty"`
+	UserBurst           int     `yaml:"user_burst,omitempty"`
+	// Trust is how long an address that logged in as a user stays trusted
+	// for it.
+	Trust Duration `yaml:"trust,omitempty"`
 }
 
 // Grant gives a user actions on names under a prefix, on one route or, with
@@ -252,6 +278,14 @@ func (c *Config) Validate() error {
 	}
 	if _, err := policy.NewRouter(c.PolicyRoutes()); err != nil {
 		errs = append(errs, err)
+	}
+	for _, n := range append(slices.Clone(c.Auth.TrustedNetworks), c.Auth.TrustedProxies...) {
+		if _, err := netip.ParsePrefix(n); err != nil {
+			errs = append(errs, fmt.Errorf("auth: trusted network %q is not a CIDR prefix", n))
+		}
+	}
+	if l := c.Auth.Limits; l.PairFailures < 0 || l.AddressFailures < 0 || l.UserChecksPerMinute < 0 || l.UserBurst < 0 || l.Trust < 0 {
+		errs = append(errs, errors.New("auth.limits: values must not be negative"))
 	}
 	for i, g := range c.Auth.Grants {
 		if g.Route != "" && !slices.ContainsFunc(c.Routes, func(r Route) bool { return r.Name == g.Route }) {

@@ -241,3 +241,24 @@ routes:
 		t.Fatalf("route 1 = %+v", c.Routes[1])
 	}
 }
+
+func TestAuthLimits(t *testing.T) {
+	t.Parallel()
+	c := mustParse(t, `
+auth:
+  limits: {pair_failures: 5, address_failures: 20, user_checks_per_minute: 3, user_burst: 6, trust: 24h}
+  trusted_networks: [10.0.0.0/8, "2001:db8::/48"]
+  trusted_proxies: [192.0.2.0/24]
+`)
+	want := AuthLimits{PairFailures: 5, AddressFailures: 20, UserChecksPerMinute: 3, UserBurst: 6, Trust: Duration(24 * time.Hour)}
+	if c.Auth.Limits != want || len(c.Auth.TrustedNetworks) != 2 || c.Auth.TrustedProxies[0] != "192.0.2.0/24" {
+		t.Fatalf("auth = %+v", c.Auth)
+	}
+	for _, bad := range []string{
+		"auth: {trusted_networks: [10.0.0.1]}", "auth: {trusted_proxies: [nonsense]}", "auth: {limits: {user_burst: -1}}",
+	} {
+		if _, err := Parse([]byte(bad)); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}

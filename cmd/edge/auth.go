@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -29,7 +32,7 @@ func newAuthorizer(cfg config.Auth, routes []*policy.Route, realm string, log *s
 		grants[i] = auth.Grant(g)
 	}
 	a, err := auth.New(auth.Config{Htpasswd: cfg.Htpasswd, Grants: grants, Realm: realm},
-		auth.WithLogger(log), auth.WithRegisterer(reg))
+		append(limitOptions(cfg), auth.WithLogger(log), auth.WithRegisterer(reg))...)
 	if err != nil {
 		return nil, err
 	}
@@ -38,6 +41,36 @@ func newAuthorizer(cfg config.Auth, routes []*policy.Route, realm string, log *s
 		x.anonymous = x.anonymous || r.AnonymousPull
 	}
 	return x, nil
+}
+
+// limitOptions are the configured limits of failed logins; config.Validate
+// has checked the prefixes.
+func limitOptions(cfg config.Auth) []auth.Option {
+	var opts []auth.Option
+	l := cfg.Limits
+	if l.PairFailures > 0 {
+		opts = append(opts, auth.WithFailureLimit(l.PairFailures, time.Minute))
+	}
+	if l.AddressFailures > 0 {
+		opts = append(opts, auth.WithAddressFailureLimit(l.AddressFailures))
+	}
+	if l.UserChecksPerMinute > 0 || l.UserBurst > 0 {
+		opts = append(opts, auth.WithUserRate(cmp.Or(l.UserChecksPerMinute, 10), cmp.Or(l.UserBurst, 10)))
+	}
+	if l.Trust > 0 {
+		opts = append(opts, auth.WithTrust(time.Duration(l.Trust)))
+	}
+	prefixes := func(ss []string) []netip.Prefix {
+		var ps []netip.Prefix
+		for _, s := range ss {
+			if p, err := netip.ParsePrefix(s); err == nil {
+				ps = append(ps, p)
+			}
+		}
+		return ps
+	}
+	return append(opts, auth.WithTrustedNetworks(prefixes(cfg.TrustedNetworks)...),
+		auth.WithTrustedProxies(prefixes(cfg.TrustedProxies)...))
 }
 
 var actions = map[registry.Access]auth.Action{registry.Pull: auth.Pull, registry.Push: auth.Push, registry.Delete: auth.Delete}

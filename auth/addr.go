@@ -1,0 +1,65 @@
+package auth
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// clientIP is the address of the client of r: the peer of the connection,
+// or, when that peer is a trusted proxy, the last address of
+// X-Forwarded-For that is not one (a client can write the header's start,
+// never its end). An address that cannot be read is the zero Addr.
+func (a *Authorizer) clientIP(r *http.Request) netip.Addr {
+	ip := peerIP(r.RemoteAddr)
+	if !inAny(a.proxies, ip) {
+		return ip
+	}
+	hops := r.Header.Values("X-Forwarded-For")
+	for i := len(hops) - 1; i >= 0; i-- {
+		list := strings.Split(hops[i], ",")
+		for j := len(list) - 1; j >= 0; j-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(list[j]))
+			if err != nil {
+				return ip // a hop that cannot be read: stop at the last one known
+			}
+			ip = hop.Unmap()
+			if !inAny(a.proxies, ip) {
+				return ip
+			}
+		}
+	}
+	return ip
+}
+
+// peerIP reads the address of host:port.
+func peerIP(hostport string) netip.Addr {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ip.WithZone("").Unmap()
+}
+
+func inAny(prefixes []netip.Prefix, ip netip.Addr) bool {
+	return ip.IsValid() && slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(ip) })
+}
+
+// addrName is what failures of ip are counted against: an IPv4 address, or
+// the /64 of an IPv6 address, which one host usually holds whole.
+func addrName(ip netip.Addr) string {
+	if !ip.IsValid() {
+		return "unknown"
+	}
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, _ := ip.Prefix(64)
+	return p.String()
+}
