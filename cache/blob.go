@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -169,11 +168,11 @@ func (e *Engine) fill(ctx context.Context, f *fill, rt *policy.Route, repo strin
 // fillFromLower fills f from the global tier, or else from the origin, and
 // says which one it used.
 func (e *Engine) fillFromLower(ctx context.Context, f *fill, repo string, o Origin) (string, error) {
-	ctx, cancelMax := context.WithTimeoutCause(ctx, e.fillMax, ErrFillStalled)
-	defer cancelMax()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	watchdog := time.AfterFunc(e.fillIdle, func() { cancel(ErrFillStalled) })
+	bound := e.afterFunc(e.fillMax, func() { cancel(ErrFillStalled) })
+	defer bound.Stop()
+	watchdog := e.afterFunc(e.fillIdle, func() { cancel(ErrFillStalled) })
 	defer watchdog.Stop()
 	if rc, size := e.openGlobalBlob(ctx, f.d); rc != nil {
 		return "global", e.run(ctx, f, rc, size, "global", "", watchdog)

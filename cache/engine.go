@@ -43,6 +43,7 @@ type Engine struct {
 	metaTimeout time.Duration
 	fillIdle    time.Duration
 	fillMax     time.Duration
+	afterFunc   func(time.Duration, func()) Timer
 	m           *metrics
 
 	// base is the parent of every fill: detached from requests, ended by
@@ -81,11 +82,27 @@ func WithRegion(r string) Option { return func(e *Engine) { e.region = r } }
 // WithMetaTimeout bounds each manifest, tag and stat call to a lower tier.
 func WithMetaTimeout(d time.Duration) Option { return func(e *Engine) { e.metaTimeout = d } }
 
-// WithFillIdleTimeout aborts a fill that receives no byte for d.
+// WithFillIdleTimeout aborts a fill that receives no byte for d (default
+// 60s); it must be positive.
 func WithFillIdleTimeout(d time.Duration) Option { return func(e *Engine) { e.fillIdle = d } }
 
-// WithFillTimeout bounds a whole fill, however steadily bytes trickle in.
+// WithFillTimeout bounds a whole fill, however steadily bytes trickle in
+// (default 1h); it must be positive.
 func WithFillTimeout(d time.Duration) Option { return func(e *Engine) { e.fillMax = d } }
+
+// Timer is a timer started by the engine's AfterFunc; *time.Timer
+// satisfies it.
+type Timer interface {
+	Reset(d time.Duration) bool
+	Stop() bool
+}
+
+// WithAfterFunc sets how the engine starts the timers that bound its
+// fills (idle and whole-fill timeouts); the default is time.AfterFunc.
+// Tests hand in a clock they move themselves.
+func WithAfterFunc(f func(time.Duration, func()) Timer) Option {
+	return func(e *Engine) { e.afterFunc = f }
+}
 
 // WithRegisterer registers the engine's metrics.
 func WithRegisterer(r prometheus.Registerer) Option {
@@ -93,8 +110,9 @@ func WithRegisterer(r prometheus.Registerer) Option {
 }
 
 // New returns an engine over the local tier and the origins of the routes,
-// keyed by route name. Hosted routes have no origin.
-func New(local *localtier.Store, origins map[string]Origin, opts ...Option) *Engine {
+// keyed by route name. Hosted routes have no origin. Options that cannot
+// work are an error.
+func New(local *localtier.Store, origins map[string]Origin, opts ...Option) (*Engine, error) {
 	e := &Engine{
 		local:       local,
 		origins:     origins,
@@ -103,6 +121,7 @@ func New(local *localtier.Store, origins map[string]Origin, opts ...Option) *Eng
 		metaTimeout: 15 * time.Second,
 		fillIdle:    60 * time.Second,
 		fillMax:     time.Hour,
+		afterFunc:   func(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) },
 		fills:       make(map[digest.Digest]*fill),
 		revals:      make(map[string]bool),
 		retryAt:     make(map[string]time.Time),
@@ -112,11 +131,31 @@ func New(local *localtier.Store, origins map[string]Origin, opts ...Option) *Eng
 	for _, o := range opts {
 		o(e)
 	}
+	if err := e.check(); err != nil {
+		return nil, err
+	}
 	if e.m == nil {
 		e.m = newMetrics(nil)
 	}
 	e.base, e.cancelBase = context.WithCancel(context.Background())
-	return e
+	return e, nil
+}
+
+// check rejects options that cannot work: a zero idle timeout would stall
+// every fill at its first byte.
+func (e *Engine) check() error {
+	var errs []error
+	if e.fillIdle <= 0 || e.fillMax <= 0 || e.metaTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("fill idle timeout (%v), fill timeout (%v) and metadata timeout (%v) must be positive",
+			e.fillIdle, e.fillMax, e.metaTimeout))
+	}
+	if e.log == nil || e.now == nil || e.afterFunc == nil {
+		errs = append(errs, errors.New("nil logger, clock or AfterFunc"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	return nil
 }
 
 // Close waits for the fills in progress to end; when ctx ends first, it

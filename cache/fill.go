@@ -8,7 +8,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -108,7 +107,7 @@ func (f *fill) failure() error {
 // and then committed to the local tier. It owns src. The watchdog cancels
 // ctx, which the source's reads follow, when it fires; every byte received
 // resets it.
-func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, size int64, from, mediaType string, watchdog *time.Timer) error {
+func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, size int64, from, mediaType string, watchdog Timer) error {
 	defer closeQuietly(src)
 	f.started(size)
 
