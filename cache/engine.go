@@ -46,10 +46,15 @@ type Engine struct {
 	afterFunc   func(time.Duration, func()) Timer
 	m           *metrics
 
+	// newWriter opens the local tier's writer of a fill (a resumed partial
+	// or a new file); a port of its own so tests can make the disk fail.
+	newWriter func(digest.Digest) (blobWriter, error)
+	ringSize  int // of a fill that streams past a failed disk: passRing
+
 	// base is the parent of every fill: detached from requests, ended by
-	// Close when fills outlive its deadline.
+	// Close with errShutdown.
 	base       context.Context
-	cancelBase context.CancelFunc
+	cancelBase context.CancelCauseFunc
 
 	fillMu sync.Mutex
 	fills  map[digest.Digest]*fill
@@ -122,11 +127,19 @@ func New(local *localtier.Store, origins map[string]Origin, opts ...Option) (*En
 		fillIdle:    60 * time.Second,
 		fillMax:     time.Hour,
 		afterFunc:   func(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) },
+		ringSize:    passRing,
 		fills:       make(map[digest.Digest]*fill),
 		revals:      make(map[string]bool),
 		retryAt:     make(map[string]time.Time),
 		badGlobal:   make(map[digest.Digest]struct{}),
 		wake:        make(chan struct{}, 1),
+	}
+	e.newWriter = func(d digest.Digest) (blobWriter, error) {
+		w, err := local.NewBlobWriter(d)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return w, nil
 	}
 	for _, o := range opts {
 		o(e)
@@ -137,7 +150,7 @@ func New(local *localtier.Store, origins map[string]Origin, opts ...Option) (*En
 	if e.m == nil {
 		e.m = newMetrics(nil)
 	}
-	e.base, e.cancelBase = context.WithCancel(context.Background())
+	e.base, e.cancelBase = context.WithCancelCause(context.Background())
 	return e, nil
 }
 
@@ -158,19 +171,24 @@ func (e *Engine) check() error {
 	return nil
 }
 
-// Close waits for the fills in progress to end; when ctx ends first, it
-// cancels them and waits for them to stop.
+// errShutdown is the cause with which Close stops the fills in progress.
+var errShutdown = errors.New("cache: engine shutting down")
+
+// Close stops the fills in progress and waits for them, or for ctx to end.
+// A fill stopped this way keeps its bytes in the local tier (suspended, see
+// localtier.BlobWriter.Suspend): the next fill of its blob, after a
+// restart, resumes from the byte it reached. Close does not wait for fills
+// to end on their own: by the time it is called the server has stopped,
+// so nobody reads them, and a slow one could take an hour.
 func (e *Engine) Close(ctx context.Context) error {
+	e.cancelBase(errShutdown)
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
-	defer e.cancelBase()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		e.cancelBase()
-		<-done
-		return fmt.Errorf("cache: fills cancelled at shutdown: %w", ctx.Err())
+		return fmt.Errorf("cache: fills still stopping at shutdown: %w", ctx.Err())
 	}
 }
 
