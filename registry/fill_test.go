@@ -18,6 +18,29 @@ import (
 	"github.com/edgeregistry/edge/internal/origintest"
 )
 
+func TestRangeOfABadFillNeverCompletes(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, nodeConfig{})
+	data, d := origintest.PushRandomBlob(t, n.origin.URL, "library/big", 3<<20)
+	url := n.URL + "/v2/library/big/blobs/" + d.String()
+	n.proxy.Corrupt(origintest.BlobGets, 0)
+	// Ranges far from the end, whose bytes come long before the fill
+	// checks the digest, as well as the end, a suffix and several ranges.
+	for _, rng := range []string{"bytes=0-99", "bytes=1000-1999", "bytes=0-", "bytes=-10", "bytes=0-9,100-109"} {
+		r := do(t, http.MethodGet, url, "Range", rng)
+		if r.Err == nil && r.Status == http.StatusPartialContent {
+			t.Fatalf("%s: a complete 206 (%d bytes) from a fill that failed verification", rng, len(r.Body))
+		}
+	}
+	if got := n.metric(t, "edge_fills_total", "result", "mismatch"); got == 0 {
+		t.Fatal("no fill failed verification: the corruption was not exercised")
+	}
+	n.proxy.ClearFaults()
+	if r := do(t, http.MethodGet, url, "Range", "bytes=1000-1999"); r.Err != nil || r.Status != http.StatusPartialContent || !bytes.Equal(r.Body, data[1000:2000]) {
+		t.Fatalf("a good fill: %d, err %v, %d bytes", r.Status, r.Err, len(r.Body))
+	}
+}
+
 func TestRestartResumesAPartialFill(t *testing.T) {
 	t.Parallel()
 	origin := origintest.NewRegistry(t)
