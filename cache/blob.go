@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -20,11 +18,12 @@ type Blob struct {
 	Digest  digest.Digest
 	Size    int64 // -1: unknown until the stream ends
 	Content io.Reader
-	// Tier is where the bytes come from: "local" or "origin".
+	// Tier is where the bytes come from: "local", or "lower" (a fill).
 	Tier string
 
 	closer io.Closer
 	failed func() error
+	wait   func(context.Context) error
 }
 
 // Close releases the blob.
@@ -38,6 +37,17 @@ func (b *Blob) Err() error {
 		return nil
 	}
 	return b.failed()
+}
+
+// Wait blocks until the content is verified to its end, and says whether
+// it was. A response that sent only part of a blob that is still filling (a
+// range) holds its own last bytes back until Wait returns nil. Content of
+// the local tier was verified before it was committed: nil at once.
+func (b *Blob) Wait(ctx context.Context) error {
+	if b.wait == nil {
+		return b.Err()
+	}
+	return b.wait(ctx)
 }
 
 // Blob opens blob d of repo on route rt: from the local tier, or by joining
@@ -71,44 +81,42 @@ func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d dige
 	if err != nil {
 		return nil, err
 	}
-	if f == nil { // the local tier cannot take a fill: stream without caching
-		return e.passthrough(ctx, rt, repo, d)
-	}
 	if !started && e.global == nil && (f.route != rt.Name || f.repo != repo) {
 		// The fill's origin request speaks for its own repository only.
 		if err := e.confirmLink(ctx, rt, repo, d, false); err != nil {
 			return nil, err
 		}
 	}
+	return e.follow(ctx, rt, repo, f)
+}
+
+// follow opens a reader of fill f for one request.
+func (e *Engine) follow(ctx context.Context, rt *policy.Route, repo string, f *fill) (*Blob, error) {
 	size, err := f.wait(ctx)
 	if err != nil {
 		return nil, err
 	}
-	file, err = f.w.OpenReader()
+	file, err := f.open()
 	if err != nil {
 		if ferr := f.failure(); ferr != nil {
 			return nil, ferr
 		}
-		return nil, fmt.Errorf("cache: following fill of %s: %w", d, err)
+		return nil, fmt.Errorf("cache: following fill of %s: %w", f.d, err)
 	}
-	r := &fillReader{f: f, file: file, size: size, gone: ctx.Done()}
-	return &Blob{Digest: d, Size: size, Content: r, Tier: "lower", closer: r,
-		failed: func() error {
-			if r.sawFailure.Load() {
-				return f.failure()
-			}
-			return nil
-		}}, nil
+	r := &fillReader{f: f, file: file, size: size, gone: ctx.Done(),
+		refetch: func() (*verifyReader, io.Closer, error) { return e.openStream(ctx, rt, repo, f.d) }}
+	return &Blob{Digest: f.d, Size: size, Content: r, Tier: "lower", closer: r, failed: r.failure, wait: r.wait}, nil
 }
 
 // fillFor returns the fill of d in progress, or starts one. started is true
-// when this call started it. A nil fill with no error means the local tier
-// cannot take the blob.
+// when this call started it. A fill that a new reader cannot follow from
+// byte 0 (its disk failed and the start has left its ring) goes on for its
+// readers, and a new one starts: it tries the disk again.
 func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (f *fill, started bool, err error) {
 	o := e.origins[rt.Name] // none for hosted routes: the global tier is all
 	e.fillMu.Lock()
 	defer e.fillMu.Unlock()
-	if f := e.fills[d]; f != nil && !f.failed() {
+	if f := e.fills[d]; f != nil && f.joinable() {
 		e.m.coalesced.Inc()
 		return f, false, nil
 	}
@@ -116,13 +124,14 @@ func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d d
 		// A fill committed it since the caller looked: nothing to fetch.
 		return nil, false, errFilledMeanwhile
 	}
-	w, err := e.local.NewBlobWriter(d)
+	w, err := e.newWriter(d)
 	if err != nil {
+		// A pass-through fill: still one fetch for all its readers.
 		e.m.writeFailure.WithLabelValues("blob").Inc()
 		e.log.Warn("local tier cannot take a blob; streaming it uncached", "digest", d, "err", err)
-		return nil, false, nil
+		w = nil
 	}
-	f = newFill(d, rt.Name, repo, w)
+	f = newFill(d, rt.Name, repo, w, e.ringSize)
 	e.fills[d] = f
 	e.wg.Add(1)
 	go e.fill(e.base, f, rt, repo, o)
@@ -133,30 +142,38 @@ func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d d
 var errFilledMeanwhile = errors.New("cache: filled meanwhile")
 
 // fill runs one fill to its end, detached from the request that started it.
+// Stopped by Close, it keeps what it has for the next start to resume.
 func (e *Engine) fill(ctx context.Context, f *fill, rt *policy.Route, repo string, o Origin) {
 	defer e.wg.Done()
 	from, err := e.fillFromLower(ctx, f, repo, o)
+	keep := false
 	switch {
 	case err == nil:
 		e.m.fills.WithLabelValues("ok").Inc()
 		if from == "origin" {
 			e.link(ctx, rt, repo, f.d)
-			e.enqueue(ctx, queueBlob+string(f.d))
+			if f.diskOK { // the write-behind uploads from the local copy
+				e.enqueue(ctx, queueBlob+string(f.d))
+			}
 		}
 	case isVerifyError(err):
 		e.m.fills.WithLabelValues("mismatch").Inc()
 		e.log.Error("blob failed verification; nothing cached", "from", from, "route", rt.Name, "repo", repo, "digest", f.d, "err", err)
-		if from == "global" {
+		if from == "global" && f.resumedFrom() == 0 {
+			// A resumed fill may have failed on its own partial's bytes:
+			// the global tier is not to blame for those.
 			e.distrust(ctx, f.d)
 		}
+	case errors.Is(context.Cause(ctx), errShutdown) && f.diskOK:
+		keep = true
+		e.m.fills.WithLabelValues("suspended").Inc()
+		e.log.Info("blob fill suspended at shutdown; the next fill resumes it", "digest", f.d, "at", f.w.Size())
 	default:
 		e.m.fills.WithLabelValues("error").Inc()
 		e.log.Warn("blob fill failed", "route", rt.Name, "repo", repo, "digest", f.d, "err", err)
 	}
 	if err != nil {
-		if aerr := f.w.Abort(); aerr != nil {
-			e.log.Warn("cannot remove an aborted fill", "digest", f.d, "err", aerr)
-		}
+		e.drop(f, keep)
 		f.finish(err)
 	}
 	e.fillMu.Lock()
@@ -166,29 +183,52 @@ func (e *Engine) fill(ctx context.Context, f *fill, rt *policy.Route, repo strin
 	e.fillMu.Unlock()
 }
 
+// drop ends the local write of a fill that did not complete: suspended, so
+// that a later fill resumes it, or aborted.
+func (e *Engine) drop(f *fill, suspend bool) {
+	if !f.diskOK {
+		return // aborted when the disk failed
+	}
+	if suspend {
+		if err := f.w.Suspend(); err != nil {
+			e.m.writeFailure.WithLabelValues("blob").Inc()
+			e.log.Warn("cannot keep a suspended fill", "digest", f.d, "err", err)
+		}
+		return
+	}
+	if err := f.w.Abort(); err != nil {
+		e.log.Warn("cannot remove an aborted fill", "digest", f.d, "err", err)
+	}
+}
+
 // fillFromLower fills f from the global tier, or else from the origin, and
-// says which one it used.
+// says which one it used. A fill with a partial from before (see
+// engine.Close) asks for the rest only, from the byte the partial reached.
 func (e *Engine) fillFromLower(ctx context.Context, f *fill, repo string, o Origin) (string, error) {
-	ctx, cancelMax := context.WithTimeoutCause(ctx, e.fillMax, ErrFillStalled)
-	defer cancelMax()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	watchdog := time.AfterFunc(e.fillIdle, func() { cancel(ErrFillStalled) })
+	bound := e.afterFunc(e.fillMax, func() { cancel(ErrFillStalled) })
+	defer bound.Stop()
+	watchdog := e.afterFunc(e.fillIdle, func() { cancel(ErrFillStalled) })
 	defer watchdog.Stop()
-	if rc, size := e.openGlobalBlob(ctx, f.d); rc != nil {
-		return "global", e.run(ctx, f, rc, size, "global", "", watchdog)
+	var from int64
+	if f.w != nil {
+		from = f.w.Size()
+	}
+	if rc, size := e.openGlobalBlob(ctx, f.d, from); rc != nil {
+		return "global", e.run(ctx, f, rc, from, size, "global", watchdog)
 	}
 	if o == nil {
 		return "global", fmt.Errorf("blob %s: %w", f.d, ErrNotFound)
 	}
-	b, err := o.GetBlob(ctx, repo, f.d, 0)
+	b, err := o.GetBlob(ctx, repo, f.d, from)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			return "origin", fmt.Errorf("%w: %w", cause, err)
 		}
 		return "origin", err
 	}
-	return "origin", e.run(ctx, f, b, b.Size, "origin", "", watchdog)
+	return "origin", e.run(ctx, f, b, from, b.Size, "origin", watchdog)
 }
 
 // isVerifyError reports whether err says content failed its digest or
@@ -226,82 +266,4 @@ func (e *Engine) StatBlob(ctx context.Context, rt *policy.Route, repo string, d 
 	}
 	e.link(ctx, rt, repo, d)
 	return size, nil
-}
-
-// passthrough streams d from the origin to one client without caching it,
-// still verified, with the last bytes held back until the digest checks out.
-func (e *Engine) passthrough(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (*Blob, error) {
-	o, err := e.origin(rt)
-	if err != nil {
-		return nil, err
-	}
-	b, err := o.GetBlob(ctx, repo, d, 0)
-	if err != nil {
-		return nil, err
-	}
-	v := &verifyReader{src: b, d: d, h: d.Algorithm().Hash(), size: b.Size}
-	return &Blob{Digest: d, Size: b.Size, Content: v, Tier: "origin", closer: b,
-		failed: func() error { return v.err }}, nil
-}
-
-// verifyReader checks a stream against its digest and size, keeping the
-// last holdBack bytes until the check at the end has passed.
-type verifyReader struct {
-	src     io.Reader
-	d       digest.Digest
-	h       hash.Hash
-	size    int64
-	n       int64
-	pending []byte // read and hashed, not yet returned
-	buf     []byte // reused for every read of src
-	eof     bool
-	err     error
-}
-
-func (v *verifyReader) Read(p []byte) (int, error) {
-	if v.err != nil {
-		return 0, v.err
-	}
-	if v.buf == nil {
-		v.buf = make([]byte, 64<<10)
-	}
-	for !v.eof && len(v.pending) <= holdBack {
-		k, err := v.src.Read(v.buf)
-		v.h.Write(v.buf[:k])
-		v.n += int64(k)
-		v.pending = append(v.pending, v.buf[:k]...)
-		if v.size >= 0 && v.n > v.size {
-			v.err = &VerifyError{Digest: v.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("origin sent more than %d bytes", v.size)}
-			return 0, v.err
-		}
-		if errors.Is(err, io.EOF) {
-			v.eof = true
-			if v.err = v.check(); v.err != nil {
-				return 0, v.err
-			}
-		} else if err != nil {
-			v.err = err
-			return 0, err
-		}
-	}
-	avail := len(v.pending)
-	if !v.eof {
-		avail -= holdBack
-	}
-	if avail == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, v.pending[:avail])
-	v.pending = v.pending[n:]
-	return n, nil
-}
-
-func (v *verifyReader) check() error {
-	if v.size >= 0 && v.n != v.size {
-		return &VerifyError{Digest: v.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("origin sent %d of %d bytes", v.n, v.size)}
-	}
-	if got := digest.NewDigestFromBytes(v.d.Algorithm(), v.h.Sum(nil)); got != v.d {
-		return &VerifyError{Digest: v.d, Err: ErrDigestMismatch, Detail: fmt.Sprintf("origin sent content with digest %s", got)}
-	}
-	return nil
 }

@@ -43,12 +43,18 @@ type Engine struct {
 	fillIdle    time.Duration
 	fillMax     time.Duration
 	maxUpload   int64 // 0: DefaultMaxUploadSize
+	afterFunc   func(time.Duration, func()) Timer
 	m           *metrics
 
+	// newWriter opens the local tier's writer of a fill (a resumed partial
+	// or a new file); a port of its own so tests can make the disk fail.
+	newWriter func(digest.Digest) (blobWriter, error)
+	ringSize  int // of a fill that streams past a failed disk: passRing
+
 	// base is the parent of every fill: detached from requests, ended by
-	// Close when fills outlive its deadline.
+	// Close with errShutdown.
 	base       context.Context
-	cancelBase context.CancelFunc
+	cancelBase context.CancelCauseFunc
 
 	fillMu sync.Mutex
 	fills  map[digest.Digest]*fill
@@ -81,11 +87,27 @@ func WithRegion(r string) Option { return func(e *Engine) { e.region = r } }
 // WithMetaTimeout bounds each manifest, tag and stat call to a lower tier.
 func WithMetaTimeout(d time.Duration) Option { return func(e *Engine) { e.metaTimeout = d } }
 
-// WithFillIdleTimeout aborts a fill that receives no byte for d.
+// WithFillIdleTimeout aborts a fill that receives no byte for d (default
+// 60s); it must be positive.
 func WithFillIdleTimeout(d time.Duration) Option { return func(e *Engine) { e.fillIdle = d } }
 
-// WithFillTimeout bounds a whole fill, however steadily bytes trickle in.
+// WithFillTimeout bounds a whole fill, however steadily bytes trickle in
+// (default 1h); it must be positive.
 func WithFillTimeout(d time.Duration) Option { return func(e *Engine) { e.fillMax = d } }
+
+// Timer is a timer started by the engine's AfterFunc; *time.Timer
+// satisfies it.
+type Timer interface {
+	Reset(d time.Duration) bool
+	Stop() bool
+}
+
+// WithAfterFunc sets how the engine starts the timers that bound its
+// fills (idle and whole-fill timeouts); the default is time.AfterFunc.
+// Tests hand in a clock they move themselves.
+func WithAfterFunc(f func(time.Duration, func()) Timer) Option {
+	return func(e *Engine) { e.afterFunc = f }
+}
 
 // WithRegisterer registers the engine's metrics.
 func WithRegisterer(r prometheus.Registerer) Option {
@@ -93,8 +115,9 @@ func WithRegisterer(r prometheus.Registerer) Option {
 }
 
 // New returns an engine over the local tier and the origins of the routes,
-// keyed by route name. Hosted routes have no origin.
-func New(local *localtier.Store, origins map[string]Origin, opts ...Option) *Engine {
+// keyed by route name. Hosted routes have no origin. Options that cannot
+// work are an error.
+func New(local *localtier.Store, origins map[string]Origin, opts ...Option) (*Engine, error) {
 	e := &Engine{
 		local:       local,
 		origins:     origins,
@@ -103,35 +126,69 @@ func New(local *localtier.Store, origins map[string]Origin, opts ...Option) *Eng
 		metaTimeout: 15 * time.Second,
 		fillIdle:    60 * time.Second,
 		fillMax:     time.Hour,
+		afterFunc:   func(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) },
+		ringSize:    passRing,
 		fills:       make(map[digest.Digest]*fill),
 		revals:      make(map[string]bool),
 		retryAt:     make(map[string]time.Time),
 		badGlobal:   make(map[digest.Digest]struct{}),
 		wake:        make(chan struct{}, 1),
 	}
+	e.newWriter = func(d digest.Digest) (blobWriter, error) {
+		w, err := local.NewBlobWriter(d)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return w, nil
+	}
 	for _, o := range opts {
 		o(e)
+	}
+	if err := e.check(); err != nil {
+		return nil, err
 	}
 	if e.m == nil {
 		e.m = newMetrics(nil)
 	}
-	e.base, e.cancelBase = context.WithCancel(context.Background())
-	return e
+	e.base, e.cancelBase = context.WithCancelCause(context.Background())
+	return e, nil
 }
 
-// Close waits for the fills in progress to end; when ctx ends first, it
-// cancels them and waits for them to stop.
+// check rejects options that cannot work: a zero idle timeout would stall
+// every fill at its first byte.
+func (e *Engine) check() error {
+	var errs []error
+	if e.fillIdle <= 0 || e.fillMax <= 0 || e.metaTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("fill idle timeout (%v), fill timeout (%v) and metadata timeout (%v) must be positive",
+			e.fillIdle, e.fillMax, e.metaTimeout))
+	}
+	if e.log == nil || e.now == nil || e.afterFunc == nil {
+		errs = append(errs, errors.New("nil logger, clock or AfterFunc"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	return nil
+}
+
+// errShutdown is the cause with which Close stops the fills in progress.
+var errShutdown = errors.New("cache: engine shutting down")
+
+// Close stops the fills in progress and waits for them, or for ctx to end.
+// A fill stopped this way keeps its bytes in the local tier (suspended, see
+// localtier.BlobWriter.Suspend): the next fill of its blob, after a
+// restart, resumes from the byte it reached. Close does not wait for fills
+// to end on their own: by the time it is called the server has stopped,
+// so nobody reads them, and a slow one could take an hour.
 func (e *Engine) Close(ctx context.Context) error {
+	e.cancelBase(errShutdown)
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
-	defer e.cancelBase()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		e.cancelBase()
-		<-done
-		return fmt.Errorf("cache: fills cancelled at shutdown: %w", ctx.Err())
+		return fmt.Errorf("cache: fills still stopping at shutdown: %w", ctx.Err())
 	}
 }
 

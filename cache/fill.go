@@ -7,39 +7,67 @@ import (
 	"io"
 	"os"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/opencontainers/go-digest"
-
-	"github.com/edgeregistry/edge/localtier"
 )
 
 // holdBack is how many bytes at the end of a blob a streamed response keeps
 // back until the fill has checked the digest.
 const holdBack = 32 << 10
 
+// passRing is how many of the latest bytes a fill keeps in memory once the
+// local tier has refused its writes (the disk is full, say). Readers that
+// keep up are served from it; one that falls further behind, or joins when
+// byte 0 has left it, fetches a verified stream of its own. Bounded, so a
+// failing disk never makes a whole blob sit in memory.
+const passRing = 4 << 20
+
+// blobWriter is what a fill needs from the local tier;
+// *localtier.BlobWriter satisfies it.
+type blobWriter interface {
+	io.Writer
+	// Size is the number of bytes in the file: those of a resumed partial
+	// before the first Write.
+	Size() int64
+	OpenReader() (*os.File, error)
+	Commit(size int64, mediaType string) error
+	Suspend() error
+	Abort() error
+}
+
 // A fill copies one blob from a lower tier into the local tier. Readers
 // follow it through the file being written; it ends verified, or failed
-// with nothing committed.
+// with nothing committed. When a local write fails, at any point, the fill
+// goes on as a pass-through: the bytes still reach its readers (from the
+// file as far as it got, then from a ring in memory), still verified with
+// the tail held back, and only the cache is poorer.
 type fill struct {
 	d           digest.Digest
-	route, repo string // the repository whose request started the fill
-	w           *localtier.BlobWriter
+	route, repo string     // the repository whose request started the fill
+	w           blobWriter // nil: the local tier refused the fill outright
+	ringSize    int        // passRing, but in tests
 
 	ready chan struct{} // closed when the size is known or the fill failed early
 
 	mu      sync.Mutex
 	size    int64 // -1: unknown
-	written int64
+	from    int64 // bytes of a resumed partial
+	written int64 // bytes received, from byte 0 (a resumed partial's included)
+	onDisk  int64 // bytes readers find in the file; frozen when the disk fails
+	diskOK  bool  // the file takes the bytes; set false only by the fill's goroutine
+	ring    *ring // the latest bytes, once the disk has failed
 	done    bool
 	err     error
 	changed chan struct{} // closed and replaced on every change
 }
 
-func newFill(d digest.Digest, route, repo string, w *localtier.BlobWriter) *fill {
-	return &fill{d: d, route: route, repo: repo, w: w, size: -1,
+func newFill(d digest.Digest, route, repo string, w blobWriter, ringSize int) *fill {
+	f := &fill{d: d, route: route, repo: repo, w: w, ringSize: ringSize, size: -1, diskOK: w != nil,
 		ready: make(chan struct{}), changed: make(chan struct{})}
+	if w == nil {
+		f.ring = newRing(0, ringSize)
+	}
+	return f
 }
 
 func (f *fill) broadcastLocked() {
@@ -47,18 +75,13 @@ func (f *fill) broadcastLocked() {
 	f.changed = make(chan struct{})
 }
 
-func (f *fill) started(size int64) {
+// started makes the fill readable: its size is known and the first from
+// bytes (a resumed partial) are in the file.
+func (f *fill) started(size, from int64) {
 	f.mu.Lock()
-	f.size = size
+	f.size, f.from, f.written, f.onDisk = size, from, from, from
 	f.mu.Unlock()
 	close(f.ready)
-}
-
-func (f *fill) progress(n int) {
-	f.mu.Lock()
-	f.written += int64(n)
-	f.broadcastLocked()
-	f.mu.Unlock()
 }
 
 // finish ends the fill; readers waiting on it wake up.
@@ -89,11 +112,28 @@ func (f *fill) wait(ctx context.Context) (size int64, err error) {
 	return f.size, nil
 }
 
-// failed reports whether the fill has ended in failure.
-func (f *fill) failed() bool {
+// verified blocks until the fill has ended, and says whether it verified.
+func (f *fill) verified(ctx context.Context) error {
+	for {
+		f.mu.Lock()
+		done, err, changed := f.done, f.err, f.changed
+		f.mu.Unlock()
+		if done {
+			return err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// resumedFrom returns the size of the partial the fill resumed, if any.
+func (f *fill) resumedFrom() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.done && f.err != nil
+	return f.from
 }
 
 // failure returns the fill's error once it has failed.
@@ -103,34 +143,103 @@ func (f *fill) failure() error {
 	return f.err
 }
 
-// run copies src into the fill's writer and verifies size and digest. On
-// success the fill is finished, so readers get the held-back bytes at once,
-// and then committed to the local tier. It owns src. The watchdog cancels
-// ctx, which the source's reads follow, when it fires; every byte received
-// resets it.
-func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, size int64, from, mediaType string, watchdog *time.Timer) error {
-	defer closeQuietly(src)
-	f.started(size)
+// joinable reports whether a new reader can follow the fill from byte 0:
+// it has not failed, and its bytes are in the file or all still in the ring.
+func (f *fill) joinable() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err == nil && (f.diskOK || f.ring.low() == 0)
+}
 
+// open opens the file of the fill for one reader; nil, without an error,
+// once the disk has failed: the reader then finds the bytes in the ring.
+func (f *fill) open() (*os.File, error) {
+	if f.w != nil {
+		file, err := f.w.OpenReader()
+		if err == nil {
+			return file, nil
+		}
+		f.mu.Lock()
+		ok := f.diskOK
+		f.mu.Unlock()
+		if ok {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+// keep puts p, the next bytes of the blob, where readers find them: in the
+// file while the local tier takes them, else in the ring.
+func (e *Engine) keep(f *fill, p []byte) {
+	if f.diskOK { // read without the lock: only this goroutine changes it
+		k, err := f.w.Write(p)
+		if err == nil {
+			f.mu.Lock()
+			f.written += int64(k)
+			f.onDisk = f.written
+			f.broadcastLocked()
+			f.mu.Unlock()
+			return
+		}
+		e.diskFailed(f, err, k, "write")
+		p = p[k:]
+	}
+	f.mu.Lock()
+	f.ring.write(p)
+	f.written += int64(len(p))
+	f.broadcastLocked()
+	f.mu.Unlock()
+}
+
+// diskFailed turns the fill into a pass-through after a local write failed
+// (written of the bytes at hand reached the file). The temp file goes at
+// once: its space is freed when the readers that hold it open are done. The
+// next fill tries the disk again, so caching resumes once there is room.
+func (e *Engine) diskFailed(f *fill, err error, written int, op string) {
+	f.mu.Lock()
+	f.written += int64(written)
+	f.onDisk = f.written
+	f.diskOK = false
+	f.ring = newRing(f.written, f.ringSize)
+	f.broadcastLocked()
+	f.mu.Unlock()
+	e.m.writeFailure.WithLabelValues("blob").Inc()
+	e.log.Warn("local tier failed a fill; streaming the blob uncached", "digest", f.d, "op", op, "at", f.onDisk, "err", err)
+	if aerr := f.w.Abort(); aerr != nil {
+		e.log.Warn("cannot remove a failed fill", "digest", f.d, "err", aerr)
+	}
+}
+
+// run copies src, the blob from byte from on, into the fill and verifies
+// size and digest. On success the fill is finished, so readers get the
+// held-back bytes at once, and then committed to the local tier. It owns
+// src. The watchdog cancels ctx, which the source's reads follow, when it
+// fires; every byte received resets it.
+func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, from, size int64, tier string, watchdog Timer) error {
+	defer closeQuietly(src)
 	// The digest is computed beside the copy: a hasher goroutine takes each
 	// buffer once it is written, while the next one is read.
 	hs := newHasher(f.d.Algorithm())
 	defer hs.stop()
-	var n int64
+	if from > 0 {
+		if err := rehash(f, hs, from); err != nil {
+			return err
+		}
+		watchdog.Reset(e.fillIdle)
+	}
+	f.started(size, from)
+	n := from
 	for {
 		buf := hs.buffer()
 		k, rerr := src.Read(buf)
 		if k > 0 {
 			watchdog.Reset(e.fillIdle)
 			if size >= 0 && n+int64(k) > size {
-				return &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent more than %d bytes", from, size)}
+				return &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent more than %d bytes", tier, size)}
 			}
-			if _, err := f.w.Write(buf[:k]); err != nil {
-				e.m.writeFailure.WithLabelValues("blob").Inc()
-				return fmt.Errorf("cache: writing %s: %w", f.d, err)
-			}
+			e.keep(f, buf[:k])
 			n += int64(k)
-			f.progress(k)
 		}
 		hs.hash(buf[:k])
 		if errors.Is(rerr, io.EOF) {
@@ -140,142 +249,104 @@ func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, size int64
 			if cause := context.Cause(ctx); cause != nil {
 				rerr = fmt.Errorf("%w (%w)", cause, rerr)
 			}
-			return fmt.Errorf("cache: reading %s from %s: %w", f.d, from, rerr)
+			return fmt.Errorf("cache: reading %s from %s: %w", f.d, tier, rerr)
 		}
 	}
 	h := hs.sum()
 	if size >= 0 && n != size {
-		return &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent %d of %d bytes", from, n, size)}
+		return &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent %d of %d bytes", tier, n, size)}
 	}
 	if got := digest.NewDigestFromBytes(f.d.Algorithm(), h); got != f.d {
-		return &VerifyError{Digest: f.d, Err: ErrDigestMismatch, Detail: fmt.Sprintf("%s sent content with digest %s", from, got)}
+		return &VerifyError{Digest: f.d, Err: ErrDigestMismatch, Detail: fmt.Sprintf("%s sent content with digest %s", tier, got)}
 	}
 	f.finish(nil)
-	if err := f.w.Commit(n, mediaType); err != nil {
-		// The bytes are verified and readers hold the file open: the pull
-		// succeeds, only the cache is poorer.
-		e.m.writeFailure.WithLabelValues("blob").Inc()
-		e.log.Warn("cannot commit blob to the local tier", "digest", f.d, "err", err)
+	if f.diskOK {
+		if err := f.w.Commit(n, ""); err != nil {
+			// The bytes are verified and readers hold the file open: the
+			// pull succeeds, only the cache is poorer.
+			e.diskFailed(f, err, 0, "commit")
+		}
 	}
-	e.m.bytes.WithLabelValues(from).Add(float64(n))
+	e.m.bytes.WithLabelValues(tier).Add(float64(n - from))
 	return nil
 }
 
-// fillReader follows a fill through its file. It never returns the last
-// holdBack bytes before the fill is verified, and fails if the fill fails.
-type fillReader struct {
-	f          *fill
-	file       *os.File
-	off        int64
-	size       int64           // -1: unknown
-	gone       <-chan struct{} // the client left
-	sawFailure atomic.Bool     // the fill failed before this reader was done
-}
-
-// available returns how far the reader may read now, whether the fill is
-// done, and what to wait on for more.
-func (r *fillReader) available() (limit int64, done bool, changed chan struct{}, err error) {
-	r.f.mu.Lock()
-	limit, done, err, changed = r.f.written, r.f.done, r.f.err, r.f.changed
-	r.f.mu.Unlock()
+// rehash feeds the first n bytes of the fill's file, a partial kept at the
+// last shutdown, to the hasher. The partial is hashed again from the disk
+// rather than resumed from a saved hash state: what is committed is then
+// exactly what was hashed, whatever happened to the file in between, and a
+// read of a local file costs little next to an origin fetch.
+func rehash(f *fill, hs *hasher, n int64) error {
+	file, err := f.w.OpenReader()
 	if err != nil {
-		r.sawFailure.Store(true)
-		return 0, false, nil, err
+		return fmt.Errorf("cache: resuming %s: %w", f.d, err)
 	}
-	if !done {
-		if r.size >= 0 {
-			limit = min(limit, r.size)
-		}
-		limit -= holdBack
-	}
-	return limit, done, changed, nil
-}
-
-// WriteTo sends the rest of the blob to w as the fill writes it. Where w
-// reads from files itself (an HTTP response over TCP: sendfile), the bytes
-// go from the file to the socket without passing through the process.
-func (r *fillReader) WriteTo(w io.Writer) (int64, error) {
-	rf, direct := w.(io.ReaderFrom)
-	var total int64
+	defer file.Close()
+	r := io.LimitReader(file, n)
 	for {
-		limit, done, changed, err := r.available()
+		buf := hs.buffer()
+		k, err := io.ReadFull(r, buf)
+		hs.hash(buf[:k])
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
 		if err != nil {
-			return total, err
+			return fmt.Errorf("cache: resuming %s: %w", f.d, err)
 		}
-		if r.off < limit {
-			var k int64
-			if direct {
-				if _, err = r.file.Seek(r.off, io.SeekStart); err == nil {
-					k, err = rf.ReadFrom(io.LimitReader(r.file, limit-r.off))
-				}
-			} else {
-				k, err = io.Copy(w, io.NewSectionReader(r.file, r.off, limit-r.off))
-			}
-			r.off += k
-			total += k
-			if err != nil {
-				return total, err
-			}
-			continue
-		}
-		if done {
-			return total, nil
-		}
-		select {
-		case <-changed:
-		case <-r.gone:
-			return total, context.Canceled
-		}
+	}
+	if got := r.(*io.LimitedReader).N; got != 0 {
+		return fmt.Errorf("cache: resuming %s: partial is %d bytes short", f.d, got)
+	}
+	return nil
+}
+
+// ring keeps the latest bytes of a stream, by their offset in it.
+type ring struct {
+	buf  []byte
+	base int64 // offset of the first byte the ring was given
+	end  int64 // offset after the last byte written
+}
+
+func newRing(base int64, size int) *ring {
+	return &ring{buf: make([]byte, size), base: base, end: base}
+}
+
+// low is the offset of the oldest byte the ring still holds; a nil ring
+// holds none.
+func (r *ring) low() int64 {
+	if r == nil {
+		return -1
+	}
+	return max(r.base, r.end-int64(len(r.buf)))
+}
+
+func (r *ring) write(p []byte) {
+	size := int64(len(r.buf))
+	if int64(len(p)) > size { // only the last size bytes survive
+		r.end += int64(len(p)) - size
+		p = p[len(p)-len(r.buf):]
+	}
+	for len(p) > 0 {
+		at := r.end % size
+		k := copy(r.buf[at:], p)
+		p = p[k:]
+		r.end += int64(k)
 	}
 }
 
-func (r *fillReader) Read(p []byte) (int, error) {
-	for {
-		limit, done, changed, ferr := r.available()
-		if ferr != nil {
-			return 0, ferr
-		}
-		if r.off < limit {
-			if int64(len(p)) > limit-r.off {
-				p = p[:limit-r.off]
-			}
-			n, err := r.file.ReadAt(p, r.off)
-			r.off += int64(n)
-			if n > 0 || !errors.Is(err, io.EOF) {
-				return n, err
-			}
-		}
-		if done {
-			return 0, io.EOF
-		}
-		select {
-		case <-changed:
-		case <-r.gone:
-			return 0, context.Canceled
-		}
+// readAt copies the bytes from off on into p, up to the ring's end; false
+// if off has left the ring.
+func (r *ring) readAt(p []byte, off int64) (int, bool) {
+	if r == nil || off < r.low() || off > r.end {
+		return 0, false
 	}
+	size := int64(len(r.buf))
+	n := 0
+	for n < len(p) && off < r.end {
+		at := off % size
+		k := copy(p[n:min(len(p), n+int(min(size-at, r.end-off)))], r.buf[at:])
+		n += k
+		off += int64(k)
+	}
+	return n, true
 }
-
-// Seek moves the read offset; with a known size it supports io.SeekEnd,
-// which is what http.ServeContent needs to serve ranges.
-func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += r.off
-	case io.SeekEnd:
-		if r.size < 0 {
-			return 0, errors.New("cache: size of a streaming blob is not known")
-		}
-		offset += r.size
-	default:
-		return 0, errors.New("cache: bad whence")
-	}
-	if offset < 0 {
-		return 0, errors.New("cache: negative offset")
-	}
-	r.off = offset
-	return offset, nil
-}
-
-func (r *fillReader) Close() error { return r.file.Close() }

@@ -54,16 +54,16 @@ func (e *Engine) globalUp() bool {
 	return e.global != nil && time.Now().UnixNano() >= e.globalDownUntil.Load()
 }
 
-// openGlobalBlob opens d in the global tier for a fill. A miss, a tier that
-// is down, or a digest that failed there before all yield (nil, nil): the
-// fill then asks the origin.
-func (e *Engine) openGlobalBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, int64) {
+// openGlobalBlob opens d in the global tier from offset on, and returns it
+// with the blob's whole size. A miss, a tier that is down, or a digest that
+// failed there before all yield (nil, 0): the fill then asks the origin.
+func (e *Engine) openGlobalBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64) {
 	if !e.globalUp() || e.distrusted(d) {
 		return nil, 0
 	}
 	octx, cancel := context.WithCancel(ctx)
 	timer := time.AfterFunc(globalOpenTimeout, cancel)
-	rc, size, err := e.global.OpenBlob(octx, d, 0)
+	rc, size, err := e.global.OpenBlob(octx, d, offset)
 	if !timer.Stop() && err == nil {
 		closeQuietly(rc)
 		err = fmt.Errorf("opening blob %s: %w", d, context.DeadlineExceeded)

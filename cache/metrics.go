@@ -34,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edge_coalesced_waiters_total", Help: "Requests that joined a fill already in progress instead of fetching again.",
 		}),
 		fills: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edge_fills_total", Help: "Blob fills by result (ok, mismatch, error).",
+			Name: "edge_fills_total", Help: "Blob fills by result (ok, mismatch, error, suspended at shutdown).",
 		}, []string{"result"}),
 		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_stale_serves_total", Help: "Tags served from an expired record because the origin could not revalidate it.",
@@ -43,7 +43,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edge_tag_revalidations_total", Help: "Revalidations of expired tags, by result (unchanged, changed, failed).",
 		}, []string{"route", "result"}),
 		writeFailure: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edge_cache_write_failures_total", Help: "Failures to write the local tier; the pull is still served.",
+			Name: "edge_cache_write_failures_total", Help: "Failures to write the local tier, by what (blob, manifest, tag, link, queue); the pull is still served.",
 		}, []string{"what"}),
 		globalErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_global_errors_total", Help: "Global tier operations that failed; pulls went on without it.",
@@ -51,6 +51,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		replicated: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_writebehind_total", Help: "Items written behind to the global tier, by kind (blob, manifest, tag) and result (ok, retry, dropped).",
 		}, []string{"kind", "result"}),
+	}
+	for _, what := range []string{"blob", "manifest", "tag", "link", "queue"} {
+		m.writeFailure.WithLabelValues(what) // exported at zero, so a rate shows the first failure
 	}
 	m.localTagHit = m.hits.WithLabelValues("local", "tag")
 	m.localBlobHit = m.hits.WithLabelValues("local", "blob")

@@ -7,12 +7,19 @@
 //
 //	<dir>/blobs/<alg>/<hex[:2]>/<hex>   committed blobs
 //	<dir>/tmp/                          blobs being written (removed by Open)
+//	<dir>/partial/<alg>/<hex>           fills suspended at shutdown, resumed later
 //	<dir>/index/                        the badger database
 //
 // A BlobWriter writes into a temp file under <dir>/tmp; Commit fsyncs it,
 // renames it into <dir>/blobs and writes the index entry. A crash before the
 // rename leaves only a temp file, which the next Open removes. Open also drops
 // index entries whose file is missing and files that have no index entry.
+//
+// A writer stopped before its end (the node shuts down during a fill) can
+// Suspend instead of Abort: its temp file is fsynced and moved to
+// <dir>/partial, and the next NewBlobWriter of that digest takes it back and
+// appends to it. Partials are not indexed and not counted in the usage; Open
+// removes those older than a week.
 //
 // # Keys in badger
 //

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -214,4 +215,122 @@ func TestValueLogGC(t *testing.T) {
 		}
 	}
 	s.valueLogGC(ctx) // nothing to rewrite yet: must return quietly
+}
+
+func TestSuspendedWriterIsResumedAfterRestart(t *testing.T) {
+	t.Parallel()
+	clock := newClock()
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{Clock: clock.Now})
+	content := randomBytes(t, 100_000)
+	d := digest.FromBytes(content)
+	w, err := s.NewBlobWriter(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(content[:30_000]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Suspend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.OpenReader(); !errors.Is(err, ErrAborted) {
+		t.Fatalf("OpenReader after Suspend: %v", err)
+	}
+	// Nothing written: nothing kept.
+	empty, err := s.NewBlobWriter(digest.FromString("empty"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := empty.Suspend(); err != nil {
+		t.Fatal(err)
+	}
+	// A crash during another fill leaves a temp file of unknown worth.
+	crashed, err := s.NewBlobWriter(digest.FromString("crashed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed.Write([]byte("partial"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	crashed.f.Close() // the process died; its fd goes with it
+
+	s = openStore(t, dir, Options{Clock: clock.Now})
+	if n := tmpEntries(t, dir); n != 0 {
+		t.Fatalf("%d temp files after Open, want 0", n)
+	}
+	for _, other := range []string{"empty", "crashed"} {
+		w, err := s.NewBlobWriter(digest.FromString(other))
+		if err != nil || w.Size() != 0 {
+			t.Fatalf("%s: resumed %d bytes, err %v", other, w.Size(), err)
+		}
+		w.Abort()
+	}
+	w, err = s.NewBlobWriter(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Size() != 30_000 {
+		t.Fatalf("resumed writer holds %d bytes, want 30000", w.Size())
+	}
+	// A second writer of the same blob meanwhile starts from scratch.
+	other, err := s.NewBlobWriter(d)
+	if err != nil || other.Size() != 0 {
+		t.Fatalf("second writer: %d bytes, err %v", other.Size(), err)
+	}
+	other.Abort()
+	if _, err := w.Write(content[30_000:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(int64(len(content)), ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBlob(t, s, d); !bytes.Equal(got, content) {
+		t.Fatal("resumed blob differs")
+	}
+	if parts, _ := filepath.Glob(filepath.Join(dir, "partial", "*", "*")); len(parts) != 0 {
+		t.Fatalf("partials left after the commit: %v", parts)
+	}
+}
+
+func TestOpenRemovesStalePartials(t *testing.T) {
+	t.Parallel()
+	clock := newClock()
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{Clock: clock.Now})
+	fresh, old := digest.FromString("fresh"), digest.FromString("old")
+	for _, d := range []digest.Digest{old, fresh} {
+		w, err := s.NewBlobWriter(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("some bytes"))
+		if err := w.Suspend(); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(partialMaxAge / 2)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "partial", "junk"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second) // old is now over partialMaxAge, fresh half of it
+
+	s = openStore(t, dir, Options{Clock: clock.Now})
+	for d, want := range map[digest.Digest]int64{old: 0, fresh: 10} {
+		w, err := s.NewBlobWriter(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Size() != want {
+			t.Fatalf("%s: resumed %d bytes, want %d", d, w.Size(), want)
+		}
+		w.Abort()
+	}
+	if _, err := os.Stat(filepath.Join(dir, "partial", "junk")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a file that is no partial survived Open: %v", err)
+	}
 }

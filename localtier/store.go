@@ -74,6 +74,7 @@ type Options struct {
 // Store is the local disk tier. It is safe for concurrent use.
 type Store struct {
 	dir, blobDir, tmpDir string
+	partialDir           string // suspended fills, resumed by NewBlobWriter
 	db                   *badger.DB
 	log                  *slog.Logger
 	clock                func() time.Time
@@ -123,10 +124,10 @@ type linkCacheKey struct {
 	d           digest.Digest
 }
 
-// Open opens or creates the store in dir. It creates dir/blobs, dir/tmp and
-// dir/index, removes leftovers of interrupted writes from dir/tmp, drops index
-// entries whose file is missing and removes blob files that have no index
-// entry.
+// Open opens or creates the store in dir. It creates dir/blobs, dir/tmp,
+// dir/partial and dir/index, removes leftovers of interrupted writes from
+// dir/tmp and stale partials from dir/partial, drops index entries whose
+// file is missing and removes blob files that have no index entry.
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.HighWater == 0 {
 		opts.HighWater = defaultHighWater
@@ -152,6 +153,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		dir:        dir,
 		blobDir:    filepath.Join(dir, "blobs"),
 		tmpDir:     filepath.Join(dir, "tmp"),
+		partialDir: filepath.Join(dir, "partial"),
 		log:        opts.Logger,
 		clock:      opts.Clock,
 		maxSize:    opts.MaxSize,
@@ -160,7 +162,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		flushEvery: opts.FlushInterval,
 		evictReq:   make(chan struct{}, 1),
 	}
-	for _, d := range []string{s.blobDir, s.tmpDir, filepath.Join(dir, "index")} {
+	for _, d := range []string{s.blobDir, s.tmpDir, s.partialDir, filepath.Join(dir, "index")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("localtier: %w", err)
 		}
@@ -184,7 +186,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("localtier: open index: %w", err)
 	}
-	if err := s.cleanTmp(); err != nil {
+	if err := errors.Join(s.cleanTmp(), s.cleanPartials()); err != nil {
 		s.db.Close()
 		return nil, err
 	}

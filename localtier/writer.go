@@ -6,7 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
@@ -41,8 +43,11 @@ type BlobWriter struct {
 	n     int64
 }
 
-// NewBlobWriter starts writing the blob d. The bytes are not verified
-// against d here: the caller verifies them before it commits.
+// NewBlobWriter starts writing the blob d, or resumes the partial that a
+// suspended writer of d kept (see Suspend): Size then reports the bytes
+// already there, and writes append to them. The bytes are not verified
+// against d here: the caller verifies them, those of a resumed partial
+// included, before it commits.
 func (s *Store) NewBlobWriter(d digest.Digest) (*BlobWriter, error) {
 	if err := validDigest(d); err != nil {
 		return nil, err
@@ -55,7 +60,23 @@ func (s *Store) NewBlobWriter(d digest.Digest) (*BlobWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("localtier: new blob writer: %w", err)
 	}
-	return &BlobWriter{s: s, d: d, tmpPath: f.Name(), finalPath: s.blobPath(d), f: f}, nil
+	w := &BlobWriter{s: s, d: d, tmpPath: f.Name(), finalPath: s.blobPath(d), f: f}
+	// Claim the partial by moving it over our empty temp file: of two
+	// writers of d, one gets it.
+	if err := os.Rename(s.partialPath(d), w.tmpPath); err != nil {
+		return w, nil // none (or unusable): start from byte 0
+	}
+	f.Close() // the empty file we replaced
+	if w.f, err = os.OpenFile(w.tmpPath, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+		var fi os.FileInfo
+		if fi, err = w.f.Stat(); err == nil {
+			w.n = fi.Size()
+			return w, nil
+		}
+		w.f.Close()
+	}
+	os.Remove(w.tmpPath)
+	return nil, fmt.Errorf("localtier: resume blob %s: %w", d, err)
 }
 
 // Digest returns the digest the writer was opened for.
@@ -234,6 +255,103 @@ func syncDir(dir string) {
 		d.Sync()
 		d.Close()
 	}
+}
+
+// Suspend keeps what was written for the next NewBlobWriter of the same
+// digest to resume: the temp file is fsynced and moved to
+// dir/partial/<alg>/<hex>, replacing an older partial of the blob. Only a
+// file that got there through Suspend is resumed; the leftovers of a
+// crash stay in dir/tmp, whose durable length nobody knows, and Open
+// removes them. A writer with nothing written is aborted instead. After
+// Suspend the writer is done: OpenReader fails, readers opened before keep
+// their file. On failure the temp file is removed.
+func (w *BlobWriter) Suspend() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state != writing {
+		return w.stateErr()
+	}
+	w.state = aborted
+	if w.n == 0 {
+		w.f.Close()
+		os.Remove(w.tmpPath)
+		return nil
+	}
+	err := w.suspendLocked()
+	if err != nil {
+		os.Remove(w.tmpPath)
+		return fmt.Errorf("localtier: suspend blob %s: %w", w.d, err)
+	}
+	return nil
+}
+
+func (w *BlobWriter) suspendLocked() error {
+	serr := w.f.Sync()
+	if cerr := w.f.Close(); serr == nil {
+		serr = cerr
+	}
+	if serr != nil {
+		return serr
+	}
+	if err := w.s.begin(); err != nil {
+		return err
+	}
+	defer w.s.end()
+	part := w.s.partialPath(w.d)
+	// Its time on the store's clock, which ages partials out (cleanPartials).
+	now := w.s.clock()
+	if err := os.Chtimes(w.tmpPath, now, now); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(part), 0o755); err != nil {
+		return err
+	}
+	if err := os.Rename(w.tmpPath, part); err != nil {
+		return err
+	}
+	syncDir(filepath.Dir(part))
+	return nil
+}
+
+// partialMaxAge is how long a suspended partial waits for its blob to be
+// asked for again; Open removes older ones, so a partial nobody wants does
+// not hold disk space for ever.
+const partialMaxAge = 7 * 24 * time.Hour
+
+// partialPath is where a suspended writer keeps its bytes:
+// partial/<alg>/<hex>.
+func (s *Store) partialPath(d digest.Digest) string {
+	return filepath.Join(s.partialDir, string(d.Algorithm()), d.Encoded())
+}
+
+// cleanPartials removes the partials that are too old to keep, and any
+// file under dir/partial that is not one.
+func (s *Store) cleanPartials() error {
+	var removed int
+	err := filepath.WalkDir(s.partialDir, func(path string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(s.partialDir, path)
+		alg, enc, _ := strings.Cut(filepath.ToSlash(rel), "/")
+		fi, err := de.Info()
+		if err != nil {
+			return err
+		}
+		d := digest.NewDigestFromEncoded(digest.Algorithm(alg), enc)
+		if d.Validate() == nil && s.clock().Sub(fi.ModTime()) < partialMaxAge {
+			return nil
+		}
+		removed++
+		return os.Remove(path)
+	})
+	if err != nil {
+		return fmt.Errorf("localtier: clean partial fills: %w", err)
+	}
+	if removed > 0 {
+		s.log.Info("localtier: removed stale partial fills", "count", removed)
+	}
+	return nil
 }
 
 // Abort drops the temp file. It is idempotent and a no-op after Commit (or

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeregistry/edge/internal/origintest"
+	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/upstream"
 )
 
@@ -35,7 +36,7 @@ func newBreakerNode(t *testing.T, failures int) *breakerNode {
 	b.node = newNode(t, nodeConfig{
 		meta: time.Hour, // the origin's timeouts, on oclk, are the ones that count here
 		originCfg: func(cfg *upstream.Config) {
-			cfg.Clock, cfg.Metrics, cfg.MetaTimeout = b.oclk, m, originMeta
+			cfg.Clock, cfg.Metrics, cfg.MetaTimeout = testkit.StopClock{Clock: b.oclk}, m, originMeta
 			cfg.Breaker = upstream.BreakerConfig{Failures: failures, CoolDown: originCoolDown}
 		},
 	})

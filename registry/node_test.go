@@ -113,7 +113,8 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 	if meta == 0 {
 		meta = 5 * time.Second
 	}
-	opts := []cache.Option{cache.WithClock(n.clock.Now), cache.WithRegisterer(n.reg), cache.WithMetaTimeout(meta)}
+	opts := []cache.Option{cache.WithClock(n.clock.Now), cache.WithRegisterer(n.reg), cache.WithMetaTimeout(meta),
+		cache.WithAfterFunc(func(d time.Duration, f func()) cache.Timer { return n.clock.AfterFunc(d, f) })}
 	if cfg.maxUpload > 0 {
 		opts = append(opts, cache.WithMaxUploadSize(cfg.maxUpload))
 	}
@@ -124,7 +125,9 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 		opts = append(opts, cache.WithGlobal(storjtier.New(cfg.global, storjtier.WithRegion(cfg.region), storjtier.WithClock(n.clock.Now))),
 			cache.WithRegion(cfg.region))
 	}
-	n.engine = cache.New(n.store, origins, opts...)
+	if n.engine, err = cache.New(n.store, origins, opts...); err != nil {
+		t.Fatal(err)
+	}
 	n.engine.RegisterQueueGauge(n.reg)
 	wbCtx, stopWB := context.WithCancel(context.Background())
 	wbDone := make(chan struct{})

@@ -12,6 +12,8 @@ import (
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/cache"
 )
 
 // maxTagsPage bounds ?n= for tag lists.
@@ -127,7 +129,7 @@ func (s *Server) blob(w http.ResponseWriter, req *request) error {
 			h.Set("Content-Range", "bytes */"+strconv.FormatInt(b.Size, 10))
 			return newError(errcode.ErrorCodeRangeInvalid, "requested range not satisfiable", rng)
 		}
-		if err := serveContent(w, r, rs); err != nil {
+		if err := s.serveContent(w, req, b, rs); err != nil {
 			return err
 		}
 	default:
@@ -191,6 +193,50 @@ func (s *Server) tags(w http.ResponseWriter, req *request) error {
 		_, _ = w.Write(body)
 	}
 	return nil
+}
+
+// serveContent answers a range or a precondition with http.ServeContent.
+// The end of a response from a blob that is still filling waits for the
+// fill to verify, so no range completes with wrong bytes.
+func (s *Server) serveContent(w http.ResponseWriter, req *request, b *cache.Blob, rs io.ReadSeeker) error {
+	r := req.client
+	if b.Tier == "local" {
+		return serveContent(w, r, rs)
+	}
+	held := &heldTail{ResponseWriter: w}
+	if err := serveContent(held, r, rs); err != nil {
+		return err
+	}
+	if len(held.tail) == 0 {
+		return nil
+	}
+	if err := b.Wait(r.Context()); err != nil {
+		s.log.Error("aborting a ranged blob response", "route", req.route.Name, "repo", req.repo, "digest", b.Digest, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	_, _ = w.Write(held.tail)
+	return nil
+}
+
+// heldTail passes a response body on but for its last rangeHoldBack
+// bytes, which the handler sends once the content is verified.
+type heldTail struct {
+	http.ResponseWriter
+	tail []byte
+}
+
+// rangeHoldBack is as much as a whole streamed blob holds back.
+const rangeHoldBack = 32 << 10
+
+func (h *heldTail) Write(p []byte) (int, error) {
+	h.tail = append(h.tail, p...)
+	if over := len(h.tail) - rangeHoldBack; over > 0 {
+		if _, err := h.ResponseWriter.Write(h.tail[:over]); err != nil {
+			return 0, err
+		}
+		h.tail = append(h.tail[:0], h.tail[over:]...)
+	}
+	return len(p), nil
 }
 
 // conditional reports whether r carries a precondition that

@@ -44,7 +44,7 @@ func breakerSetup(t *testing.T, mods ...func(*upstream.Config)) *breakerEnv {
 		probes: make(chan bool, 8),
 	}
 	mods = append([]func(*upstream.Config){func(cfg *upstream.Config) {
-		cfg.Clock, cfg.Metrics, cfg.MetaTimeout = env.clk, upstream.NewMetrics(env.reg), testMeta
+		cfg.Clock, cfg.Metrics, cfg.MetaTimeout = testkit.StopClock{Clock: env.clk}, upstream.NewMetrics(env.reg), testMeta
 		cfg.Breaker.CoolDown = testCoolDown
 	}}, mods...)
 	env.p, env.c, _, env.data, env.d = faultSetup(t, mods...)

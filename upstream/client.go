@@ -47,7 +47,7 @@ type Config struct {
 }
 
 // Clock is the time of a Client: now, and timers that call a function
-// once d has passed. *testkit.Clock satisfies it.
+// once d has passed. testkit.StopClock satisfies it.
 type Clock interface {
 	Now() time.Time
 	AfterFunc(d time.Duration, f func()) (stop func() bool)

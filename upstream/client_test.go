@@ -251,7 +251,7 @@ func TestTokenReuse(t *testing.T) {
 	p := origintest.NewProxy(t, r.URL)
 
 	clock := testkit.NewClock(time.Now())
-	c, _ := newClient(t, p.URL, creds("bot", "pw"), func(cfg *upstream.Config) { cfg.Clock = clock })
+	c, _ := newClient(t, p.URL, creds("bot", "pw"), func(cfg *upstream.Config) { cfg.Clock = testkit.StopClock{Clock: clock} })
 	before := r.TokensIssued()
 
 	// Many calls, some concurrent, to one repository: one token.

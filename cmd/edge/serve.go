@@ -85,7 +85,10 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	if backend != nil {
 		opts = append(opts, cache.WithGlobal(storjtier.New(backend, storjtier.WithRegion(cfg.Region))))
 	}
-	engine := cache.New(store, origins, opts...)
+	engine, err := cache.New(store, origins, opts...)
+	if err != nil {
+		return err
+	}
 	engine.RegisterQueueGauge(reg)
 	wbCtx, stopWriteBehind := context.WithCancel(context.WithoutCancel(ctx))
 	wbDone := make(chan struct{}, 2)

@@ -1,6 +1,7 @@
 // Package testkit holds the small pieces many of the project's tests share:
-// a clock moved by hand, with timers, injected where code takes a clock, and
-// a buffer that collects output written from many goroutines.
+// a clock moved by hand, with timers that fire when it passes them, injected
+// where code takes a clock, and a buffer that collects output written from
+// many goroutines.
 package testkit
 
 import (
@@ -14,12 +15,7 @@ import (
 type Clock struct {
 	mu     sync.Mutex
 	now    time.Time
-	timers []*timer // pending, in no order
-}
-
-type timer struct {
-	at time.Time
-	f  func()
+	timers map[*Timer]struct{} // armed
 }
 
 // NewClock returns a clock standing at start.
@@ -32,21 +28,20 @@ func (c *Clock) Now() time.Time {
 	return c.now
 }
 
-// Advance moves the clock by d and calls the functions of the timers that
-// are due, earliest first, before it returns.
+// Advance moves the clock by d and calls the functions of the timers it
+// passes, earliest first, before it returns.
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
-	var due []*timer
-	c.timers = slices.DeleteFunc(c.timers, func(t *timer) bool {
-		if t.at.After(c.now) {
-			return false
+	var due []*Timer
+	for t := range c.timers {
+		if !t.at.After(c.now) {
+			delete(c.timers, t)
+			due = append(due, t)
 		}
-		due = append(due, t)
-		return true
-	})
+	}
 	c.mu.Unlock()
-	slices.SortStableFunc(due, func(a, b *timer) int { return a.at.Compare(b.at) })
+	slices.SortStableFunc(due, func(a, b *Timer) int { return a.at.Compare(b.at) })
 	for _, t := range due {
 		t.f()
 	}
@@ -55,28 +50,49 @@ func (c *Clock) Advance(d time.Duration) {
 // AfterFunc calls f once the clock has been moved d past its time now, as
 // time.AfterFunc does with real time. f runs in the goroutine that calls
 // Advance, before Advance returns, so it must not block; with d <= 0 it runs
-// at once in a goroutine of its own. stop cancels the call and reports
-// whether it did (false: f was called already, or stop was).
-func (c *Clock) AfterFunc(d time.Duration, f func()) (stop func() bool) {
-	if d <= 0 {
-		go f()
-		return func() bool { return false }
-	}
-	t := &timer{f: f}
+// at once in a goroutine of its own.
+func (c *Clock) AfterFunc(d time.Duration, f func()) *Timer {
+	t := &Timer{c: c, f: f}
+	t.Reset(d)
+	return t
+}
+
+// Timer is a timer of a Clock.
+type Timer struct {
+	c  *Clock
+	f  func()
+	at time.Time
+}
+
+// Reset arms the timer to fire d after the clock's now; it reports whether
+// the timer was armed.
+func (t *Timer) Reset(d time.Duration) bool {
+	c := t.c
 	c.mu.Lock()
-	t.at = c.now.Add(d)
-	c.timers = append(c.timers, t)
-	c.mu.Unlock()
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		i := slices.Index(c.timers, t)
-		if i < 0 {
-			return false
-		}
-		c.timers = slices.Delete(c.timers, i, i+1)
-		return true
+	_, armed := c.timers[t]
+	if d <= 0 {
+		delete(c.timers, t)
+		c.mu.Unlock()
+		go t.f()
+		return armed
 	}
+	if c.timers == nil {
+		c.timers = make(map[*Timer]struct{})
+	}
+	t.at = c.now.Add(d)
+	c.timers[t] = struct{}{}
+	c.mu.Unlock()
+	return armed
+}
+
+// Stop disarms the timer; it reports whether the timer was armed.
+func (t *Timer) Stop() bool {
+	c := t.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, armed := c.timers[t]
+	delete(c.timers, t)
+	return armed
 }
 
 // Pending returns how many timers wait for the clock to move.
@@ -104,4 +120,13 @@ func (l *Buffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// StopClock is a Clock for code whose timers are only ever stopped, which
+// takes AfterFunc(d, f) (stop func() bool) as time.AfterFunc(d, f).Stop.
+type StopClock struct{ *Clock }
+
+// AfterFunc is Clock.AfterFunc, returning the timer's Stop.
+func (c StopClock) AfterFunc(d time.Duration, f func()) (stop func() bool) {
+	return c.Clock.AfterFunc(d, f).Stop
 }
