@@ -161,7 +161,7 @@ func (a *Authorizer) Challenge(w http.ResponseWriter) {
 }
 
 // Authorize authenticates r, when it carries credentials, and decides
-// whether it may do act on the repository repo of route rt: the one rule of
+// whether it may do need on the repository repo of route rt: the one rule of
 // who may do what.
 //
 // A request is anonymous only when it has no Authorization header at all;
@@ -172,19 +172,19 @@ func (a *Authorizer) Challenge(w http.ResponseWriter) {
 // grant; a name outside the route's namespace is denied to everyone. An
 // anonymous request that needs a user gets ErrUnauthenticated, a user
 // without the grant ErrDenied.
-func (a *Authorizer) Authorize(r *http.Request, rt *policy.Route, repo string, act Action) (Identity, error) {
+func (a *Authorizer) Authorize(r *http.Request, rt *policy.Route, repo string, need policy.Capability) (Identity, error) {
 	var id Identity
 	var err error
 	if hasCredentials(r) {
 		id, err = a.authenticate(r)
 	}
 	if err == nil {
-		err = a.Allow(id, rt, repo, act)
+		err = a.Allow(id, rt, repo, need)
 	}
-	if err == nil && act >= Pull && act <= Delete {
-		a.m.allowed[act].Inc()
+	if c, ok := a.m.allowed[need]; ok && err == nil {
+		c.Inc()
 	} else {
-		a.m.decisions.WithLabelValues(act.String(), result(err)).Inc()
+		a.m.decisions.WithLabelValues(need.String(), result(err)).Inc()
 	}
 	return id, err
 }
@@ -203,29 +203,29 @@ func (a *Authorizer) Login(r *http.Request) (Identity, error) {
 	return a.authenticate(r)
 }
 
-// Allow decides whether id may do act on repo of route rt, without looking
+// Allow decides whether id may do need on repo of route rt, without looking
 // at a request: for a second repository of the same request, such as the
 // source of a cross-repository mount.
-func (a *Authorizer) Allow(id Identity, rt *policy.Route, repo string, act Action) error {
-	if act < Pull || act > Delete {
-		return fmt.Errorf("%w: %v", ErrDenied, act)
+func (a *Authorizer) Allow(id Identity, rt *policy.Route, repo string, need policy.Capability) error {
+	if !need.Single() {
+		return fmt.Errorf("%w: %v", ErrDenied, need)
 	}
 	if rt == nil || !validRepo(repo) || !rt.Holds(repo) {
 		return fmt.Errorf("%w: repository name %q", ErrDenied, repo)
 	}
-	if act == Pull && rt.AnonymousPull {
+	if need == policy.CapPull && rt.AnonymousPull {
 		return nil
 	}
 	if id.Anonymous() {
-		return fmt.Errorf("%w: %s of %s needs credentials", ErrUnauthenticated, act, repo)
+		return fmt.Errorf("%w: %s of %s needs credentials", ErrUnauthenticated, need, repo)
 	}
 	for i := range a.grants {
-		if a.grants[i].permits(id.User, rt.Name, repo, act) {
+		if a.grants[i].permits(id.User, rt.Name, repo, need) {
 			return nil
 		}
 	}
-	a.log.Debug("auth: denied", "user", id.User, "action", act.String(), "route", rt.Name, "repository", repo)
-	return fmt.Errorf("%w: user %s may not %s %s on route %s", ErrDenied, id.User, act, repo, rt.Name)
+	a.log.Debug("auth: denied", "user", id.User, "action", need.String(), "route", rt.Name, "repository", repo)
+	return fmt.Errorf("%w: user %s may not %s %s on route %s", ErrDenied, id.User, need, repo, rt.Name)
 }
 
 func result(err error) string {

@@ -43,44 +43,44 @@ func TestAuthorize(t *testing.T) {
 		user, pw string
 		header   string // a raw Authorization header instead of user and pw
 		repo     string
-		act      auth.Action
+		act      policy.Capability
 		want     error
 		wantUser string
 	}{
-		{name: "anonymous pull on", anon: true, repo: "team/app", act: auth.Pull},
-		{name: "anonymous pull of any route", anon: true, repo: "library/alpine", act: auth.Pull},
-		{name: "anonymous push", anon: true, repo: "team/app", act: auth.Push, want: auth.ErrUnauthenticated},
-		{name: "anonymous delete", anon: true, repo: "team/app", act: auth.Delete, want: auth.ErrUnauthenticated},
-		{name: "anonymous pull off", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "empty basic is not anonymous", anon: true, header: "Basic Og==", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "empty basic, anonymous pull off", header: "Basic Og==", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "empty header", anon: true, header: " ", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "basic without credentials", header: "Basic", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "empty user", header: "Basic OnBhc3N3b3Jk", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "wrong password", anon: true, user: "ci", pw: "nope", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "wrong password, anonymous pull off", user: "ci", pw: "nope", repo: "team/app", act: auth.Push, want: auth.ErrUnauthenticated},
-		{name: "unknown user", anon: true, user: "mallory", pw: "ci-secret", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "password of another user", user: "dev", pw: "ci-secret", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "not basic", anon: true, header: "Bearer abc", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "bad base64", anon: true, header: "Basic !!!", repo: "team/app", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "good creds push", user: "ci", pw: "ci-secret", repo: "team/app", act: auth.Push, wantUser: "ci"},
-		{name: "good creds delete", user: "ci", pw: "ci-secret", repo: "team/a/b/c", act: auth.Delete, wantUser: "ci"},
-		{name: "good creds pull with grant", user: "ci", pw: "ci-secret", repo: "team/app", act: auth.Pull, wantUser: "ci"},
-		{name: "good creds pull without grant, anonymous on", anon: true, user: "nobody", pw: "nobody-secret", repo: "team/app", act: auth.Pull, wantUser: "nobody"},
-		{name: "good creds pull without grant, anonymous off", user: "nobody", pw: "nobody-secret", repo: "team/app", act: auth.Pull, want: auth.ErrDenied, wantUser: "nobody"},
-		{name: "no push right", anon: true, user: "reader", pw: "reader-secret", repo: "team/app", act: auth.Push, want: auth.ErrDenied, wantUser: "reader"},
-		{name: "pull right everywhere", user: "reader", pw: "reader-secret", repo: "ghcr.io/org/app", act: auth.Pull, wantUser: "reader"},
-		{name: "push outside prefix", user: "ci", pw: "ci-secret", repo: "teamx/app", act: auth.Push, want: auth.ErrDenied, wantUser: "ci"},
-		{name: "push to the prefix itself", user: "ci", pw: "ci-secret", repo: "team", act: auth.Push, want: auth.ErrDenied, wantUser: "ci"},
-		{name: "grant on one repository", user: "dev", pw: "dev-secret", repo: "team/app", act: auth.Push, wantUser: "dev"},
-		{name: "grant on one repository, below it", user: "dev", pw: "dev-secret", repo: "team/app/sub", act: auth.Push, wantUser: "dev"},
-		{name: "grant on one repository, sibling", user: "dev", pw: "dev-secret", repo: "team/apple", act: auth.Push, want: auth.ErrDenied, wantUser: "dev"},
-		{name: "grant without delete", user: "dev", pw: "dev-secret", repo: "team/app", act: auth.Delete, want: auth.ErrDenied, wantUser: "dev"},
-		{name: "pull of another team repository", user: "dev", pw: "dev-secret", repo: "team/other", act: auth.Pull, want: auth.ErrDenied, wantUser: "dev"},
-		{name: "any user grant", user: "nobody", pw: "nobody-secret", repo: "public/tools", act: auth.Pull, wantUser: "nobody"},
-		{name: "any user grant is not anonymous", repo: "public/tools", act: auth.Pull, want: auth.ErrUnauthenticated},
-		{name: "dot-dot escape", user: "ci", pw: "ci-secret", repo: "team/../other", act: auth.Push, want: auth.ErrDenied, wantUser: "ci"},
-		{name: "empty element", user: "ci", pw: "ci-secret", repo: "team//app", act: auth.Push, want: auth.ErrDenied, wantUser: "ci"},
+		{name: "anonymous pull on", anon: true, repo: "team/app", act: policy.CapPull},
+		{name: "anonymous pull of any route", anon: true, repo: "library/alpine", act: policy.CapPull},
+		{name: "anonymous push", anon: true, repo: "team/app", act: policy.CapPush, want: auth.ErrUnauthenticated},
+		{name: "anonymous delete", anon: true, repo: "team/app", act: policy.CapDelete, want: auth.ErrUnauthenticated},
+		{name: "anonymous pull off", repo: "team/app", act: policy.CapPull, want: auth.ErrUnauthenticated},
+		{name: "empty basic is not anonymous", anon: true, header: "Basic Og==", repo: "team/app", act: policy.CapPull, want: auth.ErrUnauthenticated},
+		{name: "empty basic, anonymous pull off", header: "Basic Og==", repo: "team/app", act: policy.CapPull, want: auth.ErrUnauthenticated},
+		{name: "empty header", anon: true, header: " ", repo: "team/app", act: policy.CapPull, want: auth.ErrUnauthenticated},
+		{name: "basic without credentials", header: "Basic", repo: "team/app", act: policy.CapPull, want: auth.ErrUnauthenticated},
+		{name: "empty user", header: "Basic OnBhc3N3b3Jk", repo: "team/app", act: policy.CapPull, want: auth.ErrUnauthenticated},
+		{name: "wrong password", anon: true, user: "ci", pw: "nope", repo: "team/app", act: policy.CapPull, want: auth.ErrUnauthenticated},
+		{name: "wrong password, anonymous pull off", user: "ci", pw: "nope", repo: "team/app", act: policy.CapPush, want: auth.ErrUnauthenticated},
+		{name: "unknown user", anon: true, user: "mallory", pw: "ci-secret", repo: "team/app", act: policy.CapPull, want: auth.ErrUnauthenticated},
+		{name: "password of another user", user: "dev", pw: "ci-secret", repo: "team/app", act: policy.CapPull, want: auth.ErrUnauthenticated},
+		{name: "not basic", anon: true, header: "Bearer abc", repo: "team/app", act: policy.CapPull, want: auth.ErrUnauthenticated},
+		{name: "bad base64", anon: true, header: "Basic !!!", repo: "team/app", act: policy.CapPull, want: auth.ErrUnauthenticated},
+		{name: "good creds push", user: "ci", pw: "ci-secret", repo: "team/app", act: policy.CapPush, wantUser: "ci"},
+		{name: "good creds delete", user: "ci", pw: "ci-secret", repo: "team/a/b/c", act: policy.CapDelete, wantUser: "ci"},
+		{name: "good creds pull with grant", user: "ci", pw: "ci-secret", repo: "team/app", act: policy.CapPull, wantUser: "ci"},
+		{name: "good creds pull without grant, anonymous on", anon: true, user: "nobody", pw: "nobody-secret", repo: "team/app", act: policy.CapPull, wantUser: "nobody"},
+		{name: "good creds pull without grant, anonymous off", user: "nobody", pw: "nobody-secret", repo: "team/app", act: policy.CapPull, want: auth.ErrDenied, wantUser: "nobody"},
+		{name: "no push right", anon: true, user: "reader", pw: "reader-secret", repo: "team/app", act: policy.CapPush, want: auth.ErrDenied, wantUser: "reader"},
+		{name: "pull right everywhere", user: "reader", pw: "reader-secret", repo: "ghcr.io/org/app", act: policy.CapPull, wantUser: "reader"},
+		{name: "push outside prefix", user: "ci", pw: "ci-secret", repo: "teamx/app", act: policy.CapPush, want: auth.ErrDenied, wantUser: "ci"},
+		{name: "push to the prefix itself", user: "ci", pw: "ci-secret", repo: "team", act: policy.CapPush, want: auth.ErrDenied, wantUser: "ci"},
+		{name: "grant on one repository", user: "dev", pw: "dev-secret", repo: "team/app", act: policy.CapPush, wantUser: "dev"},
+		{name: "grant on one repository, below it", user: "dev", pw: "dev-secret", repo: "team/app/sub", act: policy.CapPush, wantUser: "dev"},
+		{name: "grant on one repository, sibling", user: "dev", pw: "dev-secret", repo: "team/apple", act: policy.CapPush, want: auth.ErrDenied, wantUser: "dev"},
+		{name: "grant without delete", user: "dev", pw: "dev-secret", repo: "team/app", act: policy.CapDelete, want: auth.ErrDenied, wantUser: "dev"},
+		{name: "pull of another team repository", user: "dev", pw: "dev-secret", repo: "team/other", act: policy.CapPull, want: auth.ErrDenied, wantUser: "dev"},
+		{name: "any user grant", user: "nobody", pw: "nobody-secret", repo: "public/tools", act: policy.CapPull, wantUser: "nobody"},
+		{name: "any user grant is not anonymous", repo: "public/tools", act: policy.CapPull, want: auth.ErrUnauthenticated},
+		{name: "dot-dot escape", user: "ci", pw: "ci-secret", repo: "team/../other", act: policy.CapPush, want: auth.ErrDenied, wantUser: "ci"},
+		{name: "empty element", user: "ci", pw: "ci-secret", repo: "team//app", act: policy.CapPush, want: auth.ErrDenied, wantUser: "ci"},
 		{name: "unknown action", user: "ci", pw: "ci-secret", repo: "team/app", act: 0, want: auth.ErrDenied, wantUser: "ci"},
 	}
 	for _, tt := range tests {
@@ -139,7 +139,7 @@ func TestPrefixMatching(t *testing.T) {
 				Htpasswd: path,
 				Grants:   []auth.Grant{{User: "u", Prefix: tt.prefix, Actions: []string{"push"}}},
 			})
-			_, err := f.a.Authorize(request("192.0.2.1:1", "u", "pw"), closedRoute, tt.repo, auth.Push)
+			_, err := f.a.Authorize(request("192.0.2.1:1", "u", "pw"), closedRoute, tt.repo, policy.CapPush)
 			if got := err == nil; got != tt.want {
 				t.Fatalf("prefix %q, repo %q: allowed %v (%v), want %v", tt.prefix, tt.repo, got, err, tt.want)
 			}
@@ -243,16 +243,16 @@ func TestZeroConfig(t *testing.T) {
 	if a.Realm() != "edge" {
 		t.Fatalf("zero config: realm %q", a.Realm())
 	}
-	if _, err := a.Authorize(request("192.0.2.1:1", "", ""), openRoute, "library/alpine", auth.Pull); err != nil {
+	if _, err := a.Authorize(request("192.0.2.1:1", "", ""), openRoute, "library/alpine", policy.CapPull); err != nil {
 		t.Fatalf("anonymous pull: %v", err)
 	}
-	if _, err := a.Authorize(request("192.0.2.1:1", "", ""), closedRoute, "library/alpine", auth.Pull); !errors.Is(err, auth.ErrUnauthenticated) {
+	if _, err := a.Authorize(request("192.0.2.1:1", "", ""), closedRoute, "library/alpine", policy.CapPull); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("anonymous pull of a closed route: %v", err)
 	}
-	if _, err := a.Authorize(request("192.0.2.1:1", "", ""), openRoute, "team/app", auth.Push); !errors.Is(err, auth.ErrUnauthenticated) {
+	if _, err := a.Authorize(request("192.0.2.1:1", "", ""), openRoute, "team/app", policy.CapPush); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("anonymous push: %v", err)
 	}
-	if _, err := a.Authorize(request("192.0.2.1:1", "u", "p"), openRoute, "team/app", auth.Pull); !errors.Is(err, auth.ErrUnauthenticated) {
+	if _, err := a.Authorize(request("192.0.2.1:1", "u", "p"), openRoute, "team/app", policy.CapPull); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("credentials with no users: %v", err)
 	}
 }
@@ -299,28 +299,6 @@ func TestNewRejects(t *testing.T) {
 			t.Fatal("second registration into one registry succeeded")
 		}
 	})
-}
-
-func TestActions(t *testing.T) {
-	t.Parallel()
-	for _, tt := range []struct {
-		name string
-		act  auth.Action
-		cap  policy.Capability
-	}{{"pull", auth.Pull, policy.CapPull}, {"push", auth.Push, policy.CapPush}, {"delete", auth.Delete, policy.CapDelete}} {
-		got, err := auth.ParseAction(tt.name)
-		if err != nil || got != tt.act || got.String() != tt.name || got.Capability() != tt.cap {
-			t.Errorf("%s: %v %v %v", tt.name, got, err, got.Capability())
-		}
-	}
-	if _, err := auth.ParseAction("PULL"); err == nil {
-		t.Error("ParseAction accepted PULL")
-	}
-	// A route that allows pulls only, as pull-through routes do, does not
-	// allow a push.
-	if policy.CapPull.Has(auth.Push.Capability()) {
-		t.Error("read-only capability has push")
-	}
 }
 
 // TestConfigGrant keeps Grant convertible from the configuration's grant.

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/edgeregistry/edge/auth"
+	"github.com/edgeregistry/edge/policy"
 )
 
 func TestVerifyCache(t *testing.T) {
@@ -94,18 +95,18 @@ func TestNoSecretsInLogs(t *testing.T) {
 	f := newFixture(t, auth.Config{Htpasswd: path},
 		auth.WithFailureLimit(2, time.Minute))
 	var errs []error
-	do := func(r *http.Request, act auth.Action) {
+	do := func(r *http.Request, act policy.Capability) {
 		_, err := f.a.Authorize(r, closedRoute, "team/app", act)
 		errs = append(errs, err)
 	}
-	do(request("192.0.2.1:1", "ci", password), auth.Push) // denied: no grant
-	do(request("192.0.2.1:1", "ci", wrongPassword), auth.Pull)
-	do(request("192.0.2.2:1", typedAsName, password), auth.Pull)
-	do(request("192.0.2.3:1", typedAsName, wrongPassword), auth.Pull) // locks the name out
-	do(request("192.0.2.4:1", typedAsName, wrongPassword), auth.Pull) // refused
+	do(request("192.0.2.1:1", "ci", password), policy.CapPush) // denied: no grant
+	do(request("192.0.2.1:1", "ci", wrongPassword), policy.CapPull)
+	do(request("192.0.2.2:1", typedAsName, password), policy.CapPull)
+	do(request("192.0.2.3:1", typedAsName, wrongPassword), policy.CapPull) // locks the name out
+	do(request("192.0.2.4:1", typedAsName, wrongPassword), policy.CapPull) // refused
 	r := request("192.0.2.5:1", "", "")
 	r.Header.Set("Authorization", "Bearer "+bearer)
-	do(r, auth.Pull)
+	do(r, policy.CapPull)
 	if _, err := f.a.Login(request("192.0.2.1:1", "ci", wrongPassword)); err != nil {
 		errs = append(errs, err)
 	}
@@ -147,14 +148,14 @@ func TestConcurrent(t *testing.T) {
 				var err error
 				switch i % 4 {
 				case 0:
-					_, err = f.a.Authorize(request(addr, "ci", "pw"), closedRoute, "team/app", auth.Push)
+					_, err = f.a.Authorize(request(addr, "ci", "pw"), closedRoute, "team/app", policy.CapPush)
 				case 1:
-					_, err = f.a.Authorize(request(addr, "dev", "bad"), closedRoute, "team/app", auth.Push)
+					_, err = f.a.Authorize(request(addr, "dev", "bad"), closedRoute, "team/app", policy.CapPush)
 					if errors.Is(err, auth.ErrUnauthenticated) {
 						err = nil
 					}
 				case 2:
-					_, err = f.a.Authorize(request(addr, "", ""), openRoute, "library/alpine", auth.Pull)
+					_, err = f.a.Authorize(request(addr, "", ""), openRoute, "library/alpine", policy.CapPull)
 				case 3:
 					_, err = f.a.Login(request(addr, "dev", "pw"))
 				}
@@ -201,7 +202,7 @@ func BenchmarkAuthorizeCached(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := a.Authorize(r, closedRoute, "team/app", auth.Push); err != nil {
+			if _, err := a.Authorize(r, closedRoute, "team/app", policy.CapPush); err != nil {
 				b.Error(err)
 				return
 			}

@@ -8,56 +8,6 @@ import (
 	"github.com/edgeregistry/edge/policy"
 )
 
-// Action is what a request does to a repository.
-type Action uint8
-
-const (
-	// Pull reads manifests, blobs and tag lists.
-	Pull Action = iota + 1
-	// Push uploads blobs and writes manifests and tags.
-	Push
-	// Delete removes manifests, tags and blobs.
-	Delete
-)
-
-func (a Action) String() string {
-	switch a {
-	case Pull:
-		return "pull"
-	case Push:
-		return "push"
-	case Delete:
-		return "delete"
-	}
-	return fmt.Sprintf("action(%d)", uint8(a))
-}
-
-// ParseAction reads the name of an action as grants write it: pull, push
-// or delete.
-func ParseAction(s string) (Action, error) {
-	for _, a := range []Action{Pull, Push, Delete} {
-		if s == a.String() {
-			return a, nil
-		}
-	}
-	return 0, fmt.Errorf("auth: unknown action %q (want pull, push or delete)", s)
-}
-
-// Capability is the route capability the action needs, so that the HTTP
-// layer can check the route with route.Caps.Has(act.Capability()). An
-// unknown action needs every capability.
-func (a Action) Capability() policy.Capability {
-	switch a {
-	case Pull:
-		return policy.CapPull
-	case Push:
-		return policy.CapPush
-	case Delete:
-		return policy.CapDelete
-	}
-	return policy.CapPull | policy.CapPush | policy.CapDelete
-}
-
 // Identity is who made a request.
 type Identity struct {
 	// User is the authenticated user name; "" is an anonymous client.
@@ -85,15 +35,15 @@ type Grant struct {
 
 // grant is a checked Grant.
 type grant struct {
-	user    string
-	route   string
-	prefix  string
-	actions [Delete + 1]bool
+	user   string
+	route  string
+	prefix string
+	caps   policy.Capability
 }
 
-func (g *grant) permits(user, route, repo string, act Action) bool {
+func (g *grant) permits(user, route, repo string, need policy.Capability) bool {
 	return (g.user == "*" || g.user == user) && (g.route == "" || g.route == route) &&
-		g.actions[act] && underPrefix(repo, g.prefix)
+		g.caps.Has(need) && underPrefix(repo, g.prefix)
 }
 
 // underPrefix reports whether repo falls under prefix: below it when the
@@ -143,11 +93,11 @@ func compileGrant(g Grant) (grant, error) {
 		return cg, errors.New("no actions")
 	}
 	for _, s := range g.Actions {
-		act, err := ParseAction(s)
+		c, err := policy.ParseCapability(s)
 		if err != nil {
 			return cg, err
 		}
-		cg.actions[act] = true
+		cg.caps |= c
 	}
 	return cg, nil
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/edgeregistry/edge/auth"
+	"github.com/edgeregistry/edge/policy"
 )
 
 func TestReload(t *testing.T) {
@@ -19,7 +20,7 @@ func TestReload(t *testing.T) {
 	f := newFixture(t, auth.Config{Htpasswd: path,
 		Grants: []auth.Grant{{User: "*", Actions: []string{"pull"}}}}, auth.WithReloadInterval(5*time.Second))
 	pull := func(user, pw string) error {
-		_, err := f.a.Authorize(request("192.0.2.1:1", user, pw), closedRoute, "team/app", auth.Pull)
+		_, err := f.a.Authorize(request("192.0.2.1:1", user, pw), closedRoute, "team/app", policy.CapPull)
 		return err
 	}
 	if err := pull("ci", "old"); err != nil {
@@ -121,10 +122,10 @@ func TestHtpasswdIgnoresOtherHashes(t *testing.T) {
 	}
 	f := newFixture(t, auth.Config{Htpasswd: path,
 		Grants: []auth.Grant{{User: "*", Actions: []string{"pull"}}}})
-	if _, err := f.a.Authorize(request("192.0.2.1:1", "ok", "bcrypt-pw"), closedRoute, "a/b", auth.Pull); err != nil {
+	if _, err := f.a.Authorize(request("192.0.2.1:1", "ok", "bcrypt-pw"), closedRoute, "a/b", policy.CapPull); err != nil {
 		t.Fatalf("bcrypt user: %v", err)
 	}
-	if _, err := f.a.Authorize(request("192.0.2.1:1", "plain", "plain-text-secret"), closedRoute, "a/b", auth.Pull); !errors.Is(err, auth.ErrUnauthenticated) {
+	if _, err := f.a.Authorize(request("192.0.2.1:1", "plain", "plain-text-secret"), closedRoute, "a/b", policy.CapPull); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("plain-text user: %v", err)
 	}
 	logs := f.logs.String()
@@ -218,7 +219,7 @@ func TestSetPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	for user, pw := range map[string]string{"ci": "second", "dev": "x", "ops": "third"} {
-		if _, err := a.Authorize(request("192.0.2.1:1", user, pw), closedRoute, "a", auth.Pull); err != nil {
+		if _, err := a.Authorize(request("192.0.2.1:1", user, pw), closedRoute, "a", policy.CapPull); err != nil {
 			t.Errorf("%s: %v", user, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeregistry/edge/auth"
+	"github.com/edgeregistry/edge/policy"
 )
 
 // limitOpts: 3 failures of a user from one address in a minute lock that
@@ -198,7 +199,7 @@ func TestRateLimitPerClient(t *testing.T) {
 		t.Fatalf("after a good login elsewhere: %v, want ErrRateLimited", err)
 	}
 	// Anonymous pulls carry no credentials and are not refused.
-	if _, err := f.a.Authorize(request("[2001:db8:1:2::1]:1", "", ""), openRoute, "library/alpine", auth.Pull); err != nil {
+	if _, err := f.a.Authorize(request("[2001:db8:1:2::1]:1", "", ""), openRoute, "library/alpine", policy.CapPull); err != nil {
 		t.Fatalf("anonymous pull from a locked-out client: %v", err)
 	}
 	if got := f.metric(t, "edge_auth_lockouts_total", map[string]string{"scope": "client"}); got != 1 {

@@ -1,6 +1,10 @@
 package auth
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeregistry/edge/policy"
+)
 
 // Failure reasons, the values of the reason label of edge_auth_failures_total.
 const (
@@ -12,12 +16,12 @@ const (
 
 // metrics are the authorizer's Prometheus collectors.
 type metrics struct {
-	failures  *prometheus.CounterVec         // reason
-	lockouts  *prometheus.CounterVec         // scope: pair, client, user
-	decisions *prometheus.CounterVec         // action, result
-	allowed   [Delete + 1]prometheus.Counter // decisions allowed, by action: resolved once, counted on every pull
-	cache     *prometheus.CounterVec         // result: hit, miss
-	reloads   *prometheus.CounterVec         // result: ok, error
+	failures  *prometheus.CounterVec                   // reason
+	lockouts  *prometheus.CounterVec                   // scope: pair, client, user
+	decisions *prometheus.CounterVec                   // action, result
+	allowed   map[policy.Capability]prometheus.Counter // decisions allowed, by action: resolved once, counted on every pull
+	cache     *prometheus.CounterVec                   // result: hit, miss
+	reloads   *prometheus.CounterVec                   // result: ok, error
 	users     prometheus.Gauge
 }
 
@@ -54,8 +58,9 @@ func newMetrics() *metrics {
 	for _, s := range []string{"pair", "client", "user"} {
 		m.lockouts.WithLabelValues(s)
 	}
-	for act := Pull; act <= Delete; act++ {
-		m.allowed[act] = m.decisions.WithLabelValues(act.String(), result(nil))
+	m.allowed = make(map[policy.Capability]prometheus.Counter)
+	for _, c := range []policy.Capability{policy.CapPull, policy.CapPush, policy.CapDelete} {
+		m.allowed[c] = m.decisions.WithLabelValues(c.String(), result(nil))
 	}
 	return m
 }

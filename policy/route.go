@@ -23,6 +23,40 @@ const (
 // Has reports whether every capability in want is in c.
 func (c Capability) Has(want Capability) bool { return c&want == want }
 
+// Single reports whether c is exactly one capability: what one request
+// needs.
+func (c Capability) Single() bool { return c == CapPull || c == CapPush || c == CapDelete }
+
+// capNames are the names of the capabilities, as grants and metrics write
+// them.
+var capNames = []struct {
+	c    Capability
+	name string
+}{{CapPull, "pull"}, {CapPush, "push"}, {CapDelete, "delete"}}
+
+func (c Capability) String() string {
+	var names []string
+	for _, n := range capNames {
+		if c.Has(n.c) {
+			names = append(names, n.name)
+		}
+	}
+	if c&^(CapPull|CapPush|CapDelete) != 0 || len(names) == 0 {
+		return fmt.Sprintf("capability(%d)", uint8(c))
+	}
+	return strings.Join(names, "+")
+}
+
+// ParseCapability reads the name of one capability: pull, push or delete.
+func ParseCapability(s string) (Capability, error) {
+	for _, n := range capNames {
+		if s == n.name {
+			return n.c, nil
+		}
+	}
+	return 0, fmt.Errorf("policy: unknown action %q (want pull, push or delete)", s)
+}
+
 // DefaultTagTTL is how long a tag record is fresh when a route sets none.
 const DefaultTagTTL = 5 * time.Minute
 

@@ -129,3 +129,30 @@ func TestFresh(t *testing.T) {
 		t.Fatalf("RetryDelay with Retry-After = %v", d)
 	}
 }
+
+func TestCapabilityNames(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		c    Capability
+	}{{"pull", CapPull}, {"push", CapPush}, {"delete", CapDelete}} {
+		got, err := ParseCapability(tt.name)
+		if err != nil || got != tt.c || got.String() != tt.name || !got.Single() {
+			t.Errorf("%s: %v %v", tt.name, got, err)
+		}
+	}
+	if _, err := ParseCapability("PULL"); err == nil {
+		t.Error("ParseCapability accepted PULL")
+	}
+	if (CapPull | CapPush).Single() || Capability(0).Single() {
+		t.Error("a set or nothing passed for one capability")
+	}
+	if got := (CapPull | CapDelete).String(); got != "pull+delete" {
+		t.Errorf("String of a set: %q", got)
+	}
+	// A route that allows pulls only, as pull-through routes do, does not
+	// allow a push.
+	if CapPull.Has(CapPush) {
+		t.Error("read-only capability has push")
+	}
+}

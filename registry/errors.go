@@ -11,6 +11,7 @@ import (
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 
+	"github.com/edgeregistry/edge/auth"
 	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/internal/h1"
 	"github.com/edgeregistry/edge/internal/oci"
@@ -63,15 +64,15 @@ func toAPIError(err error, about subject) *apiError {
 	}
 	var oe *upstream.Error
 	isOrigin := errors.As(err, &oe)
-	var rl *RateLimitError
 	switch {
-	case errors.Is(err, ErrUnauthenticated):
+	case errors.Is(err, auth.ErrUnauthenticated):
 		return &apiError{Status: http.StatusUnauthorized, Code: errcode.ErrorCodeUnauthorized, Message: "authentication required", Err: err}
-	case errors.Is(err, ErrDenied):
+	case errors.Is(err, auth.ErrDenied):
 		return &apiError{Status: http.StatusForbidden, Code: errcode.ErrorCodeDenied, Message: "requested access to the resource is denied", Err: err}
-	case errors.As(err, &rl):
+	case errors.Is(err, auth.ErrRateLimited):
+		d, _ := auth.RetryAfter(err)
 		return &apiError{Status: http.StatusTooManyRequests, Code: errcode.ErrorCodeTooManyRequests,
-			Message: "too many failed logins; try again later", RetryAfter: max(int(rl.RetryAfter.Seconds()), 1), Err: err}
+			Message: "too many failed logins; try again later", RetryAfter: max(int(d/time.Second), 1), Err: err}
 	case errors.Is(err, cache.ErrUploadUnknown):
 		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeBlobUploadUnknown, Message: "upload unknown", Err: err}
 	case errors.Is(err, cache.ErrUploadOffset):

@@ -33,18 +33,11 @@ func location(req *request, suffix string) string {
 // routeAllows refuses what the request's route does not allow, before
 // anyone's credentials are looked at: a push to a pull-through mirror is
 // UNSUPPORTED for everyone.
-func (s *Server) routeAllows(req *request, a Access) error {
-	need := policy.CapPull
-	switch a {
-	case Push:
-		need = policy.CapPush
-	case Delete:
-		need = policy.CapDelete
-	}
+func (s *Server) routeAllows(req *request, need policy.Capability) error {
 	if req.route.Caps.Has(need) {
 		return nil
 	}
-	msg := fmt.Sprintf("route %s does not allow %s", req.route.Name, a)
+	msg := fmt.Sprintf("route %s does not allow %s", req.route.Name, need)
 	if !req.route.Hosted {
 		msg += ": it is a read-only pull-through mirror; push to a hosted route"
 	}
@@ -170,7 +163,7 @@ func (s *Server) mountFrom(req *request, from string, d digest.Digest) (bool, er
 		return false, nil // no mount, an upload instead
 	}
 	for _, h := range holders {
-		if s.authorize(req.client, req.route, h, Pull) == nil {
+		if s.authorize(req.client, req.route, h, policy.CapPull) == nil {
 			return s.engine.Mount(req.client.Context(), req.route, req.repo, h, d)
 		}
 	}
@@ -187,7 +180,7 @@ func (s *Server) mount(req *request, from string, d digest.Digest) (bool, error)
 	if err != nil || rt != req.route {
 		return false, nil
 	}
-	if err := s.authorize(req.client, rt, fromRepo, Pull); err != nil {
+	if err := s.authorize(req.client, rt, fromRepo, policy.CapPull); err != nil {
 		return false, nil
 	}
 	return s.engine.Mount(req.client.Context(), req.route, req.repo, fromRepo, d)

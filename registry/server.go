@@ -25,6 +25,8 @@ type Server struct {
 	engine *cache.Engine
 	log    *slog.Logger
 	auth   Authorizer
+	// anonymous is true when some route lets anonymous clients pull.
+	anonymous bool
 
 	namespaces map[string][]string // OCI-Namespace values by route
 	series     sync.Map            // seriesKey -> *series: metric children, resolved once
@@ -68,6 +70,7 @@ func New(router *policy.Router, engine *cache.Engine, opts ...Option) *Server {
 	s.namespaces = make(map[string][]string)
 	for _, rt := range router.Routes() {
 		s.namespaces[rt.Name] = []string{rt.Name}
+		s.anonymous = s.anonymous || rt.AnonymousPull
 	}
 	return s
 }
@@ -266,13 +269,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			routeName = req.route.Name
 			h["Oci-Namespace"] = s.namespaces[req.route.Name]
-			access := accessOf(op, r.Method)
-			if err = s.routeAllows(req, access); err == nil {
-				err = s.authorize(r, req.route, req.repo, access)
+			c := need(op, r.Method)
+			if err = s.routeAllows(req, c); err == nil {
+				err = s.authorize(r, req.route, req.repo, c)
 			}
 		}
-	} else if op == "base" && s.auth != nil {
-		err = s.auth.Login(r)
+	} else if op == "base" {
+		err = s.login(r)
 	}
 	if err == nil {
 		err = s.serve(w, req)
@@ -297,7 +300,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if sw.status == 0 {
 			if ae.Status == http.StatusUnauthorized && s.auth != nil {
-				w.Header().Set("WWW-Authenticate", s.auth.Challenge())
+				s.auth.Challenge(w)
 			}
 			writeError(w, r, ae)
 		}

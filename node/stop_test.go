@@ -1,4 +1,4 @@
-package main
+package node_test
 
 import (
 	"bufio"
@@ -60,7 +60,7 @@ func TestStopDrainsWhileAFillIsSlow(t *testing.T) {
 			data, d := origintest.PushRandomBlob(t, origin.URL, "library/app", 256<<10)
 			gate := proxy.Hold(origintest.BlobGets, 64<<10)
 			defer gate.Release()
-			node := runTestNode(t, `
+			tn := runTestNode(t, `
 listen: "127.0.0.1:0"
 admin_listen: "127.0.0.1:0"
 data_dir: `+t.TempDir()+`
@@ -68,21 +68,21 @@ routes: [{name: docker.io, origin: "`+proxy.URL+`", default: true}]
 global: {backend: none}
 server: {shutdown_grace: 1h}
 `)
-			pull, br := rawGet(t, node.api, "/v2/library/app/blobs/"+d.String())
+			pull, br := rawGet(t, tn.api, "/v2/library/app/blobs/"+d.String())
 			<-gate.Reached()
 			res, err := http.ReadResponse(br, nil)
 			if err != nil || res.StatusCode != http.StatusOK {
 				t.Fatalf("the slow pull: %v %v", res, err)
 			}
 
-			node.stop() // SIGTERM
+			tn.stop() // SIGTERM
 			for {
-				if code, _ := status(t, node.admin+"/readyz"); code == http.StatusServiceUnavailable {
+				if code, _ := status(t, tn.admin+"/readyz"); code == http.StatusServiceUnavailable {
 					break
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			if code, closing := status(t, node.api+"/v2/"); code != http.StatusOK || !closing {
+			if code, closing := status(t, tn.api+"/v2/"); code != http.StatusOK || !closing {
 				t.Errorf("a new connection while the node drains: %d, Connection: close %v; want it answered", code, closing)
 			}
 
@@ -95,10 +95,10 @@ server: {shutdown_grace: 1h}
 					t.Errorf("the pull in progress: %d bytes, %v; want the whole blob", len(body), err)
 				}
 			}
-			if err := node.wait(); err != nil {
+			if err := tn.wait(); err != nil {
 				t.Errorf("serve: %v", err)
 			}
-			if c, err := net.Dial("tcp", strings.TrimPrefix(node.api, "http://")); err == nil {
+			if c, err := net.Dial("tcp", strings.TrimPrefix(tn.api, "http://")); err == nil {
 				_ = c.Close()
 				t.Error("the API listener is open after the stop")
 			}
@@ -116,7 +116,7 @@ func TestConnectionLimitFromConfig(t *testing.T) {
 	_, d := origintest.PushRandomBlob(t, origin.URL, "library/app", 256<<10)
 	gate := proxy.Hold(origintest.BlobGets, 64<<10)
 	defer gate.Release()
-	node := runTestNode(t, `
+	tn := runTestNode(t, `
 listen: "127.0.0.1:0"
 admin_listen: ""
 data_dir: `+t.TempDir()+`
@@ -124,10 +124,10 @@ routes: [{name: docker.io, origin: "`+proxy.URL+`", default: true}]
 global: {backend: none}
 server: {max_connections: 1}
 `)
-	busy, _ := rawGet(t, node.api, "/v2/library/app/blobs/"+d.String())
+	busy, _ := rawGet(t, tn.api, "/v2/library/app/blobs/"+d.String())
 	defer busy.Close()
 	<-gate.Reached()
-	_, br := rawGet(t, node.api, "/v2/")
+	_, br := rawGet(t, tn.api, "/v2/")
 	res, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)

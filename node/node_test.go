@@ -1,56 +1,56 @@
-package main
+package node_test
 
 import (
 	"bytes"
 	"context"
 	"net/http"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
+	"go.uber.org/goleak"
 
 	"github.com/edgeregistry/edge/auth"
 	"github.com/edgeregistry/edge/config"
 	"github.com/edgeregistry/edge/internal/origintest"
 	"github.com/edgeregistry/edge/internal/testkit"
+	"github.com/edgeregistry/edge/node"
 )
 
-// logBuffer is a log sink tests can read while the node writes to it.
-type logBuffer = testkit.Buffer
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// distribution's notification broadcaster lives as long as the process.
+		goleak.IgnoreTopFunction("github.com/docker/go-events.(*Broadcaster).run"),
+	)
+}
 
-var (
-	apiAddr   = regexp.MustCompile(`msg=listening listener=api addr=(\S+)`)
-	adminAddr = regexp.MustCompile(`msg=listening listener=admin addr=(\S+)`)
-)
-
-// startNode runs serve in-process and returns the API's base URL.
+// startNode runs a node in-process and returns the API's base URL.
 func startNode(t *testing.T, yaml string) string {
 	t.Helper()
 	return runTestNode(t, yaml).api
 }
 
-// testNode is a node serve runs in-process.
+// testNode is a node run in-process.
 type testNode struct {
 	api, admin string             // base URLs; admin is empty without an admin listener
 	stop       context.CancelFunc // what SIGTERM does
-	logs       *logBuffer
+	logs       *testkit.Buffer
 
-	done chan error // what serve returned
+	done chan error // what Run returned
 	once sync.Once
 	err  error
 }
 
-// wait waits for serve to return and returns its error.
+// wait waits for Run to return and returns its error.
 func (n *testNode) wait() error {
 	n.once.Do(func() { n.err = <-n.done })
 	return n.err
 }
 
-// runTestNode runs serve in-process until the test ends or stop is called.
+// runTestNode runs a node in-process until the test ends or stop is
+// called.
 func runTestNode(t *testing.T, yaml string) *testNode {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml))
@@ -58,30 +58,24 @@ func runTestNode(t *testing.T, yaml string) *testNode {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &testNode{stop: cancel, done: make(chan error, 1), logs: &logBuffer{}}
-	go func() { n.done <- serve(ctx, cfg, n.logs) }()
+	tn := &testNode{stop: cancel, done: make(chan error, 1), logs: &testkit.Buffer{}}
+	n, err := node.New(ctx, cfg, node.WithLogger(node.NewLogger(cfg.Log, tn.logs)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	tn.api = "http://" + n.Addr("api")
+	if a := n.Addr("admin"); a != "" {
+		tn.admin = "http://" + a
+	}
+	go func() { tn.done <- n.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := n.wait(); err != nil {
-			t.Errorf("serve: %v", err)
+		if err := tn.wait(); err != nil {
+			t.Errorf("Run: %v", err)
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		logs := n.logs.String()
-		if strings.Contains(logs, `msg="edge node started"`) {
-			if m := apiAddr.FindStringSubmatch(logs); m != nil {
-				n.api = "http://" + m[1]
-			}
-			if m := adminAddr.FindStringSubmatch(logs); m != nil {
-				n.admin = "http://" + m[1]
-			}
-			return n
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("node did not start: %s", n.logs.String())
-	return nil
+	return tn
 }
 
 func TestPushNeedsAUserWithAGrant(t *testing.T) {
@@ -190,20 +184,6 @@ auth:
 		if res.StatusCode != c.status {
 			t.Fatalf("%s private blob as %q: %d, want %d", c.method, c.user, res.StatusCode, c.status)
 		}
-	}
-}
-
-func TestRunCommands(t *testing.T) {
-	t.Parallel()
-	var out, errOut bytes.Buffer
-	if err := run([]string{"config", "check"}, &out, &errOut); err != nil || !strings.Contains(out.String(), "registry-1.docker.io") {
-		t.Fatalf("config check: %v %s", err, out.String())
-	}
-	if err := run([]string{"bogus"}, &out, &errOut); err == nil {
-		t.Fatal("an unknown command was accepted")
-	}
-	if err := run([]string{"serve", "--config", "/nonexistent.yaml"}, &out, &errOut); err == nil {
-		t.Fatal("a missing config file was accepted")
 	}
 }
 

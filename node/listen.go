@@ -1,0 +1,137 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeregistry/edge/config"
+	"github.com/edgeregistry/edge/internal/h1"
+)
+
+// listener is the API's server or the admin's, and its socket.
+type listener struct {
+	name  string
+	ln    net.Listener
+	api   *h1.Server
+	admin *http.Server
+}
+
+// listen builds the API's server and the admin's, and opens their sockets.
+func (n *Node) listen(api, admin http.Handler, reg prometheus.Registerer) error {
+	cfg := n.cfg
+	apiSrv, err := newAPIServer(cfg.Server, cfg.TLS, api, n.log.With("component", "http"), reg)
+	if err != nil {
+		return err
+	}
+	servers := []*listener{{name: "api", api: apiSrv}}
+	addrs := []string{cfg.Listen}
+	if cfg.AdminListen != "" {
+		servers = append(servers, &listener{name: "admin",
+			admin: &http.Server{Handler: admin, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}})
+		addrs = append(addrs, cfg.AdminListen)
+	}
+	for i, l := range servers {
+		ln, err := net.Listen("tcp", addrs[i])
+		if err != nil {
+			return fmt.Errorf("%s listener: %w", l.name, err)
+		}
+		l.ln = ln
+		n.servers = append(n.servers, l)
+	}
+	return nil
+}
+
+func (l *listener) shutdown(ctx context.Context) error {
+	if l.api != nil {
+		return l.api.Shutdown(ctx)
+	}
+	return l.admin.Shutdown(ctx)
+}
+
+func (l *listener) serve() error {
+	var err error
+	if l.api != nil {
+		err = l.api.Serve(l.ln)
+	} else {
+		err = l.admin.Serve(l.ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("%s listener: %w", l.name, err)
+}
+
+// stop takes the node out of service: readiness goes false first, so that
+// a fleet's load balancer sends new connections elsewhere; the API keeps
+// answering (each answer its connection's last) until the requests in
+// progress have finished, then closes its listener; the fills no client
+// waits for any more get a moment, then stop; the admin listener closes
+// last. All of it within the shutdown grace, after which the requests
+// still in progress are broken.
+func (n *Node) stop() {
+	n.ready.Store(false)
+	n.log.Info("shutting down")
+	grace := time.Duration(n.cfg.Server.ShutdownGrace)
+	if grace == 0 {
+		grace = config.DefaultShutdownGrace
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	api, admin := n.servers[0], n.servers[1:]
+	if err := api.api.Drain(sctx); err != nil {
+		n.log.Warn("requests still in progress at the end of the shutdown grace", "err", err)
+	}
+	if err := api.shutdown(sctx); err != nil {
+		n.log.Warn("shutdown", "listener", api.name, "err", err)
+	}
+	fctx, fcancel := context.WithTimeout(sctx, fillGrace)
+	defer fcancel()
+	if err := n.engine.Close(fctx); err != nil {
+		n.log.Info("fills stopped at shutdown", "err", err)
+	}
+	for _, l := range admin {
+		if err := l.shutdown(sctx); err != nil {
+			n.log.Warn("shutdown", "listener", l.name, "err", err)
+		}
+	}
+}
+
+// fillGrace is how long the fills that no client waits for any more may
+// run on once the API has stopped; then they stop, to be made again by
+// whichever node a client asks next.
+const fillGrace = time.Second
+
+// newAPIServer builds the API's server: pulls on the lean loop, the rest
+// (everything, with TLS or when the lean loop is off) on net/http, under
+// one set of limits and timeouts.
+func newAPIServer(cfg config.Server, tlsCfg *config.TLS, handler http.Handler, log *slog.Logger, reg prometheus.Registerer) (*h1.Server, error) {
+	fallback := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: time.Duration(cfg.HeaderTimeout),
+		IdleTimeout:       time.Duration(cfg.IdleTimeout),
+	}
+	lean := handler
+	if cfg.LeanLoop != nil && !*cfg.LeanLoop {
+		lean = nil
+	}
+	if tlsCfg != nil {
+		cert, err := tls.LoadX509KeyPair(tlsCfg.CertFile, tlsCfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		fallback.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		lean = nil
+	}
+	return h1.New(lean, fallback, h1.WithLogger(log), h1.WithRegisterer(reg),
+		h1.WithMaxConns(cfg.MaxConnections),
+		h1.WithBodyTimeout(time.Duration(cfg.BodyTimeout), int64(cfg.MinBodyRate)),
+		h1.WithSendTimeout(time.Duration(cfg.SendTimeout)))
+}

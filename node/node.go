@@ -1,0 +1,259 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/edgeregistry/edge/auth"
+	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/config"
+	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/registry"
+	"github.com/edgeregistry/edge/storjtier"
+	"github.com/edgeregistry/edge/upstream"
+)
+
+// Node is one edge node, built and listening, ready to Run.
+type Node struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	engine  *cache.Engine
+	store   *localtier.Store
+	ready   atomic.Bool
+	servers []*listener // the API's first
+	closers []func()    // in the order to call them, at the end of Run or by Close
+}
+
+// Option configures a Node.
+type Option func(*options)
+
+type options struct {
+	log *slog.Logger
+}
+
+// WithLogger sets the logger; the default writes the configuration's log
+// format and level to standard error.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// NewLogger is the logger that the configuration's log section asks for,
+// writing to out.
+func NewLogger(c config.Log, out io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
+}
+
+// New builds the node that cfg (already validated) describes and opens its
+// listeners. Run it, or Close it.
+func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err error) {
+	o := options{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.log == nil {
+		o.log = NewLogger(cfg.Log, os.Stderr)
+	}
+	n = &Node{cfg: cfg, log: o.log}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	promReg := prometheus.NewRegistry()
+	// Every series carries the node's region, so one Prometheus can hold the fleet.
+	reg := prometheus.WrapRegistererWith(prometheus.Labels{"region": cfg.Region}, promReg)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	router, err := policy.NewRouter(cfg.PolicyRoutes())
+	if err != nil {
+		return nil, err
+	}
+	if err := n.buildEngine(ctx, reg); err != nil {
+		return nil, err
+	}
+	authz, err := auth.New(authConfig(cfg.Auth, "edge "+cfg.Region),
+		append(authOptions(cfg.Auth), auth.WithLogger(n.log.With("component", "auth")), auth.WithRegisterer(reg))...)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	api := registry.New(router, n.engine, registry.WithLogger(n.log.With("component", "registry")), registry.WithRegisterer(reg),
+		registry.WithAuthorizer(authz))
+	if err := n.listen(api, n.admin(promReg, reg), reg); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// buildEngine opens the local tier, the origins and the global tier, and
+// puts the engine over them.
+func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error {
+	cfg := n.cfg
+	store, err := localtier.Open(filepath.Join(cfg.DataDir, "local"), localtier.Options{
+		MaxSize: int64(cfg.Local.MaxSize), Logger: n.log.With("component", "localtier"), Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	n.store = store
+	n.closers = append(n.closers, func() {
+		if err := store.Close(); err != nil {
+			n.log.Error("closing the local tier", "err", err)
+		}
+	})
+	originMetrics := upstream.NewMetrics(reg)
+	origins := make(map[string]cache.Origin)
+	for _, r := range cfg.Routes {
+		if r.Hosted {
+			continue
+		}
+		c, err := upstream.New(originConfig(r, n.log.With("component", "upstream", "route", r.Name), originMetrics))
+		if err != nil {
+			return fmt.Errorf("route %s: %w", r.Name, err)
+		}
+		n.closers = append([]func(){c.Close}, n.closers...)
+		origins[r.Name] = c
+	}
+	opts := []cache.Option{cache.WithLogger(n.log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg),
+		cache.WithMaxUploadSize(int64(cfg.Limits.MaxUploadSize))}
+	backend, err := storjtier.Open(ctx, cfg.Global)
+	if err != nil {
+		return fmt.Errorf("global tier: %w", err)
+	}
+	if c, ok := backend.(io.Closer); ok {
+		n.closers = append([]func(){func() { _ = c.Close() }}, n.closers...)
+	}
+	if backend != nil {
+		opts = append(opts, cache.WithGlobal(storjtier.New(backend, storjtier.WithRegion(cfg.Region))))
+	}
+	n.engine, err = cache.New(store, origins, opts...)
+	if err != nil {
+		return err
+	}
+	n.engine.RegisterQueueGauge(reg)
+	return nil
+}
+
+// originConfig is the origin client's configuration of route r.
+func originConfig(r config.Route, log *slog.Logger, m *upstream.Metrics) upstream.Config {
+	return upstream.Config{
+		Name: r.Name, Origin: r.Origin, Username: r.Username, Password: r.Password,
+		DialTimeout: time.Duration(r.Timeouts.Dial), MetaTimeout: time.Duration(r.Timeouts.Metadata),
+		BlobIdleTimeout: time.Duration(r.Timeouts.BlobIdle),
+		Breaker: upstream.BreakerConfig{
+			Failures: r.Breaker.Failures, CoolDown: time.Duration(r.Breaker.CoolDown), Disabled: r.Breaker.Disabled,
+		},
+		Logger: log, Metrics: m,
+	}
+}
+
+// admin is the admin listener's handler: metrics, profiles, health and
+// readiness.
+func (n *Node) admin(promReg *prometheus.Registry, reg prometheus.Registerer) http.Handler {
+	admin := http.NewServeMux()
+	admin.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: reg}))
+	admin.HandleFunc("GET /debug/pprof/", pprof.Index)
+	admin.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	admin.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	admin.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	admin.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !n.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	return admin
+}
+
+// Addr is the address a listener ("api" or "admin") listens on, or "".
+func (n *Node) Addr(name string) string {
+	for _, l := range n.servers {
+		if l.name == name {
+			return l.ln.Addr().String()
+		}
+	}
+	return ""
+}
+
+// Run serves until ctx ends or a listener fails, then stops the node and
+// releases everything it holds. It returns the failure, if any.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	// Work beside the API runs until the API has stopped, not only until
+	// ctx ends: a write-behind item fed by the last requests is not lost.
+	side, stopSide := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSide()
+	sideDone := make(chan struct{}, 2)
+	go func() { defer func() { sideDone <- struct{}{} }(); n.engine.RunWriteBehind(side, 4) }()
+	go func() { defer func() { sideDone <- struct{}{} }(); cleanUploads(side, n.store, n.log) }()
+	for _, l := range n.servers {
+		n.log.Info("listening", "listener", l.name, "addr", l.ln.Addr().String())
+		g.Go(l.serve)
+	}
+	n.ready.Store(true)
+	n.log.Info("edge node started", "region", n.cfg.Region, "routes", len(n.cfg.Routes), "data_dir", n.cfg.DataDir,
+		"global", n.cfg.Global.Backend)
+	g.Go(func() error {
+		<-gctx.Done()
+		n.stop()
+		return nil
+	})
+	err := g.Wait()
+	stopSide()
+	<-sideDone
+	<-sideDone
+	return err
+}
+
+// Close releases what the node holds: its listeners, origins, global tier
+// and local tier. Run calls it at its end.
+func (n *Node) Close() {
+	for _, l := range n.servers {
+		_ = l.ln.Close()
+	}
+	for _, c := range n.closers {
+		c()
+	}
+	n.servers, n.closers = nil, nil
+}
+
+// uploadIdle is how long an upload session may receive nothing before it
+// counts as abandoned and is removed.
+const uploadIdle = 24 * time.Hour
+
+// cleanUploads removes abandoned upload sessions at start and every hour.
+func cleanUploads(ctx context.Context, store *localtier.Store, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := store.CleanUploads(ctx, uploadIdle); err != nil {
+			log.Warn("cannot clean upload sessions", "err", err)
+		} else if n > 0 {
+			log.Info("removed abandoned upload sessions", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
