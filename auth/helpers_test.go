@@ -93,28 +93,7 @@ func newFixture(t *testing.T, cfg auth.Config, opts ...auth.Option) *fixture {
 // when absent.
 func (f *fixture) metric(t *testing.T, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := f.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			if m.Counter != nil {
-				return m.GetCounter().GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	return 0
+	return testkit.Metric(t, f.reg, name, labels)
 }
 
 // request is an API request from addr, with Basic credentials unless user

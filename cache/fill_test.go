@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/storjtier"
@@ -305,7 +306,7 @@ func TestPassThroughFillServesAllItsReadersFromOneFetch(t *testing.T) {
 	for i := 1; i < len(got); i++ {
 		wg.Go(func() { got[i], errs[i] = fetch(ctx, e, g.d) })
 	}
-	waitFor(t, "every reader to join the fill", func() bool { return counter(t, e.m.coalesced) == 4 })
+	testkit.Eventually(t, "every reader to join the fill", func() bool { return counter(t, e.m.coalesced) == 4 })
 	close(g.release)
 	wg.Wait()
 	for i := range got {
@@ -315,17 +316,6 @@ func TestPassThroughFillServesAllItsReadersFromOneFetch(t *testing.T) {
 	}
 	if opens := g.opens(); len(opens) != 1 {
 		t.Fatalf("global tier opened %d times (%v); one fetch serves every reader", len(opens), opens)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeregistry/edge/internal/testkit"
 )
 
 // blobOf makes distinct content of n bytes.
@@ -19,26 +21,6 @@ func blobOf(i, n int) []byte {
 	b := make([]byte, n)
 	copy(b, fmt.Sprintf("blob %d", i))
 	return b
-}
-
-func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		m := mf.GetMetric()[0]
-		if m.GetCounter() != nil {
-			return m.GetCounter().GetValue()
-		}
-		return m.GetGauge().GetValue()
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
 }
 
 func TestEvictByLeastRecentAccess(t *testing.T) {
@@ -100,7 +82,7 @@ func TestEvictByLeastRecentAccess(t *testing.T) {
 		"edge_evictions_total":     2,
 		"edge_evicted_bytes_total": 200,
 	} {
-		if got := metricValue(t, reg, name); got != want {
+		if got := testkit.Metric(t, reg, name, nil); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
@@ -207,7 +189,7 @@ func TestBackgroundEviction(t *testing.T) {
 		clock.Advance(time.Minute)
 	}
 	// The tenth commit passed 950 bytes.
-	waitFor(t, func() bool { n, _ := s.Usage(); return n <= 850 })
+	testkit.Eventually(t, "the condition", func() bool { n, _ := s.Usage(); return n <= 850 })
 }
 
 // Access times reach the index by the periodic flush, not per hit.
@@ -227,23 +209,10 @@ func TestAccessTimesFlushed(t *testing.T) {
 	if !info.Accessed.Equal(added.Add(time.Hour)) {
 		t.Fatalf("Accessed = %v", info.Accessed)
 	}
-	waitFor(t, func() bool {
+	testkit.Eventually(t, "the condition", func() bool {
 		s.blobMu.Lock()
 		defer s.blobMu.Unlock()
 		r, err := s.readBlobRecord(d)
 		return err == nil && r.Accessed == added.Add(time.Hour).UnixNano()
 	})
-}
-
-// waitFor polls cond until it holds, for work done by the background
-// goroutine; it fails the test after ten seconds.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 10s")
-		}
-		time.Sleep(time.Millisecond)
-	}
 }

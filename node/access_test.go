@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/edgeregistry/edge/auth"
 	"github.com/edgeregistry/edge/internal/origintest"
 )
 
@@ -22,13 +20,8 @@ import (
 func TestAccessControlCannotBeBypassed(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	htpasswd := filepath.Join(dir, "htpasswd")
 	users := map[string]string{"ci": "ci-secret", "nobody": "nobody-secret", "mallory": "mallory-secret"}
-	for user, pw := range users {
-		if err := auth.SetPassword(htpasswd, user, pw); err != nil {
-			t.Fatal(err)
-		}
-	}
+	htpasswd := htpasswdFile(t, dir, users)
 	origin := origintest.NewRegistry(t)
 	origintest.PushImage(t, origin.URL, "library/app", "v1", 1, 512)
 	url := startNode(t, `
@@ -141,10 +134,7 @@ auth:
 func TestGuessersCannotLockOutAUser(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	htpasswd := filepath.Join(dir, "htpasswd")
-	if err := auth.SetPassword(htpasswd, "ci", "ci-secret"); err != nil {
-		t.Fatal(err)
-	}
+	htpasswd := htpasswdFile(t, dir, map[string]string{"ci": "ci-secret"})
 	url := startNode(t, `
 listen: "127.0.0.1:0"
 admin_listen: ""

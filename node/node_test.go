@@ -26,6 +26,19 @@ func TestMain(m *testing.M) {
 	)
 }
 
+// htpasswdFile writes the users (name: password) to an htpasswd file in
+// dir and returns its path.
+func htpasswdFile(t *testing.T, dir string, users map[string]string) string {
+	t.Helper()
+	path := filepath.Join(dir, "htpasswd")
+	for user, pw := range users {
+		if err := auth.SetPassword(path, user, pw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return path
+}
+
 // startNode runs a node in-process and returns the API's base URL.
 func startNode(t *testing.T, yaml string) string {
 	t.Helper()
@@ -81,12 +94,7 @@ func runTestNode(t *testing.T, yaml string) *testNode {
 func TestPushNeedsAUserWithAGrant(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	htpasswd := filepath.Join(dir, "htpasswd")
-	for user, pw := range map[string]string{"ci": "ci-secret", "reader": "reader-secret"} {
-		if err := auth.SetPassword(htpasswd, user, pw); err != nil {
-			t.Fatal(err)
-		}
-	}
+	htpasswd := htpasswdFile(t, dir, map[string]string{"ci": "ci-secret", "reader": "reader-secret"})
 	origin := origintest.NewRegistry(t)
 	url := startNode(t, `
 listen: "127.0.0.1:0"
@@ -190,12 +198,7 @@ auth:
 func TestAnonymousMountNeedsReadAccessToAHolder(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	htpasswd := filepath.Join(dir, "htpasswd")
-	for user, pw := range map[string]string{"ci": "ci-secret", "outsider": "out-secret"} {
-		if err := auth.SetPassword(htpasswd, user, pw); err != nil {
-			t.Fatal(err)
-		}
-	}
+	htpasswd := htpasswdFile(t, dir, map[string]string{"ci": "ci-secret", "outsider": "out-secret"})
 	url := startNode(t, `
 listen: "127.0.0.1:0"
 admin_listen: ""

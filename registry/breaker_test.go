@@ -65,7 +65,7 @@ func (b *breakerNode) openByHangingOrigin(t *testing.T, repo, tag string) {
 	if r.Status != http.StatusBadGateway && r.Status != http.StatusServiceUnavailable {
 		t.Fatalf("the pull that timed out: %d %s", r.Status, r.Body)
 	}
-	waitFor(t, "the breaker to open", func() bool { return b.originMetric(t, "edge_origin_breaker_open") == 1 })
+	testkit.Eventually(t, "the breaker to open", func() bool { return b.originMetric(t, "edge_origin_breaker_open") == 1 })
 }
 
 func TestBreakerFailsFastWithNothingCached(t *testing.T) {
@@ -144,7 +144,7 @@ func TestBreakerClosedByBackgroundProbe(t *testing.T) {
 	}
 
 	b.oclk.Advance(time.Second)
-	waitFor(t, "the probe to close the breaker", func() bool { return b.originMetric(t, "edge_origin_breaker_open") == 0 })
+	testkit.Eventually(t, "the probe to close the breaker", func() bool { return b.originMetric(t, "edge_origin_breaker_open") == 0 })
 	reqs := b.proxy.Requests()
 	if len(reqs) != 1 || reqs[0].Method != http.MethodGet || reqs[0].Path != "/v2/" {
 		t.Fatalf("origin requests %+v, want the one probe GET /v2/", reqs)

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/edgeregistry/edge/internal/origintest"
+	"github.com/edgeregistry/edge/internal/testkit"
 )
 
 func TestRangeOfABadFillNeverCompletes(t *testing.T) {
@@ -61,7 +62,7 @@ func TestRestartResumesAPartialFill(t *testing.T) {
 	// written what the origin sent before the node stops.
 	cancel()
 	<-left
-	waitFor(t, "the fill to write the bytes the origin sent", func() bool { return tmpBytes(t, dir) == reached })
+	testkit.Eventually(t, "the fill to write the bytes the origin sent", func() bool { return tmpBytes(t, dir) == reached })
 	first.stop()
 	gate.Release()
 
@@ -81,7 +82,7 @@ func TestRestartResumesAPartialFill(t *testing.T) {
 		t.Fatalf("origin blob GETs after the restart have ranges %q, want one from the byte reached, %q", gets, want)
 	}
 	// Committed whole: the next pull needs no origin.
-	waitFor(t, "the resumed fill to be committed", func() bool { return second.metric(t, "edge_fills_total", "result", "ok") == 1 })
+	testkit.Eventually(t, "the resumed fill to be committed", func() bool { return second.metric(t, "edge_fills_total", "result", "ok") == 1 })
 	proxy.Reset()
 	if r := do(t, http.MethodGet, second.URL+url); r.Status != http.StatusOK || !bytes.Equal(r.Body, data) || len(proxy.Requests()) != 0 {
 		t.Fatalf("warm pull: %d, %d origin requests", r.Status, len(proxy.Requests()))
@@ -147,7 +148,7 @@ func TestFullDiskIsNotAnOutage(t *testing.T) {
 			if r := do(t, http.MethodGet, url); r.Status != http.StatusOK || !bytes.Equal(r.Body, data) {
 				t.Fatalf("with space again: %d, %d bytes", r.Status, len(r.Body))
 			}
-			waitFor(t, "the blob to be committed", func() bool { _, err := n.store.StatBlob(t.Context(), d); return err == nil })
+			testkit.Eventually(t, "the blob to be committed", func() bool { _, err := n.store.StatBlob(t.Context(), d); return err == nil })
 			n.proxy.Reset()
 			if r := do(t, http.MethodGet, url); r.Status != http.StatusOK || !bytes.Equal(r.Body, data) || len(n.proxy.Requests()) != 0 {
 				t.Fatalf("warm pull: %d, %d origin requests", r.Status, len(n.proxy.Requests()))

@@ -249,15 +249,3 @@ func wantError(t *testing.T, r response, status int, code string) {
 		t.Fatalf("body %s does not carry code %s", r.Body, code)
 	}
 }
-
-// waitFor polls cond until it holds or the test's deadline nears.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

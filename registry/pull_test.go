@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/edgeregistry/edge/internal/origintest"
+	"github.com/edgeregistry/edge/internal/testkit"
 )
 
 const allManifestTypes = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, " +
@@ -87,7 +88,7 @@ func TestConcurrentColdBlobMakesOneOriginGet(t *testing.T) {
 		wg.Go(func() { results[i] = do(t, http.MethodGet, n.URL+"/v2/library/big/blobs/"+d.String()) })
 	}
 	<-gate.Reached()
-	waitFor(t, "all clients to join the fill", func() bool {
+	testkit.Eventually(t, "all clients to join the fill", func() bool {
 		return n.metric(t, "edge_coalesced_waiters_total") == clients-1
 	})
 	gate.Release()
@@ -148,7 +149,7 @@ func TestFillSurvivesTheClientThatStartedIt(t *testing.T) {
 	cancel()
 	<-done
 	gate.Release()
-	waitFor(t, "the fill to finish", func() bool { return n.metric(t, "edge_fills_total", "result", "ok") == 1 })
+	testkit.Eventually(t, "the fill to finish", func() bool { return n.metric(t, "edge_fills_total", "result", "ok") == 1 })
 	r := do(t, http.MethodGet, n.URL+"/v2/library/big/blobs/"+d.String())
 	if r.Status != http.StatusOK || !bytes.Equal(r.Body, data) {
 		t.Fatalf("status %d, %d bytes", r.Status, len(r.Body))
@@ -460,7 +461,7 @@ func TestStalledOriginFailsTheFill(t *testing.T) {
 		t.Fatal("a stalled fill gave a complete body")
 	}
 	gate.Release()
-	waitFor(t, "the stalled fill to be counted", func() bool { return n.metric(t, "edge_fills_total", "result", "error") == 1 })
+	testkit.Eventually(t, "the stalled fill to be counted", func() bool { return n.metric(t, "edge_fills_total", "result", "error") == 1 })
 	n.proxy.ClearFaults()
 	// The retry's first byte comes late in real time, as on a loaded
 	// machine; that is no stall.

@@ -67,42 +67,24 @@ func (env *breakerEnv) openByHanging(t *testing.T) error {
 	err := <-errc
 	// The caller may see its timeout before the round trip that timed out
 	// has told the breaker.
-	eventually(t, "the breaker to open", func() bool { return gauge(t, env.reg, "edge_origin_breaker_open", "test") == 1 })
+	testkit.Eventually(t, "the breaker to open", func() bool {
+		return testkit.Metric(t, env.reg, "edge_origin_breaker_open", map[string]string{"route": "test"}) == 1
+	})
 	return err
-}
-
-func gauge(t *testing.T, reg prometheus.Gatherer, name, route string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if hasLabel(m, "route", route) {
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no %s{route=%q}", name, route)
-	return 0
 }
 
 func TestBreakerFailsFastOnHangingOrigin(t *testing.T) {
 	t.Parallel()
 	env := breakerSetup(t)
 	p, c, clk, reg := env.p, env.c, env.clk, env.reg
-	if got := gauge(t, reg, "edge_origin_breaker_open", "test"); got != 0 {
+	if got := testkit.Metric(t, reg, "edge_origin_breaker_open", map[string]string{"route": "test"}); got != 0 {
 		t.Fatalf("breaker_open before any request = %v", got)
 	}
 	err := env.openByHanging(t)
 	if !errors.Is(err, upstream.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, upstream.ErrBreakerOpen) {
 		t.Fatalf("the call that timed out: %v", err)
 	}
-	if got := gauge(t, reg, "edge_origin_breaker_open", "test"); got != 1 {
+	if got := testkit.Metric(t, reg, "edge_origin_breaker_open", map[string]string{"route": "test"}); got != 1 {
 		t.Fatalf("breaker_open after a timeout = %v", got)
 	}
 
@@ -129,7 +111,7 @@ func TestBreakerFailsFastOnHangingOrigin(t *testing.T) {
 	if got := p.Requests(); len(got) != 0 {
 		t.Fatalf("the origin saw %+v while the breaker was open", got)
 	}
-	if got := counter(t, reg, "edge_origin_fast_failures_total", map[string]string{"route": "test"}); got != 4 {
+	if got := testkit.Metric(t, reg, "edge_origin_fast_failures_total", map[string]string{"route": "test"}); got != 4 {
 		t.Fatalf("fast_failures_total = %v, want 4", got)
 	}
 }
@@ -174,10 +156,10 @@ func TestBreakerProbeInTheBackground(t *testing.T) {
 			t.Fatalf("origin requests %+v, want the two probes", reqs)
 		}
 	}
-	if got := gauge(t, reg, "edge_origin_breaker_open", "test"); got != 0 {
+	if got := testkit.Metric(t, reg, "edge_origin_breaker_open", map[string]string{"route": "test"}); got != 0 {
 		t.Fatalf("breaker_open after a good probe = %v", got)
 	}
-	if got := counter(t, reg, "edge_origin_breaker_probes_total", map[string]string{"route": "test", "result": "failed"}); got != 1 {
+	if got := testkit.Metric(t, reg, "edge_origin_breaker_probes_total", map[string]string{"route": "test", "result": "failed"}); got != 1 {
 		t.Fatalf("failed probes = %v", got)
 	}
 	if _, err := c.HeadManifest(t.Context(), "app", "v1"); err != nil {
@@ -252,7 +234,7 @@ func TestBreakerCountsOnlyFailures(t *testing.T) {
 					t.Fatalf("err %v, origin reached %v; want the breaker open: %v", err, reached, tc.wantOpen)
 				}
 			}
-			if got := gauge(t, reg, "edge_origin_breaker_open", "test"); got != map[bool]float64{true: 1}[tc.wantOpen] {
+			if got := testkit.Metric(t, reg, "edge_origin_breaker_open", map[string]string{"route": "test"}); got != map[bool]float64{true: 1}[tc.wantOpen] {
 				t.Fatalf("breaker_open = %v", got)
 			}
 		})
@@ -272,7 +254,7 @@ func TestBlobIdleTimeoutResumes(t *testing.T) {
 	got := make(chan []byte, 1)
 	go func() { all, _ := io.ReadAll(b); got <- all }()
 	// The body stalls after 1 MiB: the reader waits with its idle timer set.
-	eventually(t, "the body to stall", func() bool { return g.Held() == 1 && clk.Pending() == 1 })
+	testkit.Eventually(t, "the body to stall", func() bool { return g.Held() == 1 && clk.Pending() == 1 })
 	clk.Advance(30 * time.Second)
 	g.Release()
 	if all := <-got; !bytes.Equal(all, data) || b.Resumes() != 1 {
@@ -307,17 +289,5 @@ func TestTimeoutSettings(t *testing.T) {
 		if _, err := upstream.New(cfg); err == nil {
 			t.Errorf("New(%+v) accepted", cfg)
 		}
-	}
-}
-
-// eventually polls cond until it holds, or fails the test after a while.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/edgeregistry/edge/internal/origintest"
+	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/upstream"
 )
 
@@ -209,7 +210,7 @@ func TestResume(t *testing.T) {
 		if len(ranges) != 2 || ranges[0] != "" || ranges[1] != "bytes=1048576-" {
 			t.Fatalf("blob requests with ranges %q", ranges)
 		}
-		if v := counter(t, reg, "edge_origin_resumes_total", nil); v != 1 {
+		if v := testkit.Metric(t, reg, "edge_origin_resumes_total", nil); v != 1 {
 			t.Fatalf("resumes_total %v", v)
 		}
 	})
@@ -291,35 +292,10 @@ func TestMetrics(t *testing.T) {
 		{map[string]string{"route": "test", "op": "head_manifest", "code": "502"}, 1},
 		{map[string]string{"route": "test", "op": "head_manifest", "code": "200"}, 1},
 	} {
-		if got := counter(t, reg, "edge_origin_requests_total", tc.labels); got != tc.want {
+		if got := testkit.Metric(t, reg, "edge_origin_requests_total", tc.labels); got != tc.want {
 			t.Errorf("requests_total%v = %v, want %v", tc.labels, got, tc.want)
 		}
 	}
-}
-
-// counter sums the samples of a metric whose labels include labels.
-func counter(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for k, v := range labels {
-				if !hasLabel(m, k, v) {
-					continue metrics
-				}
-			}
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
 }
 
 func hasLabel(m *dto.Metric, k, v string) bool {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/edgeregistry/edge/internal/testkit"
 )
 
 // holding answers /hold once released, and every other path at once.
@@ -50,46 +50,6 @@ func put(path string) string {
 	return "PUT " + path + " HTTP/1.1\r\nHost: edge\r\nContent-Length: 4\r\n\r\ndata"
 }
 
-// eventually polls cond until it holds, failing the test after a while.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("still not so: %s", what)
-		}
-	}
-}
-
-func gather(t *testing.T, reg prometheus.Gatherer, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() != labels[i+1] {
-						continue metric
-					}
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	return 0
-}
-
 // Over the limit, with every connection busy, a new connection is refused
 // at once with a 503 and an OCI error body; once connections close, new
 // ones are served again.
@@ -116,10 +76,10 @@ func TestConnectionLimitRefusesTheExcess(t *testing.T) {
 				t.Fatalf("over the limit: %d %q (close %v), want a 503 with an OCI error", resp.StatusCode, body, resp.Close)
 			}
 			_ = extra.conn.Close()
-			if got := gather(t, n.reg, "edge_http_connections_refused_total"); got != 1 {
+			if got := testkit.Metric(t, n.reg, "edge_http_connections_refused_total", nil); got != 1 {
 				t.Errorf("refused: %v, want 1", got)
 			}
-			if got := gather(t, n.reg, "edge_http_connections_open"); got != 2 {
+			if got := testkit.Metric(t, n.reg, "edge_http_connections_open", nil); got != 2 {
 				t.Errorf("open: %v, want 2", got)
 			}
 
@@ -130,7 +90,7 @@ func TestConnectionLimitRefusesTheExcess(t *testing.T) {
 				}
 				_ = c.conn.Close()
 			}
-			eventually(t, "the closed connections give their places back", func() bool { return n.srv.open.Load() == 0 })
+			testkit.Eventually(t, "the closed connections give their places back", func() bool { return n.srv.open.Load() == 0 })
 			again := dial(t, n.addr)
 			again.send(get("/ok"))
 			if resp, body := again.read("GET"); resp.StatusCode != http.StatusOK || body != "GET /ok" {
@@ -156,7 +116,7 @@ func TestIdleConnectionsMakeRoom(t *testing.T) {
 				if resp, _ := idle.read(idleReq.method); resp.StatusCode != http.StatusOK {
 					t.Fatalf("first request: %d", resp.StatusCode)
 				}
-				eventually(t, "the first connection waits for its next request", func() bool { return n.srv.idle.Load() == 1 })
+				testkit.Eventually(t, "the first connection waits for its next request", func() bool { return n.srv.idle.Load() == 1 })
 				busy := dial(t, n.addr)
 				busy.send(get("/hold"))
 				<-h.entered
@@ -169,10 +129,10 @@ func TestIdleConnectionsMakeRoom(t *testing.T) {
 				if !idle.closed() {
 					t.Error("the idle connection was kept while a new one needed its place")
 				}
-				if got := gather(t, n.reg, "edge_http_connections_idle_closed_total"); got != 1 {
+				if got := testkit.Metric(t, n.reg, "edge_http_connections_idle_closed_total", nil); got != 1 {
 					t.Errorf("idle closed: %v, want 1", got)
 				}
-				if got := gather(t, n.reg, "edge_http_connections_refused_total"); got != 0 {
+				if got := testkit.Metric(t, n.reg, "edge_http_connections_refused_total", nil); got != 0 {
 					t.Errorf("refused: %v, want 0", got)
 				}
 			})
@@ -287,7 +247,7 @@ func TestTLSUnderTheLimit(t *testing.T) {
 	if res.StatusCode != http.StatusOK || string(body) != "GET /tls " || res.Header.Get("Served-By") != "fallback" {
 		t.Fatalf("over TLS: %d %q", res.StatusCode, body)
 	}
-	if got := gather(t, n.reg, "edge_http_connections_open"); got != 1 {
+	if got := testkit.Metric(t, n.reg, "edge_http_connections_open", nil); got != 1 {
 		t.Errorf("open: %v, want the one kept alive", got)
 	}
 	client.CloseIdleConnections()

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/edgeregistry/edge/internal/testkit"
 )
 
 // While the server drains, it still answers new connections (each its
@@ -22,7 +24,7 @@ func TestDrain(t *testing.T) {
 			idle := dial(t, n.addr)
 			idle.send(get("/ok"))
 			idle.read("GET")
-			eventually(t, "the first connection waits for its next request", func() bool { return n.srv.idle.Load() == 1 })
+			testkit.Eventually(t, "the first connection waits for its next request", func() bool { return n.srv.idle.Load() == 1 })
 			busy := dial(t, n.addr)
 			busy.send(get("/hold"))
 			<-h.entered

@@ -59,7 +59,7 @@ func TestSilentBodyIsCutOff(t *testing.T) {
 			if !c.closed() {
 				t.Error("the connection outlived its body's timeout")
 			}
-			if got := gather(t, n.reg, "edge_http_timeouts_total", "kind", "body"); got != 1 {
+			if got := testkit.Metric(t, n.reg, "edge_http_timeouts_total", map[string]string{"kind": "body"}); got != 1 {
 				t.Errorf("body timeouts: %v, want 1", got)
 			}
 		})
@@ -330,7 +330,7 @@ func TestSilentReaderIsCutOff(t *testing.T) {
 				if err := waitErr(t, errs, "a client that reads nothing"); !errors.Is(err, os.ErrDeadlineExceeded) {
 					t.Errorf("the send ended with %v, want a deadline exceeded", err)
 				}
-				if got := gather(t, n.reg, "edge_http_timeouts_total", "kind", "send"); got != 1 {
+				if got := testkit.Metric(t, n.reg, "edge_http_timeouts_total", map[string]string{"kind": "send"}); got != 1 {
 					t.Errorf("send timeouts: %v, want 1", got)
 				}
 			})
