@@ -33,17 +33,21 @@ func (c *Clock) Now() time.Time {
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
-	var due []*Timer
+	type fire struct {
+		at time.Time // read under the lock: Reset may move the timer meanwhile
+		f  func()
+	}
+	var due []fire
 	for t := range c.timers {
 		if !t.at.After(c.now) {
 			delete(c.timers, t)
-			due = append(due, t)
+			due = append(due, fire{t.at, t.f})
 		}
 	}
 	c.mu.Unlock()
-	slices.SortStableFunc(due, func(a, b *Timer) int { return a.at.Compare(b.at) })
-	for _, t := range due {
-		t.f()
+	slices.SortStableFunc(due, func(a, b fire) int { return a.at.Compare(b.at) })
+	for _, d := range due {
+		d.f()
 	}
 }
 

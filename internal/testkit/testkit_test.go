@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -67,4 +68,32 @@ func TestClockFiresTimersItPasses(t *testing.T) {
 	if f := <-fired; f != "b" {
 		t.Fatalf("fired %s, want b", f)
 	}
+}
+
+// A timer reset by the code under test (a fill's idle watchdog is reset on
+// every read) while the test advances the clock: no data race (run with
+// -race), as when Advance read the due timers' times after it let go of
+// the clock's lock.
+func TestAdvanceWhileTimersAreReset(t *testing.T) {
+	c := NewClock(time.Unix(0, 0))
+	a := c.AfterFunc(time.Second, func() {})
+	b := c.AfterFunc(2*time.Second, func() {})
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				a.Reset(time.Second)
+				b.Reset(time.Second)
+			}
+		}
+	})
+	for range 20000 {
+		c.Advance(3 * time.Second)
+	}
+	close(stop)
+	wg.Wait()
 }
