@@ -57,9 +57,9 @@ func classify(ctx context.Context, resp *http.Response, err error) outcome {
 		return neutral
 	}
 	if ctx.Err() != nil {
-		// Every timeout of a Client cancels with a cause that wraps
-		// context.DeadlineExceeded; anything else is a caller that left.
-		if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		// Only the Client's own timeouts say the origin did not answer;
+		// a caller's deadline, or a caller that left, says nothing of it.
+		if c := context.Cause(ctx); errors.Is(c, errMetaTimeout) || errors.Is(c, errHeaderTimeout) || errors.Is(c, errBodyIdle) {
 			return timedOut
 		}
 		return neutral

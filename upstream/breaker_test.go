@@ -291,3 +291,30 @@ func TestTimeoutSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestCallersDeadlineNeverOpensTheBreaker: a call whose caller's own
+// deadline passes (the engine's, a client's) left; it says nothing of the
+// origin, and the breaker stays closed, with failures set to one.
+func TestCallersDeadlineNeverOpensTheBreaker(t *testing.T) {
+	t.Parallel()
+	env := breakerSetup(t, func(cfg *upstream.Config) { cfg.Breaker.Failures = 1 })
+	if _, err := env.c.HeadManifest(context.Background(), "app", "v1"); err != nil {
+		t.Fatal(err) // the token and the connection, so that the next call reaches the held manifest
+	}
+	g := env.p.Hold(origintest.AnyRequest, -1)
+	// A deadline of the wall clock, far shorter than the Client's metadata
+	// timeout on the test's clock, which never moves.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := env.c.HeadManifest(ctx, "app", "v1"); err == nil {
+		t.Fatal("a call past its caller's deadline succeeded")
+	}
+	g.Release()
+	env.p.ClearFaults()
+	if _, err := env.c.HeadManifest(context.Background(), "app", "v1"); err != nil {
+		t.Fatalf("the next call: %v (the breaker opened on the caller's deadline)", err)
+	}
+	if got := testkit.Metric(t, env.reg, "edge_origin_breaker_open", map[string]string{"route": "test"}); got != 0 {
+		t.Fatalf("breaker open = %v", got)
+	}
+}
