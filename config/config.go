@@ -481,6 +481,11 @@ type Server struct {
 	// derived from the process's open-file limit). Over it, an idle
 	// connection is closed to make room, or the new one gets a 503.
 	MaxConnections int `yaml:"max_connections,omitempty"`
+	// MaxConnectionsPerClient caps the API connections open at once from
+	// one client IP address (IPv6: one /64) (default: an eighth of
+	// MaxConnections, at least 16). Over it, one of the client's idle
+	// connections is closed to make room, or the new one gets a 503.
+	MaxConnectionsPerClient int `yaml:"max_connections_per_client,omitempty"`
 	// HeaderTimeout bounds a request header once it has begun (30s).
 	HeaderTimeout Duration `yaml:"header_timeout,omitempty"`
 	// IdleTimeout bounds the wait for a connection's next request (120s).
@@ -509,6 +514,9 @@ func (s Server) check() []error {
 	var errs []error
 	if s.MaxConnections < 0 {
 		errs = append(errs, errors.New("server.max_connections must not be negative"))
+	}
+	if s.MaxConnectionsPerClient < 0 {
+		errs = append(errs, errors.New("server.max_connections_per_client must not be negative"))
 	}
 	for _, d := range []struct {
 		name string

@@ -192,6 +192,7 @@ func TestServerSection(t *testing.T) {
 	c, err := Parse([]byte(`
 server:
   max_connections: 5000
+  max_connections_per_client: 50
   header_timeout: 10s
   idle_timeout: 90s
   body_timeout: 30s
@@ -204,13 +205,13 @@ server:
 		t.Fatal(err)
 	}
 	s := c.Server
-	if s.MaxConnections != 5000 || s.HeaderTimeout != Duration(10*time.Second) || s.IdleTimeout != Duration(90*time.Second) ||
+	if s.MaxConnections != 5000 || s.MaxConnectionsPerClient != 50 || s.HeaderTimeout != Duration(10*time.Second) || s.IdleTimeout != Duration(90*time.Second) ||
 		s.BodyTimeout != Duration(30*time.Second) || s.MinBodyRate != 4<<10 || s.SendTimeout != Duration(45*time.Second) ||
 		s.ShutdownGrace != Duration(20*time.Second) || s.LeanLoop == nil || *s.LeanLoop {
 		t.Fatalf("server = %+v", s)
 	}
 	for _, bad := range []string{
-		"server: {max_connections: -1}", "server: {send_timeout: -1s}", "server: {shutdown_grace: -5s}",
+		"server: {max_connections: -1}", "server: {max_connections_per_client: -1}", "server: {send_timeout: -1s}", "server: {shutdown_grace: -5s}",
 		"server: {max_conns: 10}",
 	} {
 		if _, err := Parse([]byte(bad)); err == nil {

@@ -131,7 +131,7 @@ func newAPIServer(cfg config.Server, tlsCfg *config.TLS, handler http.Handler, l
 		lean = nil
 	}
 	return h1.New(lean, fallback, h1.WithLogger(log), h1.WithRegisterer(reg),
-		h1.WithMaxConns(cfg.MaxConnections),
+		h1.WithMaxConns(cfg.MaxConnections), h1.WithMaxConnsPerClient(cfg.MaxConnectionsPerClient),
 		h1.WithBodyTimeout(time.Duration(cfg.BodyTimeout), int64(cfg.MinBodyRate)),
 		h1.WithSendTimeout(time.Duration(cfg.SendTimeout)))
 }

@@ -15,8 +15,11 @@
 // the fallback serves every connection.
 //
 // What a client can hold is bounded on both paths: the connections open
-// at once (an idle one makes room for a new one; past that, a new one gets
-// a 503), a request header's time, a request body's idle time and average
+// at once, in all and from one client address (an idle one makes room for
+// a new one, a connection whose request header has not ended counting as
+// idle, as in net/http; past that, a new one gets a 503), one request at a
+// time per connection (the fallback speaks HTTP/1.1 only, with TLS too),
+// a request header's time, a request body's idle time and average
 // rate (net/http only: the loop takes no bodies), and the time a client
 // may take nothing of a response, a write deadline renewed as it takes,
 // sendfile included. New refuses the fallback settings the loop could not

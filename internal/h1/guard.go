@@ -18,9 +18,16 @@ var ErrBodyTimeout = fmt.Errorf("request body too slow to arrive: %w", os.ErrDea
 // handler hands over a body (ReadFrom, sendfile) or a large write.
 const sendChunk = 64 << 10
 
-// guard wraps the fallback's handler with the body and send timeouts.
+// guard wraps the fallback's handler with the body and send timeouts. A
+// request whose connection was closed to make room while its header was
+// coming is dropped: its place is another connection's now.
 func (s *Server) guard(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// StateActive, which marks the slot busy unless it was closed, has
+		// run before the handler: a slot not closed now stays open.
+		if sl, ok := r.Context().Value(slotKey{}).(*slot); ok && sl.state.Load() == slotClosed {
+			panic(http.ErrAbortHandler)
+		}
 		rc := http.NewResponseController(w)
 		g := &sendGuard{ResponseWriter: w, rc: rc, srv: s}
 		// The deadline left by the connection's last request may be past.

@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -55,11 +56,11 @@ type handedConn struct {
 	net.Conn
 	r       stashReader
 	sl      *slot
-	pending bool // a request has begun: the connection is not idle
+	pending bool // a whole request header has come: the connection is not idle
 }
 
 func newHandedConn(sl *slot, pending []byte) *handedConn {
-	return &handedConn{Conn: sl.rwc, r: stashReader{conn: sl.rwc, stash: pending}, sl: sl, pending: len(pending) > 0}
+	return &handedConn{Conn: sl.rwc, r: stashReader{conn: sl.rwc, stash: pending}, sl: sl, pending: blockEnd(pending) > 0}
 }
 
 func (c *handedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
@@ -82,14 +83,31 @@ func (c *handedConn) CloseWrite() error {
 	return nil
 }
 
-// connState follows the fallback's connections between requests, so that
-// an idle one can be closed to make room, or at shutdown.
-func (s *Server) connState(nc net.Conn, st http.ConnState) {
+// slotKey is the context key of a fallback connection's slot.
+type slotKey struct{}
+
+// connContext gives the fallback's requests their connection's slot.
+func (s *Server) connContext(ctx context.Context, nc net.Conn) context.Context {
+	if c := handed(nc); c != nil {
+		return context.WithValue(ctx, slotKey{}, c.sl)
+	}
+	return ctx
+}
+
+// handed returns the handedConn under nc, or nil.
+func handed(nc net.Conn) *handedConn {
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
 	}
-	c, ok := nc.(*handedConn)
-	if !ok {
+	c, _ := nc.(*handedConn)
+	return c
+}
+
+// connState follows the fallback's connections between requests, so that
+// an idle one can be closed to make room, or at shutdown.
+func (s *Server) connState(nc net.Conn, st http.ConnState) {
+	c := handed(nc)
+	if c == nil {
 		return
 	}
 	switch st {

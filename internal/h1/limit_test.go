@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -9,7 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,6 +191,8 @@ func TestNewRefusesWhatCannotHold(t *testing.T) {
 		{"negative limit", h, &http.Server{Handler: h}, []Option{WithMaxConns(-1)}, "negative"},
 		{"negative timeout", h, &http.Server{Handler: h}, []Option{WithSendTimeout(-time.Second)}, "negative"},
 		{"nil logger", h, &http.Server{Handler: h}, []Option{WithLogger(nil)}, "logger"},
+		{"negative client limit", h, &http.Server{Handler: h}, []Option{WithMaxConnsPerClient(-1)}, "negative"},
+		{"http/2", nil, &http.Server{Handler: h, TLSConfig: &tls.Config{}, Protocols: http2Only()}, nil, "HTTP/2"},
 	} {
 		_, err := New(tc.lean, tc.fb, tc.opts...)
 		switch {
@@ -251,4 +257,233 @@ func TestTLSUnderTheLimit(t *testing.T) {
 		t.Errorf("open: %v, want the one kept alive", got)
 	}
 	client.CloseIdleConnections()
+}
+
+// A connection whose request header has begun but not ended can still be
+// closed to make room, as net/http's StateNew and StateIdle can: a byte at
+// a time on every place does not lock everyone out.
+func TestBegunHeaderMakesRoom(t *testing.T) {
+	t.Parallel()
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHolding()
+			defer h.free()
+			n := startMode(t, m.lean, h, WithMaxConns(4))
+			// Each sends a whole request and the first bytes of the next in
+			// one write: once the answer has come, the server has read them.
+			// "P" is handed to the fallback by the lean loop.
+			for _, next := range []string{"G", "GET /", "GET /ok HTTP/1.1\r\nHost: ed", "P"} {
+				c := dial(t, n.addr)
+				c.send(get("/ok") + next)
+				if resp, _ := c.read("GET"); resp.StatusCode != http.StatusOK {
+					t.Fatalf("first request: %d", resp.StatusCode)
+				}
+			}
+			testkit.Eventually(t, "the four connections wait for the rest of a header", func() bool { return n.srv.idle.Load() == 4 })
+			c := dial(t, n.addr)
+			c.send(get("/ok"))
+			if resp, body := c.read("GET"); resp.StatusCode != http.StatusOK || body != "GET /ok" {
+				t.Fatalf("a new connection: %d %q, want one of the begun headers closed to make room", resp.StatusCode, body)
+			}
+			if got := testkit.Metric(t, n.reg, "edge_http_connections_idle_closed_total", nil); got != 1 {
+				t.Errorf("idle closed: %v, want 1", got)
+			}
+		})
+	}
+}
+
+// dialFrom dials addr from the loopback address from (127.0.0.0/8 is all
+// loopback on Linux), so that tests can be several clients.
+func dialFrom(t *testing.T, from, addr string) *client {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return &client{t: t, conn: c, br: bufio.NewReader(c)}
+}
+
+// One address holds at most its share of the places: past it, its new
+// connection takes the place of one of its own idle ones, or is refused
+// with a 503; other addresses are served.
+func TestOneClientCannotTakeEveryPlace(t *testing.T) {
+	t.Parallel()
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHolding()
+			defer h.free()
+			n := startMode(t, m.lean, h, WithMaxConns(4), WithMaxConnsPerClient(2))
+			idle := dialFrom(t, "127.0.0.1", n.addr)
+			idle.send(get("/ok"))
+			if resp, _ := idle.read("GET"); resp.StatusCode != http.StatusOK {
+				t.Fatalf("first request: %d", resp.StatusCode)
+			}
+			testkit.Eventually(t, "the first connection waits for its next request", func() bool { return n.srv.idle.Load() == 1 })
+			for range 2 {
+				c := dialFrom(t, "127.0.0.1", n.addr)
+				c.send(get("/hold"))
+				<-h.entered
+			}
+			if !idle.closed() {
+				t.Fatal("the client's idle connection was kept while its new one needed its place")
+			}
+
+			extra := dialFrom(t, "127.0.0.1", n.addr)
+			extra.send(get("/ok"))
+			resp, body := extra.read("GET")
+			if resp.StatusCode != http.StatusServiceUnavailable || !resp.Close || resp.Header.Get("Retry-After") == "" ||
+				!strings.Contains(body, `"code":"UNAVAILABLE"`) {
+				t.Fatalf("past the client's share: %d %q, want a 503 with an OCI error", resp.StatusCode, body)
+			}
+			if got := testkit.Metric(t, n.reg, "edge_http_connections_refused_total", map[string]string{"limit": "client"}); got != 1 {
+				t.Errorf("refused past the client's share: %v, want 1", got)
+			}
+
+			other := dialFrom(t, "127.0.0.2", n.addr)
+			other.send(get("/ok"))
+			if resp, body := other.read("GET"); resp.StatusCode != http.StatusOK || body != "GET /ok" {
+				t.Fatalf("another address: %d %q, want it served", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+func TestDefaultMaxConnsPerClient(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ total, want int }{{1, 16}, {32, 16}, {384, 48}, {393216, 49152}} {
+		if got := maxConnsPerClientFor(tc.total); got != tc.want {
+			t.Errorf("maxConnsPerClientFor(%d) = %d, want %d", tc.total, got, tc.want)
+		}
+	}
+	ns := []netip.Addr{
+		clientOf(&net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}),
+		clientOf(&net.TCPAddr{IP: net.ParseIP("2001:db8::ffff:2"), Port: 2}),
+		clientOf(&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.1"), Port: 3}),
+	}
+	if ns[0] != ns[1] || ns[2] != netip.MustParseAddr("192.0.2.1") {
+		t.Errorf("clients: %v, want one /64 and an IPv4 address", ns)
+	}
+	if clientOf(&net.UnixAddr{Name: "@"}).IsValid() {
+		t.Error("a unix socket's peer is counted as a client")
+	}
+}
+
+// With TLS net/http serves HTTP/1.1 only, to a client that would speak
+// HTTP/2: one connection carries one request at a time, so the connection
+// limit bounds the requests in progress.
+func TestTLSOneRequestAtATimePerConnection(t *testing.T) {
+	t.Parallel()
+	ts := httptest.NewUnstartedServer(nil)
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	client := ts.Client() // offers h2
+	certs := ts.TLS.Certificates
+	ts.Close()
+	h := newHolding()
+	defer h.free()
+	n := serveWith(t, nil, &http.Server{Handler: h, TLSConfig: &tls.Config{Certificates: certs}}, WithMaxConns(1))
+	held := make(chan error, 1)
+	go func() {
+		res, err := client.Get("https://" + n.addr + "/hold")
+		if err == nil {
+			if res.Proto != "HTTP/1.1" {
+				err = errors.New("served over " + res.Proto)
+			}
+			res.Body.Close()
+		}
+		held <- err
+	}()
+	<-h.entered
+	res, err := client.Get("https://" + n.addr + "/ok")
+	if err == nil {
+		res.Body.Close()
+		t.Errorf("a second request at max_connections=1 was served over %s while the first ran", res.Proto)
+	}
+	h.free()
+	if err := <-held; err != nil {
+		t.Errorf("the first request: %v", err)
+	}
+	client.CloseIdleConnections()
+}
+
+func http2Only() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP2(true)
+	return p
+}
+
+// evictingListener's connections close every idle connection of srv as
+// they read their first bytes, before handing them on: a new connection
+// closing this one to make room just as its request header has come.
+type evictingListener struct {
+	net.Listener
+	srv *atomic.Pointer[Server]
+}
+
+func (l evictingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &evictingConn{Conn: c, srv: l.srv.Load()}, nil
+}
+
+type evictingConn struct {
+	net.Conn
+	srv  *Server
+	once sync.Once
+}
+
+func (c *evictingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.once.Do(c.srv.closeIdle)
+	}
+	return n, err
+}
+
+// A connection closed to make room while its request header was still
+// coming is not served, even if the header was whole by then: its place
+// is another's, and so would the request's be.
+func TestClosedToMakeRoomIsNotServed(t *testing.T) {
+	t.Parallel()
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			var served atomic.Int32
+			h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { served.Add(1) })
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var srv atomic.Pointer[Server]
+			var lean http.Handler
+			if m.lean {
+				lean = h
+			}
+			n := serveOn(t, evictingListener{Listener: ln, srv: &srv}, lean, &http.Server{Handler: h})
+			srv.Store(n.srv)
+			c := dial(t, n.addr)
+			c.send(get("/ok"))
+			if !c.closed() {
+				t.Fatal("the connection was not closed")
+			}
+			// Once its loop has ended (lean) or the fallback has shut down,
+			// any handler it ran has returned.
+			testkit.Eventually(t, "the connection's loop ends", func() bool {
+				n.srv.mu.Lock()
+				defer n.srv.mu.Unlock()
+				return len(n.srv.conns) == 0
+			})
+			n.stop(t)
+			if got := served.Load(); got != 0 {
+				t.Errorf("a request on a connection closed to make room was served %d times", got)
+			}
+		})
+	}
 }

@@ -43,6 +43,13 @@ func WithRegisterer(r prometheus.Registerer) Option { return func(s *Server) { s
 // one if there is one, and is refused otherwise.
 func WithMaxConns(n int) Option { return func(s *Server) { s.maxConns = n } }
 
+// WithMaxConnsPerClient caps the connections open at once from one client:
+// one IP address, or one IPv6 /64. 0 keeps the default, an eighth of the
+// connection cap and at least 16; the connection cap or more puts no limit
+// of its own. A client's connection over its cap takes the place of one of
+// its own idle ones if there is one, and is refused otherwise.
+func WithMaxConnsPerClient(n int) Option { return func(s *Server) { s.maxPerClient = n } }
+
 // WithBodyTimeout bounds the reading of request bodies: a body that sends
 // nothing for idle is cut off, and so is one that, once idle has passed,
 // averages less than minRate bytes per second. Zeros keep the defaults.
@@ -63,9 +70,16 @@ func withClock(now func() time.Time) Option { return func(s *Server) { s.now = n
 // connection. The limits and timeouts of the options hold on both paths.
 //
 // New takes fallback over: it wraps its Handler with the body and send
-// timeouts, and sets its ConnState, ErrorLog, and its IdleTimeout and
-// ReadHeaderTimeout when zero (the lean loop honours those two). It refuses
-// the fallback settings the lean loop could not honour alike.
+// timeouts, sets its ConnState, ConnContext and ErrorLog, its Protocols
+// when nil, and its IdleTimeout and ReadHeaderTimeout when zero (the lean
+// loop honours those two). It refuses the fallback settings the lean loop
+// could not honour alike.
+//
+// The fallback serves HTTP/1.1 only, with TLS too: over HTTP/2 one
+// connection would carry many requests at once, each of which may hold a
+// blob file open, past what the connection limit is sized for. Clients
+// that offer HTTP/2 (containerd, Docker) agree on HTTP/1.1 and open a few
+// connections instead, as registry clients commonly do.
 func New(lean http.Handler, fallback *http.Server, opts ...Option) (*Server, error) {
 	s := &Server{
 		lean:        lean,
@@ -87,6 +101,9 @@ func New(lean http.Handler, fallback *http.Server, opts ...Option) (*Server, err
 	if s.maxConns == 0 {
 		s.maxConns = DefaultMaxConns()
 	}
+	if s.maxPerClient == 0 {
+		s.maxPerClient = maxConnsPerClientFor(s.maxConns)
+	}
 	if s.bodyTimeout == 0 {
 		s.bodyTimeout = DefaultBodyTimeout
 	}
@@ -102,8 +119,13 @@ func New(lean http.Handler, fallback *http.Server, opts ...Option) (*Server, err
 	if fallback.ReadHeaderTimeout == 0 {
 		fallback.ReadHeaderTimeout = DefaultHeaderTimeout
 	}
+	if fallback.Protocols == nil {
+		fallback.Protocols = new(http.Protocols)
+		fallback.Protocols.SetHTTP1(true)
+	}
 	fallback.Handler = s.guard(fallback.Handler)
 	fallback.ConnState = s.connState
+	fallback.ConnContext = s.connContext
 	fallback.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	s.metrics = newMetrics(s)
 	if s.reg != nil {
@@ -144,7 +166,10 @@ func (s *Server) check() error {
 	if fb.TLSConfig != nil && s.lean != nil {
 		errs = append(errs, errors.New("the lean loop does not speak TLS: pass a nil lean handler with a TLSConfig"))
 	}
-	if s.maxConns < 0 || s.bodyTimeout < 0 || s.minBodyRate < 0 || s.sendTimeout < 0 {
+	if p := fb.Protocols; p != nil && (p.HTTP2() || p.UnencryptedHTTP2() || !p.HTTP1()) {
+		errs = append(errs, errors.New("the fallback serves HTTP/1.1 only: over HTTP/2 one connection carries many requests, past the connection limit"))
+	}
+	if s.maxConns < 0 || s.maxPerClient < 0 || s.bodyTimeout < 0 || s.minBodyRate < 0 || s.sendTimeout < 0 {
 		errs = append(errs, errors.New("connection limit, timeouts and rates must not be negative"))
 	}
 	if s.log == nil || s.now == nil {

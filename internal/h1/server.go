@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -33,15 +34,17 @@ type Server struct {
 	now      func() time.Time
 	metrics  *metrics
 
-	maxConns    int
-	bodyTimeout time.Duration
-	minBodyRate int64 // bytes per second
-	sendTimeout time.Duration
+	maxConns     int
+	maxPerClient int // connections from one client
+	bodyTimeout  time.Duration
+	minBodyRate  int64 // bytes per second
+	sendTimeout  time.Duration
 
 	mu       sync.Mutex
 	ln       net.Listener
 	conns    map[*conn]struct{} // on the lean loop
 	slots    map[*slot]struct{} // every connection admitted and not closed
+	peers    map[netip.Addr]*peer
 	handoff  *handoffListener
 	stopped  error // why the fallback stopped on its own
 	open     atomic.Int64
@@ -71,6 +74,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.ln = ln
 	s.conns = make(map[*conn]struct{})
 	s.slots = make(map[*slot]struct{})
+	s.peers = make(map[netip.Addr]*peer)
 	s.refusals = make(chan struct{}, refusing)
 	s.handoff = newHandoffListener(ln.Addr())
 	// The sweeper lives until Shutdown has drained the connections: the
@@ -107,10 +111,10 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // accept serves a new connection, or refuses it over the limit.
 func (s *Server) accept(rwc net.Conn) {
-	sl := s.admit(rwc)
+	sl, refused := s.admit(rwc)
 	switch {
 	case sl == nil:
-		s.refuse(rwc)
+		s.refuse(rwc, refused)
 	case s.lean == nil || s.tls:
 		if !s.handoff.push(newHandedConn(sl, nil)) {
 			_ = sl.close()
@@ -292,14 +296,19 @@ var errNotLean = errors.New("not a request the lean loop takes")
 
 // headerEnd waits for a whole header block at the start of the read
 // buffer and returns its length. Before it waits on the network it flushes
-// the answers written so far; while it waits for the first byte, the
-// connection is idle: it may be closed to make room, or by a shutdown. Once part of a header has
-// come, the rest must come within the fallback's ReadHeaderTimeout.
+// the answers written so far; until the block is whole, the connection is
+// idle, as net/http's StateNew and StateIdle are: it may be closed to make
+// room, or by a shutdown, so that a header sent a byte at a time holds no
+// place. Once part of a header has come, the rest must come within the
+// fallback's ReadHeaderTimeout.
 func (c *conn) headerEnd() (int, error) {
 	br, bw := c.bufs.r, c.bufs.w
 	buf, _ := br.Peek(br.Buffered())
 	for {
 		if n := blockEnd(buf); n > 0 {
+			if !c.sl.setIdle(false) {
+				return 0, net.ErrClosed
+			}
 			return n, nil
 		}
 		if len(buf) >= bufSize || !leanStart(buf) {
@@ -311,14 +320,11 @@ func (c *conn) headerEnd() (int, error) {
 		if err := bw.Flush(); err != nil {
 			return 0, err
 		}
-		if len(buf) == 0 {
-			c.sl.setIdle(true)
-		} else if !c.headerTimed {
+		c.sl.setIdle(true)
+		if len(buf) > 0 && !c.headerTimed {
 			c.headerDeadline()
 		}
-		_, err := br.Peek(len(buf) + 1)
-		c.sl.setIdle(false)
-		if err != nil {
+		if _, err := br.Peek(len(buf) + 1); err != nil {
 			return 0, err
 		}
 		buf, _ = br.Peek(br.Buffered())

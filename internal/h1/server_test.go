@@ -64,6 +64,11 @@ func serveWith(t *testing.T, lean http.Handler, fallback *http.Server, opts ...O
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, ln, lean, fallback, opts...)
+}
+
+func serveOn(t *testing.T, ln net.Listener, lean http.Handler, fallback *http.Server, opts ...Option) *node {
+	t.Helper()
 	logs := &testkit.Buffer{}
 	reg := prometheus.NewRegistry()
 	opts = append([]Option{WithLogger(slog.New(slog.NewTextHandler(logs, nil))), WithRegisterer(reg)}, opts...)

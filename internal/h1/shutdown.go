@@ -13,13 +13,15 @@ import (
 // those it still sends here are answered, not refused. Shutdown follows.
 func (s *Server) Drain(ctx context.Context) error {
 	s.draining.Store(true)
-	s.fallback.SetKeepAlivesEnabled(false)
 	s.mu.Lock()
 	open := make([]*slot, 0, len(s.slots))
 	for sl := range s.slots {
 		open = append(open, sl)
 	}
 	s.mu.Unlock()
+	// After the list is taken: this closes the fallback's idle
+	// connections, and a client may open a new one at once.
+	s.fallback.SetKeepAlivesEnabled(false)
 	return s.waitFor(ctx, func() bool {
 		// Only these: a connection accepted since waits for its first
 		// request, which it is to be answered.
