@@ -132,7 +132,7 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 		origins[r.Name] = c
 	}
 	opts := []cache.Option{cache.WithLogger(n.log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg),
-		cache.WithMaxUploadSize(int64(cfg.Limits.MaxUploadSize))}
+		cache.WithMaxUploadSize(int64(cfg.Limits.MaxUploadSize)), cache.WithMetaTimeout(metaTimeout(cfg.Routes))}
 	backend, err := storjtier.Open(ctx, cfg.Global)
 	if err != nil {
 		return fmt.Errorf("global tier: %w", err)
@@ -149,6 +149,17 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 	}
 	n.engine.RegisterQueueGauge(reg)
 	return nil
+}
+
+// metaTimeout bounds the engine's metadata calls: 15s, or longer where a
+// route gives its origin longer, so that the route's own timeout is what
+// ends a slow call, never the engine's.
+func metaTimeout(routes []config.Route) time.Duration {
+	d := 15 * time.Second
+	for _, r := range routes {
+		d = max(d, time.Duration(r.Timeouts.Metadata)+5*time.Second)
+	}
+	return d
 }
 
 // originConfig is the origin client's configuration of route r.
