@@ -99,7 +99,7 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 			continue
 		}
 		oc := upstream.Config{Name: r.Name, Origin: r.Origin, Username: n.origin.Username, Password: n.origin.Password,
-			MetaTimeout: 5 * time.Second}
+			MetaTimeout: 20 * time.Second} // real time: generous, so a loaded machine never cuts a call
 		if cfg.originCfg != nil {
 			cfg.originCfg(&oc)
 		}
