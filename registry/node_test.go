@@ -167,39 +167,15 @@ func (n *node) stop() {
 	n.srv = nil
 }
 
-// metric reads a counter of the node's registry.
+// metric reads a counter of the node's registry; labels are name, value
+// pairs.
 func (n *node) metric(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := n.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	want := make(map[string]string, len(labels)/2)
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
 	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue metrics
-				}
-			}
-			if m.Counter != nil {
-				sum += m.GetCounter().GetValue()
-			} else if m.Gauge != nil {
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
+	return testkit.Metric(t, n.reg, name, want)
 }
 
 // response is what a client got.
