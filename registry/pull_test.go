@@ -230,7 +230,7 @@ func TestRangeRequests(t *testing.T) {
 	for _, state := range []string{"cold", "warm"} {
 		r := do(t, http.MethodGet, url, "Range", "bytes=100-199")
 		if r.Status != http.StatusPartialContent || !bytes.Equal(r.Body, data[100:200]) {
-			t.Fatalf("%s: status %d, %d bytes", state, r.Status, len(r.Body))
+			t.Fatalf("%s: status %d, %d bytes: %.400s", state, r.Status, len(r.Body), r.Body)
 		}
 		if cr := r.Header.Get("Content-Range"); cr != fmt.Sprintf("bytes 100-199/%d", len(data)) {
 			t.Fatalf("%s: Content-Range %q", state, cr)
