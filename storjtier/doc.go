@@ -37,6 +37,9 @@
 //
 //	    A record is replaced whole by the next writer; the last write wins.
 //
+//	probe/edge
+//	    Never written: a node asks for it to tell whether the store answers.
+//
 // Metadata names are lower-case (S3 folds their case) and an object's
 // metadata is at most 1 KiB (Storj allows 2 KiB of custom metadata after
 // encryption). Listings come in no particular order: Storj lists in the
