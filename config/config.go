@@ -239,6 +239,9 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("global.backend %q: want storj, s3, dir or none", c.Global.Backend))
 	}
+	if err := c.Global.Check(); err != nil {
+		errs = append(errs, fmt.Errorf("global: %w", err))
+	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":
 	default:
