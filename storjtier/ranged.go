@@ -116,6 +116,9 @@ func rangedGet(ctx context.Context, g ranged, offset, length int64) (io.ReadClos
 	return newParallelReader(ctx, open, rc, info.Size, offset, end, pc, g.bufs), info, nil
 }
 
+// errObjectChanged fails a read whose object was replaced meanwhile.
+var errObjectChanged = errors.New("storjtier: object changed while read")
+
 func pastEnd(key string, offset, size int64) error {
 	return fmt.Errorf("%w: %s: offset %d, size %d", ErrInvalidRange, key, offset, size)
 }
@@ -124,8 +127,9 @@ func pastEnd(key string, offset, size int64) error {
 // one stream from offset while a scheduler fetches the parts after the
 // first ahead of it, each into a buffer of the budget, at most Concurrency
 // at once. When the reader gets to a part, it takes the buffer if the part
-// was fetched; if not (the budget was spent), it claims the part and reads
-// it from its stream, so a read never waits for the budget.
+// was fetched; if not (the budget was spent, or the fetch failed), it
+// claims the part and reads it from its stream, so a read never waits for
+// the budget and fails only when its stream does.
 type parallelReader struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -216,7 +220,7 @@ func (r *parallelReader) fetch(p *part, buf *[]byte) partResult {
 	if err == nil {
 		defer rc.Close()
 		if info.Size != r.size {
-			err = fmt.Errorf("storjtier: object changed while read: size %d, was %d", info.Size, r.size)
+			err = fmt.Errorf("%w: size %d, was %d", errObjectChanged, info.Size, r.size)
 		} else if _, err = io.ReadFull(rc, (*buf)[:p.n]); err != nil {
 			err = fmt.Errorf("storjtier: ranged read at %d: %w", p.off, err)
 		}
@@ -288,16 +292,21 @@ func (r *parallelReader) nextPart() error {
 	}
 	r.mu.Unlock()
 	if fetched {
-		r.closeStream()
 		res := <-p.done
 		<-r.slots
-		if res.err != nil {
+		switch {
+		case res.err == nil:
+			r.closeStream()
+			buf := res.buf
+			r.cur, r.curLeft, r.curStream = bytes.NewReader((*buf)[:p.n]), p.n, false
+			r.curDone = func() { r.bufs.put(buf) }
+			return nil
+		case errors.Is(res.err, errObjectChanged) || r.ctx.Err() != nil:
 			return res.err
 		}
-		buf := res.buf
-		r.cur, r.curLeft, r.curStream = bytes.NewReader((*buf)[:p.n]), p.n, false
-		r.curDone = func() { r.bufs.put(buf) }
-		return nil
+		// A read ahead is a bet: a part that failed (a store that limits
+		// the requests per object, as Storj's satellite does) is read
+		// from the stream like one that had no buffer.
 	}
 	if r.stream == nil || r.streamAt != p.off {
 		r.closeStream()
@@ -307,7 +316,7 @@ func (r *parallelReader) nextPart() error {
 		}
 		if info.Size != r.size {
 			_ = rc.Close()
-			return fmt.Errorf("storjtier: object changed while read: size %d, was %d", info.Size, r.size)
+			return fmt.Errorf("%w: size %d, was %d", errObjectChanged, info.Size, r.size)
 		}
 		r.stream, r.streamAt = rc, p.off
 	}

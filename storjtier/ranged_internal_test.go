@@ -28,6 +28,7 @@ type memOpener struct {
 	breakAt      int64
 	short        bool
 	fail         error
+	refuseAhead  bool // refuse every open but the first, as a rate limit would
 	hold         chan struct{}
 	opens, stats atomic.Int64
 }
@@ -40,6 +41,8 @@ func (m *memOpener) open(ctx context.Context, off, n int64) (io.ReadCloser, Obje
 	switch {
 	case m.fail != nil:
 		return nil, ObjectInfo{}, m.fail
+	case m.refuseAhead && m.opens.Load() > 1:
+		return nil, ObjectInfo{}, errors.New("uplink: too many requests")
 	case off >= size && !m.lenient:
 		return nil, ObjectInfo{}, fmt.Errorf("416: %w", errRangeNotSatisfiable)
 	case off >= size:
@@ -194,6 +197,24 @@ func waitOpens(t *testing.T, m *memOpener, n int64) {
 			t.Fatalf("%d opens, want %d", m.opens.Load(), n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestRangedGetPartsRefused: a store that refuses the reads ahead (Storj's
+// satellite limits the downloads of one object at once) costs the read its
+// parallel parts, not its success: the stream reads them.
+func TestRangedGetPartsRefused(t *testing.T) {
+	t.Parallel()
+	m := &memOpener{data: pattern(1000), refuseAhead: true, hold: make(chan struct{})}
+	rc, _, err := rangedGet(context.Background(), m.ranged(ParallelConfig{PartSize: 100, Concurrency: 3}, NewBuffers(1<<20)), 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	waitOpens(t, m, 4) // the stream, and three parts refused
+	close(m.hold)
+	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, m.data) {
+		t.Errorf("read with the parts refused: %d bytes, %v; want all", len(got), err)
 	}
 }
 

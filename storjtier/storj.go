@@ -18,8 +18,11 @@ type StorjConfig struct {
 	Access     string `yaml:"access"`
 	AccessFile string `yaml:"access_file"`
 	Bucket     string `yaml:"bucket"`
-	// Parallel sets the parallel ranged reads of big objects: uplink has
-	// no download concurrency of its own.
+	// Parallel sets the parallel ranged reads of big objects. They are off
+	// unless Concurrency is set: uplink already reads each segment from
+	// many storage nodes at once, and every ranged read is one more
+	// request to the satellite, which limits them per project and per
+	// object (a fourth download of one object at once is refused).
 	Parallel ParallelConfig `yaml:"parallel"`
 	// Timeouts bound the calls to the satellite (Open sets the global
 	// tier's).
@@ -76,6 +79,9 @@ func (c StorjConfig) check() error {
 
 // newStorj is the backend on a project: uplink's, or a test's fake.
 func newStorj(p storjProject, cfg StorjConfig) *Storj {
+	if cfg.Parallel.Concurrency == 0 {
+		cfg.Parallel.Concurrency = 1
+	}
 	s := &Storj{project: p, bucket: cfg.Bucket, parallel: cfg.Parallel, timeouts: cfg.Timeouts.withDefaults(), bufs: cfg.Buffers}
 	s.bucketOK.fn = func(ctx context.Context) error {
 		ctx, cancel := s.timeouts.metaContext(ctx)
