@@ -20,14 +20,14 @@ type Timeouts struct {
 	// Metadata bounds each call that moves no content: a stat, a delete,
 	// the first answer of a listing, the opening of a read (until the
 	// store answers; the body then streams without a deadline) and the
-	// whole put of a small object (tags, links, most manifests); 5s if
+	// whole put of a small object (tags, links, most manifests); 3s if
 	// zero.
 	Metadata time.Duration `yaml:"metadata"`
 }
 
 const (
 	defaultDialTimeout     = 2 * time.Second
-	defaultMetadataTimeout = 5 * time.Second
+	defaultMetadataTimeout = 3 * time.Second
 	// smallPut is the largest put that the metadata timeout bounds whole.
 	smallPut = 64 << 10
 )
