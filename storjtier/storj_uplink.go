@@ -52,8 +52,38 @@ func (u uplinkProject) DownloadObject(ctx context.Context, bucket, key string, o
 	if err != nil {
 		return nil, nil, err
 	}
-	return dl, dl.Info(), nil
+	return &fullReads{rc: dl}, dl.Info(), nil
 }
+
+// fullReads fills each buffer it is given before it returns, unless the
+// download ends or fails. uplink hands out one erasure stripe per read
+// (about 7 KiB); a reader that writes what it reads to a file and a hash
+// would otherwise make a system call and a hand-off per stripe.
+type fullReads struct {
+	rc  io.ReadCloser
+	err error // met while filling the last buffer, returned next
+}
+
+func (f *fullReads) Read(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	n := 0
+	for n < len(p) {
+		k, err := f.rc.Read(p[n:])
+		n += k
+		if err != nil {
+			if n == 0 {
+				return 0, err
+			}
+			f.err = err
+			break
+		}
+	}
+	return n, nil
+}
+
+func (f *fullReads) Close() error { return f.rc.Close() }
 
 func (u uplinkProject) UploadObject(ctx context.Context, bucket, key string) (storjUpload, error) {
 	return u.p.UploadObject(ctx, bucket, key, nil)
