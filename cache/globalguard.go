@@ -102,9 +102,9 @@ var probeDigest = digest.FromString("")
 // for a reason other than the content (a missing or invalid object, a
 // digest mismatch) or the caller leaving is counted in
 // edge_global_errors_total, starts a cool-down and is returned as
-// ErrGlobalUnavailable. Pulls and the write-behind check globalUp first
-// and go on without the tier; hosted repositories, which have nothing but
-// the tier, answer 503 at once. It has the methods of Record when the tier
+// ErrGlobalUnavailable. Pulls check globalUp first and go on without the
+// tier; hosted repositories, which have nothing but the tier, answer 503
+// at once, and the write-behind retries later. It has the methods of Record when the tier
 // it wraps has them.
 type guarded struct {
 	g Global

@@ -62,7 +62,8 @@ func (e *Engine) RegisterQueueGauge(reg prometheus.Registerer) {
 // workers uploads at once, until ctx ends. Failed items are retried with
 // exponential backoff; the queue is durable, so what is left when the node
 // stops is uploaded after it starts again. While the tier cools down after
-// a failure, the write-behind waits. An item the tier refuses for good (see
+// a failure, tries fail at once without reaching it (the guard) and are
+// retried like any other. An item the tier refuses for good (see
 // storjtier.Permanent) is not retried: it goes to the dead letters, is
 // counted (result "dead") and logged.
 func (e *Engine) RunWriteBehind(ctx context.Context, workers int) {
@@ -77,10 +78,6 @@ func (e *Engine) RunWriteBehind(ctx context.Context, workers int) {
 	backoff := map[string]retry{}
 	var mu sync.Mutex
 	for ctx.Err() == nil {
-		if !e.globalUp() {
-			e.pause(ctx, time.Now().Add(time.Second))
-			continue
-		}
 		items, err := e.local.Queued(ctx, "", 512)
 		if err != nil {
 			e.log.Error("cannot read the write-behind queue", "err", err)
