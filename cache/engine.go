@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -69,7 +68,7 @@ type Engine struct {
 
 	wake chan struct{} // nudges the write-behind when something is queued
 
-	globalDownUntil atomic.Int64 // unix nanoseconds; reads skip the global tier before it
+	gate globalGate // the global tier's health: failures, cool-down, probe
 }
 
 // Option configures an Engine.

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -32,27 +33,25 @@ type blobDeleter interface {
 }
 
 // WithGlobal sets the global tier, read after the local tier and before the
-// origin, and written behind from the durable queue.
-func WithGlobal(g Global) Option { return func(e *Engine) { e.global = g } }
+// origin, and written behind from the durable queue. Every call to it goes
+// through the engine's guard (see guard): failures are counted and start a
+// cool-down, during which the tier is not asked.
+func WithGlobal(g Global) Option {
+	return func(e *Engine) { e.global = guard(e, g) }
+}
 
-// globalCooldown is how long reads skip the global tier after it failed, so
-// that a tier that is down or slow costs one timeout, not one per request.
-const globalCooldown = 30 * time.Second
+// ErrGlobalUnavailable means the global tier could not answer: a call
+// failed or timed out, or one did lately and the tier is skipped until a
+// probe finds it back. Hosted repositories answer it with 503 UNAVAILABLE.
+var ErrGlobalUnavailable = errors.New("the global tier is unavailable")
 
 // globalOpenTimeout bounds opening a blob in the global tier; the body
-// then follows the fill's own watchdog.
+// then follows the fill's own watchdog. The tier's backends have shorter
+// timeouts of their own (storjtier.Timeouts).
 const globalOpenTimeout = 10 * time.Second
 
-func (e *Engine) globalFailed(op string, err error) {
-	e.m.globalErrors.WithLabelValues(op).Inc()
-	e.globalDownUntil.Store(time.Now().Add(globalCooldown).UnixNano())
-	e.log.Warn("global tier failed; reads go on without it for a while", "op", op, "cooldown", globalCooldown, "err", err)
-}
-
-// globalUp reports whether reads should ask the global tier now.
-func (e *Engine) globalUp() bool {
-	return e.global != nil && time.Now().UnixNano() >= e.globalDownUntil.Load()
-}
+// errOpenTimeout ends the opening of a global blob that took too long.
+var errOpenTimeout = fmt.Errorf("opening a blob in the global tier took over %s: %w", globalOpenTimeout, context.DeadlineExceeded)
 
 // openGlobalBlob opens d in the global tier from offset on, and returns it
 // with the blob's whole size. A miss, a tier that is down, or a digest that
@@ -61,23 +60,22 @@ func (e *Engine) openGlobalBlob(ctx context.Context, d digest.Digest, offset int
 	if !e.globalUp() || e.distrusted(d) {
 		return nil, 0
 	}
-	octx, cancel := context.WithCancel(ctx)
-	timer := time.AfterFunc(globalOpenTimeout, cancel)
+	octx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(globalOpenTimeout, func() { cancel(errOpenTimeout) })
 	rc, size, err := e.global.OpenBlob(octx, d, offset)
 	if !timer.Stop() && err == nil {
+		// Opened just as the timer fired: its context is gone.
 		closeQuietly(rc)
-		err = fmt.Errorf("opening blob %s: %w", d, context.DeadlineExceeded)
+		err = fmt.Errorf("opening blob %s: %w", d, errOpenTimeout)
 	}
 	switch {
 	case err == nil:
 		e.m.hits.WithLabelValues("global", "blob").Inc()
-		return cancelOnClose{rc, cancel}, size
+		return cancelOnClose{rc, func() { cancel(nil) }}, size
 	case isNotFound(err):
 		e.m.misses.WithLabelValues("global", "blob").Inc()
-	default:
-		e.globalFailed("open blob", err)
 	}
-	cancel()
+	cancel(nil)
 	return nil, 0
 }
 
@@ -111,7 +109,7 @@ func (e *Engine) distrust(ctx context.Context, d digest.Digest) {
 	e.revalMu.Unlock()
 	if del, ok := e.global.(blobDeleter); ok {
 		if err := del.DeleteBlob(context.WithoutCancel(ctx), d); err != nil {
-			e.globalFailed("delete corrupt blob", err)
+			e.log.Warn("cannot delete a corrupt blob of the global tier", "digest", d, "err", err)
 		}
 	}
 }
@@ -131,8 +129,6 @@ func (e *Engine) globalManifest(ctx context.Context, d digest.Digest) (Manifest,
 		return Manifest{Digest: d, MediaType: mt, Body: body}, true
 	case isNotFound(err):
 		e.m.misses.WithLabelValues("global", "manifest").Inc()
-	default:
-		e.globalFailed("get manifest", err)
 	}
 	return Manifest{}, false
 }
@@ -152,8 +148,6 @@ func (e *Engine) globalTag(ctx context.Context, rt *policy.Route, repo, tag stri
 			FetchedAt: rec.FetchedAt, Source: "global", Region: rec.Region}, true
 	case isNotFound(err):
 		e.m.misses.WithLabelValues("global", "tag").Inc()
-	default:
-		e.globalFailed("get tag", err)
 	}
 	return localtier.TagRecord{}, false
 }

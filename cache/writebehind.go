@@ -46,17 +46,26 @@ func (e *Engine) QueueLen() int {
 	return n
 }
 
-// RegisterQueueGauge exports the queue depth as edge_writebehind_queue_depth.
+// RegisterQueueGauge exports the queue depth as edge_writebehind_queue_depth
+// and the items given up on as edge_writebehind_dead_letters.
 func (e *Engine) RegisterQueueGauge(reg prometheus.Registerer) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edge_writebehind_queue_depth", Help: "Items waiting to be written to the global tier.",
-	}, func() float64 { return float64(e.QueueLen()) }))
+	}, func() float64 { return float64(e.QueueLen()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "edge_writebehind_dead_letters",
+			Help: "Items the write-behind gave up on: the global tier refuses them for good (kept in the local index).",
+		}, func() float64 { n, _ := e.local.DeadLetterLen(); return float64(n) }))
 }
 
 // RunWriteBehind uploads queued content to the global tier with up to
 // workers uploads at once, until ctx ends. Failed items are retried with
 // exponential backoff; the queue is durable, so what is left when the node
-// stops is uploaded after it starts again.
+// stops is uploaded after it starts again. While the tier cools down after
+// a failure, tries fail at once without reaching it (the guard) and are
+// retried like any other. An item the tier refuses for good (see
+// storjtier.Permanent) is not retried: it goes to the dead letters, is
+// counted (result "dead") and logged.
 func (e *Engine) RunWriteBehind(ctx context.Context, workers int) {
 	if e.global == nil {
 		return
@@ -102,6 +111,11 @@ func (e *Engine) RunWriteBehind(ctx context.Context, workers int) {
 				if ctx.Err() != nil {
 					return
 				}
+				if storjtier.Permanent(err) {
+					delete(backoff, item)
+					e.bury(ctx, kind, item, err)
+					return
+				}
 				r := backoff[item]
 				r.attempts++
 				r.at = time.Now().Add(min(time.Second<<min(r.attempts, 9), 5*time.Minute))
@@ -114,13 +128,28 @@ func (e *Engine) RunWriteBehind(ctx context.Context, workers int) {
 		if len(ready) > 0 {
 			continue // more may be queued behind the first page
 		}
-		timer := time.NewTimer(time.Until(next))
-		select {
-		case <-ctx.Done():
-		case <-e.wake:
-		case <-timer.C:
-		}
-		timer.Stop()
+		e.pause(ctx, next)
+	}
+}
+
+// pause waits until next, something is queued, or ctx ends.
+func (e *Engine) pause(ctx context.Context, next time.Time) {
+	timer := time.NewTimer(time.Until(next))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+	case <-e.wake:
+	case <-timer.C:
+	}
+}
+
+// bury gives up on an item: it leaves the queue for the dead letters.
+func (e *Engine) bury(ctx context.Context, kind, item string, err error) {
+	e.m.replicated.WithLabelValues(kind, "dead").Inc()
+	e.log.Error("write-behind gives up: the global tier refuses this item for good; it is kept as a dead letter",
+		"item", item, "err", err)
+	if berr := e.local.Bury(context.WithoutCancel(ctx), item, err.Error()); berr != nil {
+		e.log.Error("cannot move an item to the dead letters", "item", item, "err", berr)
 	}
 }
 

@@ -317,6 +317,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("global.backend %q: want storj, s3, dir or none", c.Global.Backend))
 	}
 	errs = append(errs, c.Server.check()...)
+	if err := c.Global.Check(); err != nil {
+		errs = append(errs, fmt.Errorf("global: %w", err))
+	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":
 	default:

@@ -156,3 +156,113 @@ func (s *Store) QueueLen() (int, error) {
 	defer ql.mu.Unlock()
 	return ql.n, ql.err
 }
+
+// The dead letters of the queue: keys "d\x00<item>" whose value is the time
+// the item was given up on and why. An item that can never be written (a
+// name the global tier refuses, content that fails its digest) leaves the
+// queue for them, so that it is neither retried forever nor lost without
+// a trace.
+const prefixDead = "d" + sep
+
+// DeadLetter is an item given up on.
+type DeadLetter struct {
+	Item   string
+	Buried time.Time
+	Reason string
+}
+
+// Bury moves item from the queue to the dead letters, with the reason, in
+// one transaction. An item that is not queued is buried all the same.
+func (s *Store) Bury(ctx context.Context, item, reason string) error {
+	if err := validName("queue item", item); err != nil {
+		return err
+	}
+	if err := s.begin(); err != nil {
+		return err
+	}
+	defer s.end()
+	ql := s.queueLen()
+	ql.mu.Lock()
+	defer ql.mu.Unlock()
+	queued := false
+	err := s.db.Update(func(txn *badger.Txn) error {
+		key := []byte(prefixQueue + item)
+		_, err := txn.Get(key)
+		switch {
+		case err == nil:
+			queued = true
+			if err := txn.Delete(key); err != nil {
+				return err
+			}
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return err
+		}
+		val := binary.AppendVarint(nil, s.clock().UnixNano())
+		return txn.Set([]byte(prefixDead+item), append(val, reason...))
+	})
+	if err != nil {
+		return fmt.Errorf("localtier: bury %q: %w", item, err)
+	}
+	if queued {
+		ql.n--
+	}
+	return nil
+}
+
+// DeadLetters returns up to limit dead letters, in key order.
+func (s *Store) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) {
+	if err := s.begin(); err != nil {
+		return nil, err
+	}
+	defer s.end()
+	var out []DeadLetter
+	err := s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(prefixDead)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(out) < limit; it.Next() {
+			d := DeadLetter{Item: string(it.Item().Key()[len(prefixDead):])}
+			if err := it.Item().Value(func(v []byte) error {
+				ns, n := binary.Varint(v)
+				if n <= 0 {
+					return errCorrupt
+				}
+				d.Buried, d.Reason = time.Unix(0, ns), string(v[n:])
+				return nil
+			}); err != nil {
+				return err
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("localtier: dead letters: %w", err)
+	}
+	return out, nil
+}
+
+// DeadLetterLen returns how many dead letters there are.
+func (s *Store) DeadLetterLen() (int, error) {
+	if err := s.begin(); err != nil {
+		return 0, err
+	}
+	defer s.end()
+	n := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(prefixDead)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("localtier: dead letters: %w", err)
+	}
+	return n, nil
+}

@@ -46,3 +46,36 @@ func TestQueueIsDurableAndIdempotent(t *testing.T) {
 		t.Fatalf("QueueLen after reopening = %d", n)
 	}
 }
+
+func TestBuryMovesAnItemToTheDeadLetters(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	ctx := t.Context()
+	for _, item := range []string{"1b/sha256:aa", "3t/route/repo:tag"} {
+		if err := s.Enqueue(ctx, item); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Bury(ctx, "3t/route/repo:tag", "invalid key"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{})
+	items, err := s.Queued(ctx, "", 10)
+	if err != nil || len(items) != 1 || items[0].Item != "1b/sha256:aa" {
+		t.Fatalf("queue after a burial and a restart = %+v, %v", items, err)
+	}
+	if n, _ := s.QueueLen(); n != 1 {
+		t.Fatalf("QueueLen = %d, want 1", n)
+	}
+	dead, err := s.DeadLetters(ctx, 10)
+	if err != nil || len(dead) != 1 || dead[0].Item != "3t/route/repo:tag" || dead[0].Reason != "invalid key" || dead[0].Buried.IsZero() {
+		t.Fatalf("dead letters = %+v, %v", dead, err)
+	}
+	if n, err := s.DeadLetterLen(); n != 1 || err != nil {
+		t.Fatalf("DeadLetterLen = %d, %v", n, err)
+	}
+}

@@ -92,6 +92,9 @@ func toAPIError(err error, about subject) *apiError {
 		return &apiError{Status: http.StatusBadRequest, Code: errcode.ErrorCodeManifestBlobUnknown, Message: err.Error(), Err: err}
 	case errors.Is(err, cache.ErrNoRecord):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: errcode.ErrorCodeUnavailable, Message: err.Error(), Err: err}
+	case errors.Is(err, cache.ErrGlobalUnavailable):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: errcode.ErrorCodeUnavailable,
+			Message: "the global tier is unavailable; try again shortly", Detail: err.Error(), Err: err}
 	case errors.Is(err, policy.ErrUnknownNamespace):
 		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeNameUnknown, Message: err.Error(), Err: err}
 	case errors.Is(err, context.Canceled):

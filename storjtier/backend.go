@@ -176,3 +176,13 @@ func cloneMeta(meta map[string]string) map[string]string {
 	}
 	return out
 }
+
+// Permanent reports whether err will come back however often the same call
+// is made: a key or metadata the store refuses (ErrInvalidKey), content
+// that does not match its digest or announced size, a read past the end.
+// Any other error (a store that is down, slow or refusing access) may pass
+// on a later try.
+func Permanent(err error) bool {
+	return errors.Is(err, ErrInvalidKey) || errors.Is(err, ErrDigestMismatch) ||
+		errors.Is(err, ErrSizeMismatch) || errors.Is(err, ErrInvalidRange)
+}

@@ -85,7 +85,7 @@ func (d *Dir) locked(exclusive bool, fn func() error) error {
 
 // Put implements Backend.
 func (d *Dir) Put(ctx context.Context, key string, r io.Reader, size int64, meta map[string]string) error {
-	if err := CheckKey(key); err != nil {
+	if err := checkDirKey(key); err != nil {
 		return err
 	}
 	if err := CheckMeta(meta); err != nil {
@@ -190,7 +190,7 @@ func (d *Dir) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 
 // open opens the data of key and reads its metadata under the lock.
 func (d *Dir) open(ctx context.Context, key string) (*os.File, ObjectInfo, error) {
-	if err := CheckKey(key); err != nil {
+	if err := checkDirKey(key); err != nil {
 		return nil, ObjectInfo{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -277,7 +277,7 @@ func (d *Dir) List(ctx context.Context, prefix string, fn func(ObjectInfo) error
 // Delete implements Backend. Empty directories are left in place: removing
 // them would race with a concurrent put under the same prefix.
 func (d *Dir) Delete(ctx context.Context, key string) error {
-	if err := CheckKey(key); err != nil {
+	if err := checkDirKey(key); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -340,6 +340,24 @@ func syncDir(path string) error {
 	defer f.Close()
 	if err := f.Sync(); err != nil && !errors.Is(err, errSyncUnsupported) {
 		return fmt.Errorf("storjtier: dir sync: %w", err)
+	}
+	return nil
+}
+
+// maxDirSegment is the longest file name of the usual file systems
+// (NAME_MAX): each segment of a key is one.
+const maxDirSegment = 255
+
+// checkDirKey is CheckKey plus what a file system can store: segments of
+// at most maxDirSegment bytes.
+func checkDirKey(key string) error {
+	if err := CheckKey(key); err != nil {
+		return err
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if len(seg) > maxDirSegment {
+			return fmt.Errorf("%w: %q: a segment of %d bytes, more than a file name's %d", ErrInvalidKey, key, len(seg), maxDirSegment)
+		}
 	}
 	return nil
 }

@@ -2,9 +2,11 @@ package storjtier_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/edgeregistry/edge/storjtier"
@@ -88,4 +90,18 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// TestDirSegmentTooLong: a segment longer than a file name is an invalid
+// key for the directory backend, not an error that a caller would retry.
+func TestDirSegmentTooLong(t *testing.T) {
+	t.Parallel()
+	d := newDir(t, t.TempDir())
+	key := "tags/" + strings.Repeat("s", 256) + "/x"
+	if err := d.Put(t.Context(), key, strings.NewReader("x"), 1, nil); !errors.Is(err, storjtier.ErrInvalidKey) || !storjtier.Permanent(err) {
+		t.Errorf("Put with a segment of 256 bytes = %v, want a permanent ErrInvalidKey", err)
+	}
+	if _, err := d.Stat(t.Context(), key); !errors.Is(err, storjtier.ErrInvalidKey) {
+		t.Errorf("Stat with a segment of 256 bytes = %v, want ErrInvalidKey", err)
+	}
 }

@@ -37,6 +37,9 @@
 //
 //	    A record is replaced whole by the next writer; the last write wins.
 //
+//	probe/edge
+//	    Never written: a node asks for it to tell whether the store answers.
+//
 // Metadata names are lower-case (S3 folds their case) and an object's
 // metadata is at most 1 KiB (Storj allows 2 KiB of custom metadata after
 // encryption). Listings come in no particular order: Storj lists in the
@@ -58,6 +61,18 @@
 // they are created and create their bucket on the first put, so a node
 // starts while the store is down.
 //
+// # Reads, memory and timeouts
+//
+// The remote backends read a big object as one stream; S3 (and Storj when
+// configured) also fetches the parts further on ahead of the reader by
+// ranged reads, into buffers of the node's one read budget (Buffers), so
+// the memory of all reads together stays within it. A reader that gets to
+// a part without a buffer, or whose part was refused, reads it from its
+// stream. Every call that moves no content is bounded by
+// Timeouts.Metadata, and connections by Timeouts.Dial; a read whose open
+// failed is not followed by a second call, unless the store refused the
+// range without giving the object's size.
+//
 // # Tests
 //
 // storjtest.BackendConformance runs against the directory backend, and
@@ -67,5 +82,7 @@
 // S3 tests skip, or fail when CI=true. The Storj backend runs the same
 // suite when STORJ_TEST_ACCESS (a serialized access grant) and
 // STORJ_TEST_BUCKET are set, each test under its own prefix of that
-// bucket, and says that it was not exercised otherwise.
+// bucket, and says that it was not exercised otherwise; in every run, it
+// also runs on a fake of the small interface over uplink that the backend
+// uses, which answers as uplink and the satellite do.
 package storjtier

@@ -9,21 +9,21 @@ import (
 	"sync"
 )
 
-// ParallelConfig sets how the remote backends read big objects: the first
-// part is streamed as it arrives while the following parts are fetched by
-// concurrent ranged reads, at most Concurrency of them held in memory at
-// once. Neither Storj's uplink nor minio-go downloads in parallel by
+// ParallelConfig sets how the remote backends read big objects: one stream
+// from the start of the range, while the parts after it are fetched ahead
+// by concurrent ranged reads into buffers of the node's read budget
+// (Buffers). Neither Storj's uplink nor minio-go downloads in parallel by
 // itself. The zero value means the defaults.
 type ParallelConfig struct {
-	// PartSize is the size of one ranged read; 16 MiB if zero.
+	// PartSize is the size of one ranged read; 8 MiB if zero.
 	PartSize int64 `yaml:"part_size"`
-	// Concurrency is the number of parts fetched ahead; 4 if zero, and 1
-	// or less (negative) turns parallel reads off.
+	// Concurrency is the number of parts of one read fetched ahead; 4 if
+	// zero, and 1 or less (negative) turns parallel reads off.
 	Concurrency int `yaml:"concurrency"`
 }
 
 const (
-	defaultPartSize    = 16 << 20
+	defaultPartSize    = 8 << 20
 	defaultConcurrency = 4
 )
 
@@ -42,155 +42,194 @@ func (c ParallelConfig) withDefaults() ParallelConfig {
 // provides; rangedGet builds the Backend's Get semantics on top of it.
 type rangeOpener func(ctx context.Context, offset, length int64) (io.ReadCloser, ObjectInfo, error)
 
-// rangedGet implements Backend.Get over open and stat: the empty reads at
-// the end of an object, ranges past the end, and parallel reads of big
-// ranges.
-func rangedGet(ctx context.Context, key string, open rangeOpener, stat func(context.Context) (ObjectInfo, error), offset, length int64, pc ParallelConfig) (io.ReadCloser, ObjectInfo, error) {
+// errRangeNotSatisfiable is what an opener wraps when the store refused a
+// range as not satisfiable without saying the object's size (S3's 416):
+// only then does rangedGet ask for the size.
+var errRangeNotSatisfiable = errors.New("storjtier: range not satisfiable")
+
+// ranged is what rangedGet needs of a backend.
+type ranged struct {
+	key      string
+	open     rangeOpener // bounded by the metadata timeout by rangedGet
+	stat     func(context.Context) (ObjectInfo, error)
+	parallel ParallelConfig
+	bufs     *Buffers
+	timeouts Timeouts
+}
+
+// rangedGet implements Backend.Get over an opener: the empty reads at the
+// end of an object, ranges past the end, and parallel reads of big ranges.
+// A failed open is returned as it is, with no second call to the store,
+// unless the store refused the range without saying the object's size.
+func rangedGet(ctx context.Context, g ranged, offset, length int64) (io.ReadCloser, ObjectInfo, error) {
 	if err := checkRange(offset, length); err != nil {
 		return nil, ObjectInfo{}, err
 	}
-	pc = pc.withDefaults()
 	if length == 0 {
-		info, err := stat(ctx)
+		sctx, cancel := g.timeouts.metaContext(ctx)
+		defer cancel()
+		info, err := g.stat(sctx)
 		if err != nil {
-			return nil, ObjectInfo{}, err
+			return nil, ObjectInfo{}, timedErr(sctx, err)
 		}
 		if offset > info.Size {
-			return nil, ObjectInfo{}, fmt.Errorf("%w: %s: offset %d, size %d", ErrInvalidRange, key, offset, info.Size)
+			return nil, ObjectInfo{}, pastEnd(g.key, offset, info.Size)
 		}
 		return emptyReader(), info, nil
 	}
-	first := length
-	if pc.Concurrency > 1 && (length < 0 || length > pc.PartSize) {
-		first = pc.PartSize
-	}
-	rc, info, err := open(ctx, offset, first)
-	if err != nil {
-		if errors.Is(err, ErrNotFound) {
-			return nil, ObjectInfo{}, err
-		}
-		// Stores answer a read at or past the end in their own ways (S3:
-		// 416, also for any range of an empty object). The size tells
-		// whether that was it.
-		st, serr := stat(ctx)
+	open := timedOpener(g.open, g.timeouts.Metadata)
+	rc, info, err := open(ctx, offset, length)
+	if errors.Is(err, errRangeNotSatisfiable) {
+		sctx, cancel := g.timeouts.metaContext(ctx)
+		defer cancel()
+		st, serr := g.stat(sctx)
 		switch {
 		case serr != nil:
-			return nil, ObjectInfo{}, err
+			return nil, ObjectInfo{}, timedErr(sctx, serr)
 		case offset == st.Size:
 			return emptyReader(), st, nil
 		case offset > st.Size:
-			return nil, ObjectInfo{}, fmt.Errorf("%w: %s: offset %d, size %d", ErrInvalidRange, key, offset, st.Size)
+			return nil, ObjectInfo{}, pastEnd(g.key, offset, st.Size)
 		}
+	}
+	if err != nil {
 		return nil, ObjectInfo{}, err
+	}
+	// Some stores (Storj) answer a range past the end with an empty body:
+	// the size they give tells.
+	switch {
+	case offset > info.Size:
+		_ = rc.Close()
+		return nil, ObjectInfo{}, pastEnd(g.key, offset, info.Size)
+	case offset == info.Size:
+		_ = rc.Close()
+		return emptyReader(), info, nil
 	}
 	end := info.Size
 	if length >= 0 && offset+length < end {
 		end = offset + length
 	}
-	if first < 0 || offset+first >= end {
-		return rc, info, nil
+	pc := g.parallel.withDefaults()
+	if pc.Concurrency <= 1 || g.bufs == nil || end-offset <= pc.PartSize {
+		return &lengthChecker{rc: rc, want: end - offset}, info, nil
 	}
-	return newParallelReader(ctx, open, rc, info.Size, offset, first, end, pc), info, nil
+	return newParallelReader(ctx, open, rc, info.Size, offset, end, pc, g.bufs), info, nil
 }
 
-// parallelReader gives the bytes of [offset, end) of an object: the first
-// part from a stream already open, the others from ranged reads running
-// ahead in the background.
-type parallelReader struct {
-	cur     io.Reader
-	curLeft int64 // bytes still expected from cur
-	curDone func()
-	release func() // gives back the slot of a part consumed
-	first   io.ReadCloser
+// errObjectChanged fails a read whose object was replaced meanwhile.
+var errObjectChanged = errors.New("storjtier: object changed while read")
 
-	parts  []chan partResult
-	next   int
+func pastEnd(key string, offset, size int64) error {
+	return fmt.Errorf("%w: %s: offset %d, size %d", ErrInvalidRange, key, offset, size)
+}
+
+// parallelReader gives the bytes of [offset, end) of an object. It reads
+// one stream from offset while a scheduler fetches the parts after the
+// first ahead of it, each into a buffer of the budget, at most Concurrency
+// at once. When the reader gets to a part, it takes the buffer if the part
+// was fetched; if not (the budget was spent, or the fetch failed), it
+// claims the part and reads it from its stream, so a read never waits for
+// the budget and fails only when its stream does.
+type parallelReader struct {
+	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	err    error
-	pool   *sync.Pool
+	open   rangeOpener
+	bufs   *Buffers
+	size   int64 // of the object
+
+	// The stream, read from streamAt; nil when closed.
+	stream   io.ReadCloser
+	streamAt int64
+
+	mu    sync.Mutex // guards the state of parts
+	parts []*part
+	next  int // the part the reader gets to next
+
+	cur       io.Reader // the bytes of the part being read
+	curLeft   int64
+	curDone   func()
+	curStream bool // cur is the stream
+
+	slots chan struct{} // one per part fetched and not yet read
+	wg    sync.WaitGroup
+	err   error
+}
+
+type part struct {
+	off, n  int64
+	claimed bool // the reader reads it from its stream
+	fetched bool // the scheduler fetches it into a buffer
+	stopGet context.CancelFunc
+	getCtx  context.Context
+	done    chan partResult
 }
 
 type partResult struct {
 	buf *[]byte
-	n   int
 	err error
 }
 
-// partPools keeps one buffer pool per part size.
-var partPools sync.Map // int64 -> *sync.Pool
-
-func poolFor(size int64) *sync.Pool {
-	if p, ok := partPools.Load(size); ok {
-		return p.(*sync.Pool)
-	}
-	p, _ := partPools.LoadOrStore(size, &sync.Pool{New: func() any {
-		b := make([]byte, size)
-		return &b
-	}})
-	return p.(*sync.Pool)
-}
-
-func newParallelReader(ctx context.Context, open rangeOpener, first io.ReadCloser, size, offset, firstLen, end int64, pc ParallelConfig) *parallelReader {
+func newParallelReader(ctx context.Context, open rangeOpener, first io.ReadCloser, size, offset, end int64, pc ParallelConfig, bufs *Buffers) *parallelReader {
 	ctx, cancel := context.WithCancel(ctx)
 	r := &parallelReader{
-		cur:     first,
-		curLeft: firstLen,
-		first:   first,
-		cancel:  cancel,
-		pool:    poolFor(pc.PartSize),
+		ctx: ctx, cancel: cancel, open: open, bufs: bufs, size: size,
+		stream: first, streamAt: offset,
+		slots: make(chan struct{}, pc.Concurrency),
 	}
-	type part struct{ off, n int64 }
-	var parts []part
-	for off := offset + firstLen; off < end; off += pc.PartSize {
-		parts = append(parts, part{off, min(pc.PartSize, end-off)})
+	for off := offset + pc.PartSize; off < end; off += pc.PartSize {
+		p := &part{off: off, n: min(pc.PartSize, end-off), done: make(chan partResult, 1)}
+		p.getCtx, p.stopGet = context.WithCancel(ctx)
+		r.parts = append(r.parts, p)
 	}
-	r.parts = make([]chan partResult, len(parts))
-	for i := range r.parts {
-		r.parts[i] = make(chan partResult, 1)
-	}
-	// A slot is taken per part fetched and given back when the reader has
-	// consumed that part, so at most Concurrency parts wait in memory.
-	slots := make(chan struct{}, pc.Concurrency)
-	r.curDone = func() {}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for i, p := range parts {
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				for _, ch := range r.parts[i:] {
-					ch <- partResult{err: ctx.Err()}
-				}
-				return
-			}
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				r.parts[i] <- r.fetch(ctx, open, size, p.off, p.n)
-			}()
-		}
-	}()
-	r.release = func() { <-slots }
+	// The first part comes from the stream.
+	r.cur, r.curLeft, r.curDone, r.curStream = first, pc.PartSize, func() {}, true
+	r.wg.Go(r.schedule)
 	return r
 }
 
-func (r *parallelReader) fetch(ctx context.Context, open rangeOpener, size, off, n int64) partResult {
-	rc, info, err := open(ctx, off, n)
+// schedule fetches the parts ahead of the reader, in order, as slots and
+// the budget allow.
+func (r *parallelReader) schedule() {
+	for _, p := range r.parts {
+		select {
+		case r.slots <- struct{}{}:
+		case <-r.ctx.Done():
+			return
+		}
+		buf, err := r.bufs.get(p.getCtx, p.n)
+		r.mu.Lock()
+		if err != nil || p.claimed {
+			r.mu.Unlock()
+			if buf != nil {
+				r.bufs.put(buf)
+			}
+			<-r.slots
+			if r.ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		p.fetched = true
+		r.mu.Unlock()
+		r.wg.Go(func() { p.done <- r.fetch(p, buf) })
+	}
+}
+
+func (r *parallelReader) fetch(p *part, buf *[]byte) partResult {
+	rc, info, err := r.open(r.ctx, p.off, p.n)
+	if err == nil {
+		defer rc.Close()
+		if info.Size != r.size {
+			err = fmt.Errorf("%w: size %d, was %d", errObjectChanged, info.Size, r.size)
+		} else if _, err = io.ReadFull(rc, (*buf)[:p.n]); err != nil {
+			err = fmt.Errorf("storjtier: ranged read at %d: %w", p.off, err)
+		}
+	}
 	if err != nil {
+		r.bufs.put(buf)
 		return partResult{err: err}
 	}
-	defer rc.Close()
-	if info.Size != size {
-		return partResult{err: fmt.Errorf("storjtier: object changed while read: size %d, was %d", info.Size, size)}
-	}
-	buf := r.pool.Get().(*[]byte)
-	if _, err := io.ReadFull(rc, (*buf)[:n]); err != nil {
-		r.pool.Put(buf)
-		return partResult{err: fmt.Errorf("storjtier: ranged read at %d: %w", off, err)}
-	}
-	return partResult{buf: buf, n: int(n)}
+	return partResult{buf: buf}
 }
 
 func (r *parallelReader) Read(p []byte) (int, error) {
@@ -199,62 +238,122 @@ func (r *parallelReader) Read(p []byte) (int, error) {
 			return 0, r.err
 		}
 		if r.cur != nil {
-			if int64(len(p)) > r.curLeft+1 {
-				p = p[:r.curLeft+1]
+			n, err := r.readCur(p)
+			if n > 0 || err != nil {
+				return n, err
 			}
-			n, err := r.cur.Read(p)
-			r.curLeft -= int64(n)
-			switch {
-			case r.curLeft < 0:
-				r.err = errors.New("storjtier: ranged read gave more bytes than asked")
-				return 0, r.err
-			case errors.Is(err, io.EOF) && r.curLeft > 0:
-				r.err = fmt.Errorf("storjtier: ranged read: %w", io.ErrUnexpectedEOF)
-				return n, r.err
-			case errors.Is(err, io.EOF):
-				r.cur = nil
-				r.curDone()
-				if n > 0 {
-					return n, nil
-				}
-				continue
-			case err != nil:
-				r.err = err
-			}
-			return n, err
+			continue
 		}
 		if r.next == len(r.parts) {
+			r.closeStream()
 			return 0, io.EOF
 		}
-		res := <-r.parts[r.next]
-		r.next++
-		if res.err != nil {
-			r.release()
-			r.err = res.err
-			return 0, r.err
+		if err := r.nextPart(); err != nil {
+			r.err = err
+			return 0, err
 		}
-		r.cur = bytes.NewReader((*res.buf)[:res.n])
-		r.curLeft = int64(res.n)
-		buf := res.buf
-		r.curDone = func() {
-			r.pool.Put(buf)
-			r.release()
+	}
+}
+
+// readCur reads from the current part; at its end it makes cur nil.
+func (r *parallelReader) readCur(p []byte) (int, error) {
+	if int64(len(p)) > r.curLeft {
+		p = p[:r.curLeft]
+	}
+	n, err := r.cur.Read(p)
+	r.curLeft -= int64(n)
+	if r.curStream {
+		r.streamAt += int64(n)
+	}
+	switch {
+	case r.curLeft == 0:
+		r.cur = nil
+		r.curDone()
+		return n, nil
+	case errors.Is(err, io.EOF):
+		r.err = fmt.Errorf("storjtier: ranged read: %w", io.ErrUnexpectedEOF)
+		return n, r.err
+	case err != nil:
+		r.err = err
+	}
+	return n, err
+}
+
+// nextPart makes the next part current: its buffer if it was fetched,
+// else the stream, opened again at the part if it was left behind.
+func (r *parallelReader) nextPart() error {
+	p := r.parts[r.next]
+	r.next++
+	r.mu.Lock()
+	fetched := p.fetched
+	if !fetched {
+		p.claimed = true
+		p.stopGet()
+	}
+	r.mu.Unlock()
+	if fetched {
+		res := <-p.done
+		<-r.slots
+		switch {
+		case res.err == nil:
+			r.closeStream()
+			buf := res.buf
+			r.cur, r.curLeft, r.curStream = bytes.NewReader((*buf)[:p.n]), p.n, false
+			r.curDone = func() { r.bufs.put(buf) }
+			return nil
+		case errors.Is(res.err, errObjectChanged) || r.ctx.Err() != nil:
+			return res.err
 		}
+		// A read ahead is a bet: a part that failed (a store that limits
+		// the requests per object, as Storj's satellite does) is read
+		// from the stream like one that had no buffer.
+	}
+	if r.stream == nil || r.streamAt != p.off {
+		r.closeStream()
+		rc, info, err := r.open(r.ctx, p.off, r.end()-p.off)
+		if err != nil {
+			return err
+		}
+		if info.Size != r.size {
+			_ = rc.Close()
+			return fmt.Errorf("%w: size %d, was %d", errObjectChanged, info.Size, r.size)
+		}
+		r.stream, r.streamAt = rc, p.off
+	}
+	r.cur, r.curLeft, r.curDone, r.curStream = r.stream, p.n, func() {}, true
+	return nil
+}
+
+func (r *parallelReader) end() int64 {
+	last := r.parts[len(r.parts)-1]
+	return last.off + last.n
+}
+
+func (r *parallelReader) closeStream() {
+	if r.stream != nil {
+		_ = r.stream.Close()
+		r.stream = nil
 	}
 }
 
 // Close stops the reads running ahead and returns their buffers.
 func (r *parallelReader) Close() error {
 	r.cancel()
-	err := r.first.Close()
+	var err error
+	if r.stream != nil {
+		err = r.stream.Close()
+		r.stream = nil
+	}
 	if r.cur != nil {
 		r.cur = nil
 		r.curDone()
 	}
 	r.wg.Wait()
-	for _, ch := range r.parts[r.next:] {
-		if res := <-ch; res.buf != nil {
-			r.pool.Put(res.buf)
+	for _, p := range r.parts[r.next:] {
+		if p.fetched {
+			if res := <-p.done; res.buf != nil {
+				r.bufs.put(res.buf)
+			}
 		}
 	}
 	r.next = len(r.parts)

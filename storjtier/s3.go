@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -35,8 +37,14 @@ type S3Config struct {
 	PartSize uint64 `yaml:"part_size"`
 	// Parallel sets the parallel ranged reads of big objects.
 	Parallel ParallelConfig `yaml:"parallel"`
-	// Transport replaces the HTTP transport; nil means minio-go's default.
+	// Transport replaces the HTTP transport; nil means minio-go's default
+	// with the dial timeout of Timeouts.
 	Transport http.RoundTripper `yaml:"-"`
+	// Timeouts bound the calls to the store (Open sets the global tier's).
+	Timeouts Timeouts `yaml:"-"`
+	// Buffers is the read budget shared by the node's reads (Open sets
+	// the node's); nil reads without parallel parts.
+	Buffers *Buffers `yaml:"-"`
 }
 
 // S3 is a Backend on an S3-compatible bucket, created on the first put if
@@ -48,10 +56,15 @@ type S3 struct {
 	region   string
 	partSize uint64
 	parallel ParallelConfig
+	timeouts Timeouts
+	bufs     *Buffers
 	bucketOK ensureOnce
 }
 
 var _ Backend = (*S3)(nil)
+
+// s3PartSize is the default multipart part size of uploads.
+const s3PartSize = 16 << 20
 
 // NewS3 returns an S3 backend. It does no I/O.
 func NewS3(cfg S3Config) (*S3, error) {
@@ -69,31 +82,49 @@ func NewS3(cfg S3Config) (*S3, error) {
 		}
 		host, secure = u.Host, u.Scheme == "https"
 	}
+	if err := cfg.Timeouts.check(); err != nil {
+		return nil, err
+	}
+	timeouts := cfg.Timeouts.withDefaults()
 	lookup := minio.BucketLookupAuto
 	if cfg.PathStyle {
 		lookup = minio.BucketLookupPath
+	}
+	transport := cfg.Transport
+	if transport == nil {
+		tr, err := minio.DefaultTransport(secure)
+		if err != nil {
+			return nil, fmt.Errorf("storjtier: s3 backend: %w", err)
+		}
+		tr.DialContext = (&net.Dialer{Timeout: timeouts.Dial, KeepAlive: 30 * time.Second}).DialContext
+		tr.TLSHandshakeTimeout = timeouts.Dial
+		transport = tr
 	}
 	core, err := minio.NewCore(host, &minio.Options{
 		Creds:        credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 		Secure:       secure,
 		Region:       cfg.Region,
 		BucketLookup: lookup,
-		Transport:    cfg.Transport,
+		Transport:    transport,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storjtier: s3 backend: %w", err)
 	}
 	partSize := cfg.PartSize
 	if partSize == 0 {
-		partSize = defaultPartSize
+		partSize = s3PartSize
 	}
-	s := &S3{core: core, bucket: cfg.Bucket, region: cfg.Region, partSize: partSize, parallel: cfg.Parallel}
+	s := &S3{core: core, bucket: cfg.Bucket, region: cfg.Region, partSize: partSize, parallel: cfg.Parallel,
+		timeouts: timeouts, bufs: cfg.Buffers}
 	s.bucketOK.fn = s.ensureBucket
 	return s, nil
 }
 
 func (s *S3) ensureBucket(ctx context.Context) error {
+	ctx, cancel := s.timeouts.metaContext(ctx)
+	defer cancel()
 	ok, err := s.core.BucketExists(ctx, s.bucket)
+	err = timedErr(ctx, err)
 	if err != nil {
 		return fmt.Errorf("storjtier: s3 bucket %s: %w", s.bucket, err)
 	}
@@ -105,7 +136,7 @@ func (s *S3) ensureBucket(ctx context.Context) error {
 		return nil // another node created it meanwhile
 	}
 	if err != nil {
-		return fmt.Errorf("storjtier: s3 create bucket %s: %w", s.bucket, err)
+		return fmt.Errorf("storjtier: s3 create bucket %s: %w", s.bucket, timedErr(ctx, err))
 	}
 	return nil
 }
@@ -122,13 +153,15 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, meta 
 	if err := s.bucketOK.ensure(ctx); err != nil {
 		return err
 	}
+	ctx, cancel := s.timeouts.putContext(ctx, size)
+	defer cancel()
 	_, err := s.core.Client.PutObject(ctx, s.bucket, key, newSizedReader(r, size), size, minio.PutObjectOptions{
 		UserMetadata: meta,
 		ContentType:  "application/octet-stream",
 		PartSize:     s.partSize,
 	})
 	if err != nil {
-		return fmt.Errorf("storjtier: s3 put %s: %w", key, err)
+		return s.err("put", key, timedErr(ctx, err))
 	}
 	return nil
 }
@@ -138,11 +171,16 @@ func (s *S3) Get(ctx context.Context, key string, offset, length int64) (io.Read
 	if err := CheckKey(key); err != nil {
 		return nil, ObjectInfo{}, err
 	}
-	open := func(ctx context.Context, off, n int64) (io.ReadCloser, ObjectInfo, error) {
-		return s.open(ctx, key, off, n)
-	}
-	stat := func(ctx context.Context) (ObjectInfo, error) { return s.Stat(ctx, key) }
-	return rangedGet(ctx, key, open, stat, offset, length, s.parallel)
+	return rangedGet(ctx, ranged{
+		key: key,
+		open: func(ctx context.Context, off, n int64) (io.ReadCloser, ObjectInfo, error) {
+			return s.open(ctx, key, off, n)
+		},
+		stat:     func(ctx context.Context) (ObjectInfo, error) { return s.stat(ctx, key) },
+		parallel: s.parallel,
+		bufs:     s.bufs,
+		timeouts: s.timeouts,
+	}, offset, length)
 }
 
 func (s *S3) open(ctx context.Context, key string, offset, length int64) (io.ReadCloser, ObjectInfo, error) {
@@ -155,7 +193,12 @@ func (s *S3) open(ctx context.Context, key string, offset, length int64) (io.Rea
 	}
 	rc, oi, h, err := s.core.GetObject(ctx, s.bucket, key, opts)
 	if err != nil {
-		return nil, ObjectInfo{}, s.err("get", key, err)
+		err = s.err("get", key, err)
+		if resp := (minio.ErrorResponse{}); errors.As(err, &resp) &&
+			(resp.Code == "InvalidRange" || resp.StatusCode == http.StatusRequestedRangeNotSatisfiable) {
+			err = fmt.Errorf("%w: %w", errRangeNotSatisfiable, err)
+		}
+		return nil, ObjectInfo{}, err
 	}
 	info := s3Info(key, oi)
 	if total, ok := contentRangeTotal(h.Get("Content-Range")); ok {
@@ -179,6 +222,13 @@ func (s *S3) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	if err := CheckKey(key); err != nil {
 		return ObjectInfo{}, err
 	}
+	ctx, cancel := s.timeouts.metaContext(ctx)
+	defer cancel()
+	info, err := s.stat(ctx, key)
+	return info, timedErr(ctx, err)
+}
+
+func (s *S3) stat(ctx context.Context, key string) (ObjectInfo, error) {
 	oi, err := s.core.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
 	if err != nil {
 		return ObjectInfo{}, s.err("stat", key, err)
@@ -189,20 +239,24 @@ func (s *S3) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 // List implements Backend. Listings carry no metadata: listing it is an
 // extension that not every S3 store has.
 func (s *S3) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
-	for oi := range s.core.Client.ListObjectsIter(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+	lctx, first, stop := s.timeouts.firstAnswer(ctx)
+	defer stop()
+	for oi := range s.core.Client.ListObjectsIter(lctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		first.answered()
 		if oi.Err != nil {
 			if s3Code(oi.Err) == "NoSuchBucket" {
 				return nil
 			}
-			return fmt.Errorf("storjtier: s3 list %q: %w", prefix, oi.Err)
+			return fmt.Errorf("storjtier: s3 list %q: %w", prefix, first.err(lctx, oi.Err))
 		}
 		if err := fn(ObjectInfo{Key: oi.Key, Size: oi.Size, Modified: oi.LastModified}); err != nil {
 			return err
 		}
 	}
-	if err := ctx.Err(); err != nil {
+	first.answered()
+	if err := lctx.Err(); err != nil {
 		// The iterator ends quietly when the context does.
-		return fmt.Errorf("storjtier: s3 list %q: %w", prefix, err)
+		return fmt.Errorf("storjtier: s3 list %q: %w", prefix, first.err(lctx, err))
 	}
 	return nil
 }
@@ -212,21 +266,27 @@ func (s *S3) Delete(ctx context.Context, key string) error {
 	if err := CheckKey(key); err != nil {
 		return err
 	}
+	ctx, cancel := s.timeouts.metaContext(ctx)
+	defer cancel()
 	err := s.core.Client.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{})
 	if err != nil && !errors.Is(s.err("delete", key, err), ErrNotFound) {
-		return fmt.Errorf("storjtier: s3 delete %s: %w", key, err)
+		return fmt.Errorf("storjtier: s3 delete %s: %w", key, timedErr(ctx, err))
 	}
 	return nil
 }
 
 // err maps a missing key or bucket to ErrNotFound.
+// err maps a missing key or bucket (on reads) to ErrNotFound, and a key or
+// metadata the store refuses to ErrInvalidKey.
 func (s *S3) err(op, key string, err error) error {
-	switch s3Code(err) {
-	case "NoSuchKey", "NoSuchBucket", "NotFound":
-		return fmt.Errorf("%w: %s (%v)", ErrNotFound, key, err)
-	}
 	var resp minio.ErrorResponse
-	if errors.As(err, &resp) && resp.StatusCode == http.StatusNotFound {
+	isResp := errors.As(err, &resp)
+	switch {
+	case resp.Code == "KeyTooLongError" || resp.Code == "MetadataTooLarge" || resp.Code == "InvalidObjectName":
+		return fmt.Errorf("%w: s3 %s %s: %v", ErrInvalidKey, op, key, err)
+	case op == "put":
+	case resp.Code == "NoSuchKey" || resp.Code == "NoSuchBucket" || resp.Code == "NotFound",
+		isResp && resp.StatusCode == http.StatusNotFound:
 		return fmt.Errorf("%w: %s (%v)", ErrNotFound, key, err)
 	}
 	return fmt.Errorf("storjtier: s3 %s %s: %w", op, key, err)

@@ -138,3 +138,51 @@ func TestS3TierRejectsWrongContent(t *testing.T) {
 		}
 	}
 }
+
+// TestS3StoreHangs: a store that takes connections and never answers costs
+// each call the metadata timeout, long before the caller's own deadline
+// (minio-go would wait a minute for each of its ten tries).
+func TestS3StoreHangs(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // held open, never answered
+		}
+	}()
+	t.Cleanup(func() {
+		_ = l.Close()
+		<-done
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	b := newS3(t, "http://"+l.Addr().String(), storjtier.S3Config{Timeouts: storjtier.Timeouts{Metadata: 100 * time.Millisecond}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	checks := map[string]func() error{
+		"Put":    func() error { return b.Put(ctx, "k", strings.NewReader("x"), 1, nil) },
+		"Stat":   func() error { _, err := b.Stat(ctx, "k"); return err },
+		"Get":    func() error { _, _, err := b.Get(ctx, "k", 0, -1); return err },
+		"List":   func() error { return b.List(ctx, "", func(storjtier.ObjectInfo) error { return nil }) },
+		"Delete": func() error { return b.Delete(ctx, "k") },
+	}
+	for op, call := range checks {
+		if err := call(); err == nil || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s on a store that does not answer = %v, want a deadline error", op, err)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s waited for the caller's deadline: the metadata timeout did not end it", op)
+		}
+	}
+}

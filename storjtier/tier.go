@@ -56,6 +56,18 @@ func New(b Backend, opts ...Option) *Tier {
 	return t
 }
 
+// probeKey is a key that is never written: Probe asks for it.
+const probeKey = "probe/edge"
+
+// Probe asks the store one metadata question, the stat of a key that is
+// never written, to tell whether it answers: a missing object is an answer.
+func (t *Tier) Probe(ctx context.Context) error {
+	if _, err := t.b.Stat(ctx, probeKey); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
 // Backend returns the backend under the tier.
 func (t *Tier) Backend() Backend { return t.b }
 

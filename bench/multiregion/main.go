@@ -16,7 +16,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/edgeregistry/edge/bench/internal/benchkit"
 )
@@ -33,6 +37,10 @@ type settings struct {
 	rate                    float64 // bytes/s per connection
 	edgeBin, registryBin    string
 	edgeDesc                string
+	backends                []string
+	runs                    int // pulls of region B per backend, each by a fresh node
+	s3Bin, storjAccessFile  string
+	parallelReads           int // parallel.concurrency of s3 and storj; 0: the node's default
 }
 
 func main() {
@@ -51,14 +59,23 @@ func main() {
 	flag.DurationVar(&s.latency, "latency", 40*time.Millisecond, "latency the origin proxy adds to each request")
 	flag.StringVar(&s.edgeBin, "edge-bin", "", "edge binary (default: ./cmd/edge built as committed at HEAD)")
 	flag.StringVar(&s.registryBin, "registry-bin", ".cache/bin/registry", "distribution's registry binary, the origin")
+	backends := flag.String("backends", "dir,s3,none", "global tiers to measure, in order: dir, s3, storj, none")
+	flag.IntVar(&s.runs, "runs", 3, "pulls of region B per backend, each by a fresh node (the figures and their median)")
+	flag.StringVar(&s.s3Bin, "s3-server", "", "the S3 server (versitygw) for the s3 backend (default: $EDGE_S3_SERVER, PATH, .cache/bin)")
+	flag.IntVar(&s.parallelReads, "parallel-reads", 0, "parallel ranged reads of one blob for s3 and storj (global.*.parallel.concurrency; -1: off, 0: the node's default)")
+	flag.StringVar(&s.storjAccessFile, "storj-access-file", "", "a Storj access grant in a file: adds the storj backend")
 	flag.Parse()
+	s.backends = strings.Split(*backends, ",")
+	if s.storjAccessFile != "" && !slices.Contains(s.backends, "storj") {
+		s.backends = append(s.backends, "storj")
+	}
 	s.layerSize = *layerMiB << 20
 	if *quick {
 		s.layerSize = 1 << 20
 	}
 	s.rate = *rateMiB * (1 << 20)
-	err := errors.New("-nodes must be 2 to 26, -layers 1 to 64, -layer-mib 1 to 1024")
-	if s.nodes >= 2 && s.nodes <= 26 && s.layers >= 1 && s.layers <= 64 && s.layerSize >= 1<<20 && s.layerSize <= 1<<30 {
+	err := errors.New("-nodes must be 2 to 26, -layers 1 to 64, -layer-mib 1 to 1024, -runs at least 1")
+	if s.nodes >= 2 && s.nodes <= 26 && s.layers >= 1 && s.layers <= 64 && s.layerSize >= 1<<20 && s.layerSize <= 1<<30 && s.runs >= 1 {
 		err = run(s, *outDir, *workDir, *keep)
 	}
 	if err != nil {
@@ -99,21 +116,12 @@ func run(s settings, outDir, workDir string, keep bool) (err error) {
 	if err != nil {
 		return err
 	}
-	d, _ := img.Digest()
-	mf, _ := img.RawManifest()
-	imageSize := int64(len(mf))
-	if cf, err := img.RawConfigFile(); err == nil {
-		imageSize += int64(len(cf))
+	im, err := describeImage(img)
+	if err != nil {
+		return err
 	}
-	layers, _ := img.Layers()
-	for _, l := range layers {
-		n, _ := l.Size()
-		imageSize += n
-	}
-	im := image{digest: d.String(), size: imageSize, blobs: len(layers) + 1}
-
 	var results []fleet
-	for _, global := range []string{"dir", "none"} {
+	for _, global := range s.backends {
 		f, err := runFleet(ctx, s, filepath.Join(workDir, "fleet-"+global), originURL, global, im)
 		if err != nil {
 			return fmt.Errorf("global %s: %w", global, err)
@@ -127,8 +135,26 @@ func run(s settings, outDir, workDir string, keep bool) (err error) {
 
 type image struct {
 	digest string
-	size   int64 // manifest, config and layers
-	blobs  int   // config and layers
+	size   int64        // manifest, config and layers
+	blobs  []descriptor // config and layers
+}
+
+func describeImage(img v1.Image) (image, error) {
+	d, err := img.Digest()
+	if err != nil {
+		return image{}, err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return image{}, err
+	}
+	mf, _ := img.RawManifest()
+	im := image{digest: d.String(), size: int64(len(mf))}
+	for _, l := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		im.size += l.Size
+		im.blobs = append(im.blobs, descriptor{Digest: l.Digest.String(), Size: l.Size})
+	}
+	return im, nil
 }
 
 // region is what one region's first pull cost.
@@ -139,11 +165,22 @@ type region struct {
 	blobGETs, manifests, other   int64
 	fillGlobal, fillOrigin       float64
 	globalHits, writeBehindFails float64
+	peakRSSKiB                   int64
+}
+
+// bRun is one pull of region B by a fresh node, and the direct read of
+// the same blobs from the global tier by the store's own client after it.
+type bRun struct {
+	pull, direct time.Duration
+	peakRSSKiB   int64
+	fillGlobal   float64
+	originBytes  int64
 }
 
 type fleet struct {
 	global  string
 	regions []region
+	b       []bRun // none for global "none"
 }
 
 // node is a running `edge serve`.
@@ -173,12 +210,16 @@ func startEdge(ctx context.Context, bin, region, cfgPath, logPath string) (*node
 // runFleet starts s.nodes nodes with the given global backend, each behind
 // its own WAN proxy to the origin, and pulls the image through each in turn,
 // waiting for the write-behind queue of one to drain before the next pulls.
+// Region B, the first to find the image in the global tier, pulls s.runs
+// times, each time by a fresh node, and the store's own client reads the
+// same blobs after each pull.
 func runFleet(ctx context.Context, s settings, dir, originURL, global string, im image) (fleet, error) {
 	f := fleet{global: global}
-	globalYAML := "{backend: none}"
-	if global == "dir" {
-		globalYAML = fmt.Sprintf("{backend: dir, dir: {path: %q}}", filepath.Join(dir, "global"))
+	b, err := newBackend(ctx, s, global, dir)
+	if err != nil {
+		return f, err
 	}
+	defer b.close()
 	var nodes []*node
 	var wans []*wan
 	defer func() {
@@ -189,18 +230,71 @@ func runFleet(ctx context.Context, s settings, dir, originURL, global string, im
 			w.close()
 		}
 	}()
+	start := func(name string) (*node, *wan, error) {
+		n, w, err := startRegion(ctx, s, filepath.Join(dir, name), name, originURL, b.global)
+		if w != nil {
+			wans = append(wans, w)
+		}
+		if n != nil {
+			nodes = append(nodes, n)
+		}
+		return n, w, err
+	}
 	for i := range s.nodes {
-		name := string(rune('A' + i))
-		w, err := startWAN(originURL, s.latency, s.rate)
+		if _, _, err := start(string(rune('A' + i))); err != nil {
+			return f, err
+		}
+	}
+	for i, n := range nodes[:s.nodes] {
+		r, err := pullRegion(ctx, s, n, wans[i], global, im)
 		if err != nil {
 			return f, err
 		}
-		wans = append(wans, w)
-		nd := filepath.Join(dir, name)
-		if err := os.MkdirAll(nd, 0o755); err != nil {
-			return f, err
+		f.regions = append(f.regions, r)
+		if i != 1 || b.direct == nil {
+			continue
 		}
-		cfg := fmt.Sprintf(`region: %s
+		for run := range s.runs {
+			// The direct read goes first in every other run: neither gets
+			// the caches the other warmed every time.
+			var direct time.Duration
+			directFirst := run%2 == 1
+			if directFirst {
+				if direct, err = readDirect(ctx, b, im, s.parallel); err != nil {
+					return f, err
+				}
+			}
+			if run > 0 {
+				nb, _, err := start(fmt.Sprintf("B%d", run+1))
+				if err != nil {
+					return f, err
+				}
+				if r, err = pullRegion(ctx, s, nb, wans[len(wans)-1], global, im); err != nil {
+					return f, err
+				}
+			}
+			if !directFirst {
+				if direct, err = readDirect(ctx, b, im, s.parallel); err != nil {
+					return f, err
+				}
+			}
+			f.b = append(f.b, bRun{pull: r.pull, direct: direct, peakRSSKiB: r.peakRSSKiB, fillGlobal: r.fillGlobal, originBytes: r.originBytes})
+		}
+	}
+	return f, nil
+}
+
+// startRegion starts the node of region name, in dir, behind a WAN of its
+// own to the origin.
+func startRegion(ctx context.Context, s settings, dir, name, originURL, globalYAML string) (*node, *wan, error) {
+	w, err := startWAN(originURL, s.latency, s.rate)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, w, err
+	}
+	cfg := fmt.Sprintf(`region: %s
 listen: "127.0.0.1:0"
 admin_listen: "127.0.0.1:0"
 data_dir: %q
@@ -208,40 +302,38 @@ log: {level: info, format: text}
 routes:
   - {name: docker.io, origin: %q, default: true, tag_ttl: 5m}
 global: %s
-`, name, filepath.Join(nd, "data"), w.url, globalYAML)
-		cfgPath := filepath.Join(nd, "edge.yaml")
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-			return f, err
-		}
-		n, err := startEdge(ctx, s.edgeBin, name, cfgPath, filepath.Join(nd, "edge.log"))
-		if err != nil {
-			return f, err
-		}
-		nodes = append(nodes, n)
+`, name, filepath.Join(dir, "data"), w.url, globalYAML)
+	cfgPath := filepath.Join(dir, "edge.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return nil, w, err
 	}
-	for i, n := range nodes {
-		w := wans[i]
-		slog.Info("pulling", "global", global, "region", n.region)
-		t0 := time.Now()
-		if err := pull(ctx, n.api, repo, tag, im.digest, s.parallel); err != nil {
-			return f, fmt.Errorf("region %s: %w (log: %s)", n.region, err, n.log)
-		}
-		r := region{name: n.region, pull: time.Since(t0)}
-		var err error
-		if r.drain, err = drain(ctx, n, im.blobs, 5*time.Minute); err != nil {
-			return f, err
-		}
-		m, err := scrape(ctx, n.admin)
-		if err != nil {
-			return f, err
-		}
-		r.originBytes = w.bytes.Load()
-		r.blobGETs, r.manifests, r.other = w.blobGETs.Load(), w.manifests.Load(), w.rest.Load()
-		r.fillGlobal = m.sum("edge_fill_bytes_total", `tier="global"`)
-		r.fillOrigin = m.sum("edge_fill_bytes_total", `tier="origin"`)
-		r.globalHits = m.sum("edge_tier_hits_total", `tier="global"`)
-		r.writeBehindFails = m.sum("edge_writebehind_total", `result="retry"`) + m.sum("edge_writebehind_total", `result="dropped"`)
-		f.regions = append(f.regions, r)
+	n, err := startEdge(ctx, s.edgeBin, name, cfgPath, filepath.Join(dir, "edge.log"))
+	return n, w, err
+}
+
+// pullRegion pulls the image through n, waits for its write-behind, and
+// reads what it cost from its WAN proxy and its metrics.
+func pullRegion(ctx context.Context, s settings, n *node, w *wan, global string, im image) (region, error) {
+	slog.Info("pulling", "global", global, "region", n.region)
+	t0 := time.Now()
+	if err := pull(ctx, n.api, repo, tag, im.digest, s.parallel); err != nil {
+		return region{}, fmt.Errorf("region %s: %w (log: %s)", n.region, err, n.log)
 	}
-	return f, nil
+	r := region{name: n.region, pull: time.Since(t0), peakRSSKiB: n.proc.PeakRSSKiB()}
+	var err error
+	if r.drain, err = drain(ctx, n, len(im.blobs), 5*time.Minute); err != nil {
+		return r, err
+	}
+	m, err := scrape(ctx, n.admin)
+	if err != nil {
+		return r, err
+	}
+	r.originBytes = w.bytes.Load()
+	r.blobGETs, r.manifests, r.other = w.blobGETs.Load(), w.manifests.Load(), w.rest.Load()
+	r.fillGlobal = m.sum("edge_fill_bytes_total", `tier="global"`)
+	r.fillOrigin = m.sum("edge_fill_bytes_total", `tier="origin"`)
+	r.globalHits = m.sum("edge_tier_hits_total", `tier="global"`)
+	r.writeBehindFails = m.sum("edge_writebehind_total", `result="retry"`) + m.sum("edge_writebehind_total", `result="dropped"`) +
+		m.sum("edge_writebehind_total", `result="dead"`)
+	return r, nil
 }

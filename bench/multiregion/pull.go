@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -50,18 +52,41 @@ func pull(ctx context.Context, base, repo, tag, want string, parallel int) error
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			body, err := get(ctx, base+"/v2/"+repo+"/blobs/"+b.Digest, "", b.Size)
-			switch {
-			case err != nil:
+			if err := getBlob(ctx, base+"/v2/"+repo+"/blobs/"+b.Digest, b); err != nil {
 				errs <- fmt.Errorf("blob %s: %w", b.Digest, err)
-			case int64(len(body)) != b.Size || benchkit.Digest(body) != b.Digest:
-				errs <- fmt.Errorf("blob %s: %d bytes with digest %s", b.Digest, len(body), benchkit.Digest(body))
 			}
 		})
 	}
 	wg.Wait()
 	close(errs)
 	return <-errs // the first error, or nil
+}
+
+// getBlob checks the size and digest of a blob as it streams, as a
+// client writing it to disk would, without holding it in memory.
+func getBlob(ctx context.Context, url string, want descriptor) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return fmt.Errorf("%s: %.200s", resp.Status, body)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(resp.Body, want.Size+1))
+	if err != nil {
+		return err
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); n != want.Size || got != want.Digest {
+		return fmt.Errorf("%d bytes with digest %s", n, got)
+	}
+	return nil
 }
 
 // get returns the body of a 200 answer to GET url, at most limit bytes (or

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -22,15 +23,16 @@ func render(s settings, im image, fleets []fleet) string {
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	for _, f := range fleets {
 		fmt.Fprintf(&b, "## Global tier: %s\n\n", describe(f.global))
-		b.WriteString("| region | first pull | origin bytes | origin requests (blob GET / manifest / other) | global-tier bytes | origin fill bytes | write-behind drain |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| region | first pull | origin bytes | origin requests (blob GET / manifest / other) | global-tier bytes | origin fill bytes | write-behind drain | peak RSS |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range f.regions {
-			fmt.Fprintf(&b, "| %s | %.2f s | %s | %d (%d / %d / %d) | %s | %s | %s |\n", r.name, r.pull.Seconds(),
+			fmt.Fprintf(&b, "| %s | %.2f s | %s | %d (%d / %d / %d) | %s | %s | %s | %s |\n", r.name, r.pull.Seconds(),
 				mib(float64(r.originBytes)), r.blobGETs+r.manifests+r.other, r.blobGETs, r.manifests, r.other,
-				mib(r.fillGlobal), mib(r.fillOrigin), drainText(f.global, r.drain))
+				mib(r.fillGlobal), mib(r.fillOrigin), drainText(f.global, r.drain), kib(r.peakRSSKiB))
 		}
 		b.WriteString("\n")
 	}
+	renderB(&b, s, fleets)
 	b.WriteString("## The fleet\n\n")
 	b.WriteString("| global tier | fleet origin bytes | copies of the image | origin requests | first pull, first region | first pull, other regions (mean) |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|\n")
@@ -68,11 +70,66 @@ func render(s settings, im image, fleets []fleet) string {
 }
 
 func describe(global string) string {
-	if global == "none" {
+	switch global {
+	case "none":
 		return "none (`global: {backend: none}`): every region pays the origin"
+	case "s3":
+		return "one S3 bucket (versitygw on loopback, `global: {backend: s3}`)"
+	case "storj":
+		return "one Storj bucket (native, uplink; `global: {backend: storj}`)"
 	}
 	return "one directory shared by every node (`global: {backend: dir}`)"
 }
+
+// renderB is region B's pull from the global tier, run by run and as
+// medians, per backend, against the store's own client reading the same
+// blobs right after each pull.
+func renderB(b *strings.Builder, s settings, fleets []fleet) {
+	fmt.Fprintf(b, "## Region B from the global tier: %d pulls by fresh nodes, per backend\n\n", s.runs)
+	b.WriteString("| backend | run | B pull | direct read, same objects | pull / direct | B peak RSS | B global-tier bytes | B origin bytes |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, f := range fleets {
+		for i, r := range f.b {
+			fmt.Fprintf(b, "| %s | %d | %.3f s | %.3f s | %.2f | %s | %s | %s |\n", f.global, i+1, r.pull.Seconds(), r.direct.Seconds(),
+				r.pull.Seconds()/r.direct.Seconds(), kib(r.peakRSSKiB), mib(r.fillGlobal), mib(float64(r.originBytes)))
+		}
+	}
+	b.WriteString("\n| backend | B pull (median) | direct read (median) | ratio of the medians | B peak RSS (median / max) | B global-tier bytes (median) |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|\n")
+	for _, f := range fleets {
+		if len(f.b) == 0 {
+			continue
+		}
+		pull := median(f.b, func(r bRun) float64 { return r.pull.Seconds() })
+		direct := median(f.b, func(r bRun) float64 { return r.direct.Seconds() })
+		rss := median(f.b, func(r bRun) float64 { return float64(r.peakRSSKiB) })
+		var maxRSS int64
+		for _, r := range f.b {
+			maxRSS = max(maxRSS, r.peakRSSKiB)
+		}
+		fmt.Fprintf(b, "| %s | %.3f s | %.3f s | %.2f | %s / %s | %s |\n", f.global, pull, direct, pull/direct,
+			kib(int64(rss)), kib(maxRSS), mib(median(f.b, func(r bRun) float64 { return r.fillGlobal })))
+	}
+	b.WriteString("\n- B pull: manifest request to last blob verified, by a node started for it (empty local tier). " +
+		"Direct read: the same objects read from the global tier by a new client of the store in the bench process " +
+		"(a file read for dir, minio-go for s3, uplink's download for storj), in the pull's order: " +
+		"the tag record, the manifest, then the blobs as many at a time as the pull; after the pull in odd runs, before it in even ones.\n" +
+		"- B peak RSS: the node's VmHWM after its pull (start-up included), under its default soft memory limit of 80 MiB.\n\n")
+}
+
+func median(runs []bRun, f func(bRun) float64) float64 {
+	v := make([]float64, len(runs))
+	for i, r := range runs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	return v[len(v)/2]
+}
+
+func kib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/1024) }
 
 func drainText(global string, d time.Duration) string {
 	if global == "none" {

@@ -54,6 +54,7 @@ func BackendConformance(t *testing.T, newBackend func(t *testing.T) storjtier.Ba
 		{"Stat", testStat},
 		{"Metadata", testMetadata},
 		{"InvalidKeys", testInvalidKeys},
+		{"KeyLimits", testKeyLimits},
 		{"List", testList},
 		{"Delete", testDelete},
 		{"Overwrite", testOverwrite},
@@ -261,6 +262,40 @@ func testInvalidKeys(t *testing.T, ctx context.Context, b storjtier.Backend, _ c
 		}
 		if err := b.Delete(ctx, key); !errors.Is(err, storjtier.ErrInvalidKey) {
 			t.Errorf("Delete(%q) = %v, want ErrInvalidKey", key, err)
+		}
+	}
+}
+
+// testKeyLimits: a key that the backend accepts is one it can store. Keys
+// within MaxKeyLen but of many segments are longer once a store has
+// encrypted them segment by segment (Storj), and segments are file names
+// in some stores: the backend either stores such keys whole or refuses
+// them with ErrInvalidKey, on every call, never with another error that a
+// caller would retry. (The layout's segments are at most 255 bytes.)
+func testKeyLimits(t *testing.T, ctx context.Context, b storjtier.Backend, _ config) {
+	keys := []string{
+		"tags/docker.io/" + strings.Repeat("a/", 120) + "_tags/latest",
+		"tags/docker.io/" + strings.Repeat("abcdefgh/", 40) + "_tags/latest",
+		"blobs/" + strings.Repeat(strings.Repeat("k", 254)+"/", 3) + strings.Repeat("k", storjtier.MaxKeyLen-len("blobs/")-3*255),
+		"tags/docker.io/library/alpine/_tags/" + strings.Repeat("t", 128),
+	}
+	for _, key := range keys {
+		if err := storjtier.CheckKey(key); err != nil {
+			t.Fatalf("the plain check refuses %d bytes: %v", len(key), err)
+		}
+		data := []byte("{}")
+		err := b.Put(ctx, key, bytes.NewReader(data), int64(len(data)), nil)
+		if err != nil {
+			if !errors.Is(err, storjtier.ErrInvalidKey) {
+				t.Errorf("Put of a key of %d bytes and %d segments = %v, want nil or ErrInvalidKey", len(key), strings.Count(key, "/")+1, err)
+			}
+			if _, err := b.Stat(ctx, key); !errors.Is(err, storjtier.ErrInvalidKey) {
+				t.Errorf("Stat of a key Put refused = %v, want ErrInvalidKey", err)
+			}
+			continue
+		}
+		if got, _ := get(t, ctx, b, key, 0, -1); !bytes.Equal(got, data) {
+			t.Errorf("a key of %d bytes and %d segments gave %q back", len(key), strings.Count(key, "/")+1, got)
 		}
 	}
 }
