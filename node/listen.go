@@ -72,10 +72,10 @@ func (l *listener) serve() error {
 // stop takes the node out of service: readiness goes false first, so that
 // a fleet's load balancer sends new connections elsewhere; the API keeps
 // answering (each answer its connection's last) until the requests in
-// progress have finished, then closes its listener; the fills no client
-// waits for any more get a moment, then stop; the admin listener closes
-// last. All of it within the shutdown grace, after which the requests
-// still in progress are broken.
+// progress have finished, then closes its listener; the fills stop, each
+// keeping what it has for the next start; the admin listener closes last.
+// Requests still in progress at the end of the shutdown grace are broken;
+// the fills' stop has a budget of its own (fillGrace).
 func (n *Node) stop() {
 	n.ready.Store(false)
 	n.log.Info("shutting down")
@@ -92,7 +92,10 @@ func (n *Node) stop() {
 	if err := api.shutdown(sctx); err != nil {
 		n.log.Warn("shutdown", "listener", api.name, "err", err)
 	}
-	fctx, fcancel := context.WithTimeout(sctx, fillGrace)
+	// The fills get a budget of their own: a grace spent on draining must
+	// not cut the suspension of their partials, and the local tier closes
+	// only after this.
+	fctx, fcancel := context.WithTimeout(context.Background(), fillGrace)
 	defer fcancel()
 	if err := n.engine.Close(fctx); err != nil {
 		n.log.Info("fills stopped at shutdown", "err", err)
@@ -104,10 +107,10 @@ func (n *Node) stop() {
 	}
 }
 
-// fillGrace is how long the fills that no client waits for any more may
-// run on once the API has stopped; then they stop, to be made again by
-// whichever node a client asks next.
-const fillGrace = time.Second
+// fillGrace bounds how long the fills take to stop once the API has
+// stopped: each is cancelled at once and keeps what it has as a partial for
+// the next start to resume; only a disk that does not answer takes longer.
+const fillGrace = 10 * time.Second
 
 // newAPIServer builds the API's server: pulls on the lean loop, the rest
 // (everything, with TLS or when the lean loop is off) on net/http, under

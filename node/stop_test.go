@@ -137,3 +137,57 @@ server: {max_connections: 1}
 		t.Errorf("over the limit: %d %s, want a 503 with an OCI error", res.StatusCode, body)
 	}
 }
+
+// A stop whose grace is spent on a pull that does not finish still keeps
+// the fill's partial: the fills stop on a budget of their own, and the
+// local tier closes after them. The next start resumes the partial with a
+// range request instead of fetching the blob again.
+func TestStopKeepsThePartialWhenTheGraceIsSpent(t *testing.T) {
+	t.Parallel()
+	origin := origintest.NewRegistry(t)
+	proxy := origintest.NewProxy(t, origin.URL)
+	data, d := origintest.PushRandomBlob(t, origin.URL, "library/app", 1<<20)
+	gate := proxy.Hold(origintest.BlobGets, 256<<10)
+	defer gate.Release()
+	cfg := `
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: ` + t.TempDir() + `
+routes: [{name: docker.io, origin: "` + proxy.URL + `", default: true}]
+global: {backend: none}
+server: {shutdown_grace: 10ms}
+`
+	tn := runTestNode(t, cfg)
+	pull, br := rawGet(t, tn.api, "/v2/library/app/blobs/"+d.String())
+	<-gate.Reached()
+	if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("the held pull: %v %v", res, err)
+	}
+	tn.stop() // SIGTERM: the pull is still in progress when the grace ends
+	if err := tn.wait(); err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	_ = pull.Close()
+	gate.Release()
+
+	proxy.Reset()
+	tn = runTestNode(t, cfg)
+	res, err := http.Get(tn.api + "/v2/library/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || res.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("after the restart: %d, %d bytes, %v", res.StatusCode, len(body), err)
+	}
+	ranged := 0
+	for _, r := range proxy.Requests() {
+		if r.Kind == origintest.KindBlob && r.Range != "" {
+			ranged++
+		}
+	}
+	if ranged != 1 {
+		t.Errorf("origin blob requests with a range after the restart: %d, want 1 (the partial resumed); logs:\n%s", ranged, tn.logs)
+	}
+}
