@@ -21,17 +21,30 @@ func (a *Authorizer) clientIP(r *http.Request) netip.Addr {
 	for i := len(hops) - 1; i >= 0; i-- {
 		list := strings.Split(hops[i], ",")
 		for j := len(list) - 1; j >= 0; j-- {
-			hop, err := netip.ParseAddr(strings.TrimSpace(list[j]))
-			if err != nil {
+			hop := hopIP(list[j])
+			if !hop.IsValid() {
 				return ip // a hop that cannot be read: stop at the last one known
 			}
-			ip = hop.Unmap()
+			ip = hop
 			if !inAny(a.proxies, ip) {
 				return ip
 			}
 		}
 	}
 	return ip
+}
+
+// hopIP reads one hop of X-Forwarded-For: an address, or an address with a
+// port ("192.0.2.1:5000", "[2001:db8::1]:443"), as some proxies write them.
+func hopIP(s string) netip.Addr {
+	s = strings.TrimSpace(s)
+	if ip, err := netip.ParseAddr(s); err == nil {
+		return ip.WithZone("").Unmap()
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().WithZone("").Unmap()
+	}
+	return netip.Addr{}
 }
 
 // peerIP reads the address of host:port.

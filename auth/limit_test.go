@@ -370,6 +370,14 @@ func TestTrustedNetworksAndProxies(t *testing.T) {
 	if err := viaProxy("10.1.9.9, 203.0.113.50", "good"); !errors.Is(err, auth.ErrRateLimited) {
 		t.Fatalf("an untrusted client that writes a trusted address first: %v", err)
 	}
+	// Hops with ports, as some proxies write them, are read all the same:
+	// an unreadable last hop would make the proxy the client.
+	if err := viaProxy("10.1.9.9, 203.0.113.51:40000", "good"); !errors.Is(err, auth.ErrRateLimited) {
+		t.Fatalf("an untrusted client named with its port: %v", err)
+	}
+	if err := viaProxy("[2001:db8::1]:443, 10.1.9.9:5000", "good"); err != nil {
+		t.Fatalf("a trusted client named with its port: %v", err)
+	}
 	// From outside the proxies, X-Forwarded-For is not believed.
 	r := request("203.0.113.60:1", "ci", "good")
 	r.Header.Set("X-Forwarded-For", "10.1.2.3")
