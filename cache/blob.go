@@ -8,8 +8,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/policy"
-	"github.com/edgeregistry/edge/storjtier"
 )
 
 // Blob is an open blob. Content is an io.ReadSeeker over the whole blob when
@@ -104,7 +104,7 @@ func (e *Engine) follow(ctx context.Context, rt *policy.Route, repo string, f *f
 		return nil, fmt.Errorf("cache: following fill of %s: %w", f.d, err)
 	}
 	r := &fillReader{f: f, file: file, size: size, gone: ctx.Done(),
-		refetch: func() (*verifyReader, io.Closer, error) { return e.openStream(ctx, rt, repo, f.d) }}
+		refetch: func() (*oci.Verifier, io.Closer, error) { return e.openStream(ctx, rt, repo, f.d) }}
 	return &Blob{Digest: f.d, Size: size, Content: r, Tier: "lower", closer: r, failed: r.failure, wait: r.wait}, nil
 }
 
@@ -234,8 +234,7 @@ func (e *Engine) fillFromLower(ctx context.Context, f *fill, repo string, o Orig
 // isVerifyError reports whether err says content failed its digest or
 // size check, here or in the tier that delivered it.
 func isVerifyError(err error) bool {
-	var v *VerifyError
-	return errors.As(err, &v) || errors.Is(err, storjtier.ErrDigestMismatch)
+	return oci.IsVerifyError(err)
 }
 
 // StatBlob returns the size of blob d of repo on route rt without reading it.

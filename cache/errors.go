@@ -2,9 +2,6 @@ package cache
 
 import (
 	"errors"
-	"fmt"
-
-	"github.com/opencontainers/go-digest"
 
 	"github.com/edgeregistry/edge/internal/oci"
 )
@@ -29,14 +26,4 @@ var (
 )
 
 // VerifyError says which content failed its check, and why.
-type VerifyError struct {
-	Digest digest.Digest
-	Err    error // ErrDigestMismatch or ErrSizeMismatch
-	Detail string
-}
-
-func (e *VerifyError) Error() string {
-	return fmt.Sprintf("%s: %v: %s", e.Digest, e.Err, e.Detail)
-}
-
-func (e *VerifyError) Unwrap() error { return e.Err }
+type VerifyError = oci.VerifyError

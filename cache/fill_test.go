@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
@@ -95,10 +96,10 @@ func (g *fakeGlobal) GetManifest(context.Context, digest.Digest) ([]byte, string
 	return nil, "", storjtier.ErrNotFound
 }
 func (g *fakeGlobal) PutManifest(context.Context, digest.Digest, string, []byte) error { return nil }
-func (g *fakeGlobal) GetTag(context.Context, string, string, string) (storjtier.TagRecord, error) {
-	return storjtier.TagRecord{}, storjtier.ErrNotFound
+func (g *fakeGlobal) GetTag(context.Context, string, string, string) (oci.TagRecord, error) {
+	return oci.TagRecord{}, storjtier.ErrNotFound
 }
-func (g *fakeGlobal) PutTag(context.Context, string, string, string, storjtier.TagRecord) error {
+func (g *fakeGlobal) PutTag(context.Context, string, string, string, oci.TagRecord) error {
 	return nil
 }
 

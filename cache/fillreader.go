@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"sync/atomic"
+
+	"github.com/edgeregistry/edge/internal/oci"
 )
 
 // fillReader follows a fill for one reader. Its bytes come from the fill's
@@ -23,8 +25,8 @@ type fillReader struct {
 	sawFailure atomic.Bool     // the fill failed before this reader was done
 
 	// refetch opens the blob anew for this reader alone, verified.
-	refetch func() (*verifyReader, io.Closer, error)
-	own     *verifyReader // the reader's own stream, once it needed one
+	refetch func() (*oci.Verifier, io.Closer, error)
+	own     *oci.Verifier // the reader's own stream, once it needed one
 	ownC    io.Closer
 	ownErr  error  // the own stream could not be opened
 	buf     []byte // copies out of the ring
@@ -211,8 +213,8 @@ func (r *fillReader) failure() error {
 	switch {
 	case r.ownErr != nil:
 		return r.ownErr
-	case r.own != nil && r.own.err != nil:
-		return r.own.err
+	case r.own != nil && r.own.Err() != nil:
+		return r.own.Err()
 	case r.sawFailure.Load():
 		return r.f.failure()
 	}

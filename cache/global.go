@@ -9,9 +9,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/policy"
-	"github.com/edgeregistry/edge/storjtier"
 )
 
 // Global is what the engine needs from the global tier that every region
@@ -22,8 +21,8 @@ type Global interface {
 	PutBlob(ctx context.Context, d digest.Digest, r io.Reader, size int64) error
 	GetManifest(ctx context.Context, d digest.Digest) ([]byte, string, error)
 	PutManifest(ctx context.Context, d digest.Digest, mediaType string, data []byte) error
-	GetTag(ctx context.Context, route, repo, tag string) (storjtier.TagRecord, error)
-	PutTag(ctx context.Context, route, repo, tag string, rec storjtier.TagRecord) error
+	GetTag(ctx context.Context, route, repo, tag string) (oci.TagRecord, error)
+	PutTag(ctx context.Context, route, repo, tag string, rec oci.TagRecord) error
 }
 
 // blobDeleter is the optional ability to remove a corrupt blob, so that the
@@ -135,28 +134,28 @@ func (e *Engine) globalManifest(ctx context.Context, d digest.Digest) (Manifest,
 
 // globalTag reads the global tier's record of a tag. ok is false on a miss
 // or a failure.
-func (e *Engine) globalTag(ctx context.Context, rt *policy.Route, repo, tag string) (localtier.TagRecord, bool) {
+func (e *Engine) globalTag(ctx context.Context, rt *policy.Route, repo, tag string) (oci.TagRecord, bool) {
 	if !e.globalUp() {
-		return localtier.TagRecord{}, false
+		return oci.TagRecord{}, false
 	}
 	gctx, cancel := e.meta(ctx)
 	defer cancel()
 	rec, err := e.global.GetTag(gctx, rt.Name, repo, tag)
 	switch {
 	case err == nil:
-		return localtier.TagRecord{Digest: rec.Digest, MediaType: rec.MediaType, Size: rec.Size,
-			FetchedAt: rec.FetchedAt, Source: "global", Region: rec.Region}, true
+		rec.Source = "global"
+		return rec, true
 	case isNotFound(err):
 		e.m.misses.WithLabelValues("global", "tag").Inc()
 	}
-	return localtier.TagRecord{}, false
+	return oci.TagRecord{}, false
 }
 
 // adoptTag serves a tag from a record another region wrote to the global
 // tier: its manifest comes from here, the global tier or the origin by
 // digest, and the record is kept locally with its own fetch time, so it
 // expires when it would have at the region that fetched it.
-func (e *Engine) adoptTag(ctx context.Context, rt *policy.Route, repo, tag string, rec localtier.TagRecord) (Manifest, error) {
+func (e *Engine) adoptTag(ctx context.Context, rt *policy.Route, repo, tag string, rec oci.TagRecord) (Manifest, error) {
 	// The record is the origin's word, relayed, that the digest is this
 	// repository's.
 	e.link(ctx, rt, repo, rec.Digest)

@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/storjtier"
 )
 
@@ -147,7 +148,7 @@ func (w *guarded) call(ctx context.Context, op string, fn func(context.Context) 
 func tierFailure(ctx context.Context, err error) bool {
 	switch {
 	case isNotFound(err), errors.Is(err, storjtier.ErrInvalidKey), errors.Is(err, storjtier.ErrInvalidRange),
-		errors.Is(err, storjtier.ErrDigestMismatch), errors.Is(err, storjtier.ErrSizeMismatch):
+		oci.IsVerifyError(err):
 		return false
 	case ctx.Err() != nil:
 		// A deadline of the caller's is the tier's slowness; a cancel is
@@ -192,7 +193,7 @@ func (w *guarded) PutManifest(ctx context.Context, d digest.Digest, mediaType st
 	return w.call(ctx, "put manifest", func(ctx context.Context) error { return w.g.PutManifest(ctx, d, mediaType, data) })
 }
 
-func (w *guarded) GetTag(ctx context.Context, route, repo, tag string) (rec storjtier.TagRecord, err error) {
+func (w *guarded) GetTag(ctx context.Context, route, repo, tag string) (rec oci.TagRecord, err error) {
 	err = w.call(ctx, "get tag", func(ctx context.Context) error {
 		rec, err = w.g.GetTag(ctx, route, repo, tag)
 		return err
@@ -200,7 +201,7 @@ func (w *guarded) GetTag(ctx context.Context, route, repo, tag string) (rec stor
 	return rec, err
 }
 
-func (w *guarded) PutTag(ctx context.Context, route, repo, tag string, rec storjtier.TagRecord) error {
+func (w *guarded) PutTag(ctx context.Context, route, repo, tag string, rec oci.TagRecord) error {
 	return w.call(ctx, "put tag", func(ctx context.Context) error { return w.g.PutTag(ctx, route, repo, tag, rec) })
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/storjtier"
@@ -211,7 +212,7 @@ func TestWriteBehindBuriesWhatTheTierRefuses(t *testing.T) {
 	g := newGuardTest(t)
 	g.b.refuseTags = true
 	ctx := t.Context()
-	rec := localtier.TagRecord{Digest: digest.FromString("m"), MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 1, FetchedAt: g.clock.Now()}
+	rec := oci.TagRecord{Digest: digest.FromString("m"), MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 1, FetchedAt: g.clock.Now()}
 	if err := g.local.PutTag(ctx, "docker.io", "library/app", "v1", rec); err != nil {
 		t.Fatal(err)
 	}

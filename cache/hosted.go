@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/storjtier"
@@ -77,7 +78,7 @@ func (e *Engine) hostedStatBlob(ctx context.Context, rt *policy.Route, repo stri
 
 // hostedCheckTag refreshes an expired tag of a hosted repository from the
 // record: the push of another region shows up here.
-func (e *Engine) hostedCheckTag(ctx context.Context, rt *policy.Route, repo, tag string, cur localtier.TagRecord) (Manifest, error) {
+func (e *Engine) hostedCheckTag(ctx context.Context, rt *policy.Route, repo, tag string, cur oci.TagRecord) (Manifest, error) {
 	rec, err := e.record()
 	if err != nil {
 		return Manifest{}, err
@@ -92,8 +93,8 @@ func (e *Engine) hostedCheckTag(ctx context.Context, rt *policy.Route, repo, tag
 	if err != nil {
 		return Manifest{}, err
 	}
-	next := localtier.TagRecord{Digest: g.Digest, MediaType: g.MediaType, Size: g.Size,
-		FetchedAt: e.now(), Source: "global", Region: g.Region}
+	next := g
+	next.FetchedAt, next.Source = e.now(), "global"
 	if g.Digest == cur.Digest {
 		e.m.revalidated.WithLabelValues(rt.Name, "unchanged").Inc()
 	} else {

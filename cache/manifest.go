@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/upstream"
@@ -103,7 +104,7 @@ func (e *Engine) manifestByTag(ctx context.Context, rt *policy.Route, repo, tag 
 // did. One request revalidates a tag at a time; requests that arrive
 // meanwhile, or while the origin is backing off after a failure, are
 // answered with the digest already known.
-func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag string, rec localtier.TagRecord, cached Manifest) (Manifest, error) {
+func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag string, rec oci.TagRecord, cached Manifest) (Manifest, error) {
 	key := rt.Name + "\x00" + repo + "\x00" + tag
 	now := e.now()
 	e.revalMu.Lock()
@@ -180,7 +181,7 @@ func (e *Engine) pruneRetryLocked(now time.Time) {
 
 // checkTag asks the origin for the tag's digest: unchanged, the record is
 // fresh again; changed, the new manifest is fetched.
-func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag string, rec localtier.TagRecord) (Manifest, error) {
+func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag string, rec oci.TagRecord) (Manifest, error) {
 	if rt.Hosted {
 		return e.hostedCheckTag(ctx, rt, repo, tag, rec)
 	}
@@ -268,7 +269,7 @@ func (e *Engine) storeManifest(ctx context.Context, rt *policy.Route, repo strin
 }
 
 func (e *Engine) storeTag(ctx context.Context, rt *policy.Route, repo, tag string, m Manifest) {
-	rec := localtier.TagRecord{
+	rec := oci.TagRecord{
 		Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)),
 		FetchedAt: e.now(), Source: rt.Origin, Region: e.region,
 	}

@@ -10,8 +10,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/policy"
-	"github.com/edgeregistry/edge/storjtier"
 )
 
 // Manifest push errors, matched with errors.Is.
@@ -29,9 +29,6 @@ const (
 	mediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
 	mediaTypeDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
 )
-
-// MaxManifestSize bounds a pushed manifest.
-const MaxManifestSize = storjtier.MaxManifestSize
 
 type manifestDoc struct {
 	SchemaVersion int                   `json:"schemaVersion"`
@@ -167,7 +164,7 @@ func (e *Engine) PutManifest(ctx context.Context, rt *policy.Route, repo, ref, c
 	}
 	m := Manifest{Digest: d, MediaType: mt, Body: body}
 	if refErr != nil { // a tag: the last write, once the manifest is safe
-		tag := storjtier.TagRecord{Digest: d, MediaType: mt, Size: int64(len(body)), FetchedAt: e.now(), Region: e.region}
+		tag := oci.TagRecord{Digest: d, MediaType: mt, Size: int64(len(body)), FetchedAt: e.now(), Region: e.region}
 		if err := rec.PutTag(ctx, rt.Name, repo, ref, tag); err != nil {
 			return "", nil, fmt.Errorf("global tier: %w", err)
 		}

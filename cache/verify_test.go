@@ -1,12 +1,8 @@
 package cache
 
 import (
-	"bytes"
 	"crypto/rand"
-	"errors"
-	"io"
 	"testing"
-	"testing/iotest"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -18,52 +14,6 @@ func randomBytes(t *testing.T, n int) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-func TestVerifyReaderPassesGoodContent(t *testing.T) {
-	t.Parallel()
-	data := randomBytes(t, 300<<10)
-	for _, size := range []int64{int64(len(data)), -1} {
-		v := &verifyReader{src: iotest.HalfReader(bytes.NewReader(data)), d: digest.FromBytes(data), h: digest.SHA256.Hash(), size: size}
-		got, err := io.ReadAll(v)
-		if err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("size %d: %d bytes, err %v", size, len(got), err)
-		}
-	}
-}
-
-func TestVerifyReaderHoldsBackTheEnd(t *testing.T) {
-	t.Parallel()
-	data := randomBytes(t, 200<<10)
-	bad := bytes.Clone(data)
-	bad[len(bad)-1] ^= 0xff
-	tests := map[string]struct {
-		content []byte
-		size    int64
-		want    error
-	}{
-		"wrong digest":   {bad, int64(len(bad)), ErrDigestMismatch},
-		"short":          {data[:len(data)-10], int64(len(data)), ErrSizeMismatch},
-		"long":           {append(bytes.Clone(data), 1), int64(len(data)), ErrSizeMismatch},
-		"unknown length": {bad, -1, ErrDigestMismatch},
-	}
-	for name, tt := range tests {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			v := &verifyReader{src: bytes.NewReader(tt.content), d: digest.FromBytes(data), h: digest.SHA256.Hash(), size: tt.size}
-			got, err := io.ReadAll(v)
-			if !errors.Is(err, tt.want) {
-				t.Fatalf("err = %v, want %v", err, tt.want)
-			}
-			if len(got) > len(data)-holdBack {
-				t.Fatalf("returned %d bytes before the check failed; at most %d may go out", len(got), len(data)-holdBack)
-			}
-			var ve *VerifyError
-			if !errors.As(err, &ve) || ve.Digest != digest.FromBytes(data) {
-				t.Fatalf("err %v is not a VerifyError for the digest", err)
-			}
-		})
-	}
 }
 
 func TestReferences(t *testing.T) {

@@ -227,11 +227,8 @@ func (e *Engine) replicateTag(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	region := rec.Region
-	if region == "" {
-		region = e.region
+	if rec.Region == "" {
+		rec.Region = e.region
 	}
-	return e.global.PutTag(ctx, route, repo, tag, storjtier.TagRecord{
-		Digest: rec.Digest, MediaType: rec.MediaType, Size: rec.Size, FetchedAt: rec.FetchedAt, Region: region,
-	})
+	return e.global.PutTag(ctx, route, repo, tag, rec)
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/internal/oci"
 )
 
 // hotStore returns a store with one tag, its manifest and a linked blob,
@@ -20,7 +22,7 @@ func hotStore(b *testing.B) (*Store, digest.Digest, digest.Digest) {
 	if err := s.PutManifest(ctx, md, Manifest{MediaType: indexMediaType, Body: body}); err != nil {
 		b.Fatal(err)
 	}
-	if err := s.PutTag(ctx, "docker.io", "library/alpine", "latest", TagRecord{Digest: md, MediaType: indexMediaType, Size: int64(len(body)), FetchedAt: time.Now()}); err != nil {
+	if err := s.PutTag(ctx, "docker.io", "library/alpine", "latest", oci.TagRecord{Digest: md, MediaType: indexMediaType, Size: int64(len(body)), FetchedAt: time.Now()}); err != nil {
 		b.Fatal(err)
 	}
 	if err := s.Link(ctx, "docker.io", "library/alpine", md, bd); err != nil {

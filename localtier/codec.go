@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/internal/oci"
 )
 
 // Key prefixes; see doc.go.
@@ -179,7 +181,7 @@ func decodeManifest(b []byte) (Manifest, error) {
 	return Manifest{MediaType: mt, Body: bytes.Clone(d.b)}, nil
 }
 
-func encodeTag(r TagRecord) []byte {
+func encodeTag(r oci.TagRecord) []byte {
 	e := newEncoder(64 + len(r.MediaType) + len(r.Source) + len(r.Region))
 	e.str(string(r.Digest))
 	e.str(r.MediaType)
@@ -190,10 +192,10 @@ func encodeTag(r TagRecord) []byte {
 	return e.b
 }
 
-func decodeTag(b []byte) (TagRecord, error) {
+func decodeTag(b []byte) (oci.TagRecord, error) {
 	d := decoder{b: b}
 	d.version()
-	r := TagRecord{
+	r := oci.TagRecord{
 		Digest:    digest.Digest(d.str()),
 		MediaType: d.str(),
 		Size:      d.varint(),

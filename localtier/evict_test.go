@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/internal/testkit"
 )
 
@@ -158,7 +159,7 @@ func TestEvictKeepsMetadata(t *testing.T) {
 	if err := s.Link(ctx, "docker.io", "library/alpine", d); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutTag(ctx, "docker.io", "library/alpine", "latest", TagRecord{Digest: d}); err != nil {
+	if err := s.PutTag(ctx, "docker.io", "library/alpine", "latest", oci.TagRecord{Digest: d}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Minute)

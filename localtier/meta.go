@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/internal/oci"
 )
 
 // Manifest is a manifest's bytes and media type. Body returned by
@@ -18,16 +19,6 @@ import (
 type Manifest struct {
 	MediaType string
 	Body      []byte
-}
-
-// TagRecord is what the node knows about a tag.
-type TagRecord struct {
-	Digest    digest.Digest
-	MediaType string
-	Size      int64
-	FetchedAt time.Time
-	Source    string // the origin or tier the record came from
-	Region    string
 }
 
 // GetManifest returns the manifest stored under d.
@@ -82,23 +73,23 @@ func (s *Store) PutManifest(ctx context.Context, d digest.Digest, m Manifest) er
 }
 
 // GetTag returns the record of route/repo:tag.
-func (s *Store) GetTag(ctx context.Context, route, repo, tag string) (TagRecord, error) {
+func (s *Store) GetTag(ctx context.Context, route, repo, tag string) (oci.TagRecord, error) {
 	k := tagCacheKey{route, repo, tag}
 	if r, ok := s.tags.Get(k); ok {
 		return r, nil
 	}
 	if err := validRepo(route, repo); err != nil {
-		return TagRecord{}, err
+		return oci.TagRecord{}, err
 	}
 	if err := validName("tag", tag); err != nil {
-		return TagRecord{}, err
+		return oci.TagRecord{}, err
 	}
 	if err := s.begin(); err != nil {
-		return TagRecord{}, err
+		return oci.TagRecord{}, err
 	}
 	defer s.end()
 	gen := s.tagGen.Load()
-	var r TagRecord
+	var r oci.TagRecord
 	err := s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(tagKey(route, repo, tag))
 		if err != nil {
@@ -110,10 +101,10 @@ func (s *Store) GetTag(ctx context.Context, route, repo, tag string) (TagRecord,
 		})
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return TagRecord{}, fmt.Errorf("tag %s/%s:%s: %w", route, repo, tag, ErrNotFound)
+		return oci.TagRecord{}, fmt.Errorf("tag %s/%s:%s: %w", route, repo, tag, ErrNotFound)
 	}
 	if err != nil {
-		return TagRecord{}, fmt.Errorf("localtier: tag %s/%s:%s: %w", route, repo, tag, err)
+		return oci.TagRecord{}, fmt.Errorf("localtier: tag %s/%s:%s: %w", route, repo, tag, err)
 	}
 	// A writer's record wins over ours; if one wrote meanwhile, ours may be
 	// older than the index, so it must not stay in memory.
@@ -127,7 +118,7 @@ func (s *Store) GetTag(ctx context.Context, route, repo, tag string) (TagRecord,
 }
 
 // PutTag stores the record of route/repo:tag, replacing any earlier one.
-func (s *Store) PutTag(ctx context.Context, route, repo, tag string, r TagRecord) error {
+func (s *Store) PutTag(ctx context.Context, route, repo, tag string, r oci.TagRecord) error {
 	if err := validDigest(r.Digest); err != nil {
 		return err
 	}
@@ -139,7 +130,7 @@ func (s *Store) PutTag(ctx context.Context, route, repo, tag string, r TagRecord
 
 // writeTag stores r as the record of route/repo:tag, or removes the record
 // when r is nil, keeping badger and the cache in step.
-func (s *Store) writeTag(route, repo, tag string, r *TagRecord) error {
+func (s *Store) writeTag(route, repo, tag string, r *oci.TagRecord) error {
 	if err := validRepo(route, repo); err != nil {
 		return err
 	}

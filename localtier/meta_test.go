@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/internal/oci"
 )
 
 const indexMediaType = "application/vnd.oci.image.index.v1+json"
@@ -119,17 +121,17 @@ func TestTagsAndLinks(t *testing.T) {
 	dA, dB := digest.FromString("a"), digest.FromString("b")
 	tags := []struct {
 		route, repo, tag string
-		rec              TagRecord
+		rec              oci.TagRecord
 	}{
-		{"docker.io", "library/alpine", "latest", TagRecord{Digest: dA, MediaType: indexMediaType, Size: 1234, FetchedAt: fetched, Source: "origin", Region: "eu-west"}},
-		{"docker.io", "library/alpine", "3.20", TagRecord{Digest: dB, FetchedAt: fetched}},
-		{"docker.io", "library/alpine", "3.9", TagRecord{Digest: dB}},
-		{"docker.io", "library/alpine", "3.10", TagRecord{Digest: dA, Source: "storj"}},
-		{"docker.io", "library/alpine", "A", TagRecord{Digest: dA}},
+		{"docker.io", "library/alpine", "latest", oci.TagRecord{Digest: dA, MediaType: indexMediaType, Size: 1234, FetchedAt: fetched, Source: "origin", Region: "eu-west"}},
+		{"docker.io", "library/alpine", "3.20", oci.TagRecord{Digest: dB, FetchedAt: fetched}},
+		{"docker.io", "library/alpine", "3.9", oci.TagRecord{Digest: dB}},
+		{"docker.io", "library/alpine", "3.10", oci.TagRecord{Digest: dA, Source: "storj"}},
+		{"docker.io", "library/alpine", "A", oci.TagRecord{Digest: dA}},
 		// Neighbours that a careless prefix scheme would mix in.
-		{"docker.io", "library/alpine/sub", "x", TagRecord{Digest: dA}},
-		{"docker.io", "library/alpin", "y", TagRecord{Digest: dA}},
-		{"ghcr.io", "library/alpine", "z", TagRecord{Digest: dA}},
+		{"docker.io", "library/alpine/sub", "x", oci.TagRecord{Digest: dA}},
+		{"docker.io", "library/alpin", "y", oci.TagRecord{Digest: dA}},
+		{"ghcr.io", "library/alpine", "z", oci.TagRecord{Digest: dA}},
 	}
 	links := []struct {
 		route, repo string
@@ -208,7 +210,7 @@ func TestTagsAndLinks(t *testing.T) {
 	check(t, s)
 
 	// Overwrite goes through to memory and to the index.
-	newer := TagRecord{Digest: dB, FetchedAt: fetched.Add(time.Hour), Source: "origin"}
+	newer := oci.TagRecord{Digest: dB, FetchedAt: fetched.Add(time.Hour), Source: "origin"}
 	if err := s.PutTag(ctx, "docker.io", "library/alpine", "latest", newer); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +240,7 @@ func TestTagWriteThroughUnderConcurrency(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range rounds {
-				r := TagRecord{Digest: digest.FromString(fmt.Sprint(w, i)), Size: int64(w*rounds + i)}
+				r := oci.TagRecord{Digest: digest.FromString(fmt.Sprint(w, i)), Size: int64(w*rounds + i)}
 				if err := s.PutTag(ctx, "r", "repo", "latest", r); err != nil {
 					t.Error(err)
 					return

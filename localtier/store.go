@@ -82,7 +82,7 @@ type Store struct {
 	high, low            int64 // bytes
 	flushEvery           time.Duration
 
-	tags      *shardedLRU[tagCacheKey, TagRecord]
+	tags      *shardedLRU[tagCacheKey, oci.TagRecord]
 	links     *shardedLRU[linkCacheKey, struct{}]
 	blobs     *shardedLRU[digest.Digest, *blobEntry]
 	manifests *manifestCache
@@ -168,7 +168,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	var err error
-	if s.tags, err = newShardedLRU[tagCacheKey, TagRecord](tagCacheEntries, tagShard, nil); err != nil {
+	if s.tags, err = newShardedLRU[tagCacheKey, oci.TagRecord](tagCacheEntries, tagShard, nil); err != nil {
 		return nil, err
 	}
 	if s.links, err = newShardedLRU[linkCacheKey, struct{}](linkCacheEntries, linkShard, nil); err != nil {

@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/opencontainers/go-digest"
 	"go.uber.org/goleak"
+
+	"github.com/edgeregistry/edge/internal/oci"
+	"github.com/edgeregistry/edge/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -416,7 +418,7 @@ func TestInvalidArguments(t *testing.T) {
 			"NewBlobWriter": func() error { _, err := s.NewBlobWriter(d); return err }(),
 			"GetManifest":   func() error { _, err := s.GetManifest(ctx, d); return err }(),
 			"PutManifest":   s.PutManifest(ctx, d, Manifest{}),
-			"PutTag":        s.PutTag(ctx, "r", "repo", "tag", TagRecord{Digest: d}),
+			"PutTag":        s.PutTag(ctx, "r", "repo", "tag", oci.TagRecord{Digest: d}),
 			"Linked":        func() error { _, err := s.Linked(ctx, "r", "repo", d); return err }(),
 			"Link":          s.Link(ctx, "r", "repo", good, d),
 		}
@@ -437,7 +439,7 @@ func TestInvalidArguments(t *testing.T) {
 	for _, n := range names {
 		calls := map[string]error{
 			"GetTag": func() error { _, err := s.GetTag(ctx, n.route, n.repo, n.tag); return err }(),
-			"PutTag": s.PutTag(ctx, n.route, n.repo, n.tag, TagRecord{Digest: good}),
+			"PutTag": s.PutTag(ctx, n.route, n.repo, n.tag, oci.TagRecord{Digest: good}),
 		}
 		if n.tag != "" && !bytes.Contains([]byte(n.tag), []byte{0}) {
 			calls["ListTags"] = func() error { _, err := s.ListTags(ctx, n.route, n.repo); return err }()
@@ -533,7 +535,7 @@ func TestCloseDuringUse(t *testing.T) {
 			defer wg.Done()
 			for i := 0; ; i++ {
 				tag := fmt.Sprint("t", g, "-", i)
-				err := s.PutTag(ctx, "r", "repo", tag, TagRecord{Digest: d})
+				err := s.PutTag(ctx, "r", "repo", tag, oci.TagRecord{Digest: d})
 				if err == nil {
 					_, err = s.ListTags(ctx, "r", "repo")
 				}

@@ -89,7 +89,7 @@ func TestUnlinkAndDeleteTag(t *testing.T) {
 	if err := s.Link(ctx, "team", "team/app", d); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutTag(ctx, "team", "team/app", "v1", TagRecord{Digest: d}); err != nil {
+	if err := s.PutTag(ctx, "team", "team/app", "v1", oci.TagRecord{Digest: d}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Unlink(ctx, "team", "team/app", d); err != nil {

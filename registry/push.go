@@ -17,6 +17,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/policy"
 )
 
@@ -256,13 +257,13 @@ func (s *Server) putManifest(w http.ResponseWriter, req *request) error {
 	if err := checkRef(req.ref); err != nil {
 		return err
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, cache.MaxManifestSize+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, oci.MaxManifestSize+1))
 	if err != nil {
 		return err
 	}
-	if len(body) > cache.MaxManifestSize {
+	if len(body) > oci.MaxManifestSize {
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: errcode.ErrorCodeManifestInvalid,
-			Message: fmt.Sprintf("manifest larger than %d bytes", cache.MaxManifestSize)}
+			Message: fmt.Sprintf("manifest larger than %d bytes", oci.MaxManifestSize)}
 	}
 	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
 	d, subject, err := s.engine.PutManifest(r.Context(), req.route, req.repo, req.ref, strings.TrimSpace(ct), body)

