@@ -29,8 +29,8 @@ type Config struct {
 	// no users.
 	Htpasswd string
 	// Grants give users actions on repositories. config.Grant converts to
-	// Grant: auth.Grant(g).
-	Grants []Grant
+	// policy.Grant: policy.Grant(g).
+	Grants []policy.Grant
 	// Realm is named in the Basic challenge; "" means "edge".
 	Realm string
 }
@@ -38,7 +38,7 @@ type Config struct {
 // Authorizer authenticates requests and decides what they may do. It is
 // safe for concurrent use.
 type Authorizer struct {
-	grants    []grant
+	access    *policy.Access
 	realm     string
 	challenge string
 
@@ -111,13 +111,16 @@ func New(cfg Config, opts ...Option) (*Authorizer, error) {
 	if err := a.check(); err != nil {
 		return nil, err
 	}
-	for i, g := range cfg.Grants {
-		cg, err := compileGrant(g)
-		if err != nil {
-			return nil, fmt.Errorf("auth: grant %d: %w", i+1, err)
-		}
-		a.grants = append(a.grants, cg)
+	access, err := policy.NewAccess(cfg.Grants)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
 	}
+	for i, u := range access.Users() {
+		if u != "*" && !validUser(u) {
+			return nil, fmt.Errorf("auth: grant %d: user %q cannot be an htpasswd user", i+1, u)
+		}
+	}
+	a.access = access
 	a.challenge = `Basic realm=` + quote(a.realm) + `, charset="UTF-8"`
 	_, _ = rand.Read(a.key[:])
 	a.verified, _ = lru.New[[sha256.Size]byte, verification](a.cacheSize) // size > 0, checked
@@ -134,9 +137,9 @@ func New(cfg Config, opts ...Option) (*Authorizer, error) {
 		return nil, err
 	}
 	users := a.file.set.Load()
-	for _, g := range a.grants {
-		if _, ok := users.hashes[g.user]; !ok && g.user != "*" {
-			a.log.Warn("auth: grant names a user the htpasswd file does not have", "user", g.user)
+	for _, u := range access.Users() {
+		if _, ok := users.hashes[u]; !ok && u != "*" {
+			a.log.Warn("auth: grant names a user the htpasswd file does not have", "user", u)
 		}
 	}
 	if a.reg != nil {
@@ -207,22 +210,16 @@ func (a *Authorizer) Login(r *http.Request) (Identity, error) {
 // at a request: for a second repository of the same request, such as the
 // source of a cross-repository mount.
 func (a *Authorizer) Allow(id Identity, rt *policy.Route, repo string, need policy.Capability) error {
-	if !need.Single() {
-		return fmt.Errorf("%w: %v", ErrDenied, need)
-	}
-	if rt == nil || !validRepo(repo) || !rt.Holds(repo) {
-		return fmt.Errorf("%w: repository name %q", ErrDenied, repo)
-	}
-	if need == policy.CapPull && rt.AnonymousPull {
+	switch a.access.Decide(id.User, rt, repo, need) {
+	case policy.Allowed:
 		return nil
-	}
-	if id.Anonymous() {
+	case policy.BadName:
+		return fmt.Errorf("%w: repository name %q", ErrDenied, repo)
+	case policy.NeedsCredentials:
 		return fmt.Errorf("%w: %s of %s needs credentials", ErrUnauthenticated, need, repo)
 	}
-	for i := range a.grants {
-		if a.grants[i].permits(id.User, rt.Name, repo, need) {
-			return nil
-		}
+	if !need.Single() {
+		return fmt.Errorf("%w: %v", ErrDenied, need)
 	}
 	a.log.Debug("auth: denied", "user", id.User, "action", need.String(), "route", rt.Name, "repository", repo)
 	return fmt.Errorf("%w: user %s may not %s %s on route %s", ErrDenied, id.User, need, repo, rt.Name)

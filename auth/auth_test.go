@@ -23,7 +23,7 @@ var testUsers = map[string]string{
 	"nobody": "nobody-secret",
 }
 
-var testGrants = []auth.Grant{
+var testGrants = []policy.Grant{
 	{User: "ci", Prefix: "team/", Actions: []string{"pull", "push", "delete"}},
 	{User: "dev", Prefix: "team/app", Actions: []string{"pull", "push"}},
 	{User: "*", Prefix: "public/", Actions: []string{"pull"}},
@@ -137,7 +137,7 @@ func TestPrefixMatching(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, auth.Config{
 				Htpasswd: path,
-				Grants:   []auth.Grant{{User: "u", Prefix: tt.prefix, Actions: []string{"push"}}},
+				Grants:   []policy.Grant{{User: "u", Prefix: tt.prefix, Actions: []string{"push"}}},
 			})
 			_, err := f.a.Authorize(request("192.0.2.1:1", "u", "pw"), closedRoute, tt.repo, policy.CapPush)
 			if got := err == nil; got != tt.want {
@@ -268,11 +268,11 @@ func TestNewRejects(t *testing.T) {
 		want string
 	}{
 		{name: "missing file", cfg: auth.Config{Htpasswd: dir + "/none"}, want: "no such file"},
-		{name: "grant without user", cfg: auth.Config{Grants: []auth.Grant{{Prefix: "a/", Actions: []string{"pull"}}}}, want: "grant 1: no user"},
-		{name: "grant without actions", cfg: auth.Config{Grants: []auth.Grant{{User: "u"}}}, want: "no actions"},
-		{name: "unknown action", cfg: auth.Config{Grants: []auth.Grant{{User: "u", Actions: []string{"pull", "write"}}}}, want: `unknown action "write"`},
-		{name: "absolute prefix", cfg: auth.Config{Grants: []auth.Grant{{User: "u", Prefix: "/team/", Actions: []string{"pull"}}}}, want: "prefix"},
-		{name: "user with colon", cfg: auth.Config{Grants: []auth.Grant{{User: "a:b", Actions: []string{"pull"}}}}, want: "cannot be an htpasswd user"},
+		{name: "grant without user", cfg: auth.Config{Grants: []policy.Grant{{Prefix: "a/", Actions: []string{"pull"}}}}, want: "grant 1: no user"},
+		{name: "grant without actions", cfg: auth.Config{Grants: []policy.Grant{{User: "u"}}}, want: "no actions"},
+		{name: "unknown action", cfg: auth.Config{Grants: []policy.Grant{{User: "u", Actions: []string{"pull", "write"}}}}, want: `unknown action "write"`},
+		{name: "absolute prefix", cfg: auth.Config{Grants: []policy.Grant{{User: "u", Prefix: "/team/", Actions: []string{"pull"}}}}, want: "prefix"},
+		{name: "user with colon", cfg: auth.Config{Grants: []policy.Grant{{User: "a:b", Actions: []string{"pull"}}}}, want: "cannot be an htpasswd user"},
 		{name: "realm with newline", cfg: auth.Config{Realm: "a\nb"}, want: "control"},
 		{name: "zero reload", cfg: auth.Config{Htpasswd: path}, opts: []auth.Option{auth.WithReloadInterval(0)}, want: "reload interval"},
 		{name: "zero failures", opts: []auth.Option{auth.WithFailureLimit(0, time.Minute)}, want: "failure limit"},
@@ -305,9 +305,9 @@ func TestNewRejects(t *testing.T) {
 func TestConfigGrant(t *testing.T) {
 	t.Parallel()
 	c := config.Auth{Grants: []config.Grant{{User: "ci", Prefix: "team/", Actions: []string{"push"}}}}
-	var grants []auth.Grant
+	var grants []policy.Grant
 	for _, g := range c.Grants {
-		grants = append(grants, auth.Grant(g))
+		grants = append(grants, policy.Grant(g))
 	}
 	if _, err := auth.New(auth.Config{Htpasswd: c.Htpasswd, Grants: grants}); err != nil {
 		t.Fatal(err)

@@ -18,7 +18,7 @@ func TestReload(t *testing.T) {
 	t.Parallel()
 	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "old"})
 	f := newFixture(t, auth.Config{Htpasswd: path,
-		Grants: []auth.Grant{{User: "*", Actions: []string{"pull"}}}}, auth.WithReloadInterval(5*time.Second))
+		Grants: []policy.Grant{{User: "*", Actions: []string{"pull"}}}}, auth.WithReloadInterval(5*time.Second))
 	pull := func(user, pw string) error {
 		_, err := f.a.Authorize(request("192.0.2.1:1", user, pw), closedRoute, "team/app", policy.CapPull)
 		return err
@@ -121,7 +121,7 @@ func TestHtpasswdIgnoresOtherHashes(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newFixture(t, auth.Config{Htpasswd: path,
-		Grants: []auth.Grant{{User: "*", Actions: []string{"pull"}}}})
+		Grants: []policy.Grant{{User: "*", Actions: []string{"pull"}}}})
 	if _, err := f.a.Authorize(request("192.0.2.1:1", "ok", "bcrypt-pw"), closedRoute, "a/b", policy.CapPull); err != nil {
 		t.Fatalf("bcrypt user: %v", err)
 	}
@@ -214,7 +214,7 @@ func TestSetPassword(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Fatalf("temporary files left: %v", entries)
 	}
-	a, err := auth.New(auth.Config{Htpasswd: path, Grants: []auth.Grant{{User: "*", Actions: []string{"pull"}}}})
+	a, err := auth.New(auth.Config{Htpasswd: path, Grants: []policy.Grant{{User: "*", Actions: []string{"pull"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,13 +7,14 @@ import (
 
 	"github.com/edgeregistry/edge/auth"
 	"github.com/edgeregistry/edge/config"
+	"github.com/edgeregistry/edge/policy"
 )
 
 // authConfig is auth's configuration of the node's auth section.
 func authConfig(cfg config.Auth, realm string) auth.Config {
-	grants := make([]auth.Grant, len(cfg.Grants))
+	grants := make([]policy.Grant, len(cfg.Grants))
 	for i, g := range cfg.Grants {
-		grants[i] = auth.Grant(g)
+		grants[i] = policy.Grant(g)
 	}
 	return auth.Config{Htpasswd: cfg.Htpasswd, Grants: grants, Realm: realm}
 }

@@ -1,26 +1,16 @@
-package auth
+package policy
 
 import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/edgeregistry/edge/policy"
 )
 
-// Identity is who made a request.
-type Identity struct {
-	// User is the authenticated user name; "" is an anonymous client.
-	User string
-}
-
-// Anonymous reports whether the request carried no credentials.
-func (id Identity) Anonymous() bool { return id.User == "" }
-
-// Grant gives a user actions on the repositories of a route whose names
-// fall under a prefix.
+// Grant gives a user capabilities on the repositories of a route whose
+// names fall under a prefix.
 type Grant struct {
-	// User is a user of the htpasswd file, or "*" for any authenticated user.
+	// User is an authenticated user's name, or "*" for any authenticated
+	// user.
 	User string
 	// Route names the route the grant applies to; "" is every route.
 	Route string
@@ -38,12 +28,76 @@ type grant struct {
 	user   string
 	route  string
 	prefix string
-	caps   policy.Capability
+	caps   Capability
 }
 
-func (g *grant) permits(user, route, repo string, need policy.Capability) bool {
+func (g *grant) permits(user, route, repo string, need Capability) bool {
 	return (g.user == "*" || g.user == user) && (g.route == "" || g.route == route) &&
 		g.caps.Has(need) && underPrefix(repo, g.prefix)
+}
+
+// Access decides who may do what: a route's anonymous pull, then the
+// grants.
+type Access struct {
+	grants []grant
+}
+
+// NewAccess checks grants.
+func NewAccess(grants []Grant) (*Access, error) {
+	a := &Access{}
+	for i, g := range grants {
+		cg, err := compileGrant(g)
+		if err != nil {
+			return nil, fmt.Errorf("grant %d: %w", i+1, err)
+		}
+		a.grants = append(a.grants, cg)
+	}
+	return a, nil
+}
+
+// Users returns the user named by each grant, "*" included, in order.
+func (a *Access) Users() []string {
+	users := make([]string, len(a.grants))
+	for i, g := range a.grants {
+		users[i] = g.user
+	}
+	return users
+}
+
+// Decision is the answer of Access.Decide.
+type Decision int
+
+const (
+	// Allowed: go ahead.
+	Allowed Decision = iota
+	// NeedsCredentials: an anonymous client may not; a user might.
+	NeedsCredentials
+	// Denied: this user may not.
+	Denied
+	// BadName: the repository name is not one of the route's, or cannot be
+	// matched against prefixes safely.
+	BadName
+)
+
+// Decide says whether user ("" for an anonymous client) may do need, one
+// capability, on repo of route rt.
+func (a *Access) Decide(user string, rt *Route, repo string, need Capability) Decision {
+	switch {
+	case !need.Single():
+		return Denied
+	case rt == nil || !validRepo(repo) || !rt.Holds(repo):
+		return BadName
+	case need == CapPull && rt.AnonymousPull:
+		return Allowed
+	case user == "":
+		return NeedsCredentials
+	}
+	for i := range a.grants {
+		if a.grants[i].permits(user, rt.Name, repo, need) {
+			return Allowed
+		}
+	}
+	return Denied
 }
 
 // underPrefix reports whether repo falls under prefix: below it when the
@@ -83,9 +137,6 @@ func compileGrant(g Grant) (grant, error) {
 	if g.User == "" {
 		return cg, errors.New("no user (use \"*\" for any authenticated user)")
 	}
-	if g.User != "*" && !validUser(g.User) {
-		return cg, fmt.Errorf("user %q cannot be an htpasswd user", g.User)
-	}
 	if p := strings.TrimSuffix(g.Prefix, "/"); g.Prefix != "" && !validRepo(p) {
 		return cg, fmt.Errorf("prefix %q is not a repository name prefix", g.Prefix)
 	}
@@ -93,7 +144,7 @@ func compileGrant(g Grant) (grant, error) {
 		return cg, errors.New("no actions")
 	}
 	for _, s := range g.Actions {
-		c, err := policy.ParseCapability(s)
+		c, err := ParseCapability(s)
 		if err != nil {
 			return cg, err
 		}
