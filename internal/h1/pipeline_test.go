@@ -298,6 +298,10 @@ func TestPipelinedFraming(t *testing.T) {
 			[]string{"GET /a ", "abcGET /next "}},
 		{"last chunk with an extension", "POST /p HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0;e=1\r\n\r\n" + get("/next"),
 			[]string{"POST /p x", "GET /next "}},
+		// A chunked body whose trailer is broken ends the connection: what
+		// follows is not a request.
+		{"a broken trailer", "POST /p HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nbroken\r\n\r\n" + hidden,
+			[]string{"POST /p x"}},
 		{"after Connection: close", get("/a", "Connection: close\r\n") + get("/after"), []string{"GET /a "}},
 		{"bare LF", "GET /a HTTP/1.1\nHost: edge\n\nGET /b HTTP/1.1\nHost: edge\n\n", []string{"GET /a ", "GET /b "}},
 	} {
