@@ -33,7 +33,16 @@ func (s *Server) guard(h http.Handler) http.Handler {
 		// The deadline left by the connection's last request may be past.
 		g.renew(true)
 		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = &bodyGuard{ReadCloser: r.Body, rc: rc, srv: s, start: s.now()}
+			// On a copy of the request, as http.MaxBytesHandler does: net/http
+			// looks at its own request's body after the handler to tell
+			// whether the connection can carry another request, and a body
+			// it does not know (this guard) passes for one read whole. A
+			// chunked body with a broken trailer would leave what follows
+			// it to be read as the next request.
+			orig, r2 := r, *r
+			r2.Body = &bodyGuard{ReadCloser: r.Body, rc: rc, srv: s, start: s.now(),
+				ended: func() { r2.Trailer = orig.Trailer }}
+			r = &r2
 		}
 		h.ServeHTTP(g, r)
 	})
@@ -48,7 +57,8 @@ type bodyGuard struct {
 	rc    *http.ResponseController
 	srv   *Server
 	start time.Time
-	n     int64 // bytes read
+	n     int64  // bytes read
+	ended func() // at the end of the body, which net/http's trailer follows
 }
 
 func (b *bodyGuard) Read(p []byte) (int, error) {
@@ -60,6 +70,7 @@ func (b *bodyGuard) Read(p []byte) (int, error) {
 		// net/http now reads the connection in the background, to see the
 		// client leave: that read must not time out.
 		_ = b.rc.SetReadDeadline(time.Time{})
+		b.ended()
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		b.srv.metrics.timeout.WithLabelValues("body").Inc()
 		err = ErrBodyTimeout

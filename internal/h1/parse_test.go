@@ -29,6 +29,8 @@ var parseSeeds = []string{
 	"GET /a HTTP/1.0\r\nHost: x\r\n\r\n",
 	"GET /a HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n",
 	"GET /a HTTP/1.1\r\nHost: x\r\nV: a\x01b\r\n\r\n",
+	"GET /a HTTP/1.1\r\nHost: x\r\ncontent-length: 5\r\n\r\n",
+	"GET /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
 }
 
 // FuzzParseLean holds the lean parser to net/http's: a request it takes must

@@ -58,7 +58,7 @@ var modes = []struct {
 	lean bool
 }{{"lean", true}, {"net_http", false}}
 
-func serveWith(t *testing.T, lean http.Handler, fallback *http.Server, opts ...Option) *node {
+func serveWith(t testing.TB, lean http.Handler, fallback *http.Server, opts ...Option) *node {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -67,7 +67,7 @@ func serveWith(t *testing.T, lean http.Handler, fallback *http.Server, opts ...O
 	return serveOn(t, ln, lean, fallback, opts...)
 }
 
-func serveOn(t *testing.T, ln net.Listener, lean http.Handler, fallback *http.Server, opts ...Option) *node {
+func serveOn(t testing.TB, ln net.Listener, lean http.Handler, fallback *http.Server, opts ...Option) *node {
 	t.Helper()
 	logs := &testkit.Buffer{}
 	reg := prometheus.NewRegistry()
@@ -82,7 +82,7 @@ func serveOn(t *testing.T, ln net.Listener, lean http.Handler, fallback *http.Se
 	return n
 }
 
-func (n *node) stop(t *testing.T) {
+func (n *node) stop(t testing.TB) {
 	t.Helper()
 	if n.done == nil {
 		return

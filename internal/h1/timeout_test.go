@@ -117,7 +117,7 @@ func TestBodyDeadlineFollowsTheMinimumRate(t *testing.T) {
 			s := newTestServer(t, clock, WithBodyTimeout(10*time.Second, 1000))
 			fw := &fakeWriter{clock: clock}
 			src := &fakeBody{clock: clock, fw: fw, perRead: tc.perRead}
-			b := &bodyGuard{ReadCloser: src, rc: http.NewResponseController(fw), srv: s, start: clock.Now()}
+			b := &bodyGuard{ReadCloser: src, rc: http.NewResponseController(fw), srv: s, start: clock.Now(), ended: func() {}}
 			buf := make([]byte, 4096)
 			for i := 1; i <= 100; i++ {
 				_, err := b.Read(buf)
