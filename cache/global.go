@@ -114,11 +114,13 @@ func (e *Engine) distrust(ctx context.Context, d digest.Digest) {
 	}
 }
 
-// globalManifest reads manifest d from the global tier; ok is false on a
-// miss or a failure, which the caller answers from the origin.
-func (e *Engine) globalManifest(ctx context.Context, d digest.Digest) (Manifest, bool) {
-	if !e.globalUp() {
-		return Manifest{}, false
+// globalManifest reads manifest d from the global tier. A miss is
+// ErrNotFound; a failure, or a tier cooling down, is ErrGlobalUnavailable.
+// A pull answers both from the origin; a hosted repository has nothing
+// else (see askGlobal).
+func (e *Engine) globalManifest(ctx context.Context, rt *policy.Route, d digest.Digest) (Manifest, error) {
+	if err := e.askGlobal(rt); err != nil {
+		return Manifest{}, err
 	}
 	gctx, cancel := e.meta(ctx)
 	defer cancel()
@@ -126,18 +128,19 @@ func (e *Engine) globalManifest(ctx context.Context, d digest.Digest) (Manifest,
 	switch {
 	case err == nil:
 		e.m.hits.WithLabelValues("global", "manifest").Inc()
-		return Manifest{Digest: d, MediaType: mt, Body: body}, true
+		return Manifest{Digest: d, MediaType: mt, Body: body}, nil
 	case isNotFound(err):
 		e.m.misses.WithLabelValues("global", "manifest").Inc()
+		return Manifest{}, fmt.Errorf("manifest %s: %w", d, ErrNotFound)
 	}
-	return Manifest{}, false
+	return Manifest{}, err
 }
 
-// globalTag reads the global tier's record of a tag. ok is false on a miss
-// or a failure.
-func (e *Engine) globalTag(ctx context.Context, rt *policy.Route, repo, tag string) (localtier.TagRecord, bool) {
-	if !e.globalUp() {
-		return localtier.TagRecord{}, false
+// globalTag reads the global tier's record of a tag. A miss is
+// ErrNotFound; a failure, or a tier cooling down, is ErrGlobalUnavailable.
+func (e *Engine) globalTag(ctx context.Context, rt *policy.Route, repo, tag string) (localtier.TagRecord, error) {
+	if err := e.askGlobal(rt); err != nil {
+		return localtier.TagRecord{}, err
 	}
 	gctx, cancel := e.meta(ctx)
 	defer cancel()
@@ -145,11 +148,28 @@ func (e *Engine) globalTag(ctx context.Context, rt *policy.Route, repo, tag stri
 	switch {
 	case err == nil:
 		return localtier.TagRecord{Digest: rec.Digest, MediaType: rec.MediaType, Size: rec.Size,
-			FetchedAt: rec.FetchedAt, Source: "global", Region: rec.Region}, true
+			FetchedAt: rec.FetchedAt, Source: "global", Region: rec.Region}, nil
 	case isNotFound(err):
 		e.m.misses.WithLabelValues("global", "tag").Inc()
+		return localtier.TagRecord{}, fmt.Errorf("tag %s of %s: %w", tag, repo, ErrNotFound)
 	}
-	return localtier.TagRecord{}, false
+	return localtier.TagRecord{}, err
+}
+
+// askGlobal says whether a read for route rt may go to the global tier
+// now. A pull skips a tier that cools down, uncounted: the origin answers
+// instead. A hosted repository's read always goes to the guard, which
+// fails at once while the tier cools down and counts it: the tier is the
+// repository's record, and a tier that cannot answer is a 503, not a 404.
+func (e *Engine) askGlobal(rt *policy.Route) error {
+	if rt.Hosted {
+		_, err := e.record()
+		return err
+	}
+	if !e.globalUp() {
+		return fmt.Errorf("read skipped: %w (failed lately)", ErrGlobalUnavailable)
+	}
+	return nil
 }
 
 // adoptTag serves a tag from a record another region wrote to the global
