@@ -54,11 +54,16 @@ const globalOpenTimeout = 10 * time.Second
 var errOpenTimeout = fmt.Errorf("opening a blob in the global tier took over %s: %w", globalOpenTimeout, context.DeadlineExceeded)
 
 // openGlobalBlob opens d in the global tier from offset on, and returns it
-// with the blob's whole size. A miss, a tier that is down, or a digest that
-// failed there before all yield (nil, 0): the fill then asks the origin.
-func (e *Engine) openGlobalBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64) {
-	if !e.globalUp() || e.distrusted(d) {
-		return nil, 0
+// with the blob's whole size. A miss, or a digest whose copy there failed
+// before, is ErrNotFound; a tier that fails or cools down is
+// ErrGlobalUnavailable. A pull's fill then asks the origin; a hosted
+// route, which has none, answers with the error (see askGlobal).
+func (e *Engine) openGlobalBlob(ctx context.Context, rt *policy.Route, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	if err := e.askGlobal(rt); err != nil {
+		return nil, 0, err
+	}
+	if e.distrusted(d) {
+		return nil, 0, fmt.Errorf("blob %s failed verification in the global tier lately: %w", d, ErrNotFound)
 	}
 	octx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(globalOpenTimeout, func() { cancel(errOpenTimeout) })
@@ -71,12 +76,12 @@ func (e *Engine) openGlobalBlob(ctx context.Context, d digest.Digest, offset int
 	switch {
 	case err == nil:
 		e.m.hits.WithLabelValues("global", "blob").Inc()
-		return cancelOnClose{rc, func() { cancel(nil) }}, size
+		return cancelOnClose{rc, func() { cancel(nil) }}, size, nil
 	case isNotFound(err):
 		e.m.misses.WithLabelValues("global", "blob").Inc()
 	}
 	cancel(nil)
-	return nil, 0
+	return nil, 0, err
 }
 
 // cancelOnClose ends a context when the reader it governs is closed.
@@ -163,8 +168,10 @@ func (e *Engine) globalTag(ctx context.Context, rt *policy.Route, repo, tag stri
 // repository's record, and a tier that cannot answer is a 503, not a 404.
 func (e *Engine) askGlobal(rt *policy.Route) error {
 	if rt.Hosted {
-		_, err := e.record()
-		return err
+		if e.global == nil {
+			return ErrNoRecord
+		}
+		return nil
 	}
 	if !e.globalUp() {
 		return fmt.Errorf("read skipped: %w (failed lately)", ErrGlobalUnavailable)
