@@ -145,7 +145,7 @@ var errFilledMeanwhile = errors.New("cache: filled meanwhile")
 // Stopped by Close, it keeps what it has for the next start to resume.
 func (e *Engine) fill(ctx context.Context, f *fill, rt *policy.Route, repo string, o Origin) {
 	defer e.wg.Done()
-	from, err := e.fillFromLower(ctx, f, repo, o)
+	from, err := e.fillFromLower(ctx, f, rt, repo, o)
 	keep := false
 	switch {
 	case err == nil:
@@ -204,7 +204,9 @@ func (e *Engine) drop(f *fill, suspend bool) {
 // fillFromLower fills f from the global tier, or else from the origin, and
 // says which one it used. A fill with a partial from before (see
 // engine.Close) asks for the rest only, from the byte the partial reached.
-func (e *Engine) fillFromLower(ctx context.Context, f *fill, repo string, o Origin) (string, error) {
+// A hosted route has no origin: the global tier's failure or miss is the
+// fill's.
+func (e *Engine) fillFromLower(ctx context.Context, f *fill, rt *policy.Route, repo string, o Origin) (string, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	bound := e.afterFunc(e.fillMax, func() { cancel(ErrFillStalled) })
@@ -215,11 +217,12 @@ func (e *Engine) fillFromLower(ctx context.Context, f *fill, repo string, o Orig
 	if f.w != nil {
 		from = f.w.Size()
 	}
-	if rc, size := e.openGlobalBlob(ctx, f.d, from); rc != nil {
+	rc, size, gerr := e.openGlobalBlob(ctx, rt, f.d, from)
+	if gerr == nil {
 		return "global", e.run(ctx, f, rc, from, size, "global", watchdog)
 	}
 	if o == nil {
-		return "global", fmt.Errorf("blob %s: %w", f.d, ErrNotFound)
+		return "global", gerr
 	}
 	b, err := o.GetBlob(ctx, repo, f.d, from)
 	if err != nil {

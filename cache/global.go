@@ -53,11 +53,16 @@ const globalOpenTimeout = 10 * time.Second
 var errOpenTimeout = fmt.Errorf("opening a blob in the global tier took over %s: %w", globalOpenTimeout, context.DeadlineExceeded)
 
 // openGlobalBlob opens d in the global tier from offset on, and returns it
-// with the blob's whole size. A miss, a tier that is down, or a digest that
-// failed there before all yield (nil, 0): the fill then asks the origin.
-func (e *Engine) openGlobalBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64) {
-	if !e.globalUp() || e.distrusted(d) {
-		return nil, 0
+// with the blob's whole size. A miss, or a digest whose copy there failed
+// before, is ErrNotFound; a tier that fails or cools down is
+// ErrGlobalUnavailable. A pull's fill then asks the origin; a hosted
+// route, which has none, answers with the error (see askGlobal).
+func (e *Engine) openGlobalBlob(ctx context.Context, rt *policy.Route, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	if err := e.askGlobal(rt); err != nil {
+		return nil, 0, err
+	}
+	if e.distrusted(d) {
+		return nil, 0, fmt.Errorf("blob %s failed verification in the global tier lately: %w", d, ErrNotFound)
 	}
 	octx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(globalOpenTimeout, func() { cancel(errOpenTimeout) })
@@ -70,12 +75,12 @@ func (e *Engine) openGlobalBlob(ctx context.Context, d digest.Digest, offset int
 	switch {
 	case err == nil:
 		e.m.hits.WithLabelValues("global", "blob").Inc()
-		return cancelOnClose{rc, func() { cancel(nil) }}, size
+		return cancelOnClose{rc, func() { cancel(nil) }}, size, nil
 	case isNotFound(err):
 		e.m.misses.WithLabelValues("global", "blob").Inc()
 	}
 	cancel(nil)
-	return nil, 0
+	return nil, 0, err
 }
 
 // cancelOnClose ends a context when the reader it governs is closed.
@@ -113,11 +118,13 @@ func (e *Engine) distrust(ctx context.Context, d digest.Digest) {
 	}
 }
 
-// globalManifest reads manifest d from the global tier; ok is false on a
-// miss or a failure, which the caller answers from the origin.
-func (e *Engine) globalManifest(ctx context.Context, d digest.Digest) (Manifest, bool) {
-	if !e.globalUp() {
-		return Manifest{}, false
+// globalManifest reads manifest d from the global tier. A miss is
+// ErrNotFound; a failure, or a tier cooling down, is ErrGlobalUnavailable.
+// A pull answers both from the origin; a hosted repository has nothing
+// else (see askGlobal).
+func (e *Engine) globalManifest(ctx context.Context, rt *policy.Route, d digest.Digest) (Manifest, error) {
+	if err := e.askGlobal(rt); err != nil {
+		return Manifest{}, err
 	}
 	gctx, cancel := e.meta(ctx)
 	defer cancel()
@@ -125,18 +132,19 @@ func (e *Engine) globalManifest(ctx context.Context, d digest.Digest) (Manifest,
 	switch {
 	case err == nil:
 		e.m.hits.WithLabelValues("global", "manifest").Inc()
-		return Manifest{Digest: d, MediaType: mt, Body: body}, true
+		return Manifest{Digest: d, MediaType: mt, Body: body}, nil
 	case isNotFound(err):
 		e.m.misses.WithLabelValues("global", "manifest").Inc()
+		return Manifest{}, fmt.Errorf("manifest %s: %w", d, ErrNotFound)
 	}
-	return Manifest{}, false
+	return Manifest{}, err
 }
 
-// globalTag reads the global tier's record of a tag. ok is false on a miss
-// or a failure.
-func (e *Engine) globalTag(ctx context.Context, rt *policy.Route, repo, tag string) (oci.TagRecord, bool) {
-	if !e.globalUp() {
-		return oci.TagRecord{}, false
+// globalTag reads the global tier's record of a tag. A miss is
+// ErrNotFound; a failure, or a tier cooling down, is ErrGlobalUnavailable.
+func (e *Engine) globalTag(ctx context.Context, rt *policy.Route, repo, tag string) (oci.TagRecord, error) {
+	if err := e.askGlobal(rt); err != nil {
+		return oci.TagRecord{}, err
 	}
 	gctx, cancel := e.meta(ctx)
 	defer cancel()
@@ -144,11 +152,30 @@ func (e *Engine) globalTag(ctx context.Context, rt *policy.Route, repo, tag stri
 	switch {
 	case err == nil:
 		rec.Source = "global"
-		return rec, true
+		return rec, nil
 	case isNotFound(err):
 		e.m.misses.WithLabelValues("global", "tag").Inc()
+		return oci.TagRecord{}, fmt.Errorf("tag %s of %s: %w", tag, repo, ErrNotFound)
 	}
-	return oci.TagRecord{}, false
+	return oci.TagRecord{}, err
+}
+
+// askGlobal says whether a read for route rt may go to the global tier
+// now. A pull skips a tier that cools down, uncounted: the origin answers
+// instead. A hosted repository's read always goes to the guard, which
+// fails at once while the tier cools down and counts it: the tier is the
+// repository's record, and a tier that cannot answer is a 503, not a 404.
+func (e *Engine) askGlobal(rt *policy.Route) error {
+	if rt.Hosted {
+		if e.global == nil {
+			return ErrNoRecord
+		}
+		return nil
+	}
+	if !e.globalUp() {
+		return fmt.Errorf("read skipped: %w (failed lately)", ErrGlobalUnavailable)
+	}
+	return nil
 }
 
 // adoptTag serves a tag from a record another region wrote to the global

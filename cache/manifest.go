@@ -47,12 +47,16 @@ func (e *Engine) manifestByDigest(ctx context.Context, rt *policy.Route, repo st
 		return Manifest{}, fmt.Errorf("cache: local tier: %w", err)
 	}
 	e.m.misses.WithLabelValues("local", "manifest").Inc()
-	if m, ok := e.globalManifest(ctx, d); ok {
+	gm, gerr := e.globalManifest(ctx, rt, d)
+	switch {
+	case gerr == nil:
 		if err := e.confirmLink(ctx, rt, repo, d, true); err != nil {
 			return Manifest{}, err
 		}
-		e.storeManifest(ctx, rt, repo, m)
-		return m, nil
+		e.storeManifest(ctx, rt, repo, gm)
+		return gm, nil
+	case rt.Hosted && !isNotFound(gerr):
+		return Manifest{}, gerr
 	}
 	// Digests are immutable: fetched once, never revalidated.
 	return e.fetchManifest(ctx, rt, repo, d.String())
@@ -79,8 +83,17 @@ func (e *Engine) manifestByTag(ctx context.Context, rt *policy.Route, repo, tag 
 	}
 	e.m.misses.WithLabelValues("local", "tag").Inc()
 
-	grec, inGlobal := e.globalTag(ctx, rt, repo, tag)
-	if inGlobal && (rt.Hosted || rt.Fresh(grec.FetchedAt, e.now())) {
+	grec, gerr := e.globalTag(ctx, rt, repo, tag)
+	if rt.Hosted {
+		// The global tier is the hosted repository's record: a miss there
+		// is a 404, a tier that cannot answer a 503.
+		if gerr != nil {
+			return Manifest{}, gerr
+		}
+		return e.adoptTag(ctx, rt, repo, tag, grec)
+	}
+	inGlobal := gerr == nil
+	if inGlobal && rt.Fresh(grec.FetchedAt, e.now()) {
 		if m, err := e.adoptTag(ctx, rt, repo, tag, grec); err == nil {
 			return m, nil
 		}
@@ -186,7 +199,7 @@ func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag strin
 		return e.hostedCheckTag(ctx, rt, repo, tag, rec)
 	}
 	// Another region may have revalidated it lately.
-	if grec, ok := e.globalTag(ctx, rt, repo, tag); ok && grec.FetchedAt.After(rec.FetchedAt) && rt.Fresh(grec.FetchedAt, e.now()) {
+	if grec, err := e.globalTag(ctx, rt, repo, tag); err == nil && grec.FetchedAt.After(rec.FetchedAt) && rt.Fresh(grec.FetchedAt, e.now()) {
 		if m, err := e.adoptTag(ctx, rt, repo, tag, grec); err == nil {
 			e.m.revalidated.WithLabelValues(rt.Name, "global").Inc()
 			return m, nil

@@ -15,8 +15,12 @@ import (
 // caller closes the returned closer.
 func (e *Engine) openStream(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (*oci.Verifier, io.Closer, error) {
 	if e.global != nil {
-		if rc, size := e.openGlobalBlob(ctx, d, 0); rc != nil {
+		rc, size, err := e.openGlobalBlob(ctx, rt, d, 0)
+		if err == nil {
 			return oci.NewVerifier(rc, d, size, holdBack), rc, nil
+		}
+		if rt.Hosted {
+			return nil, nil, err // no origin: the global tier's answer is the answer
 		}
 	}
 	o, err := e.origin(rt)
