@@ -39,6 +39,11 @@ func WithGlobal(g Global) Option {
 	return func(e *Engine) { e.global = guard(e, g) }
 }
 
+// Global returns the global tier behind the engine's guard, nil without
+// one. The write-behind (package replication) writes to it, so that its
+// failures are counted and cool the tier down like the engine's own calls.
+func (e *Engine) Global() Global { return e.global }
+
 // ErrGlobalUnavailable means the global tier could not answer: a call
 // failed or timed out, or one did lately and the tier is skipped until a
 // probe finds it back. Hosted repositories answer it with 503 UNAVAILABLE.
