@@ -49,8 +49,9 @@ func (e *Engine) Global() Global { return e.global }
 // probe finds it back. Hosted repositories answer it with 503 UNAVAILABLE.
 var ErrGlobalUnavailable = errors.New("the global tier is unavailable")
 
-// globalOpenTimeout bounds opening a blob in the global tier; the body
-// then follows the fill's own watchdog. The tier's backends have shorter
+// globalOpenTimeout bounds opening a blob in the global tier, on a timer of
+// the engine's AfterFunc (WithAfterFunc); the body then follows the fill's
+// own watchdog. The tier's backends have shorter
 // timeouts of their own (storjtier.Timeouts).
 const globalOpenTimeout = 10 * time.Second
 
@@ -65,7 +66,7 @@ func (e *Engine) openGlobalBlob(ctx context.Context, d digest.Digest, offset int
 		return nil, 0
 	}
 	octx, cancel := context.WithCancelCause(ctx)
-	timer := time.AfterFunc(globalOpenTimeout, func() { cancel(errOpenTimeout) })
+	timer := e.afterFunc(globalOpenTimeout, func() { cancel(errOpenTimeout) })
 	rc, size, err := e.global.OpenBlob(octx, d, offset)
 	if !timer.Stop() && err == nil {
 		// Opened just as the timer fired: its context is gone.
