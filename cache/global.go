@@ -39,13 +39,19 @@ func WithGlobal(g Global) Option {
 	return func(e *Engine) { e.global = guard(e, g) }
 }
 
+// Global returns the global tier behind the engine's guard, nil without
+// one. The write-behind (package replication) writes to it, so that its
+// failures are counted and cool the tier down like the engine's own calls.
+func (e *Engine) Global() Global { return e.global }
+
 // ErrGlobalUnavailable means the global tier could not answer: a call
 // failed or timed out, or one did lately and the tier is skipped until a
 // probe finds it back. Hosted repositories answer it with 503 UNAVAILABLE.
 var ErrGlobalUnavailable = errors.New("the global tier is unavailable")
 
-// globalOpenTimeout bounds opening a blob in the global tier; the body
-// then follows the fill's own watchdog. The tier's backends have shorter
+// globalOpenTimeout bounds opening a blob in the global tier, on a timer of
+// the engine's AfterFunc (WithAfterFunc); the body then follows the fill's
+// own watchdog. The tier's backends have shorter
 // timeouts of their own (storjtier.Timeouts).
 const globalOpenTimeout = 10 * time.Second
 
@@ -65,7 +71,7 @@ func (e *Engine) openGlobalBlob(ctx context.Context, rt *policy.Route, d digest.
 		return nil, 0, fmt.Errorf("blob %s failed verification in the global tier lately: %w", d, ErrNotFound)
 	}
 	octx, cancel := context.WithCancelCause(ctx)
-	timer := time.AfterFunc(globalOpenTimeout, func() { cancel(errOpenTimeout) })
+	timer := e.afterFunc(globalOpenTimeout, func() { cancel(errOpenTimeout) })
 	rc, size, err := e.global.OpenBlob(octx, d, offset)
 	if !timer.Stop() && err == nil {
 		// Opened just as the timer fired: its context is gone.

@@ -16,6 +16,7 @@ import (
 	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/replication"
 	"github.com/edgeregistry/edge/storjtier"
 )
 
@@ -216,18 +217,26 @@ func TestWriteBehindBuriesWhatTheTierRefuses(t *testing.T) {
 	if err := g.local.PutTag(ctx, "docker.io", "library/app", "v1", rec); err != nil {
 		t.Fatal(err)
 	}
-	g.e.enqueue(ctx, tagItem("docker.io", "library/app", "v1"))
+	item := replication.TagItem("docker.io", "library/app", "v1")
+	g.e.enqueue(ctx, item)
+	w, err := replication.New(g.local, g.e.Global(), replication.WithWake(g.e.Enqueued()), replication.WithRegisterer(g.reg),
+		replication.WithClock(g.clock.Now), replication.WithAfterFunc(func(d time.Duration, f func()) replication.Timer {
+			return g.clock.AfterFunc(d, f)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	wbCtx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); g.e.RunWriteBehind(wbCtx, 2) }()
+	go func() { defer close(done); w.Run(wbCtx, 2) }()
 	defer func() { stop(); <-done }()
 
-	waitFor(t, "the refused item to leave the queue", func() bool { return g.e.QueueLen() == 0 })
+	waitFor(t, "the refused item to leave the queue", func() bool { return w.QueueLen() == 0 })
 	dead, err := g.local.DeadLetters(ctx, 10)
-	if err != nil || len(dead) != 1 || dead[0].Item != tagItem("docker.io", "library/app", "v1") || dead[0].Reason == "" {
+	if err != nil || len(dead) != 1 || dead[0].Item != item || dead[0].Reason == "" {
 		t.Fatalf("dead letters = %+v, %v", dead, err)
 	}
-	if n := counterValue(g.e.m.replicated.WithLabelValues("tag", "dead")); n != 1 {
+	if n := testkit.Metric(t, g.reg, "edge_writebehind_total", map[string]string{"kind": "tag", "result": "dead"}); n != 1 {
 		t.Errorf("edge_writebehind_total{kind=tag,result=dead} = %v, want 1", n)
 	}
 	if n := g.b.tagPuts.Load(); n != 1 {

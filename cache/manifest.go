@@ -13,6 +13,7 @@ import (
 	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/replication"
 	"github.com/edgeregistry/edge/upstream"
 )
 
@@ -225,7 +226,7 @@ func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag strin
 		e.m.writeFailure.WithLabelValues("tag").Inc()
 		e.log.Warn("cannot record a revalidated tag", "route", rt.Name, "repo", repo, "tag", tag, "err", err)
 	} else {
-		e.enqueue(ctx, tagItem(rt.Name, repo, tag))
+		e.enqueue(ctx, replication.TagItem(rt.Name, repo, tag))
 	}
 	m, err := e.local.GetManifest(mctx, rec.Digest)
 	if err != nil {
@@ -252,10 +253,10 @@ func (e *Engine) fetchManifest(ctx context.Context, rt *policy.Route, repo, ref 
 		}
 		m := Manifest{Digest: desc.Digest, MediaType: desc.MediaType, Body: body}
 		e.storeManifest(mctx, rt, repo, m)
-		e.enqueue(mctx, queueManifest+string(m.Digest))
+		e.enqueue(mctx, replication.ManifestItem(m.Digest))
 		if _, err := digest.Parse(ref); err != nil {
 			e.storeTag(mctx, rt, repo, ref, m)
-			e.enqueue(mctx, tagItem(rt.Name, repo, ref))
+			e.enqueue(mctx, replication.TagItem(rt.Name, repo, ref))
 		}
 		return m, nil
 	})

@@ -13,7 +13,6 @@ type metrics struct {
 	revalidated  *prometheus.CounterVec // route, result
 	writeFailure *prometheus.CounterVec // what
 	globalErrors *prometheus.CounterVec // op
-	replicated   *prometheus.CounterVec // kind, result
 
 	// children of the hot path, resolved once
 	localTagHit, localBlobHit, localManifestHit prometheus.Counter
@@ -48,9 +47,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		globalErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_global_errors_total", Help: "Global tier operations that failed; pulls went on without it.",
 		}, []string{"op"}),
-		replicated: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edge_writebehind_total", Help: "Items written behind to the global tier, by kind (blob, manifest, tag) and result (ok, retry, dropped).",
-		}, []string{"kind", "result"}),
 	}
 	for _, what := range []string{"blob", "manifest", "tag", "link", "queue"} {
 		m.writeFailure.WithLabelValues(what) // exported at zero, so a rate shows the first failure
@@ -60,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.localManifestHit = m.hits.WithLabelValues("local", "manifest")
 	if reg != nil {
 		reg.MustRegister(m.hits, m.misses, m.bytes, m.coalesced, m.fills, m.stale, m.revalidated, m.writeFailure,
-			m.globalErrors, m.replicated)
+			m.globalErrors)
 	}
 	return m
 }

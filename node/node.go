@@ -23,6 +23,7 @@ import (
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/registry"
+	"github.com/edgeregistry/edge/replication"
 	"github.com/edgeregistry/edge/storjtier"
 	"github.com/edgeregistry/edge/upstream"
 )
@@ -32,6 +33,7 @@ type Node struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	engine  *cache.Engine
+	writer  *replication.Writer // the write-behind to the global tier
 	store   *localtier.Store
 	ready   atomic.Bool
 	servers []*listener // the API's first
@@ -102,8 +104,8 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	return n, nil
 }
 
-// buildEngine opens the local tier, the origins and the global tier, and
-// puts the engine over them.
+// buildEngine opens the local tier, the origins and the global tier, puts
+// the engine over them, and the write-behind beside it.
 func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error {
 	cfg := n.cfg
 	store, err := localtier.Open(filepath.Join(cfg.DataDir, "local"), localtier.Options{
@@ -147,8 +149,9 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 	if err != nil {
 		return err
 	}
-	n.engine.RegisterQueueGauge(reg)
-	return nil
+	n.writer, err = replication.New(store, n.engine.Global(), replication.WithLogger(n.log.With("component", "replication")),
+		replication.WithRegion(cfg.Region), replication.WithRegisterer(reg), replication.WithWake(n.engine.Enqueued()))
+	return err
 }
 
 // metaTimeout bounds the engine's metadata calls: 15s, or longer where a
@@ -214,7 +217,7 @@ func (n *Node) Run(ctx context.Context) error {
 	side, stopSide := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSide()
 	sideDone := make(chan struct{}, 2)
-	go func() { defer func() { sideDone <- struct{}{} }(); n.engine.RunWriteBehind(side, 4) }()
+	go func() { defer func() { sideDone <- struct{}{} }(); n.writer.Run(side, 4) }()
 	go func() { defer func() { sideDone <- struct{}{} }(); cleanUploads(side, n.store, n.log) }()
 	for _, l := range n.servers {
 		n.log.Info("listening", "listener", l.name, "addr", l.ln.Addr().String())

@@ -43,7 +43,7 @@ func newDirGlobal(t *testing.T) storjtier.Backend {
 
 func waitDrained(t *testing.T, n *node) {
 	t.Helper()
-	testkit.Eventually(t, "the write-behind queue to drain", func() bool { return n.engine.QueueLen() == 0 })
+	testkit.Eventually(t, "the write-behind queue to drain", func() bool { return n.writer.QueueLen() == 0 })
 }
 
 func TestSecondRegionPullsFromTheGlobalTier(t *testing.T) {
@@ -171,7 +171,7 @@ func TestWriteBehindSurvivesOutageAndRestart(t *testing.T) {
 	pullImage(t, a, "library/app", "v1", img)
 	// 2 layers, the config, the manifest and the tag; a fill queues its
 	// blob just after its last byte went out.
-	testkit.Eventually(t, "five queued items", func() bool { return a.engine.QueueLen() == 5 })
+	testkit.Eventually(t, "five queued items", func() bool { return a.writer.QueueLen() == 5 })
 	if a.metric(t, "edge_global_errors_total") == 0 {
 		t.Fatal("the outage was not counted")
 	}

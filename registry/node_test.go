@@ -18,6 +18,7 @@ import (
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/registry"
+	"github.com/edgeregistry/edge/replication"
 	"github.com/edgeregistry/edge/storjtier"
 	"github.com/edgeregistry/edge/upstream"
 )
@@ -37,6 +38,7 @@ type node struct {
 	reg    *prometheus.Registry
 	store  *localtier.Store
 	engine *cache.Engine
+	writer *replication.Writer
 	dir    string
 	srv    *h1.Server // the production server loop, net/http behind it
 	served chan error
@@ -128,10 +130,15 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 	if n.engine, err = cache.New(n.store, origins, opts...); err != nil {
 		t.Fatal(err)
 	}
-	n.engine.RegisterQueueGauge(n.reg)
+	n.writer, err = replication.New(n.store, n.engine.Global(), replication.WithRegion(cfg.region), replication.WithRegisterer(n.reg),
+		replication.WithWake(n.engine.Enqueued()), replication.WithClock(n.clock.Now),
+		replication.WithAfterFunc(func(d time.Duration, f func()) replication.Timer { return n.clock.AfterFunc(d, f) }))
+	if err != nil {
+		t.Fatal(err)
+	}
 	wbCtx, stopWB := context.WithCancel(context.Background())
 	wbDone := make(chan struct{})
-	go func() { defer close(wbDone); n.engine.RunWriteBehind(wbCtx, 2) }()
+	go func() { defer close(wbDone); n.writer.Run(wbCtx, 2) }()
 	n.stopWriteBehind = func() { stopWB(); <-wbDone }
 	n.handler = registry.New(router, n.engine, registry.WithRegisterer(n.reg))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

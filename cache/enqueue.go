@@ -1,0 +1,33 @@
+package cache
+
+import (
+	"context"
+
+	"github.com/edgeregistry/edge/replication"
+)
+
+// queueBlob prefixes a blob's digest in the write-behind queue
+// (replication.BlobItem).
+const queueBlob = replication.BlobPrefix
+
+// enqueue queues content fetched from an origin for the global tier and
+// wakes the write-behind (package replication), which writes it.
+func (e *Engine) enqueue(ctx context.Context, item string) {
+	if e.global == nil {
+		return
+	}
+	if err := e.local.Enqueue(context.WithoutCancel(ctx), item); err != nil {
+		e.m.writeFailure.WithLabelValues("queue").Inc()
+		e.log.Warn("cannot queue for the global tier", "item", item, "err", err)
+		return
+	}
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Enqueued receives when the engine has queued something for the global
+// tier: the wake of the write-behind (replication.WithWake). It has one
+// reader.
+func (e *Engine) Enqueued() <-chan struct{} { return e.wake }
