@@ -12,6 +12,7 @@ import (
 	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/policy"
 )
 
 // stallingGlobal is a global tier whose blob opens wait until their
@@ -58,7 +59,7 @@ func TestGlobalBlobOpenTimesOutOnTheEngineClock(t *testing.T) {
 
 	opened := make(chan io.ReadCloser, 1)
 	go func() {
-		rc, _ := e.openGlobalBlob(context.Background(), digest.FromString("x"), 0)
+		rc, _, _ := e.openGlobalBlob(context.Background(), &policy.Route{Name: "docker.io"}, digest.FromString("x"), 0)
 		opened <- rc
 	}()
 	<-g.entered
