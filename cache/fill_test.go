@@ -182,7 +182,7 @@ func TestLocalWriteFailureIsAPassThrough(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
-			data := randomBytes(t, size)
+			data := testkit.RandomBytes(t, size)
 			g := newFakeGlobal(data, pauseAt)
 			e, store, reg := newTestEngine(t, t.TempDir(), g)
 			e.ringSize = ring
@@ -292,7 +292,7 @@ func waitCommitted(t *testing.T, store *localtier.Store, d digest.Digest) {
 func TestPassThroughFillServesAllItsReadersFromOneFetch(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	data := randomBytes(t, 1<<20) // the ring holds it all
+	data := testkit.RandomBytes(t, 1<<20) // the ring holds it all
 	g := newFakeGlobal(data, 512<<10)
 	e, store, _ := newTestEngine(t, t.TempDir(), g)
 	if err := store.Link(ctx, team.Name, "team/app", g.d); err != nil {
@@ -327,7 +327,7 @@ func TestShutdownKeepsThePartialAndTheNextFillResumesIt(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
 			dir := t.TempDir()
-			data := randomBytes(t, 1<<20)
+			data := testkit.RandomBytes(t, 1<<20)
 			const reached = 256 << 10
 			g := newFakeGlobal(data, reached)
 			e, store, _ := newTestEngine(t, dir, g)
@@ -413,7 +413,7 @@ func TestRing(t *testing.T) {
 	t.Parallel()
 	const passRing = 64 << 10
 	r := newRing(100, passRing)
-	data := randomBytes(t, 3*passRing)
+	data := testkit.RandomBytes(t, 3*passRing)
 	r.write(data[:passRing/2])
 	if r.low() != 100 {
 		t.Fatalf("low = %d", r.low())

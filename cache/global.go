@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/storjtier"
 )
 
 // Global is what the engine needs from the global tier that every region
@@ -81,24 +82,12 @@ func (e *Engine) openGlobalBlob(ctx context.Context, rt *policy.Route, d digest.
 	switch {
 	case err == nil:
 		e.m.hits.WithLabelValues("global", "blob").Inc()
-		return cancelOnClose{rc, func() { cancel(nil) }}, size, nil
+		return storjtier.CancelOnClose{ReadCloser: rc, Cancel: func() { cancel(nil) }}, size, nil
 	case isNotFound(err):
 		e.m.misses.WithLabelValues("global", "blob").Inc()
 	}
 	cancel(nil)
 	return nil, 0, err
-}
-
-// cancelOnClose ends a context when the reader it governs is closed.
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel()
-	return err
 }
 
 // distrusted reports whether the global tier's copy of d failed

@@ -1,20 +1,10 @@
 package cache
 
 import (
-	"crypto/rand"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 )
-
-func randomBytes(t *testing.T, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 func TestReferences(t *testing.T) {
 	t.Parallel()

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/internal/testkit"
 )
 
 func TestRestartPersistsBlobs(t *testing.T) {
@@ -19,7 +21,7 @@ func TestRestartPersistsBlobs(t *testing.T) {
 	clock := newClock()
 	dir := t.TempDir()
 	s := openStore(t, dir, Options{Clock: clock.Now})
-	contents := [][]byte{randomBytes(t, 10), randomBytes(t, 70_000), {}}
+	contents := [][]byte{testkit.RandomBytes(t, 10), testkit.RandomBytes(t, 70_000), {}}
 	var ds []digest.Digest
 	for _, c := range contents {
 		ds = append(ds, putBlob(t, s, c))
@@ -98,7 +100,7 @@ func TestOpenRepairsIndexAndFiles(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			s := openStore(t, dir, Options{})
-			content := randomBytes(t, 100)
+			content := testkit.RandomBytes(t, 100)
 			d := putBlob(t, s, content)
 			other := putBlob(t, s, []byte("unharmed"))
 			if err := s.Close(); err != nil {
@@ -222,7 +224,7 @@ func TestSuspendedWriterIsResumedAfterRestart(t *testing.T) {
 	clock := newClock()
 	dir := t.TempDir()
 	s := openStore(t, dir, Options{Clock: clock.Now})
-	content := randomBytes(t, 100_000)
+	content := testkit.RandomBytes(t, 100_000)
 	d := digest.FromBytes(content)
 	w, err := s.NewBlobWriter(d)
 	if err != nil {

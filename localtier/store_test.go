@@ -3,7 +3,6 @@ package localtier
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -38,15 +37,6 @@ func openStore(t testing.TB, dir string, opts Options) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-func randomBytes(t testing.TB, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // putBlob writes and commits content, returning its digest.
@@ -109,7 +99,7 @@ func TestBlobWriteCommitRead(t *testing.T) {
 			clock := newClock()
 			dir := t.TempDir()
 			s := openStore(t, dir, Options{Clock: clock.Now})
-			content := randomBytes(t, tc.size)
+			content := testkit.RandomBytes(t, tc.size)
 			d := digest.FromBytes(content)
 			w, err := s.NewBlobWriter(d)
 			if err != nil {
@@ -250,7 +240,7 @@ func TestConcurrentReadersOfWriter(t *testing.T) {
 		readers = 8
 	)
 	s := openStore(t, t.TempDir(), Options{})
-	content := randomBytes(t, size)
+	content := testkit.RandomBytes(t, size)
 	d := digest.FromBytes(content)
 	w, err := s.NewBlobWriter(d)
 	if err != nil {
@@ -337,7 +327,7 @@ func TestAbort(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := openStore(t, dir, Options{})
-	content := randomBytes(t, 1000)
+	content := testkit.RandomBytes(t, 1000)
 	d := digest.FromBytes(content)
 	w, err := s.NewBlobWriter(d)
 	if err != nil {

@@ -219,7 +219,7 @@ func TestUploadDiskFull(t *testing.T) {
 	}
 	s := openStore(t, root, Options{})
 	ctx := t.Context()
-	data := randomBytes(t, 300<<10)
+	data := testkit.RandomBytes(t, 300<<10)
 	up, err := s.CreateUpload(ctx, "team", "team/app")
 	if err != nil {
 		t.Fatal(err)
@@ -228,7 +228,7 @@ func TestUploadDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	filler := randomBytes(t, 100<<10)
+	filler := testkit.RandomBytes(t, 100<<10)
 	if _, err := s.AppendUpload(ctx, other.ID, Chunk{Body: bytes.NewReader(filler), Offset: -1, Length: -1}, 0); err != nil {
 		t.Fatal(err)
 	}

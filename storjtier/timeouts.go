@@ -98,19 +98,20 @@ func timedOpener(open rangeOpener, d time.Duration) rangeOpener {
 			cancel()
 			return nil, ObjectInfo{}, err
 		}
-		return cancelOnClose{ReadCloser: rc, cancel: cancel}, info, nil
+		return CancelOnClose{ReadCloser: rc, Cancel: cancel}, info, nil
 	}
 }
 
-// cancelOnClose ends a context when the reader it governs is closed.
-type cancelOnClose struct {
+// CancelOnClose ends a context, the one a read follows, when the reader is
+// closed.
+type CancelOnClose struct {
 	io.ReadCloser
-	cancel context.CancelFunc
+	Cancel context.CancelFunc
 }
 
-func (c cancelOnClose) Close() error {
+func (c CancelOnClose) Close() error {
 	err := c.ReadCloser.Close()
-	c.cancel()
+	c.Cancel()
 	return err
 }
 

@@ -2,7 +2,6 @@ package oci_test
 
 import (
 	"bytes"
-	"crypto/rand"
 	"errors"
 	"io"
 	"strings"
@@ -12,20 +11,12 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/edgeregistry/edge/internal/oci"
+	"github.com/edgeregistry/edge/internal/testkit"
 )
-
-func randomBytes(t *testing.T, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 func TestVerifierPassesGoodContent(t *testing.T) {
 	t.Parallel()
-	data := randomBytes(t, 300<<10)
+	data := testkit.RandomBytes(t, 300<<10)
 	for _, hold := range []int{0, 32 << 10} {
 		for _, size := range []int64{int64(len(data)), -1} {
 			v := oci.NewVerifier(iotest.HalfReader(bytes.NewReader(data)), digest.FromBytes(data), size, hold)
@@ -41,7 +32,7 @@ func TestVerifierPassesGoodContent(t *testing.T) {
 // held-back bytes went out before it.
 func TestVerifierHoldsBackTheEnd(t *testing.T) {
 	t.Parallel()
-	data := randomBytes(t, 200<<10)
+	data := testkit.RandomBytes(t, 200<<10)
 	bad := bytes.Clone(data)
 	bad[len(bad)-1] ^= 0xff
 	tests := map[string]struct {

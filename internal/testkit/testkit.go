@@ -6,8 +6,10 @@ package testkit
 
 import (
 	"bytes"
+	"crypto/rand"
 	"slices"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -133,4 +135,14 @@ type StopClock struct{ *Clock }
 // AfterFunc is Clock.AfterFunc, returning the timer's Stop.
 func (c StopClock) AfterFunc(d time.Duration, f func()) (stop func() bool) {
 	return c.Clock.AfterFunc(d, f).Stop
+}
+
+// RandomBytes returns n random bytes.
+func RandomBytes(t testing.TB, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
