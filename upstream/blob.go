@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -97,15 +96,12 @@ func (b *Blob) Read(p []byte) (int, error) {
 // readBody reads the body, which is cut when it sends nothing within the
 // idle timeout; such a stall counts against the origin in its breaker.
 func (b *Blob) readBody(p []byte) (int, error) {
-	var idle atomic.Bool
 	cancel := b.cancel
-	stop := b.c.clock.AfterFunc(b.c.cfg.BlobIdleTimeout, func() {
-		idle.Store(true)
-		cancel(errBodyIdle)
-	})
+	stop := b.c.clock.AfterFunc(b.c.cfg.BlobIdleTimeout, func() { cancel(errBodyIdle) })
 	n, err := b.body.Read(p)
-	stop()
-	if err != nil && idle.Load() {
+	if !stop() && !errors.Is(err, io.EOF) {
+		// The timer fired: the body is cut, whether or not the transport has
+		// closed the connection yet, so the next read resumes.
 		err = errBodyIdle
 		b.c.brk.record(failed, err)
 	}
