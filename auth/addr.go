@@ -34,6 +34,14 @@ func (a *Authorizer) clientIP(r *http.Request) netip.Addr {
 	return ip
 }
 
+// Client names the client of r as the limits count it: its address (the
+// /64 of an IPv6 one), read through trusted proxies.
+func (a *Authorizer) Client(r *http.Request) string { return addrName(a.clientIP(r)) }
+
+// PeerClient names the client of r when no proxy is trusted: the address
+// of its connection's peer, as Client counts it.
+func PeerClient(r *http.Request) string { return addrName(peerIP(r.RemoteAddr)) }
+
 // hopIP reads one hop of X-Forwarded-For: an address, or an address with a
 // port ("192.0.2.1:5000", "[2001:db8::1]:443"), as some proxies write them.
 func hopIP(s string) netip.Addr {

@@ -111,17 +111,27 @@ func (e *Engine) follow(ctx context.Context, rt *policy.Route, repo string, f *f
 // fillFor returns the fill of d in progress, or starts one. started is true
 // when this call started it. A fill that a new reader cannot follow from
 // byte 0 (its disk failed and the start has left its ring) goes on for its
-// readers, and a new one starts: it tries the disk again.
+// readers, and a new one starts: it tries the disk again. Starting one
+// takes a fill slot of the request's client, waiting for one if need be.
 func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (f *fill, started bool, err error) {
+	if f := e.joinFill(d); f != nil {
+		return f, false, nil
+	}
+	client := clientOf(ctx)
+	if err := e.slots.acquire(ctx, client); err != nil {
+		return nil, false, err
+	}
 	o := e.origins[rt.Name] // none for hosted routes: the global tier is all
 	e.fillMu.Lock()
 	defer e.fillMu.Unlock()
-	if f := e.fills[d]; f != nil && f.joinable() {
-		e.m.coalesced.Inc()
+	if f := e.joinFillLocked(d); f != nil {
+		// Started by another request while this one waited for a slot.
+		e.slots.release(client)
 		return f, false, nil
 	}
 	if _, err := e.local.StatBlob(ctx, d); err == nil {
 		// A fill committed it since the caller looked: nothing to fetch.
+		e.slots.release(client)
 		return nil, false, errFilledMeanwhile
 	}
 	w, err := e.newWriter(d)
@@ -134,8 +144,27 @@ func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d d
 	f = newFill(d, rt.Name, repo, w, e.ringSize)
 	e.fills[d] = f
 	e.wg.Add(1)
-	go e.fill(e.base, f, rt, repo, o)
+	go func() {
+		defer e.slots.release(client)
+		e.fill(e.base, f, rt, repo, o)
+	}()
 	return f, true, nil
+}
+
+// joinFill returns the fill of d in progress that a new reader can follow
+// from byte 0, if there is one.
+func (e *Engine) joinFill(d digest.Digest) *fill {
+	e.fillMu.Lock()
+	defer e.fillMu.Unlock()
+	return e.joinFillLocked(d)
+}
+
+func (e *Engine) joinFillLocked(d digest.Digest) *fill {
+	if f := e.fills[d]; f != nil && f.joinable() {
+		e.m.coalesced.Inc()
+		return f
+	}
+	return nil
 }
 
 // errFilledMeanwhile tells Blob to look in the local tier again.

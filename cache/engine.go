@@ -41,6 +41,9 @@ type Engine struct {
 	metaTimeout time.Duration
 	fillIdle    time.Duration
 	fillMax     time.Duration
+	maxFills    int // and each client's share: perClient
+	perClient   int
+	slots       *fillSlots
 	maxUpload   int64 // 0: DefaultMaxUploadSize
 	afterFunc   func(time.Duration, func()) Timer
 	m           *metrics
@@ -94,6 +97,13 @@ func WithFillIdleTimeout(d time.Duration) Option { return func(e *Engine) { e.fi
 // (default 1h); it must be positive.
 func WithFillTimeout(d time.Duration) Option { return func(e *Engine) { e.fillMax = d } }
 
+// WithFillLimits bounds the fills running at once (default
+// DefaultMaxFills) and the share of them one client may have started
+// (default max(1, maxFills/8)); zero keeps a default.
+func WithFillLimits(maxFills, perClient int) Option {
+	return func(e *Engine) { e.maxFills, e.perClient = maxFills, perClient }
+}
+
 // Timer is a timer started by the engine's AfterFunc; *time.Timer
 // satisfies it.
 type Timer interface {
@@ -125,6 +135,7 @@ func New(local *localtier.Store, origins map[string]Origin, opts ...Option) (*En
 		metaTimeout: 15 * time.Second,
 		fillIdle:    60 * time.Second,
 		fillMax:     time.Hour,
+		maxFills:    DefaultMaxFills,
 		afterFunc:   func(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) },
 		ringSize:    passRing,
 		fills:       make(map[digest.Digest]*fill),
@@ -149,17 +160,28 @@ func New(local *localtier.Store, origins map[string]Origin, opts ...Option) (*En
 	if e.m == nil {
 		e.m = newMetrics(nil)
 	}
+	e.slots = newFillSlots(e.maxFills, e.perClient, e.m)
 	e.base, e.cancelBase = context.WithCancelCause(context.Background())
 	return e, nil
 }
 
-// check rejects options that cannot work: a zero idle timeout would stall
-// every fill at its first byte.
+// check fills in the defaults that follow from other options and rejects
+// options that cannot work: a zero idle timeout would stall every fill at
+// its first byte.
 func (e *Engine) check() error {
 	var errs []error
 	if e.fillIdle <= 0 || e.fillMax <= 0 || e.metaTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("fill idle timeout (%v), fill timeout (%v) and metadata timeout (%v) must be positive",
 			e.fillIdle, e.fillMax, e.metaTimeout))
+	}
+	if e.maxFills == 0 {
+		e.maxFills = DefaultMaxFills
+	}
+	if e.perClient == 0 {
+		e.perClient = max(1, e.maxFills/8)
+	}
+	if e.maxFills < 0 || e.perClient < 0 {
+		errs = append(errs, fmt.Errorf("fill limits (%d, %d per client) must not be negative", e.maxFills, e.perClient))
 	}
 	if e.log == nil || e.now == nil || e.afterFunc == nil {
 		errs = append(errs, errors.New("nil logger, clock or AfterFunc"))

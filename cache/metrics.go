@@ -14,6 +14,8 @@ type metrics struct {
 	writeFailure *prometheus.CounterVec // what
 	globalErrors *prometheus.CounterVec // op
 
+	fillsInFlight, fillWaiters prometheus.Gauge
+
 	// children of the hot path, resolved once
 	localTagHit, localBlobHit, localManifestHit prometheus.Counter
 }
@@ -47,6 +49,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		globalErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_global_errors_total", Help: "Global tier operations that failed; pulls went on without it.",
 		}, []string{"op"}),
+		fillsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edge_fills_in_flight", Help: "Blob fills running now (limits.max_fills bounds them).",
+		}),
+		fillWaiters: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edge_fill_waiters", Help: "Requests waiting for a fill slot: the node's, or their client's share, is in use.",
+		}),
 	}
 	for _, what := range []string{"blob", "manifest", "tag", "link", "queue"} {
 		m.writeFailure.WithLabelValues(what) // exported at zero, so a rate shows the first failure
@@ -56,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.localManifestHit = m.hits.WithLabelValues("local", "manifest")
 	if reg != nil {
 		reg.MustRegister(m.hits, m.misses, m.bytes, m.coalesced, m.fills, m.stale, m.revalidated, m.writeFailure,
-			m.globalErrors)
+			m.globalErrors, m.fillsInFlight, m.fillWaiters)
 	}
 	return m
 }

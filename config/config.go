@@ -56,6 +56,32 @@ type Limits struct {
 	// per-layer limit; 0 keeps the default). An upload that would pass it
 	// is refused with 413 BLOB_UPLOAD_INVALID.
 	MaxUploadSize Size `yaml:"max_upload_size,omitempty"`
+	// MaxFills bounds the blob fills running at once (default 64). A fill
+	// goes on when its client hangs up, so that the blob is cached for
+	// the retry; a pull that would start one more waits for a slot, one
+	// that joins a fill in progress never does.
+	MaxFills int `yaml:"max_fills,omitempty"`
+	// MaxFillsPerClient bounds the fills running that one client (an
+	// address, as server.max_connections_per_client counts) started
+	// (default max(1, max_fills/8)): no client can take every slot.
+	MaxFillsPerClient int `yaml:"max_fills_per_client,omitempty"`
+}
+
+// validate fills in the defaults of l and checks it.
+func (l *Limits) validate() error {
+	if l.MaxUploadSize == 0 {
+		l.MaxUploadSize = cache.DefaultMaxUploadSize
+	}
+	if l.MaxFills == 0 {
+		l.MaxFills = cache.DefaultMaxFills
+	}
+	if l.MaxFillsPerClient == 0 {
+		l.MaxFillsPerClient = max(1, l.MaxFills/8)
+	}
+	if l.MaxFills < 0 || l.MaxFillsPerClient < 0 {
+		return errors.New("limits: max_fills and max_fills_per_client must not be negative")
+	}
+	return nil
 }
 
 // Route is one origin registry or hosted namespace.
@@ -255,8 +281,8 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir must be set"))
 	}
-	if c.Limits.MaxUploadSize == 0 {
-		c.Limits.MaxUploadSize = cache.DefaultMaxUploadSize
+	if err := c.Limits.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("tls needs cert_file and key_file"))

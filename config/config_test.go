@@ -69,6 +69,7 @@ func TestParseRejects(t *testing.T) {
 		"bad size":                {"local: {max_size: lots}\n", "not a size"},
 		"bad upload size":         {"limits: {max_upload_size: -1}\n", "not a size"},
 		"unknown limit":           {"limits: {max_uploads: 3}\n", "max_uploads"},
+		"negative fills":          {"limits: {max_fills: -1}\n", "max_fills"},
 		"bad listen":              {"listen: nowhere\n", "listen"},
 		"storj no access":         {"global: {backend: storj}\n", "access"},
 		"deletes on pull-through": {"routes: [{name: a, origin: 'https://a', deletes: false}]\n", "hosted routes only"},
@@ -102,9 +103,12 @@ func TestDefaultAndEmptyFile(t *testing.T) {
 		if c.Global.Backend != "dir" || c.Global.Dir.Path == "" {
 			t.Fatalf("global = %+v", c.Global)
 		}
-		if c.Limits.MaxUploadSize != 10<<30 {
-			t.Fatalf("max_upload_size = %d, want 10GiB", c.Limits.MaxUploadSize)
+		if c.Limits.MaxUploadSize != 10<<30 || c.Limits.MaxFills != 64 || c.Limits.MaxFillsPerClient != 8 {
+			t.Fatalf("limits = %+v, want 10GiB uploads, 64 fills, 8 per client", c.Limits)
 		}
+	}
+	if c := mustParse(t, "limits: {max_fills: 4}\n"); c.Limits.MaxFillsPerClient != 1 {
+		t.Fatalf("max_fills: 4 gives %d per client, want 1", c.Limits.MaxFillsPerClient)
 	}
 	// Zero keeps the default.
 	if c := mustParse(t, "limits: {max_upload_size: 0}\n"); c.Limits.MaxUploadSize != 10<<30 {

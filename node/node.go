@@ -134,7 +134,7 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 		origins[r.Name] = c
 	}
 	opts := []cache.Option{cache.WithLogger(n.log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg),
-		cache.WithMaxUploadSize(int64(cfg.Limits.MaxUploadSize)), cache.WithMetaTimeout(metaTimeout(cfg.Routes))}
+		cache.WithMaxUploadSize(int64(cfg.Limits.MaxUploadSize)), cache.WithFillLimits(cfg.Limits.MaxFills, cfg.Limits.MaxFillsPerClient), cache.WithMetaTimeout(metaTimeout(cfg.Routes))}
 	backend, err := storjtier.Open(ctx, cfg.Global)
 	if err != nil {
 		return fmt.Errorf("global tier: %w", err)

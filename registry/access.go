@@ -20,6 +20,8 @@ type Authorizer interface {
 	Login(r *http.Request) (auth.Identity, error)
 	// Challenge sets the WWW-Authenticate header of a 401.
 	Challenge(w http.ResponseWriter)
+	// Client names the client of a request, as limits count it.
+	Client(r *http.Request) string
 }
 
 // WithAuthorizer sets who may do what.
@@ -46,6 +48,15 @@ func (s *Server) authorize(r *http.Request, rt *policy.Route, repo string, c pol
 	}
 	_, err := s.auth.Authorize(r, rt, repo, c)
 	return err
+}
+
+// client names the client of r, whose share of the node's fills a blob
+// request counts against.
+func (s *Server) client(r *http.Request) string {
+	if s.auth == nil {
+		return auth.PeerClient(r)
+	}
+	return s.auth.Client(r)
 }
 
 // login answers GET /v2/: without credentials it is fine when some route

@@ -96,7 +96,7 @@ func (s *Server) blob(w http.ResponseWriter, req *request) error {
 	if err := checkRange(r.Header.Get("Range")); err != nil {
 		return err
 	}
-	b, err := s.engine.Blob(r.Context(), req.route, req.repo, d)
+	b, err := s.engine.Blob(cache.WithClient(r.Context(), s.client(r)), req.route, req.repo, d)
 	if err != nil {
 		return err
 	}
