@@ -179,11 +179,12 @@ func (e *Engine) fill(ctx context.Context, f *fill, rt *policy.Route, repo strin
 	switch {
 	case err == nil:
 		e.m.fills.WithLabelValues("ok").Inc()
-		if from == "origin" {
+		switch {
+		case from != "origin":
+		case f.diskOK: // committed with its link and write-behind item
+			e.wakeWriteBehind()
+		default: // streamed past a failed disk: the link is still known
 			e.link(ctx, rt, repo, f.d)
-			if f.diskOK { // the write-behind uploads from the local copy
-				e.enqueue(ctx, queueBlob+string(f.d))
-			}
 		}
 	case isVerifyError(err):
 		e.m.fills.WithLabelValues("mismatch").Inc()

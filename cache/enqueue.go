@@ -2,13 +2,7 @@ package cache
 
 import (
 	"context"
-
-	"github.com/edgeregistry/edge/replication"
 )
-
-// queueBlob prefixes a blob's digest in the write-behind queue
-// (replication.BlobItem).
-const queueBlob = replication.BlobPrefix
 
 // enqueue queues content fetched from an origin for the global tier and
 // wakes the write-behind (package replication), which writes it.
@@ -19,6 +13,14 @@ func (e *Engine) enqueue(ctx context.Context, item string) {
 	if err := e.local.Enqueue(context.WithoutCancel(ctx), item); err != nil {
 		e.m.writeFailure.WithLabelValues("queue").Inc()
 		e.log.Warn("cannot queue for the global tier", "item", item, "err", err)
+		return
+	}
+	e.wakeWriteBehind()
+}
+
+// wakeWriteBehind nudges the write-behind: something is queued.
+func (e *Engine) wakeWriteBehind() {
+	if e.global == nil {
 		return
 	}
 	select {

@@ -9,6 +9,9 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/replication"
 )
 
 // holdBack is how many bytes at the end of a blob a streamed response keeps
@@ -30,7 +33,9 @@ type blobWriter interface {
 	// before the first Write.
 	Size() int64
 	OpenReader() (*os.File, error)
-	Commit(size int64, mediaType string) error
+	// CommitFill commits the blob with what the fill records beside it,
+	// in one index transaction.
+	CommitFill(size int64, mediaType string, rec localtier.FillRecord) error
 	Suspend() error
 	Abort() error
 }
@@ -261,7 +266,7 @@ func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, from, size
 	}
 	f.finish(nil)
 	if f.diskOK {
-		if err := f.w.Commit(n, ""); err != nil {
+		if err := f.w.CommitFill(n, "", e.fillRecord(f, tier)); err != nil {
 			// The bytes are verified and readers hold the file open: the
 			// pull succeeds, only the cache is poorer.
 			e.diskFailed(f, err, 0, "commit")
@@ -269,6 +274,21 @@ func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, from, size
 	}
 	e.m.bytes.WithLabelValues(tier).Add(float64(n - from))
 	return nil
+}
+
+// fillRecord is what the commit of a fill from tier records beside the
+// blob: content from the origin belongs to the repository of the request
+// that started the fill (the origin served it there), and is queued for
+// the global tier.
+func (e *Engine) fillRecord(f *fill, tier string) localtier.FillRecord {
+	if tier != "origin" {
+		return localtier.FillRecord{}
+	}
+	rec := localtier.FillRecord{Route: f.route, Repo: f.repo}
+	if e.global != nil {
+		rec.Queue = replication.BlobItem(f.d)
+	}
+	return rec
 }
 
 // rehash feeds the first n bytes of the fill's file, a partial kept at the

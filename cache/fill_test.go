@@ -120,12 +120,12 @@ func (w *faultyWriter) Write(p []byte) (int, error) {
 	return w.blobWriter.Write(p)
 }
 
-func (w *faultyWriter) Commit(size int64, mediaType string) error {
+func (w *faultyWriter) CommitFill(size int64, mediaType string, rec localtier.FillRecord) error {
 	if w.failCommit {
 		_ = w.blobWriter.Abort()
 		return fmt.Errorf("sync: %w", syscall.ENOSPC)
 	}
-	return w.blobWriter.Commit(size, mediaType)
+	return w.blobWriter.CommitFill(size, mediaType, rec)
 }
 
 var team = &policy.Route{Name: "team", Hosted: true, Prefix: "team/"}

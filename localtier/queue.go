@@ -66,32 +66,46 @@ func (s *Store) changeQueue(op, item string, add bool) error {
 	ql.mu.Lock()
 	defer ql.mu.Unlock()
 	changed := false
-	err := s.db.Update(func(txn *badger.Txn) error {
-		key := []byte(prefixQueue + item)
-		_, err := txn.Get(key)
-		present := err == nil
-		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
-			return err
-		}
-		if present == add {
-			return nil
-		}
-		changed = true
-		if add {
-			return txn.Set(key, binary.AppendVarint(nil, s.clock().UnixNano()))
-		}
-		return txn.Delete(key)
+	err := s.db.Update(func(txn *badger.Txn) (err error) {
+		changed, err = s.queueTxn(txn, item, add)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("localtier: %s %q: %w", op, item, err)
 	}
+	ql.count(changed, add)
+	return nil
+}
+
+// queueTxn adds (add) or removes item in txn, and says whether that changes
+// the queue: adding a queued item or removing a missing one does not. The
+// caller holds the count's mu and counts the change (queueLen.count) once
+// txn has committed.
+func (s *Store) queueTxn(txn *badger.Txn, item string, add bool) (bool, error) {
+	key := []byte(prefixQueue + item)
+	_, err := txn.Get(key)
+	present := err == nil
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return false, err
+	}
+	if present == add {
+		return false, nil
+	}
+	if add {
+		return true, txn.Set(key, binary.AppendVarint(nil, s.clock().UnixNano()))
+	}
+	return true, txn.Delete(key)
+}
+
+// count applies a committed change of the queue to the count; ql.mu is
+// held.
+func (ql *queueLen) count(changed, add bool) {
 	switch {
 	case changed && add:
 		ql.n++
 	case changed:
 		ql.n--
 	}
-	return nil
 }
 
 // QueueItem is one item of the durable queue.
@@ -184,17 +198,9 @@ func (s *Store) Bury(ctx context.Context, item, reason string) error {
 	ql := s.queueLen()
 	ql.mu.Lock()
 	defer ql.mu.Unlock()
-	queued := false
-	err := s.db.Update(func(txn *badger.Txn) error {
-		key := []byte(prefixQueue + item)
-		_, err := txn.Get(key)
-		switch {
-		case err == nil:
-			queued = true
-			if err := txn.Delete(key); err != nil {
-				return err
-			}
-		case !errors.Is(err, badger.ErrKeyNotFound):
+	removed := false
+	err := s.db.Update(func(txn *badger.Txn) (err error) {
+		if removed, err = s.queueTxn(txn, item, false); err != nil {
 			return err
 		}
 		val := binary.AppendVarint(nil, s.clock().UnixNano())
@@ -203,9 +209,7 @@ func (s *Store) Bury(ctx context.Context, item, reason string) error {
 	if err != nil {
 		return fmt.Errorf("localtier: bury %q: %w", item, err)
 	}
-	if queued {
-		ql.n--
-	}
+	ql.count(removed, false)
 	return nil
 }
 

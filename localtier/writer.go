@@ -145,7 +145,38 @@ func (w *BlobWriter) OpenReader() (*os.File, error) {
 // renames it into place and writes the index entry. If the blob is already
 // in the store the temp file is dropped instead. On failure the temp file is
 // removed and the writer is aborted.
-func (w *BlobWriter) Commit(size int64, mediaType string) (err error) {
+func (w *BlobWriter) Commit(size int64, mediaType string) error {
+	return w.CommitFill(size, mediaType, FillRecord{})
+}
+
+// FillRecord is what a fill records beside its blob: the repository it was
+// fetched for, which the origin vouched for, and the write-behind item that
+// copies it to the global tier. CommitFill writes them in the blob's own
+// index transaction, so that a crash leaves all of them or none: never a
+// local blob that the global tier will not be given.
+type FillRecord struct {
+	Route, Repo string // "": no link
+	Queue       string // "": nothing to queue
+}
+
+func (r FillRecord) check() error {
+	if r.Route != "" || r.Repo != "" {
+		if err := validRepo(r.Route, r.Repo); err != nil {
+			return err
+		}
+	}
+	if r.Queue != "" {
+		return validName("queue item", r.Queue)
+	}
+	return nil
+}
+
+// CommitFill commits as Commit does and writes rec in the same index
+// transaction; when the blob is already in the store, rec alone.
+func (w *BlobWriter) CommitFill(size int64, mediaType string, rec FillRecord) (err error) {
+	if err := rec.check(); err != nil {
+		return err
+	}
 	w.mu.Lock()
 	if w.state != writing {
 		err := w.stateErr()
@@ -175,17 +206,22 @@ func (w *BlobWriter) Commit(size int64, mediaType string) (err error) {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("localtier: close blob %s: %w", w.d, err)
 	}
-	return w.s.commitBlob(w, size, mediaType)
+	return w.s.commitBlob(w, size, mediaType, rec)
 }
 
-// commitBlob moves a synced temp file into place and indexes it.
-func (s *Store) commitBlob(w *BlobWriter, size int64, mediaType string) error {
+// commitBlob moves a synced temp file into place and indexes it, with rec.
+func (s *Store) commitBlob(w *BlobWriter, size int64, mediaType string, rec FillRecord) error {
 	if err := s.begin(); err != nil {
 		return err
 	}
 	defer s.end()
 	s.blobMu.Lock()
 	defer s.blobMu.Unlock()
+	ql := s.queueLen()
+	if rec.Queue != "" {
+		ql.mu.Lock()
+		defer ql.mu.Unlock()
+	}
 	if _, err := s.readBlobRecord(w.d); err == nil {
 		if _, err := os.Stat(w.finalPath); err == nil {
 			// Already here: keep the existing file, drop ours.
@@ -193,6 +229,9 @@ func (s *Store) commitBlob(w *BlobWriter, size int64, mediaType string) error {
 			w.state = committed
 			w.mu.Unlock()
 			os.Remove(w.tmpPath)
+			if err := s.writeFillRecord(w.d, rec, ql, nil); err != nil {
+				return fmt.Errorf("localtier: record fill of %s: %w", w.d, err)
+			}
 			return nil
 		}
 	} else if !errors.Is(err, ErrNotFound) {
@@ -216,7 +255,7 @@ func (s *Store) commitBlob(w *BlobWriter, size int64, mediaType string) error {
 	now := s.clock().UnixNano()
 	r := blobRecord{Size: size, MediaType: mediaType, Added: now, Accessed: now}
 	prev, hadPrev := s.indexedSize(w.d)
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(blobKey(w.d), encodeBlob(r)) }); err != nil {
+	if err := s.writeFillRecord(w.d, rec, ql, func(txn *badger.Txn) error { return txn.Set(blobKey(w.d), encodeBlob(r)) }); err != nil {
 		// Without an index entry the file is an orphan: remove it.
 		os.Remove(w.finalPath)
 		w.mu.Lock()
@@ -234,6 +273,37 @@ func (s *Store) commitBlob(w *BlobWriter, size int64, mediaType string) error {
 	if s.overHigh() {
 		s.requestEvict()
 	}
+	return nil
+}
+
+// writeFillRecord writes rec of blob d, and whatever more (the blob's
+// record), in one transaction, and brings the caches in step once it has
+// committed. ql.mu is held when rec queues an item.
+func (s *Store) writeFillRecord(d digest.Digest, rec FillRecord, ql *queueLen, more func(*badger.Txn) error) error {
+	queued := false
+	err := s.db.Update(func(txn *badger.Txn) (err error) {
+		if more != nil {
+			if err := more(txn); err != nil {
+				return err
+			}
+		}
+		if rec.Route != "" {
+			if err := txn.Set(linkKey(rec.Route, rec.Repo, d), nil); err != nil {
+				return err
+			}
+		}
+		if rec.Queue != "" {
+			queued, err = s.queueTxn(txn, rec.Queue, true)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if rec.Route != "" {
+		s.links.Add(linkCacheKey{rec.Route, rec.Repo, d}, struct{}{})
+	}
+	ql.count(queued, true)
 	return nil
 }
 
