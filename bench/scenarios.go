@@ -292,11 +292,6 @@ func (b *bench) herd(ctx context.Context) {
 // between their turns), fills each with the content, then loads them in turn,
 // reps rounds per scenario.
 func (b *bench) warm(ctx context.Context, want func(string) bool) {
-	type live struct {
-		sys system
-		in  *instance
-		dir string
-	}
 	var lives []live
 	defer func() {
 		for _, l := range lives {
@@ -309,12 +304,6 @@ func (b *bench) warm(ctx context.Context, want func(string) bool) {
 		}
 	}
 	c := b.env.content
-	type scenario struct {
-		name   string
-		warmUp func(ctx context.Context, in *instance) error
-		load   func(ctx context.Context, in *instance) (float64, error)
-		metric string
-	}
 	var scs []scenario
 	if want(scWarmBlob) {
 		scs = append(scs, scenario{scWarmBlob, b.fillBlob(c.big), b.loadBlob(c.big, true), mWarmBlob})
@@ -326,64 +315,86 @@ func (b *bench) warm(ctx context.Context, want func(string) bool) {
 		scs = append(scs, scenario{scWarmManifest, b.fetchManifest, b.loadManifest, mManifestRPS})
 	}
 	for _, sc := range scs {
-		for _, l := range lives {
-			if err := sc.warmUp(ctx, l.in); err != nil {
-				b.res[l.sys.name].fail(sc.name, fmt.Errorf("warm-up: %w", err))
-			}
+		b.runWarm(ctx, sc, lives)
+	}
+}
+
+// live is a system running for the warm scenarios.
+type live struct {
+	sys system
+	in  *instance
+	dir string
+}
+
+// scenario is one warm scenario: what fills a system for it, and the load
+// measured on it.
+type scenario struct {
+	name   string
+	warmUp func(ctx context.Context, in *instance) error
+	load   func(ctx context.Context, in *instance) (float64, error)
+	metric string
+}
+
+// runWarm warms every system up for sc, loads them in turn, reps rounds,
+// and records the medians.
+func (b *bench) runWarm(ctx context.Context, sc scenario, lives []live) {
+	for _, l := range lives {
+		if err := sc.warmUp(ctx, l.in); err != nil {
+			b.res[l.sys.name].fail(sc.name, fmt.Errorf("warm-up: %w", err))
 		}
-		// Only the system under load talks to its endpoint, so its
-		// counts across all rounds are what its loads cost the origin.
-		figures, cpu := map[string][]float64{}, map[string][]float64{}
-		before := map[string]originCounts{}
-		for _, l := range lives {
-			before[l.sys.name] = b.counter(l.sys).snapshot()
-		}
-		for round := 1; round <= b.set.reps && ctx.Err() == nil; round++ {
-			for _, l := range lives {
-				r := b.res[l.sys.name]
-				if r.failed(sc.name) || ctx.Err() != nil {
-					continue
-				}
-				var v float64
-				ticks := l.in.cpuTicks()
-				err := b.measure(l.sys, sc.name, func() (err error) {
-					v, err = sc.load(ctx, l.in)
-					return err
-				})
-				ticks = l.in.cpuTicks() - ticks
-				// Let the system finish what the load left in flight before
-				// the next one is measured.
-				time.Sleep(settle)
-				if err != nil {
-					r.fail(sc.name, err)
-					continue
-				}
-				figures[l.sys.name] = append(figures[l.sys.name], v)
-				if sc.name == scWarmManifest && v > 0 && len(l.in.procs) > 0 {
-					// The system's own CPU time per request: unlike req/s,
-					// it hardly moves with what else runs on the machine.
-					perReq := float64(ticks) * 1e4 / (v * b.set.loadDur.Seconds())
-					cpu[l.sys.name] = append(cpu[l.sys.name], perReq)
-				}
-				slog.Info(sc.name, "system", l.sys.name, "round", round, "figure", v)
-			}
-		}
+	}
+	// Only the system under load talks to its endpoint, so its
+	// counts across all rounds are what its loads cost the origin.
+	figures, cpu := map[string][]float64{}, map[string][]float64{}
+	before := map[string]originCounts{}
+	for _, l := range lives {
+		before[l.sys.name] = b.counter(l.sys).snapshot()
+	}
+	for round := 1; round <= b.set.reps && ctx.Err() == nil; round++ {
 		for _, l := range lives {
 			r := b.res[l.sys.name]
-			if len(figures[l.sys.name]) == 0 || r.failed(sc.name) {
+			if r.failed(sc.name) || ctx.Err() != nil {
 				continue
 			}
-			r.setMedian(sc.metric, figures[l.sys.name])
-			if len(cpu[l.sys.name]) > 0 {
-				r.setMedian(mManifestCPU, cpu[l.sys.name])
+			var v float64
+			ticks := l.in.cpuTicks()
+			err := b.measure(l.sys, sc.name, func() (err error) {
+				v, err = sc.load(ctx, l.in)
+				return err
+			})
+			ticks = l.in.cpuTicks() - ticks
+			// Let the system finish what the load left in flight before
+			// the next one is measured.
+			time.Sleep(settle)
+			if err != nil {
+				r.fail(sc.name, err)
+				continue
 			}
-			d := b.counter(l.sys).snapshot().sub(before[l.sys.name])
-			if sc.name == scWarmManifest && l.sys.caches {
-				r.v[mManifestOrigin] = float64(d.total())
+			figures[l.sys.name] = append(figures[l.sys.name], v)
+			if sc.name == scWarmManifest && v > 0 && len(l.in.procs) > 0 {
+				// The system's own CPU time per request: unlike req/s,
+				// it hardly moves with what else runs on the machine.
+				perReq := float64(ticks) * 1e4 / (v * b.set.loadDur.Seconds())
+				cpu[l.sys.name] = append(cpu[l.sys.name], perReq)
 			}
-			if l.sys.caches && d.total() > 0 {
-				r.note("%s: %d origin requests during the warm loads, all rounds (%+v)", sc.name, d.total(), d)
-			}
+			slog.Info(sc.name, "system", l.sys.name, "round", round, "figure", v)
+		}
+	}
+	for _, l := range lives {
+		r := b.res[l.sys.name]
+		if len(figures[l.sys.name]) == 0 || r.failed(sc.name) {
+			continue
+		}
+		r.setMedian(sc.metric, figures[l.sys.name])
+		if len(cpu[l.sys.name]) > 0 {
+			r.setMedian(mManifestCPU, cpu[l.sys.name])
+		}
+		d := b.counter(l.sys).snapshot().sub(before[l.sys.name])
+		if sc.name == scWarmManifest && l.sys.caches {
+			r.v[mManifestOrigin] = float64(d.total())
+		}
+		if l.sys.caches && d.total() > 0 {
+			r.note("%s: %d origin requests during the warm loads, all rounds (%+v)", sc.name, d.total(), d)
 		}
 	}
 }

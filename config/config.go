@@ -287,6 +287,23 @@ func (c *Config) Validate() error {
 	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("tls needs cert_file and key_file"))
 	}
+	errs = append(errs, c.checkRoutes()...)
+	errs = append(errs, c.checkAuth()...)
+	errs = append(errs, c.checkGlobal()...)
+	errs = append(errs, c.Server.check()...)
+	if err := c.Global.Check(); err != nil {
+		errs = append(errs, fmt.Errorf("global: %w", err))
+	}
+	errs = append(errs, c.Log.check()...)
+	if len(errs) > 0 {
+		return fmt.Errorf("config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// checkRoutes checks the routes, each and together.
+func (c *Config) checkRoutes() []error {
+	var errs []error
 	for i, r := range c.Routes {
 		if r.Origin != "" {
 			u, err := url.Parse(r.Origin)
@@ -305,6 +322,17 @@ func (c *Config) Validate() error {
 	if _, err := policy.NewRouter(c.PolicyRoutes()); err != nil {
 		errs = append(errs, err)
 	}
+	for _, r := range c.Routes {
+		if r.Hosted && (c.Global.Backend == "none" || c.Global.Backend == "") {
+			errs = append(errs, fmt.Errorf("hosted route %s needs a global tier: its pushes are written through to it (set global.backend)", r.Name))
+		}
+	}
+	return errs
+}
+
+// checkAuth checks the auth section against the routes.
+func (c *Config) checkAuth() []error {
+	var errs []error
 	for _, n := range append(slices.Clone(c.Auth.TrustedNetworks), c.Auth.TrustedProxies...) {
 		if _, err := netip.ParsePrefix(n); err != nil {
 			errs = append(errs, fmt.Errorf("auth: trusted network %q is not a CIDR prefix", n))
@@ -318,11 +346,13 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("auth.grants[%d]: route %q is not configured", i, g.Route))
 		}
 	}
-	for _, r := range c.Routes {
-		if r.Hosted && (c.Global.Backend == "none" || c.Global.Backend == "") {
-			errs = append(errs, fmt.Errorf("hosted route %s needs a global tier: its pushes are written through to it (set global.backend)", r.Name))
-		}
-	}
+	return errs
+}
+
+// checkGlobal checks the global tier's backend and fills in the dir
+// backend's default path.
+func (c *Config) checkGlobal() []error {
+	var errs []error
 	switch c.Global.Backend {
 	case "":
 		c.Global.Backend = "none"
@@ -342,24 +372,23 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("global.backend %q: want storj, s3, dir or none", c.Global.Backend))
 	}
-	errs = append(errs, c.Server.check()...)
-	if err := c.Global.Check(); err != nil {
-		errs = append(errs, fmt.Errorf("global: %w", err))
-	}
-	switch c.Log.Level {
+	return errs
+}
+
+// check checks the log level and format.
+func (l Log) check() []error {
+	var errs []error
+	switch l.Level {
 	case "", "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
+		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", l.Level))
 	}
-	switch c.Log.Format {
+	switch l.Format {
 	case "", "text", "json":
 	default:
-		errs = append(errs, fmt.Errorf("log.format %q: want text or json", c.Log.Format))
+		errs = append(errs, fmt.Errorf("log.format %q: want text or json", l.Format))
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("config: %w", errors.Join(errs...))
-	}
-	return nil
+	return errs
 }
 
 // checkOrigin checks the origin timeouts and breaker of routes[i].

@@ -279,6 +279,35 @@ func (s *Store) flushAccess() error {
 // removed, index entries without a file (or with a file of the wrong size)
 // are dropped. It also counts the usage.
 func (s *Store) repair() error {
+	orphans, err := s.removeOrphans()
+	if err != nil {
+		return err
+	}
+	stale, err := s.checkIndex()
+	if err != nil {
+		return err
+	}
+	if len(stale) > 0 {
+		wb := s.db.NewWriteBatch()
+		for _, k := range stale {
+			if err := wb.Delete(k); err != nil {
+				wb.Cancel()
+				return fmt.Errorf("localtier: repair index: %w", err)
+			}
+		}
+		if err := wb.Flush(); err != nil {
+			return fmt.Errorf("localtier: repair index: %w", err)
+		}
+	}
+	if orphans > 0 || len(stale) > 0 {
+		s.log.Warn("localtier: repaired index and files", "orphan_files", orphans, "stale_entries", len(stale))
+	}
+	return nil
+}
+
+// removeOrphans removes the blob files that have no index entry, and says
+// how many it removed.
+func (s *Store) removeOrphans() (int, error) {
 	var orphans int
 	err := s.db.View(func(txn *badger.Txn) error {
 		return filepath.WalkDir(s.blobDir, func(path string, de fs.DirEntry, err error) error {
@@ -300,12 +329,17 @@ func (s *Store) repair() error {
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("localtier: repair blobs: %w", err)
+		return 0, fmt.Errorf("localtier: repair blobs: %w", err)
 	}
+	return orphans, nil
+}
 
+// checkIndex counts the usage of the index's blobs and returns the keys of
+// the entries without a sound file (one of the wrong size is removed).
+func (s *Store) checkIndex() ([][]byte, error) {
 	var stale [][]byte
 	var bytes, count int64
-	err = s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBlob), PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -338,26 +372,11 @@ func (s *Store) repair() error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("localtier: repair index: %w", err)
-	}
-	if len(stale) > 0 {
-		wb := s.db.NewWriteBatch()
-		for _, k := range stale {
-			if err := wb.Delete(k); err != nil {
-				wb.Cancel()
-				return fmt.Errorf("localtier: repair index: %w", err)
-			}
-		}
-		if err := wb.Flush(); err != nil {
-			return fmt.Errorf("localtier: repair index: %w", err)
-		}
-	}
-	if orphans > 0 || len(stale) > 0 {
-		s.log.Warn("localtier: repaired index and files", "orphan_files", orphans, "stale_entries", len(stale))
+		return nil, fmt.Errorf("localtier: repair index: %w", err)
 	}
 	s.bytes.Store(bytes)
 	s.count.Store(count)
-	return nil
+	return stale, nil
 }
 
 // digestOfPath parses blobs/<alg>/<hex[:2]>/<hex> back into a digest.

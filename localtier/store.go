@@ -129,25 +129,8 @@ type linkCacheKey struct {
 // dir/tmp and stale partials from dir/partial, drops index entries whose
 // file is missing and removes blob files that have no index entry.
 func Open(dir string, opts Options) (*Store, error) {
-	if opts.HighWater == 0 {
-		opts.HighWater = defaultHighWater
-	}
-	if opts.LowWater == 0 {
-		opts.LowWater = defaultLowWater
-	}
-	if opts.MaxSize < 0 || opts.HighWater <= 0 || opts.HighWater > 1 ||
-		opts.LowWater <= 0 || opts.LowWater > opts.HighWater {
-		return nil, fmt.Errorf("%w: need MaxSize >= 0 and 0 < LowWater <= HighWater <= 1, got %d, %v, %v",
-			ErrInvalid, opts.MaxSize, opts.LowWater, opts.HighWater)
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if opts.Clock == nil {
-		opts.Clock = time.Now
-	}
-	if opts.FlushInterval <= 0 {
-		opts.FlushInterval = defaultFlushInterval
+	if err := opts.withDefaults(); err != nil {
+		return nil, err
 	}
 	s := &Store{
 		dir:        dir,
@@ -167,19 +150,10 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("localtier: %w", err)
 		}
 	}
+	if err := s.newCaches(); err != nil {
+		return nil, err
+	}
 	var err error
-	if s.tags, err = newShardedLRU[tagCacheKey, oci.TagRecord](tagCacheEntries, tagShard, nil); err != nil {
-		return nil, err
-	}
-	if s.links, err = newShardedLRU[linkCacheKey, struct{}](linkCacheEntries, linkShard, nil); err != nil {
-		return nil, err
-	}
-	if s.blobs, err = newShardedLRU[digest.Digest, *blobEntry](blobCacheEntries, digestShard, nil); err != nil {
-		return nil, err
-	}
-	if s.manifests, err = newManifestCache(manifestCacheEntries, manifestCacheBytes); err != nil {
-		return nil, err
-	}
 	// badger takes a directory lock, so open it before touching tmp: a
 	// second process on the same directory fails here.
 	s.db, err = badger.Open(badgerOptions(filepath.Join(dir, "index"), opts.Logger))
@@ -209,6 +183,49 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.requestEvict()
 	}
 	return s, nil
+}
+
+// withDefaults fills in the defaults of o and checks it.
+func (o *Options) withDefaults() error {
+	if o.HighWater == 0 {
+		o.HighWater = defaultHighWater
+	}
+	if o.LowWater == 0 {
+		o.LowWater = defaultLowWater
+	}
+	if o.MaxSize < 0 || o.HighWater <= 0 || o.HighWater > 1 ||
+		o.LowWater <= 0 || o.LowWater > o.HighWater {
+		return fmt.Errorf("%w: need MaxSize >= 0 and 0 < LowWater <= HighWater <= 1, got %d, %v, %v",
+			ErrInvalid, o.MaxSize, o.LowWater, o.HighWater)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = defaultFlushInterval
+	}
+	return nil
+}
+
+// newCaches makes the in-memory caches in front of the index.
+func (s *Store) newCaches() error {
+	var err error
+	if s.tags, err = newShardedLRU[tagCacheKey, oci.TagRecord](tagCacheEntries, tagShard, nil); err != nil {
+		return err
+	}
+	if s.links, err = newShardedLRU[linkCacheKey, struct{}](linkCacheEntries, linkShard, nil); err != nil {
+		return err
+	}
+	if s.blobs, err = newShardedLRU[digest.Digest, *blobEntry](blobCacheEntries, digestShard, nil); err != nil {
+		return err
+	}
+	if s.manifests, err = newManifestCache(manifestCacheEntries, manifestCacheBytes); err != nil {
+		return err
+	}
+	return nil
 }
 
 // badgerOptions tunes badger for an edge box where the whole node stays

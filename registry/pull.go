@@ -67,6 +67,30 @@ func (s *Server) manifest(w http.ResponseWriter, req *request) error {
 	return nil
 }
 
+// headBlob answers a HEAD of blob d: its size, from a tier that knows it,
+// without reading it.
+func (s *Server) headBlob(w http.ResponseWriter, req *request, d digest.Digest, etag string) error {
+	r := req.client
+	size, err := s.engine.StatBlob(r.Context(), req.route, req.repo, d)
+	if err != nil {
+		return err
+	}
+	if err := ifMatch(r, etag); err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	if size >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Etag", etag)
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// blob answers a GET or HEAD of a blob.
 func (s *Server) blob(w http.ResponseWriter, req *request) error {
 	r := req.client
 	d, err := parseDigest(req.ref)
@@ -76,22 +100,7 @@ func (s *Server) blob(w http.ResponseWriter, req *request) error {
 	h := w.Header()
 	etag := `"` + d.String() + `"`
 	if r.Method == http.MethodHead {
-		size, err := s.engine.StatBlob(r.Context(), req.route, req.repo, d)
-		if err != nil {
-			return err
-		}
-		if err := ifMatch(r, etag); err != nil {
-			return err
-		}
-		h.Set("Content-Type", "application/octet-stream")
-		if size >= 0 {
-			h.Set("Content-Length", strconv.FormatInt(size, 10))
-		}
-		h.Set("Docker-Content-Digest", d.String())
-		h.Set("Accept-Ranges", "bytes")
-		h.Set("Etag", etag)
-		w.WriteHeader(http.StatusOK)
-		return nil
+		return s.headBlob(w, req, d, etag)
 	}
 	if err := checkRange(r.Header.Get("Range")); err != nil {
 		return err

@@ -9,6 +9,51 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
+// leanRequestLine reads a request line of the lean subset: GET or HEAD, an
+// origin-form target of visible ASCII, HTTP/1.1.
+func leanRequestLine(line string) (method, target string, ok bool) {
+	switch {
+	case strings.HasPrefix(line, "GET /"):
+		method, line = http.MethodGet, line[4:]
+	case strings.HasPrefix(line, "HEAD /"):
+		method, line = http.MethodHead, line[5:]
+	default:
+		return "", "", false
+	}
+	target, ok = strings.CutSuffix(line, " HTTP/1.1")
+	if !ok {
+		return "", "", false
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c >= 0x7f {
+			return "", "", false
+		}
+	}
+	return method, target, true
+}
+
+// leanField reads a header line of the lean subset: a token, a colon and a
+// value without control bytes. It returns the canonical key and the value
+// without the spaces around it.
+func leanField(line string) (key, value string, ok bool) {
+	name, value, ok := strings.Cut(line, ":")
+	if !ok || name == "" {
+		return "", "", false
+	}
+	for i := 0; i < len(name); i++ {
+		if !tokenByte[name[i]] {
+			return "", "", false
+		}
+	}
+	value = strings.Trim(value, " \t")
+	for i := 0; i < len(value); i++ {
+		if c := value[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return "", "", false
+		}
+	}
+	return canonicalKey(name), value, true
+}
+
 // parseLean parses the header block of a request the lean loop takes and
 // returns nil for any other: it accepts a strict subset of what
 // http.ReadRequest does (FuzzParseLean holds it to that), and the fallback
@@ -25,23 +70,9 @@ func parseLean(block []byte) *http.Request {
 	if !ok {
 		return nil
 	}
-	var method string
-	switch {
-	case strings.HasPrefix(line, "GET /"):
-		method, line = http.MethodGet, line[4:]
-	case strings.HasPrefix(line, "HEAD /"):
-		method, line = http.MethodHead, line[5:]
-	default:
-		return nil
-	}
-	target, ok := strings.CutSuffix(line, " HTTP/1.1")
+	method, target, ok := leanRequestLine(line)
 	if !ok {
 		return nil
-	}
-	for i := 0; i < len(target); i++ {
-		if c := target[i]; c <= ' ' || c >= 0x7f {
-			return nil
-		}
 	}
 	lines := strings.Count(rest, "\n")
 	req := &http.Request{
@@ -66,22 +97,10 @@ func parseLean(block []byte) *http.Request {
 		if line == "" {
 			break
 		}
-		name, value, ok := strings.Cut(line, ":")
-		if !ok || name == "" {
+		key, value, ok := leanField(line)
+		if !ok {
 			return nil
 		}
-		for i := 0; i < len(name); i++ {
-			if !tokenByte[name[i]] {
-				return nil
-			}
-		}
-		value = strings.Trim(value, " \t")
-		for i := 0; i < len(value); i++ {
-			if c := value[i]; c < ' ' && c != '\t' || c == 0x7f {
-				return nil
-			}
-		}
-		key := canonicalKey(name)
 		switch key {
 		case "Content-Length", "Transfer-Encoding", "Expect", "Upgrade":
 			return nil
