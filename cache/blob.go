@@ -56,7 +56,7 @@ func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d dige
 	file, info, err := e.local.OpenBlob(ctx, d)
 	switch {
 	case err == nil:
-		if err := e.confirmLink(ctx, rt, repo, d, false); err != nil {
+		if err := e.ConfirmLink(ctx, rt, repo, d, false); err != nil {
 			closeQuietly(file)
 			return nil, err
 		}
@@ -70,7 +70,7 @@ func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d dige
 	if e.global != nil {
 		// The blob may come from the global tier, which cannot speak for
 		// the repository: the link must be known before.
-		if err := e.confirmLink(ctx, rt, repo, d, false); err != nil {
+		if err := e.ConfirmLink(ctx, rt, repo, d, false); err != nil {
 			return nil, err
 		}
 	}
@@ -83,7 +83,7 @@ func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d dige
 	}
 	if !started && e.global == nil && (f.route != rt.Name || f.repo != repo) {
 		// The fill's origin request speaks for its own repository only.
-		if err := e.confirmLink(ctx, rt, repo, d, false); err != nil {
+		if err := e.ConfirmLink(ctx, rt, repo, d, false); err != nil {
 			return nil, err
 		}
 	}
@@ -184,7 +184,7 @@ func (e *Engine) fill(ctx context.Context, f *fill, rt *policy.Route, repo strin
 		case f.diskOK: // committed with its link and write-behind item
 			e.wakeWriteBehind()
 		default: // streamed past a failed disk: the link is still known
-			e.link(ctx, rt, repo, f.d)
+			e.Link(ctx, rt, repo, f.d)
 		}
 	case isVerifyError(err):
 		e.m.fills.WithLabelValues("mismatch").Inc()
@@ -275,7 +275,7 @@ func (e *Engine) StatBlob(ctx context.Context, rt *policy.Route, repo string, d 
 	info, err := e.local.StatBlob(ctx, d)
 	switch {
 	case err == nil:
-		if err := e.confirmLink(ctx, rt, repo, d, false); err != nil {
+		if err := e.ConfirmLink(ctx, rt, repo, d, false); err != nil {
 			return 0, err
 		}
 		e.m.localBlobHit.Inc()
@@ -296,6 +296,6 @@ func (e *Engine) StatBlob(ctx context.Context, rt *policy.Route, repo string, d 
 	if err != nil {
 		return 0, err
 	}
-	e.link(ctx, rt, repo, d)
+	e.Link(ctx, rt, repo, d)
 	return size, nil
 }

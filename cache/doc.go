@@ -3,6 +3,9 @@
 // disk, package localtier), the global tier when one is configured, then the
 // route's origin — and fills the tiers above from the one that answered.
 //
+// Pushes to hosted repositories are package hosted's; it asks the engine
+// to confirm what a repository holds and to remember what was pushed.
+//
 // A blob miss is streamed to the client while it is written to disk: one
 // fill per digest however many clients ask, late joiners reading the file as
 // it grows, the fill detached from any one client. Every byte is checked

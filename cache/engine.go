@@ -44,7 +44,6 @@ type Engine struct {
 	maxFills    int // and each client's share: perClient
 	perClient   int
 	slots       *fillSlots
-	maxUpload   int64 // 0: DefaultMaxUploadSize
 	afterFunc   func(time.Duration, func()) Timer
 	m           *metrics
 
@@ -227,9 +226,10 @@ func (e *Engine) meta(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, e.metaTimeout)
 }
 
-// confirmLink makes sure d belongs to repo on route rt: known locally, or
-// confirmed by the origin, which is then remembered.
-func (e *Engine) confirmLink(ctx context.Context, rt *policy.Route, repo string, d digest.Digest, manifest bool) error {
+// ConfirmLink makes sure d (a manifest, or a blob) belongs to repo on route
+// rt: known locally, or confirmed by the origin or, for a hosted route, the
+// global tier's record, and then remembered.
+func (e *Engine) ConfirmLink(ctx context.Context, rt *policy.Route, repo string, d digest.Digest, manifest bool) error {
 	ok, err := e.local.Linked(ctx, rt.Name, repo, d)
 	if err != nil {
 		return fmt.Errorf("cache: link lookup: %w", err)
@@ -254,11 +254,13 @@ func (e *Engine) confirmLink(ctx context.Context, rt *policy.Route, repo string,
 	if err != nil {
 		return err
 	}
-	e.link(ctx, rt, repo, d)
+	e.Link(ctx, rt, repo, d)
 	return nil
 }
 
-func (e *Engine) link(ctx context.Context, rt *policy.Route, repo string, ds ...digest.Digest) {
+// Link records in the local tier that ds belong to repo on route rt; a
+// failure is counted and logged, as the link can be confirmed again.
+func (e *Engine) Link(ctx context.Context, rt *policy.Route, repo string, ds ...digest.Digest) {
 	if err := e.local.Link(context.WithoutCancel(ctx), rt.Name, repo, ds...); err != nil {
 		e.m.writeFailure.WithLabelValues("link").Inc()
 		e.log.Warn("cannot record repository links", "route", rt.Name, "repo", repo, "err", err)

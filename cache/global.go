@@ -180,7 +180,7 @@ func (e *Engine) askGlobal(rt *policy.Route) error {
 func (e *Engine) adoptTag(ctx context.Context, rt *policy.Route, repo, tag string, rec oci.TagRecord) (Manifest, error) {
 	// The record is the origin's word, relayed, that the digest is this
 	// repository's.
-	e.link(ctx, rt, repo, rec.Digest)
+	e.Link(ctx, rt, repo, rec.Digest)
 	m, err := e.manifestByDigest(ctx, rt, repo, rec.Digest)
 	if err != nil {
 		return Manifest{}, err

@@ -39,7 +39,7 @@ func (e *Engine) manifestByDigest(ctx context.Context, rt *policy.Route, repo st
 	m, err := e.local.GetManifest(ctx, d)
 	switch {
 	case err == nil:
-		if err := e.confirmLink(ctx, rt, repo, d, true); err != nil {
+		if err := e.ConfirmLink(ctx, rt, repo, d, true); err != nil {
 			return Manifest{}, err
 		}
 		e.m.localManifestHit.Inc()
@@ -51,7 +51,7 @@ func (e *Engine) manifestByDigest(ctx context.Context, rt *policy.Route, repo st
 	gm, gerr := e.globalManifest(ctx, rt, d)
 	switch {
 	case gerr == nil:
-		if err := e.confirmLink(ctx, rt, repo, d, true); err != nil {
+		if err := e.ConfirmLink(ctx, rt, repo, d, true); err != nil {
 			return Manifest{}, err
 		}
 		e.storeManifest(ctx, rt, repo, gm)
@@ -274,12 +274,22 @@ func (e *Engine) fetchManifest(ctx context.Context, rt *policy.Route, repo, ref 
 	}
 }
 
+// Remember keeps manifest m of repo in the local tier, with what it
+// references linked to repo and, when tag is not "", the tag pointing at
+// it. A failure is counted and logged: the pull is still served.
+func (e *Engine) Remember(ctx context.Context, rt *policy.Route, repo, tag string, m Manifest) {
+	if tag != "" {
+		e.storeTag(ctx, rt, repo, tag, m)
+	}
+	e.storeManifest(ctx, rt, repo, m)
+}
+
 func (e *Engine) storeManifest(ctx context.Context, rt *policy.Route, repo string, m Manifest) {
 	if err := e.local.PutManifest(ctx, m.Digest, localtier.Manifest{MediaType: m.MediaType, Body: m.Body}); err != nil {
 		e.m.writeFailure.WithLabelValues("manifest").Inc()
 		e.log.Warn("cannot store a manifest", "digest", m.Digest, "err", err)
 	}
-	e.link(ctx, rt, repo, append(References(m.Body), m.Digest)...)
+	e.Link(ctx, rt, repo, append(References(m.Body), m.Digest)...)
 }
 
 func (e *Engine) storeTag(ctx context.Context, rt *policy.Route, repo, tag string, m Manifest) {

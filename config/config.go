@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/hosted"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/storjtier"
 )
@@ -70,7 +71,7 @@ type Limits struct {
 // validate fills in the defaults of l and checks it.
 func (l *Limits) validate() error {
 	if l.MaxUploadSize == 0 {
-		l.MaxUploadSize = cache.DefaultMaxUploadSize
+		l.MaxUploadSize = hosted.DefaultMaxUploadSize
 	}
 	if l.MaxFills == 0 {
 		l.MaxFills = cache.DefaultMaxFills
@@ -194,7 +195,7 @@ func Default() *Config {
 		Listen:      ":5000",
 		AdminListen: "127.0.0.1:9102",
 		DataDir:     "edge-data",
-		Limits:      Limits{MaxUploadSize: cache.DefaultMaxUploadSize},
+		Limits:      Limits{MaxUploadSize: hosted.DefaultMaxUploadSize},
 		Routes: []Route{{
 			Name: "docker.io", Origin: DockerHub, Default: true,
 			TagTTL: Duration(policy.DefaultTagTTL),

@@ -20,6 +20,7 @@ import (
 	"github.com/edgeregistry/edge/auth"
 	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/config"
+	"github.com/edgeregistry/edge/hosted"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/registry"
@@ -33,6 +34,7 @@ type Node struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	engine  *cache.Engine
+	hosted  *hosted.Service
 	writer  *replication.Writer // the write-behind to the global tier
 	store   *localtier.Store
 	ready   atomic.Bool
@@ -96,7 +98,7 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
-	api := registry.New(router, n.engine, registry.WithLogger(n.log.With("component", "registry")), registry.WithRegisterer(reg),
+	api := registry.New(router, n.engine, n.hosted, registry.WithLogger(n.log.With("component", "registry")), registry.WithRegisterer(reg),
 		registry.WithAuthorizer(authz))
 	if err := n.listen(api, n.admin(promReg, reg), reg); err != nil {
 		return nil, err
@@ -105,7 +107,8 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 }
 
 // buildEngine opens the local tier, the origins and the global tier, puts
-// the engine over them, and the write-behind beside it.
+// the pull path (the engine) over them, and the push path and the
+// write-behind beside it.
 func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error {
 	cfg := n.cfg
 	store, err := localtier.Open(filepath.Join(cfg.DataDir, "local"), localtier.Options{
@@ -134,7 +137,7 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 		origins[r.Name] = c
 	}
 	opts := []cache.Option{cache.WithLogger(n.log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg),
-		cache.WithMaxUploadSize(int64(cfg.Limits.MaxUploadSize)), cache.WithFillLimits(cfg.Limits.MaxFills, cfg.Limits.MaxFillsPerClient), cache.WithMetaTimeout(metaTimeout(cfg.Routes))}
+		cache.WithFillLimits(cfg.Limits.MaxFills, cfg.Limits.MaxFillsPerClient), cache.WithMetaTimeout(metaTimeout(cfg.Routes))}
 	backend, err := storjtier.Open(ctx, cfg.Global)
 	if err != nil {
 		return fmt.Errorf("global tier: %w", err)
@@ -146,6 +149,11 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 		opts = append(opts, cache.WithGlobal(storjtier.New(backend, storjtier.WithRegion(cfg.Region))))
 	}
 	n.engine, err = cache.New(store, origins, opts...)
+	if err != nil {
+		return err
+	}
+	n.hosted, err = hosted.New(store, hosted.RecordOf(n.engine.Global()), n.engine, hosted.WithLogger(n.log.With("component", "hosted")),
+		hosted.WithRegion(cfg.Region), hosted.WithMaxUploadSize(int64(cfg.Limits.MaxUploadSize)), hosted.WithMetaTimeout(metaTimeout(cfg.Routes)))
 	if err != nil {
 		return err
 	}

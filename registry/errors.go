@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgeregistry/edge/auth"
 	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/hosted"
 	"github.com/edgeregistry/edge/internal/h1"
 	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/policy"
@@ -73,22 +74,22 @@ func toAPIError(err error, about subject) *apiError {
 		d, _ := auth.RetryAfter(err)
 		return &apiError{Status: http.StatusTooManyRequests, Code: errcode.ErrorCodeTooManyRequests,
 			Message: "too many failed logins; try again later", RetryAfter: max(int(d/time.Second), 1), Err: err}
-	case errors.Is(err, cache.ErrUploadUnknown):
+	case errors.Is(err, hosted.ErrUploadUnknown):
 		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeBlobUploadUnknown, Message: "upload unknown", Err: err}
-	case errors.Is(err, cache.ErrUploadOffset):
+	case errors.Is(err, hosted.ErrUploadOffset):
 		return &apiError{Status: http.StatusRequestedRangeNotSatisfiable, Code: errcode.ErrorCodeRangeInvalid, Message: err.Error(), Err: err}
-	case errors.Is(err, cache.ErrUploadTooLarge):
+	case errors.Is(err, hosted.ErrUploadTooLarge):
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: errcode.ErrorCodeBlobUploadInvalid,
 			Message: "the upload is larger than this registry takes: " + err.Error(), Err: err}
 	case errors.Is(err, oci.ErrNoSpace):
 		return &apiError{Status: http.StatusInsufficientStorage, Code: errcode.ErrorCodeUnavailable,
 			Message: "this node's disk is full; the chunk was not stored and the upload is where it was: retry later",
 			Detail:  err.Error(), Err: err}
-	case errors.Is(err, cache.ErrDigestInvalid):
+	case errors.Is(err, hosted.ErrDigestInvalid):
 		return &apiError{Status: http.StatusBadRequest, Code: errcode.ErrorCodeDigestInvalid, Message: err.Error(), Err: err}
-	case errors.Is(err, cache.ErrManifestInvalid):
+	case errors.Is(err, hosted.ErrManifestInvalid):
 		return &apiError{Status: http.StatusBadRequest, Code: errcode.ErrorCodeManifestInvalid, Message: err.Error(), Err: err}
-	case errors.Is(err, cache.ErrManifestBlobUnknown):
+	case errors.Is(err, hosted.ErrManifestBlobUnknown):
 		return &apiError{Status: http.StatusBadRequest, Code: errcode.ErrorCodeManifestBlobUnknown, Message: err.Error(), Err: err}
 	case errors.Is(err, cache.ErrNoRecord):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: errcode.ErrorCodeUnavailable, Message: err.Error(), Err: err}

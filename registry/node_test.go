@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/hosted"
 	"github.com/edgeregistry/edge/internal/h1"
 	"github.com/edgeregistry/edge/internal/origintest"
 	"github.com/edgeregistry/edge/internal/testkit"
@@ -117,9 +118,6 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 	}
 	opts := []cache.Option{cache.WithClock(n.clock.Now), cache.WithRegisterer(n.reg), cache.WithMetaTimeout(meta),
 		cache.WithAfterFunc(func(d time.Duration, f func()) cache.Timer { return n.clock.AfterFunc(d, f) })}
-	if cfg.maxUpload > 0 {
-		opts = append(opts, cache.WithMaxUploadSize(cfg.maxUpload))
-	}
 	if cfg.fillIdle > 0 {
 		opts = append(opts, cache.WithFillIdleTimeout(cfg.fillIdle))
 	}
@@ -140,7 +138,12 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 	wbDone := make(chan struct{})
 	go func() { defer close(wbDone); n.writer.Run(wbCtx, 2) }()
 	n.stopWriteBehind = func() { stopWB(); <-wbDone }
-	n.handler = registry.New(router, n.engine, registry.WithRegisterer(n.reg))
+	push, err := hosted.New(n.store, hosted.RecordOf(n.engine.Global()), n.engine, hosted.WithClock(n.clock.Now),
+		hosted.WithRegion(cfg.region), hosted.WithMaxUploadSize(cfg.maxUpload), hosted.WithMetaTimeout(meta))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.handler = registry.New(router, n.engine, push, registry.WithRegisterer(n.reg))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

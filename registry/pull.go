@@ -36,7 +36,7 @@ func (s *Server) manifest(w http.ResponseWriter, req *request) error {
 	} else if !validTag(req.ref) {
 		return newError(errcode.ErrorCodeTagInvalid, "invalid tag", req.ref)
 	}
-	m, err := s.engine.Manifest(r.Context(), req.route, req.repo, req.ref)
+	m, err := s.pull.Manifest(r.Context(), req.route, req.repo, req.ref)
 	if err != nil {
 		return err
 	}
@@ -46,7 +46,7 @@ func (s *Server) manifest(w http.ResponseWriter, req *request) error {
 			return newError(errcode.ErrorCodeManifestUnknown,
 				fmt.Sprintf("manifest is a %s, which the request's Accept header does not allow", m.MediaType), nil)
 		}
-		if m, err = s.engine.Manifest(r.Context(), req.route, req.repo, child.String()); err != nil {
+		if m, err = s.pull.Manifest(r.Context(), req.route, req.repo, child.String()); err != nil {
 			return err
 		}
 	}
@@ -71,7 +71,7 @@ func (s *Server) manifest(w http.ResponseWriter, req *request) error {
 // without reading it.
 func (s *Server) headBlob(w http.ResponseWriter, req *request, d digest.Digest, etag string) error {
 	r := req.client
-	size, err := s.engine.StatBlob(r.Context(), req.route, req.repo, d)
+	size, err := s.pull.StatBlob(r.Context(), req.route, req.repo, d)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func (s *Server) blob(w http.ResponseWriter, req *request) error {
 	if err := checkRange(r.Header.Get("Range")); err != nil {
 		return err
 	}
-	b, err := s.engine.Blob(cache.WithClient(r.Context(), s.client(r)), req.route, req.repo, d)
+	b, err := s.pull.Blob(cache.WithClient(r.Context(), s.client(r)), req.route, req.repo, d)
 	if err != nil {
 		return err
 	}
@@ -174,7 +174,7 @@ func (s *Server) tags(w http.ResponseWriter, req *request) error {
 	var tags []string
 	if _, set := q["n"]; !set || n > 0 {
 		var err error
-		if tags, err = s.engine.Tags(r.Context(), req.route, req.repo, n, last); err != nil {
+		if tags, err = s.pull.Tags(r.Context(), req.route, req.repo, n, last); err != nil {
 			return err
 		}
 	}

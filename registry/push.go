@@ -17,6 +17,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/hosted"
 	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/policy"
 )
@@ -57,7 +58,7 @@ func (s *Server) upload(w http.ResponseWriter, req *request) error {
 	id := req.ref
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		up, err := s.engine.UploadStatus(r.Context(), req.route, req.repo, id)
+		up, err := s.push.UploadStatus(r.Context(), req.route, req.repo, id)
 		if err != nil {
 			return err
 		}
@@ -69,7 +70,7 @@ func (s *Server) upload(w http.ResponseWriter, req *request) error {
 		if err != nil {
 			return err
 		}
-		up, err := s.engine.AppendUpload(r.Context(), req.route, req.repo, id, chunk(r, offset))
+		up, err := s.push.AppendUpload(r.Context(), req.route, req.repo, id, chunk(r, offset))
 		if err != nil {
 			return err
 		}
@@ -79,7 +80,7 @@ func (s *Server) upload(w http.ResponseWriter, req *request) error {
 	case http.MethodPut:
 		return s.finishUpload(w, req, id)
 	case http.MethodDelete:
-		if err := s.engine.CancelUpload(r.Context(), req.route, req.repo, id); err != nil {
+		if err := s.push.CancelUpload(r.Context(), req.route, req.repo, id); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -109,7 +110,7 @@ func (s *Server) startUpload(w http.ResponseWriter, req *request) error {
 	if dv := q.Get("digest"); dv != "" {
 		return s.monolithicUpload(w, req, dv)
 	}
-	up, err := s.engine.StartUpload(r.Context(), req.route, req.repo)
+	up, err := s.push.StartUpload(r.Context(), req.route, req.repo)
 	if err != nil {
 		return err
 	}
@@ -126,19 +127,19 @@ func (s *Server) monolithicUpload(w http.ResponseWriter, req *request, dv string
 	if err != nil {
 		return err
 	}
-	if max := s.engine.MaxUploadSize(); r.ContentLength > max {
+	if max := s.push.MaxUploadSize(); r.ContentLength > max {
 		return tooLarge(r.ContentLength, max)
 	}
-	up, err := s.engine.StartUpload(r.Context(), req.route, req.repo)
+	up, err := s.push.StartUpload(r.Context(), req.route, req.repo)
 	if err != nil {
 		return err
 	}
-	_, err = s.engine.AppendUpload(r.Context(), req.route, req.repo, up.ID, chunk(r, 0))
+	_, err = s.push.AppendUpload(r.Context(), req.route, req.repo, up.ID, chunk(r, 0))
 	if err == nil {
-		err = s.engine.FinishUpload(r.Context(), req.route, req.repo, up.ID, d)
+		err = s.push.FinishUpload(r.Context(), req.route, req.repo, up.ID, d)
 	}
 	if err != nil {
-		if cerr := s.engine.CancelUpload(context.WithoutCancel(r.Context()), req.route, req.repo, up.ID); cerr != nil {
+		if cerr := s.push.CancelUpload(context.WithoutCancel(r.Context()), req.route, req.repo, up.ID); cerr != nil {
 			s.log.Warn("cannot remove a failed monolithic upload", "id", up.ID, "err", cerr)
 		}
 		return err
@@ -148,8 +149,8 @@ func (s *Server) monolithicUpload(w http.ResponseWriter, req *request, dv string
 }
 
 // chunk is the body of r, a chunk of an upload starting at offset.
-func chunk(r *http.Request, offset int64) cache.Chunk {
-	return cache.Chunk{Body: r.Body, Offset: offset, Length: r.ContentLength}
+func chunk(r *http.Request, offset int64) hosted.Chunk {
+	return hosted.Chunk{Body: r.Body, Offset: offset, Length: r.ContentLength}
 }
 
 // mountFrom links d from repository from, or, without one, from any
@@ -159,13 +160,13 @@ func (s *Server) mountFrom(req *request, from string, d digest.Digest) (bool, er
 	if from != "" {
 		return s.mount(req, from, d)
 	}
-	holders, err := s.engine.Holders(req.client.Context(), req.route, d)
+	holders, err := s.push.Holders(req.client.Context(), req.route, d)
 	if err != nil {
 		return false, nil // no mount, an upload instead
 	}
 	for _, h := range holders {
 		if s.authorize(req.client, req.route, h, policy.CapPull) == nil {
-			return s.engine.Mount(req.client.Context(), req.route, req.repo, h, d)
+			return s.push.Mount(req.client.Context(), req.route, req.repo, h, d)
 		}
 	}
 	return false, nil
@@ -184,7 +185,7 @@ func (s *Server) mount(req *request, from string, d digest.Digest) (bool, error)
 	if err := s.authorize(req.client, rt, fromRepo, policy.CapPull); err != nil {
 		return false, nil
 	}
-	return s.engine.Mount(req.client.Context(), req.route, req.repo, fromRepo, d)
+	return s.push.Mount(req.client.Context(), req.route, req.repo, fromRepo, d)
 }
 
 func (s *Server) finishUpload(w http.ResponseWriter, req *request, id string) error {
@@ -202,11 +203,11 @@ func (s *Server) finishUpload(w http.ResponseWriter, req *request, id string) er
 		if err != nil {
 			return err
 		}
-		if _, err := s.engine.AppendUpload(r.Context(), req.route, req.repo, id, chunk(r, offset)); err != nil {
+		if _, err := s.push.AppendUpload(r.Context(), req.route, req.repo, id, chunk(r, offset)); err != nil {
 			return err
 		}
 	}
-	if err := s.engine.FinishUpload(r.Context(), req.route, req.repo, id, d); err != nil {
+	if err := s.push.FinishUpload(r.Context(), req.route, req.repo, id, d); err != nil {
 		return err
 	}
 	blobCreated(w, req, d)
@@ -221,7 +222,7 @@ func blobCreated(w http.ResponseWriter, req *request, d digest.Digest) {
 	w.WriteHeader(http.StatusCreated)
 }
 
-func uploadHeaders(w http.ResponseWriter, req *request, up cache.Upload) {
+func uploadHeaders(w http.ResponseWriter, req *request, up hosted.Upload) {
 	h := w.Header()
 	h.Set("Location", location(req, "/blobs/uploads/"+up.ID))
 	h.Set("Docker-Upload-UUID", up.ID)
@@ -266,7 +267,7 @@ func (s *Server) putManifest(w http.ResponseWriter, req *request) error {
 			Message: fmt.Sprintf("manifest larger than %d bytes", oci.MaxManifestSize)}
 	}
 	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
-	d, subject, err := s.engine.PutManifest(r.Context(), req.route, req.repo, req.ref, strings.TrimSpace(ct), body)
+	d, subject, err := s.push.PutManifest(r.Context(), req.route, req.repo, req.ref, strings.TrimSpace(ct), body)
 	if err != nil {
 		return err
 	}
@@ -303,16 +304,16 @@ func (s *Server) deleteContent(w http.ResponseWriter, req *request) error {
 			return err
 		}
 		if d, perr := digest.Parse(req.ref); perr == nil {
-			err = s.engine.DeleteManifest(r.Context(), req.route, req.repo, d)
+			err = s.push.DeleteManifest(r.Context(), req.route, req.repo, d)
 		} else {
-			err = s.engine.DeleteTag(r.Context(), req.route, req.repo, req.ref)
+			err = s.push.DeleteTag(r.Context(), req.route, req.repo, req.ref)
 		}
 	case "blob":
 		var d digest.Digest
 		if d, err = parseDigest(req.ref); err != nil {
 			return err
 		}
-		err = s.engine.DeleteBlob(r.Context(), req.route, req.repo, d)
+		err = s.push.DeleteBlob(r.Context(), req.route, req.repo, d)
 	default:
 		return newError(errcode.ErrorCodeUnsupported, "cannot delete this", req.op)
 	}
@@ -336,7 +337,7 @@ func (s *Server) referrers(w http.ResponseWriter, req *request) error {
 			Message: "the referrers API is served for hosted repositories"}
 	}
 	at := r.URL.Query().Get("artifactType")
-	descs, err := s.engine.Referrers(r.Context(), req.route, req.repo, d, at)
+	descs, err := s.push.Referrers(r.Context(), req.route, req.repo, d, at)
 	if err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return err
 	}

@@ -15,14 +15,15 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/policy"
 )
 
-// Server serves the OCI Distribution API over a router and a tier engine.
+// Server serves the OCI Distribution API over a router, the pull path and
+// the push path.
 type Server struct {
 	router *policy.Router
-	engine *cache.Engine
+	pull   Puller
+	push   Pusher
 	log    *slog.Logger
 	auth   Authorizer
 	// anonymous is true when some route lets anonymous clients pull.
@@ -50,11 +51,13 @@ func WithRegisterer(reg prometheus.Registerer) Option {
 	}
 }
 
-// New returns a server for the routes of router, answered by engine.
-func New(router *policy.Router, engine *cache.Engine, opts ...Option) *Server {
+// New returns a server for the routes of router: pulls answered by pull,
+// pushes, deletes and referrers of hosted routes by push.
+func New(router *policy.Router, pull Puller, push Pusher, opts ...Option) *Server {
 	s := &Server{
 		router: router,
-		engine: engine,
+		pull:   pull,
+		push:   push,
 		log:    slog.New(slog.DiscardHandler),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_http_requests_total", Help: "API requests by route, operation and status code.",

@@ -1,4 +1,4 @@
-package cache
+package hosted
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/policy"
 )
@@ -105,8 +106,8 @@ func nonDistributable(d ocispec.Descriptor) bool {
 // is in the repository, and writes it — and, for a tag, the tag — through
 // to the global tier before it returns. ref is a tag or the manifest's
 // digest. It returns the manifest's digest and, when it has one, its subject.
-func (e *Engine) PutManifest(ctx context.Context, rt *policy.Route, repo, ref, contentType string, body []byte) (digest.Digest, *ocispec.Descriptor, error) {
-	rec, err := e.record()
+func (s *Service) PutManifest(ctx context.Context, rt *policy.Route, repo, ref, contentType string, body []byte) (digest.Digest, *ocispec.Descriptor, error) {
+	rec, err := s.record()
 	if err != nil {
 		return "", nil, err
 	}
@@ -131,7 +132,7 @@ func (e *Engine) PutManifest(ctx context.Context, rt *policy.Route, repo, ref, c
 	// Everything it references must be in the repository already.
 	if isIndex(mt) {
 		for _, c := range *doc.Manifests {
-			if err := e.confirmLink(ctx, rt, repo, c.Digest, true); err != nil {
+			if err := s.pull.ConfirmLink(ctx, rt, repo, c.Digest, true); err != nil {
 				return "", nil, referenceError(err, c.Digest)
 			}
 		}
@@ -140,7 +141,7 @@ func (e *Engine) PutManifest(ctx context.Context, rt *policy.Route, repo, ref, c
 			if nonDistributable(l) {
 				continue
 			}
-			if err := e.confirmLink(ctx, rt, repo, l.Digest, false); err != nil {
+			if err := s.pull.ConfirmLink(ctx, rt, repo, l.Digest, false); err != nil {
 				return "", nil, referenceError(err, l.Digest)
 			}
 		}
@@ -162,15 +163,16 @@ func (e *Engine) PutManifest(ctx context.Context, rt *policy.Route, repo, ref, c
 			return "", nil, fmt.Errorf("global tier: %w", err)
 		}
 	}
-	m := Manifest{Digest: d, MediaType: mt, Body: body}
+	m := cache.Manifest{Digest: d, MediaType: mt, Body: body}
+	tag := ""
 	if refErr != nil { // a tag: the last write, once the manifest is safe
-		tag := oci.TagRecord{Digest: d, MediaType: mt, Size: int64(len(body)), FetchedAt: e.now(), Region: e.region}
-		if err := rec.PutTag(ctx, rt.Name, repo, ref, tag); err != nil {
+		t := oci.TagRecord{Digest: d, MediaType: mt, Size: int64(len(body)), FetchedAt: s.now(), Region: s.region}
+		if err := rec.PutTag(ctx, rt.Name, repo, ref, t); err != nil {
 			return "", nil, fmt.Errorf("global tier: %w", err)
 		}
-		e.storeTag(ctx, rt, repo, ref, m)
+		tag = ref
 	}
-	e.storeManifest(ctx, rt, repo, m)
+	s.pull.Remember(ctx, rt, repo, tag, m)
 	return d, doc.Subject, nil
 }
 
