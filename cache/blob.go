@@ -84,10 +84,15 @@ func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d dige
 	if !started && e.global == nil && (f.route != rt.Name || f.repo != repo) {
 		// The fill's origin request speaks for its own repository only.
 		if err := e.ConfirmLink(ctx, rt, repo, d, false); err != nil {
+			e.leave(f)
 			return nil, err
 		}
 	}
-	return e.follow(ctx, rt, repo, f)
+	b, err := e.follow(ctx, rt, repo, f)
+	if err != nil {
+		e.leave(f)
+	}
+	return b, err
 }
 
 // follow opens a reader of fill f for one request.
@@ -103,68 +108,9 @@ func (e *Engine) follow(ctx context.Context, rt *policy.Route, repo string, f *f
 		}
 		return nil, fmt.Errorf("cache: following fill of %s: %w", f.d, err)
 	}
-	r := &fillReader{f: f, file: file, size: size, gone: ctx.Done(),
+	r := &fillReader{f: f, file: file, size: size, gone: ctx.Done(), leave: func() { e.leave(f) },
 		refetch: func() (*oci.Verifier, io.Closer, error) { return e.openStream(ctx, rt, repo, f.d) }}
 	return &Blob{Digest: f.d, Size: size, Content: r, Tier: "lower", closer: r, failed: r.failure, wait: r.wait}, nil
-}
-
-// fillFor returns the fill of d in progress, or starts one. started is true
-// when this call started it. A fill that a new reader cannot follow from
-// byte 0 (its disk failed and the start has left its ring) goes on for its
-// readers, and a new one starts: it tries the disk again. Starting one
-// takes a fill slot of the request's client, waiting for one if need be.
-func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (f *fill, started bool, err error) {
-	if f := e.joinFill(d); f != nil {
-		return f, false, nil
-	}
-	client := clientOf(ctx)
-	if err := e.slots.acquire(ctx, client); err != nil {
-		return nil, false, err
-	}
-	o := e.origins[rt.Name] // none for hosted routes: the global tier is all
-	e.fillMu.Lock()
-	defer e.fillMu.Unlock()
-	if f := e.joinFillLocked(d); f != nil {
-		// Started by another request while this one waited for a slot.
-		e.slots.release(client)
-		return f, false, nil
-	}
-	if _, err := e.local.StatBlob(ctx, d); err == nil {
-		// A fill committed it since the caller looked: nothing to fetch.
-		e.slots.release(client)
-		return nil, false, errFilledMeanwhile
-	}
-	w, err := e.newWriter(d)
-	if err != nil {
-		// A pass-through fill: still one fetch for all its readers.
-		e.m.writeFailure.WithLabelValues("blob").Inc()
-		e.log.Warn("local tier cannot take a blob; streaming it uncached", "digest", d, "err", err)
-		w = nil
-	}
-	f = newFill(d, rt.Name, repo, w, e.ringSize)
-	e.fills[d] = f
-	e.wg.Add(1)
-	go func() {
-		defer e.slots.release(client)
-		e.fill(e.base, f, rt, repo, o)
-	}()
-	return f, true, nil
-}
-
-// joinFill returns the fill of d in progress that a new reader can follow
-// from byte 0, if there is one.
-func (e *Engine) joinFill(d digest.Digest) *fill {
-	e.fillMu.Lock()
-	defer e.fillMu.Unlock()
-	return e.joinFillLocked(d)
-}
-
-func (e *Engine) joinFillLocked(d digest.Digest) *fill {
-	if f := e.fills[d]; f != nil && f.joinable() {
-		e.m.coalesced.Inc()
-		return f
-	}
-	return nil
 }
 
 // errFilledMeanwhile tells Blob to look in the local tier again.
@@ -194,6 +140,9 @@ func (e *Engine) fill(ctx context.Context, f *fill, rt *policy.Route, repo strin
 			// the global tier is not to blame for those.
 			e.distrust(ctx, f.d)
 		}
+	case errors.Is(context.Cause(ctx), errAbandoned):
+		e.m.fills.WithLabelValues("abandoned").Inc()
+		e.log.Info("blob fill stopped: nobody reads it, and its slot is wanted or nothing is cached", "digest", f.d, "client", f.client)
 	case errors.Is(context.Cause(ctx), errShutdown) && f.diskOK:
 		keep = true
 		e.m.fills.WithLabelValues("suspended").Inc()
@@ -210,6 +159,7 @@ func (e *Engine) fill(ctx context.Context, f *fill, rt *policy.Route, repo strin
 	if e.fills[f.d] == f {
 		delete(e.fills, f.d)
 	}
+	delete(e.running, f)
 	e.fillMu.Unlock()
 }
 

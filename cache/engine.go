@@ -44,6 +44,7 @@ type Engine struct {
 	maxFills    int // and each client's share: perClient
 	perClient   int
 	slots       *fillSlots
+	slotWait    time.Duration // the longest wait for a fill slot: fillIdle
 	afterFunc   func(time.Duration, func()) Timer
 	m           *metrics
 
@@ -57,9 +58,11 @@ type Engine struct {
 	base       context.Context
 	cancelBase context.CancelCauseFunc
 
-	fillMu sync.Mutex
-	fills  map[digest.Digest]*fill
-	wg     sync.WaitGroup // running fills
+	fillMu  sync.Mutex
+	fills   map[digest.Digest]*fill // the fill a new reader joins, by blob
+	running map[*fill]struct{}      // every fill running, joinable or not
+	closed  bool                    // Close was called: no fill starts
+	wg      sync.WaitGroup          // running fills
 
 	manifests singleflight.Group
 
@@ -138,6 +141,7 @@ func New(local *localtier.Store, origins map[string]Origin, opts ...Option) (*En
 		afterFunc:   func(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) },
 		ringSize:    passRing,
 		fills:       make(map[digest.Digest]*fill),
+		running:     make(map[*fill]struct{}),
 		revals:      make(map[string]bool),
 		retryAt:     make(map[string]time.Time),
 		badGlobal:   make(map[digest.Digest]struct{}),
@@ -160,6 +164,7 @@ func New(local *localtier.Store, origins map[string]Origin, opts ...Option) (*En
 		e.m = newMetrics(nil)
 	}
 	e.slots = newFillSlots(e.maxFills, e.perClient, e.m)
+	e.slotWait = e.fillIdle
 	e.base, e.cancelBase = context.WithCancelCause(context.Background())
 	return e, nil
 }
@@ -201,6 +206,9 @@ var errShutdown = errors.New("cache: engine shutting down")
 // to end on their own: by the time it is called the server has stopped,
 // so nobody reads them, and a slow one could take an hour.
 func (e *Engine) Close(ctx context.Context) error {
+	e.fillMu.Lock()
+	e.closed = true
+	e.fillMu.Unlock()
 	e.cancelBase(errShutdown)
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()

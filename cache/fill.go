@@ -51,6 +51,12 @@ type fill struct {
 	route, repo string     // the repository whose request started the fill
 	w           blobWriter // nil: the local tier refused the fill outright
 	ringSize    int        // passRing, but in tests
+	client      string     // whose fill slot it holds
+
+	// Guarded by the engine's fillMu.
+	readers int                     // requests following the fill
+	cancel  context.CancelCauseFunc // stops the fill: errAbandoned
+	yielded bool                    // cancelled for want of readers
 
 	ready chan struct{} // closed when the size is known or the fill failed early
 

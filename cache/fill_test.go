@@ -131,14 +131,14 @@ func (w *faultyWriter) CommitFill(size int64, mediaType string, rec localtier.Fi
 var team = &policy.Route{Name: "team", Hosted: true, Prefix: "team/"}
 
 // newTestEngine returns an engine over a local tier in dir and g.
-func newTestEngine(t *testing.T, dir string, g Global) (*Engine, *localtier.Store, *prometheus.Registry) {
+func newTestEngine(t *testing.T, dir string, g Global, opts ...Option) (*Engine, *localtier.Store, *prometheus.Registry) {
 	t.Helper()
 	store, err := localtier.Open(dir, localtier.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	e, err := New(store, nil, WithGlobal(g), WithRegisterer(reg))
+	e, err := New(store, nil, append([]Option{WithGlobal(g), WithRegisterer(reg)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ type fillReader struct {
 	off        int64
 	size       int64           // -1: unknown
 	gone       <-chan struct{} // the client left
+	leave      func()          // tells the fill this reader is done; once
 	sawFailure atomic.Bool     // the fill failed before this reader was done
 
 	// refetch opens the blob anew for this reader alone, verified.
@@ -236,6 +237,10 @@ func (r *fillReader) wait(ctx context.Context) error {
 }
 
 func (r *fillReader) Close() error {
+	if r.leave != nil {
+		r.leave()
+		r.leave = nil
+	}
 	var err error
 	if r.file != nil {
 		err = r.file.Close()

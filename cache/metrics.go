@@ -35,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edge_coalesced_waiters_total", Help: "Requests that joined a fill already in progress instead of fetching again.",
 		}),
 		fills: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edge_fills_total", Help: "Blob fills by result (ok, mismatch, error, suspended at shutdown).",
+			Name: "edge_fills_total", Help: "Blob fills by result (ok, mismatch, error, suspended at shutdown, abandoned by their readers).",
 		}, []string{"result"}),
 		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_stale_serves_total", Help: "Tags served from an expired record because the origin could not revalidate it.",

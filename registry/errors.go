@@ -57,23 +57,10 @@ const (
 	aboutBlob
 )
 
-// toAPIError maps any error from below to the OCI error the client gets.
-func toAPIError(err error, about subject) *apiError {
-	var ae *apiError
-	if errors.As(err, &ae) {
-		return ae
-	}
-	var oe *upstream.Error
-	isOrigin := errors.As(err, &oe)
+// pushError maps the errors of a push that the client must fix or retry
+// differently; nil for any other error.
+func pushError(err error) *apiError {
 	switch {
-	case errors.Is(err, auth.ErrUnauthenticated):
-		return &apiError{Status: http.StatusUnauthorized, Code: errcode.ErrorCodeUnauthorized, Message: "authentication required", Err: err}
-	case errors.Is(err, auth.ErrDenied):
-		return &apiError{Status: http.StatusForbidden, Code: errcode.ErrorCodeDenied, Message: "requested access to the resource is denied", Err: err}
-	case errors.Is(err, auth.ErrRateLimited):
-		d, _ := auth.RetryAfter(err)
-		return &apiError{Status: http.StatusTooManyRequests, Code: errcode.ErrorCodeTooManyRequests,
-			Message: "too many failed logins; try again later", RetryAfter: max(int(d/time.Second), 1), Err: err}
 	case errors.Is(err, hosted.ErrUploadUnknown):
 		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeBlobUploadUnknown, Message: "upload unknown", Err: err}
 	case errors.Is(err, hosted.ErrUploadOffset):
@@ -91,8 +78,35 @@ func toAPIError(err error, about subject) *apiError {
 		return &apiError{Status: http.StatusBadRequest, Code: errcode.ErrorCodeManifestInvalid, Message: err.Error(), Err: err}
 	case errors.Is(err, hosted.ErrManifestBlobUnknown):
 		return &apiError{Status: http.StatusBadRequest, Code: errcode.ErrorCodeManifestBlobUnknown, Message: err.Error(), Err: err}
+	}
+	return nil
+}
+
+// toAPIError maps any error from below to the OCI error the client gets.
+func toAPIError(err error, about subject) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	if ae := pushError(err); ae != nil {
+		return ae
+	}
+	var oe *upstream.Error
+	isOrigin := errors.As(err, &oe)
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return &apiError{Status: http.StatusUnauthorized, Code: errcode.ErrorCodeUnauthorized, Message: "authentication required", Err: err}
+	case errors.Is(err, auth.ErrDenied):
+		return &apiError{Status: http.StatusForbidden, Code: errcode.ErrorCodeDenied, Message: "requested access to the resource is denied", Err: err}
+	case errors.Is(err, auth.ErrRateLimited):
+		d, _ := auth.RetryAfter(err)
+		return &apiError{Status: http.StatusTooManyRequests, Code: errcode.ErrorCodeTooManyRequests,
+			Message: "too many failed logins; try again later", RetryAfter: max(int(d/time.Second), 1), Err: err}
 	case errors.Is(err, cache.ErrNoRecord):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: errcode.ErrorCodeUnavailable, Message: err.Error(), Err: err}
+	case errors.Is(err, cache.ErrFillsBusy):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: errcode.ErrorCodeUnavailable,
+			Message: "this node is fetching as many blobs as it may; try again shortly", Detail: err.Error(), RetryAfter: 5, Err: err}
 	case errors.Is(err, cache.ErrGlobalUnavailable):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: errcode.ErrorCodeUnavailable,
 			Message: "the global tier is unavailable; try again shortly", Detail: err.Error(), Err: err}
