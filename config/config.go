@@ -66,6 +66,12 @@ type Limits struct {
 	// address, as server.max_connections_per_client counts) started
 	// (default max(1, max_fills/8)): no client can take every slot.
 	MaxFillsPerClient int `yaml:"max_fills_per_client,omitempty"`
+	// FillIdleTimeout stops a fill that receives nothing this long, and is
+	// how long a pull waits for a fill slot (default 60s).
+	FillIdleTimeout Duration `yaml:"fill_idle_timeout,omitempty"`
+	// FillTimeout bounds a whole fill, however steadily it moves (default
+	// 1h).
+	FillTimeout Duration `yaml:"fill_timeout,omitempty"`
 }
 
 // validate fills in the defaults of l and checks it.
@@ -79,8 +85,8 @@ func (l *Limits) validate() error {
 	if l.MaxFillsPerClient == 0 {
 		l.MaxFillsPerClient = max(1, l.MaxFills/8)
 	}
-	if l.MaxFills < 0 || l.MaxFillsPerClient < 0 {
-		return errors.New("limits: max_fills and max_fills_per_client must not be negative")
+	if l.MaxFills < 0 || l.MaxFillsPerClient < 0 || l.FillIdleTimeout < 0 || l.FillTimeout < 0 {
+		return errors.New("limits: max_fills, max_fills_per_client, fill_idle_timeout and fill_timeout must not be negative")
 	}
 	return nil
 }

@@ -40,18 +40,61 @@ type Node struct {
 	ready   atomic.Bool
 	servers []*listener // the API's first
 	closers []func()    // in the order to call them, at the end of Run or by Close
+	opts    options
+	metrics *prometheus.Registry
+	api     http.Handler
 }
 
 // Option configures a Node.
 type Option func(*options)
 
 type options struct {
-	log *slog.Logger
+	log       *slog.Logger
+	now       func() time.Time
+	afterFunc func(time.Duration, func()) Timer
+	originCfg func(*upstream.Config)
+	backend   storjtier.Backend
+	authz     registry.Authorizer
 }
 
 // WithLogger sets the logger; the default writes the configuration's log
 // format and level to standard error.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// Timer is a timer started by the clock of WithClock; *time.Timer
+// satisfies it.
+type Timer interface {
+	Reset(d time.Duration) bool
+	Stop() bool
+}
+
+// WithClock runs the node's decisions on a clock of the caller's: now for
+// tag freshness, records and backoff, afterFunc for the timers that bound
+// fills and retries. Tests move it by hand; the default is real time.
+func WithClock(now func() time.Time, afterFunc func(time.Duration, func()) Timer) Option {
+	return func(o *options) { o.now, o.afterFunc = now, afterFunc }
+}
+
+// WithOriginConfig adjusts the origin client configuration of each
+// pull-through route before the client is built.
+func WithOriginConfig(f func(*upstream.Config)) Option { return func(o *options) { o.originCfg = f } }
+
+// WithGlobalBackend puts the global tier on b instead of the backend the
+// configuration names: a backend shared by several nodes of one process,
+// or one that injects faults.
+func WithGlobalBackend(b storjtier.Backend) Option { return func(o *options) { o.backend = b } }
+
+// Handler returns the node's API handler, as its API listener serves it
+// (without the listener's connection limits and timeouts).
+func (n *Node) Handler() http.Handler { return n.api }
+
+// WithAuthorizer decides who may do what with authz instead of the
+// authorizer the configuration's auth section describes: an embedder's
+// own, or a test's that lets everyone do everything.
+func WithAuthorizer(authz registry.Authorizer) Option { return func(o *options) { o.authz = authz } }
+
+// Metrics returns the node's metrics, as its admin listener serves them.
+func (n *Node) Metrics() prometheus.Gatherer { return n.metrics }
 
 // NewLogger is the logger that the configuration's log section asks for,
 // writing to out.
@@ -75,13 +118,14 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	if o.log == nil {
 		o.log = NewLogger(cfg.Log, os.Stderr)
 	}
-	n = &Node{cfg: cfg, log: o.log}
+	n = &Node{cfg: cfg, log: o.log, opts: o}
 	defer func() {
 		if err != nil {
 			n.Close()
 		}
 	}()
 	promReg := prometheus.NewRegistry()
+	n.metrics = promReg
 	// Every series carries the node's region, so one Prometheus can hold the fleet.
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"region": cfg.Region}, promReg)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -93,13 +137,18 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	if err := n.buildEngine(ctx, reg); err != nil {
 		return nil, err
 	}
-	authz, err := auth.New(authConfig(cfg.Auth, "edge "+cfg.Region),
-		append(authOptions(cfg.Auth), auth.WithLogger(n.log.With("component", "auth")), auth.WithRegisterer(reg))...)
-	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
+	authz := o.authz
+	if authz == nil {
+		a, err := auth.New(authConfig(cfg.Auth, "edge "+cfg.Region),
+			append(authOptions(cfg.Auth), auth.WithLogger(n.log.With("component", "auth")), auth.WithRegisterer(reg))...)
+		if err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		authz = a
 	}
 	api := registry.New(router, n.engine, n.hosted, registry.WithLogger(n.log.With("component", "registry")), registry.WithRegisterer(reg),
 		registry.WithAuthorizer(authz))
+	n.api = api
 	if err := n.listen(api, n.admin(promReg, reg), reg); err != nil {
 		return nil, err
 	}
@@ -110,9 +159,9 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 // the pull path (the engine) over them, and the push path and the
 // write-behind beside it.
 func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error {
-	cfg := n.cfg
+	cfg, o := n.cfg, n.opts
 	store, err := localtier.Open(filepath.Join(cfg.DataDir, "local"), localtier.Options{
-		MaxSize: int64(cfg.Local.MaxSize), Logger: n.log.With("component", "localtier"), Registerer: reg,
+		MaxSize: int64(cfg.Local.MaxSize), Logger: n.log.With("component", "localtier"), Registerer: reg, Clock: o.now,
 	})
 	if err != nil {
 		return err
@@ -123,43 +172,100 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 			n.log.Error("closing the local tier", "err", err)
 		}
 	})
+	origins, err := n.openOrigins(reg)
+	if err != nil {
+		return err
+	}
+	opts := []cache.Option{cache.WithLogger(n.log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg),
+		cache.WithFillLimits(cfg.Limits.MaxFills, cfg.Limits.MaxFillsPerClient), cache.WithMetaTimeout(metaTimeout(cfg.Routes))}
+	if d := time.Duration(cfg.Limits.FillIdleTimeout); d > 0 {
+		opts = append(opts, cache.WithFillIdleTimeout(d))
+	}
+	if d := time.Duration(cfg.Limits.FillTimeout); d > 0 {
+		opts = append(opts, cache.WithFillTimeout(d))
+	}
+	if o.now != nil {
+		opts = append(opts, cache.WithClock(o.now),
+			cache.WithAfterFunc(func(d time.Duration, f func()) cache.Timer { return o.afterFunc(d, f) }))
+	}
+	global, err := n.openGlobal(ctx)
+	if err != nil {
+		return err
+	}
+	if global != nil {
+		opts = append(opts, cache.WithGlobal(global))
+	}
+	if n.engine, err = cache.New(store, origins, opts...); err != nil {
+		return err
+	}
+	return n.buildBeside(reg)
+}
+
+// buildBeside builds what runs beside the engine: the push path of the
+// hosted routes and the write-behind to the global tier.
+func (n *Node) buildBeside(reg prometheus.Registerer) error {
+	cfg, o := n.cfg, n.opts
+	hopts := []hosted.Option{hosted.WithLogger(n.log.With("component", "hosted")), hosted.WithRegion(cfg.Region),
+		hosted.WithMaxUploadSize(int64(cfg.Limits.MaxUploadSize)), hosted.WithMetaTimeout(metaTimeout(cfg.Routes))}
+	ropts := []replication.Option{replication.WithLogger(n.log.With("component", "replication")),
+		replication.WithRegion(cfg.Region), replication.WithRegisterer(reg), replication.WithWake(n.engine.Enqueued())}
+	if o.now != nil {
+		hopts = append(hopts, hosted.WithClock(o.now))
+		ropts = append(ropts, replication.WithClock(o.now),
+			replication.WithAfterFunc(func(d time.Duration, f func()) replication.Timer { return o.afterFunc(d, f) }))
+	}
+	var err error
+	if n.hosted, err = hosted.New(n.store, hosted.RecordOf(n.engine.Global()), n.engine, hopts...); err != nil {
+		return err
+	}
+	n.writer, err = replication.New(n.store, n.engine.Global(), ropts...)
+	return err
+}
+
+// openOrigins builds the origin client of each pull-through route, by
+// route name.
+func (n *Node) openOrigins(reg prometheus.Registerer) (map[string]cache.Origin, error) {
 	originMetrics := upstream.NewMetrics(reg)
 	origins := make(map[string]cache.Origin)
-	for _, r := range cfg.Routes {
+	for _, r := range n.cfg.Routes {
 		if r.Hosted {
 			continue
 		}
-		c, err := upstream.New(originConfig(r, n.log.With("component", "upstream", "route", r.Name), originMetrics))
+		oc := originConfig(r, n.log.With("component", "upstream", "route", r.Name), originMetrics)
+		if n.opts.originCfg != nil {
+			n.opts.originCfg(&oc)
+		}
+		c, err := upstream.New(oc)
 		if err != nil {
-			return fmt.Errorf("route %s: %w", r.Name, err)
+			return nil, fmt.Errorf("route %s: %w", r.Name, err)
 		}
 		n.closers = append([]func(){c.Close}, n.closers...)
 		origins[r.Name] = c
 	}
-	opts := []cache.Option{cache.WithLogger(n.log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg),
-		cache.WithFillLimits(cfg.Limits.MaxFills, cfg.Limits.MaxFillsPerClient), cache.WithMetaTimeout(metaTimeout(cfg.Routes))}
-	backend, err := storjtier.Open(ctx, cfg.Global)
-	if err != nil {
-		return fmt.Errorf("global tier: %w", err)
+	return origins, nil
+}
+
+// openGlobal opens the global tier: the backend the configuration names,
+// or the one WithGlobalBackend gave; nil without one.
+func (n *Node) openGlobal(ctx context.Context) (*storjtier.Tier, error) {
+	backend := n.opts.backend
+	if backend == nil {
+		var err error
+		if backend, err = storjtier.Open(ctx, n.cfg.Global); err != nil {
+			return nil, fmt.Errorf("global tier: %w", err)
+		}
+		if c, ok := backend.(io.Closer); ok {
+			n.closers = append([]func(){func() { _ = c.Close() }}, n.closers...)
+		}
 	}
-	if c, ok := backend.(io.Closer); ok {
-		n.closers = append([]func(){func() { _ = c.Close() }}, n.closers...)
+	if backend == nil {
+		return nil, nil
 	}
-	if backend != nil {
-		opts = append(opts, cache.WithGlobal(storjtier.New(backend, storjtier.WithRegion(cfg.Region))))
+	topts := []storjtier.Option{storjtier.WithRegion(n.cfg.Region)}
+	if n.opts.now != nil {
+		topts = append(topts, storjtier.WithClock(n.opts.now))
 	}
-	n.engine, err = cache.New(store, origins, opts...)
-	if err != nil {
-		return err
-	}
-	n.hosted, err = hosted.New(store, hosted.RecordOf(n.engine.Global()), n.engine, hosted.WithLogger(n.log.With("component", "hosted")),
-		hosted.WithRegion(cfg.Region), hosted.WithMaxUploadSize(int64(cfg.Limits.MaxUploadSize)), hosted.WithMetaTimeout(metaTimeout(cfg.Routes)))
-	if err != nil {
-		return err
-	}
-	n.writer, err = replication.New(store, n.engine.Global(), replication.WithLogger(n.log.With("component", "replication")),
-		replication.WithRegion(cfg.Region), replication.WithRegisterer(reg), replication.WithWake(n.engine.Enqueued()))
-	return err
+	return storjtier.New(backend, topts...), nil
 }
 
 // metaTimeout bounds the engine's metadata calls: 15s, or longer where a

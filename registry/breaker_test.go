@@ -46,7 +46,7 @@ func newBreakerNode(t *testing.T, failures int) *breakerNode {
 // originMetric reads a metric of the origin client for the default route.
 func (b *breakerNode) originMetric(t *testing.T, name string) float64 {
 	t.Helper()
-	return (&node{reg: b.oreg}).metric(t, name, "route", "docker.io")
+	return testkit.Metric(t, b.oreg, name, map[string]string{"route": "docker.io"})
 }
 
 // openByHangingOrigin makes the origin accept requests and never answer,

@@ -43,7 +43,7 @@ func newDirGlobal(t *testing.T) storjtier.Backend {
 
 func waitDrained(t *testing.T, n *node) {
 	t.Helper()
-	testkit.Eventually(t, "the write-behind queue to drain", func() bool { return n.writer.QueueLen() == 0 })
+	testkit.Eventually(t, "the write-behind queue to drain", func() bool { return n.metric(t, "edge_writebehind_queue_depth") == 0 })
 }
 
 func TestSecondRegionPullsFromTheGlobalTier(t *testing.T) {
@@ -167,11 +167,11 @@ func TestWriteBehindSurvivesOutageAndRestart(t *testing.T) {
 
 	// The global tier is down while A pulls: the pull is served all the same.
 	globalProxy.FailStatus(origintest.AnyRequest, http.StatusForbidden, 0)
-	a := newNode(t, nodeConfig{dir: dirA, origin: origin, proxy: proxy, clock: clk, global: global, region: "eu-west", meta: time.Second})
+	a := newNode(t, nodeConfig{dir: dirA, origin: origin, proxy: proxy, clock: clk, global: global, region: "eu-west"})
 	pullImage(t, a, "library/app", "v1", img)
 	// 2 layers, the config, the manifest and the tag; a fill queues its
 	// blob just after its last byte went out.
-	testkit.Eventually(t, "five queued items", func() bool { return a.writer.QueueLen() == 5 })
+	testkit.Eventually(t, "five queued items", func() bool { return a.metric(t, "edge_writebehind_queue_depth") == 5 })
 	if a.metric(t, "edge_global_errors_total") == 0 {
 		t.Fatal("the outage was not counted")
 	}

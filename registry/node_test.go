@@ -3,23 +3,18 @@ package registry_test
 import (
 	"context"
 	"io"
-	"net"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/edgeregistry/edge/cache"
-	"github.com/edgeregistry/edge/hosted"
-	"github.com/edgeregistry/edge/internal/h1"
+	"github.com/edgeregistry/edge/auth"
+	"github.com/edgeregistry/edge/config"
 	"github.com/edgeregistry/edge/internal/origintest"
 	"github.com/edgeregistry/edge/internal/testkit"
-	"github.com/edgeregistry/edge/localtier"
+	edgenode "github.com/edgeregistry/edge/node"
 	"github.com/edgeregistry/edge/policy"
-	"github.com/edgeregistry/edge/registry"
-	"github.com/edgeregistry/edge/replication"
 	"github.com/edgeregistry/edge/storjtier"
 	"github.com/edgeregistry/edge/upstream"
 )
@@ -29,24 +24,21 @@ type clock = testkit.Clock
 
 func newClock() *clock { return testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) }
 
-// node is a whole edge node in front of a real origin registry, with a
-// counting, fault-injecting proxy between them.
+// node is a whole edge node (node.New, as the binary builds it) in front of
+// a real origin registry, with a counting, fault-injecting proxy between
+// them, on a clock the test moves.
 type node struct {
 	URL    string
 	origin *origintest.Registry
 	proxy  *origintest.Proxy
 	clock  *clock
-	reg    *prometheus.Registry
-	store  *localtier.Store
-	engine *cache.Engine
-	writer *replication.Writer
-	dir    string
-	srv    *h1.Server // the production server loop, net/http behind it
-	served chan error
+	dir    string // the data directory; the local tier is in local/
 	routes []policy.Route
 
-	stopWriteBehind func()
-	handler         http.Handler
+	n       *edgenode.Node
+	handler http.Handler
+	cancel  context.CancelFunc
+	done    chan error // what Run returned
 }
 
 type nodeConfig struct {
@@ -60,8 +52,8 @@ type nodeConfig struct {
 	originCfg func(*upstream.Config)
 	global    storjtier.Backend // shared by the nodes of a multi-region test
 	region    string
-	meta      time.Duration // metadata timeout; 5s when zero
-	maxUpload int64         // the engine's default when zero
+	meta      time.Duration // the routes' metadata timeout; 20s (real time: generous) when zero
+	maxUpload int64         // the node's default when zero
 }
 
 func newNode(t testing.TB, cfg nodeConfig) *node {
@@ -87,94 +79,85 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 	if cfg.global != nil {
 		n.routes = append(n.routes, policy.Route{Name: "team", Hosted: true, Prefix: "team/"})
 	}
-	router, err := policy.NewRouter(n.routes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.reg = prometheus.NewRegistry()
-	n.store, err = localtier.Open(n.dir, localtier.Options{Clock: n.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	origins := map[string]cache.Origin{}
-	for _, r := range router.Routes() {
-		if r.Hosted {
-			continue
-		}
-		oc := upstream.Config{Name: r.Name, Origin: r.Origin, Username: n.origin.Username, Password: n.origin.Password,
-			MetaTimeout: 20 * time.Second} // real time: generous, so a loaded machine never cuts a call
-		if cfg.originCfg != nil {
-			cfg.originCfg(&oc)
-		}
-		c, err := upstream.New(oc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		origins[r.Name] = c
-	}
-	meta := cfg.meta
-	if meta == 0 {
-		meta = 5 * time.Second
-	}
-	opts := []cache.Option{cache.WithClock(n.clock.Now), cache.WithRegisterer(n.reg), cache.WithMetaTimeout(meta),
-		cache.WithAfterFunc(func(d time.Duration, f func()) cache.Timer { return n.clock.AfterFunc(d, f) })}
-	if cfg.fillIdle > 0 {
-		opts = append(opts, cache.WithFillIdleTimeout(cfg.fillIdle))
-	}
+	c := nodeYAMLConfig(t, n, cfg)
+	opts := []edgenode.Option{edgenode.WithLogger(slog.New(slog.DiscardHandler)), edgenode.WithAuthorizer(allowAll{}),
+		edgenode.WithClock(n.clock.Now, func(d time.Duration, f func()) edgenode.Timer { return n.clock.AfterFunc(d, f) }),
+		edgenode.WithOriginConfig(func(oc *upstream.Config) {
+			oc.Username, oc.Password = n.origin.Username, n.origin.Password
+			if cfg.originCfg != nil {
+				cfg.originCfg(oc)
+			}
+		})}
 	if cfg.global != nil {
-		opts = append(opts, cache.WithGlobal(storjtier.New(cfg.global, storjtier.WithRegion(cfg.region), storjtier.WithClock(n.clock.Now))),
-			cache.WithRegion(cfg.region))
+		opts = append(opts, edgenode.WithGlobalBackend(cfg.global))
 	}
-	if n.engine, err = cache.New(n.store, origins, opts...); err != nil {
-		t.Fatal(err)
-	}
-	n.writer, err = replication.New(n.store, n.engine.Global(), replication.WithRegion(cfg.region), replication.WithRegisterer(n.reg),
-		replication.WithWake(n.engine.Enqueued()), replication.WithClock(n.clock.Now),
-		replication.WithAfterFunc(func(d time.Duration, f func()) replication.Timer { return n.clock.AfterFunc(d, f) }))
+	ctx, cancel := context.WithCancel(context.Background())
+	en, err := edgenode.New(ctx, c, opts...)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	wbCtx, stopWB := context.WithCancel(context.Background())
-	wbDone := make(chan struct{})
-	go func() { defer close(wbDone); n.writer.Run(wbCtx, 2) }()
-	n.stopWriteBehind = func() { stopWB(); <-wbDone }
-	push, err := hosted.New(n.store, hosted.RecordOf(n.engine.Global()), n.engine, hosted.WithClock(n.clock.Now),
-		hosted.WithRegion(cfg.region), hosted.WithMaxUploadSize(cfg.maxUpload), hosted.WithMetaTimeout(meta))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.handler = registry.New(router, n.engine, push, registry.WithRegisterer(n.reg))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.srv, err = h1.New(n.handler, &http.Server{Handler: n.handler})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.served = make(chan error, 1)
-	go func() { n.served <- n.srv.Serve(ln) }()
-	n.URL = "http://" + ln.Addr().String()
+	n.n, n.handler, n.cancel, n.done = en, en.Handler(), cancel, make(chan error, 1)
+	n.URL = "http://" + en.Addr("api")
+	go func() { n.done <- en.Run(ctx) }()
 	t.Cleanup(n.stop)
 	return n
 }
 
+// allowAll lets everyone do everything: these tests are about the API, the
+// tiers and the fleet; who may do what is tested in auth and node.
+type allowAll struct{}
+
+func (allowAll) Authorize(*http.Request, *policy.Route, string, policy.Capability) (auth.Identity, error) {
+	return auth.Identity{}, nil
+}
+func (allowAll) Login(*http.Request) (auth.Identity, error) { return auth.Identity{}, nil }
+func (allowAll) Challenge(http.ResponseWriter)              {}
+func (allowAll) Client(r *http.Request) string              { return auth.PeerClient(r) }
+
+// nodeYAMLConfig is the configuration of the test node n, as an operator
+// would write it.
+func nodeYAMLConfig(t testing.TB, n *node, cfg nodeConfig) *config.Config {
+	t.Helper()
+	meta := cfg.meta
+	if meta == 0 {
+		meta = 20 * time.Second // real time: a loaded machine never cuts a call
+	}
+	c := config.Default()
+	c.Listen, c.AdminListen, c.DataDir, c.Region = "127.0.0.1:0", "", n.dir, cfg.region
+	if c.Region == "" {
+		c.Region = "test"
+	}
+	c.Routes = nil
+	for _, r := range n.routes {
+		cr := config.Route{Name: r.Name, Origin: r.Origin, Default: r.Default, Hosted: r.Hosted, Prefix: r.Prefix, TagTTL: config.Duration(r.TagTTL)}
+		if !r.Hosted {
+			cr.Timeouts.Metadata = config.Duration(meta)
+		}
+		c.Routes = append(c.Routes, cr)
+	}
+	c.Global.Backend = "none"
+	if cfg.global != nil {
+		c.Global.Backend = "dir" // replaced by cfg.global
+	}
+	c.Limits.MaxUploadSize = config.Size(cfg.maxUpload)
+	c.Limits.FillIdleTimeout = config.Duration(cfg.fillIdle)
+	// A stop is a restart: requests in progress are broken at once.
+	c.Server.ShutdownGrace = config.Duration(time.Nanosecond)
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // stop shuts the node down as a restart would: server, fills, store.
 func (n *node) stop() {
-	if n.srv == nil {
+	if n.cancel == nil {
 		return
 	}
-	// A restart: connections are cut, requests in progress broken.
-	cut, cancelCut := context.WithCancel(context.Background())
-	cancelCut()
-	_ = n.srv.Shutdown(cut)
-	<-n.served
-	n.stopWriteBehind()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = n.engine.Close(ctx)
-	_ = n.store.Close()
-	n.srv = nil
+	n.cancel()
+	<-n.done
+	n.cancel = nil
 }
 
 // metric reads a counter of the node's registry; labels are name, value
@@ -185,7 +168,7 @@ func (n *node) metric(t *testing.T, name string, labels ...string) float64 {
 	for i := 0; i+1 < len(labels); i += 2 {
 		want[labels[i]] = labels[i+1]
 	}
-	return testkit.Metric(t, n.reg, name, want)
+	return testkit.Metric(t, n.n.Metrics(), name, want)
 }
 
 // response is what a client got.

@@ -37,7 +37,7 @@ func reqStream(t *testing.T, method, url string, body []byte, hdr ...string) res
 // sessions lists the upload files a node holds.
 func sessions(t *testing.T, n *node) []string {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(n.dir, "uploads"))
+	entries, err := os.ReadDir(filepath.Join(n.dir, "local", "uploads"))
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestUploadSizeLimit(t *testing.T) {
 // touched, and the push finishes once it fits. The disk is a real tmpfs
 // that fills up, under the node's upload directory.
 func TestUploadDiskFull(t *testing.T) {
-	root, child := testkit.Tmpfs(t, "uploads", 256<<10)
+	root, child := testkit.Tmpfs(t, filepath.Join("local", "uploads"), 256<<10)
 	if !child {
 		return
 	}
