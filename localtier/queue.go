@@ -49,12 +49,13 @@ func (s *Store) queueLen() *queueLen {
 // Enqueue adds item to the durable queue; an item already queued stays
 // queued once, with its first time.
 func (s *Store) Enqueue(ctx context.Context, item string) error {
-	return s.changeQueue("enqueue", item, true)
+	return s.changeQueue("enqueue", item, true, nil)
 }
 
-// changeQueue adds (add) or removes item, keeping the count in step; adding
-// a queued item or removing a missing one changes nothing.
-func (s *Store) changeQueue(op, item string, add bool) error {
+// changeQueue adds (add) or removes item, and makes the writes of more, in
+// one transaction, keeping the count in step; adding a queued item or
+// removing a missing one changes nothing.
+func (s *Store) changeQueue(op, item string, add bool, more func(*badger.Txn) error) error {
 	if err := validName("queue item", item); err != nil {
 		return err
 	}
@@ -67,8 +68,10 @@ func (s *Store) changeQueue(op, item string, add bool) error {
 	defer ql.mu.Unlock()
 	changed := false
 	err := s.db.Update(func(txn *badger.Txn) (err error) {
-		changed, err = s.queueTxn(txn, item, add)
-		return err
+		if changed, err = s.queueTxn(txn, item, add); err != nil || more == nil {
+			return err
+		}
+		return more(txn)
 	})
 	if err != nil {
 		return fmt.Errorf("localtier: %s %q: %w", op, item, err)
@@ -156,7 +159,7 @@ func (s *Store) Queued(ctx context.Context, after string, limit int) ([]QueueIte
 
 // Dequeue removes item from the queue; a missing item is no error.
 func (s *Store) Dequeue(ctx context.Context, item string) error {
-	return s.changeQueue("dequeue", item, false)
+	return s.changeQueue("dequeue", item, false, nil)
 }
 
 // QueueLen returns how many items are queued.
@@ -188,29 +191,10 @@ type DeadLetter struct {
 // Bury moves item from the queue to the dead letters, with the reason, in
 // one transaction. An item that is not queued is buried all the same.
 func (s *Store) Bury(ctx context.Context, item, reason string) error {
-	if err := validName("queue item", item); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
-		return err
-	}
-	defer s.end()
-	ql := s.queueLen()
-	ql.mu.Lock()
-	defer ql.mu.Unlock()
-	removed := false
-	err := s.db.Update(func(txn *badger.Txn) (err error) {
-		if removed, err = s.queueTxn(txn, item, false); err != nil {
-			return err
-		}
+	return s.changeQueue("bury", item, false, func(txn *badger.Txn) error {
 		val := binary.AppendVarint(nil, s.clock().UnixNano())
 		return txn.Set([]byte(prefixDead+item), append(val, reason...))
 	})
-	if err != nil {
-		return fmt.Errorf("localtier: bury %q: %w", item, err)
-	}
-	ql.count(removed, false)
-	return nil
 }
 
 // DeadLetters returns up to limit dead letters, in key order.
