@@ -5,10 +5,10 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/edgeregistry/edge/internal/origintest"
-	"github.com/edgeregistry/edge/internal/s3test"
 	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/storjtier"
 )
@@ -19,16 +19,7 @@ import (
 // tier; every one is counted in edge_global_errors_total.
 func TestHostedAnswersUnavailableWhileTheGlobalTierIsDown(t *testing.T) {
 	t.Parallel()
-	endpoint := s3test.Start(t)
-	store := origintest.NewProxy(t, endpoint)
-	global, err := storjtier.NewS3(storjtier.S3Config{
-		Endpoint: store.URL, Bucket: "edge-global", Region: s3test.Region,
-		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey, PathStyle: true,
-		Timeouts: storjtier.Timeouts{Metadata: 500 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	global, store := newS3Global(t, storjtier.Timeouts{Metadata: 500 * time.Millisecond})
 	n := newNode(t, nodeConfig{global: global, region: "eu-west"})
 	img := origintest.PushImage(t, n.URL, "team/app", "v1", 1, 4096)
 	pullImage(t, n, "team/app", "v1", img)
@@ -57,19 +48,7 @@ func TestHostedAnswersUnavailableWhileTheGlobalTierIsDown(t *testing.T) {
 // serves the image.
 func TestHostedManifestsAnswerUnavailableWhileTheGlobalTierIsDown(t *testing.T) {
 	t.Parallel()
-	store := origintest.NewProxy(t, s3test.Start(t))
-	global, err := storjtier.NewS3(storjtier.S3Config{
-		Endpoint: store.URL, Bucket: "edge-global", Region: s3test.Region,
-		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey, PathStyle: true,
-		Timeouts: storjtier.Timeouts{Metadata: 500 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := newClock()
-	a := newNode(t, nodeConfig{global: global, region: "eu-west", clock: clk})
-	img := origintest.PushImage(t, a.URL, "team/app", "v1", 1, 4096)
-	b := newNode(t, nodeConfig{global: global, region: "us-east", clock: clk})
+	b, img, store, clk := pushedInAnotherRegion(t)
 
 	store.FailStatus(origintest.AnyRequest, http.StatusServiceUnavailable, 0)
 	byTag := b.URL + "/v2/team/app/manifests/v1"
@@ -94,19 +73,7 @@ func TestHostedManifestsAnswerUnavailableWhileTheGlobalTierIsDown(t *testing.T) 
 // manifest it served names the blob. Once the tier is back, the blobs come.
 func TestHostedBlobsAnswerUnavailableWhileTheGlobalTierIsDown(t *testing.T) {
 	t.Parallel()
-	store := origintest.NewProxy(t, s3test.Start(t))
-	global, err := storjtier.NewS3(storjtier.S3Config{
-		Endpoint: store.URL, Bucket: "edge-global", Region: s3test.Region,
-		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey, PathStyle: true,
-		Timeouts: storjtier.Timeouts{Metadata: 500 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := newClock()
-	a := newNode(t, nodeConfig{global: global, region: "eu-west", clock: clk})
-	img := origintest.PushImage(t, a.URL, "team/app", "v1", 1, 4096)
-	b := newNode(t, nodeConfig{global: global, region: "us-east", clock: clk})
+	b, img, store, clk := pushedInAnotherRegion(t)
 	if r := do(t, http.MethodGet, b.URL+"/v2/team/app/manifests/v1", "Accept", allManifestTypes); r.Status != http.StatusOK {
 		t.Fatalf("manifest with the global tier up: %d %s", r.Status, r.Body)
 	}
@@ -123,4 +90,17 @@ func TestHostedBlobsAnswerUnavailableWhileTheGlobalTierIsDown(t *testing.T) {
 		return do(t, http.MethodGet, layer).Status == http.StatusOK
 	})
 	pullImage(t, b, "team/app", "v1", img)
+}
+
+// pushedInAnotherRegion pushes an image to team/app:v1 through region
+// eu-west and returns region us-east, which has read nothing yet, with the
+// proxy in front of the global tier they share and their clock.
+func pushedInAnotherRegion(t *testing.T) (*node, v1.Image, *origintest.Proxy, *clock) {
+	t.Helper()
+	global, store := newS3Global(t, storjtier.Timeouts{Metadata: 500 * time.Millisecond})
+	clk := newClock()
+	a := newNode(t, nodeConfig{global: global, region: "eu-west", clock: clk})
+	img := origintest.PushImage(t, a.URL, "team/app", "v1", 1, 4096)
+	b := newNode(t, nodeConfig{global: global, region: "us-east", clock: clk})
+	return b, img, store, clk
 }

@@ -142,13 +142,13 @@ func TestCorruptGlobalBlobIsNotServed(t *testing.T) {
 
 // newS3Global starts a real S3 server with a fault proxy in front of it and
 // returns a backend that talks through the proxy.
-func newS3Global(t *testing.T) (storjtier.Backend, *origintest.Proxy) {
+func newS3Global(t *testing.T, timeouts storjtier.Timeouts) (storjtier.Backend, *origintest.Proxy) {
 	t.Helper()
 	endpoint := s3test.Start(t)
 	proxy := origintest.NewProxy(t, endpoint)
 	b, err := storjtier.NewS3(storjtier.S3Config{
 		Endpoint: proxy.URL, Bucket: "edge-global", Region: s3test.Region,
-		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey, PathStyle: true,
+		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey, PathStyle: true, Timeouts: timeouts,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +160,7 @@ func TestWriteBehindSurvivesOutageAndRestart(t *testing.T) {
 	t.Parallel()
 	origin := origintest.NewRegistry(t)
 	proxy := origintest.NewProxy(t, origin.URL)
-	global, globalProxy := newS3Global(t)
+	global, globalProxy := newS3Global(t, storjtier.Timeouts{})
 	clk := newClock()
 	img := origintest.PushImage(t, origin.URL, "library/app", "v1", 2, 512<<10)
 	dirA := t.TempDir()
