@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeregistry/edge/internal/origintest"
+	"github.com/opencontainers/go-digest"
 )
 
 // rawGet sends a GET on a connection of its own and returns the
@@ -55,19 +56,7 @@ func TestStopDrainsWhileAFillIsSlow(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			origin := origintest.NewRegistry(t)
-			proxy := origintest.NewProxy(t, origin.URL)
-			data, d := origintest.PushRandomBlob(t, origin.URL, "library/app", 256<<10)
-			gate := proxy.Hold(origintest.BlobGets, 64<<10)
-			defer gate.Release()
-			tn := runTestNode(t, `
-listen: "127.0.0.1:0"
-admin_listen: "127.0.0.1:0"
-data_dir: `+t.TempDir()+`
-routes: [{name: docker.io, origin: "`+proxy.URL+`", default: true}]
-global: {backend: none}
-server: {shutdown_grace: 1h}
-`)
+			tn, data, d, gate := slowPullNode(t, `"127.0.0.1:0"`, "{shutdown_grace: 1h}")
 			pull, br := rawGet(t, tn.api, "/v2/library/app/blobs/"+d.String())
 			<-gate.Reached()
 			res, err := http.ReadResponse(br, nil)
@@ -106,24 +95,34 @@ server: {shutdown_grace: 1h}
 	}
 }
 
+// slowPullNode runs a node in front of an origin that holds a 256 KiB blob
+// of library/app, whose GETs stop after 64 KiB until the gate is released
+// (at the end of the test at the latest). admin and server are the YAML
+// values of the node's admin_listen and server.
+func slowPullNode(t *testing.T, admin, server string) (*testNode, []byte, digest.Digest, *origintest.Gate) {
+	t.Helper()
+	origin := origintest.NewRegistry(t)
+	proxy := origintest.NewProxy(t, origin.URL)
+	data, d := origintest.PushRandomBlob(t, origin.URL, "library/app", 256<<10)
+	gate := proxy.Hold(origintest.BlobGets, 64<<10)
+	t.Cleanup(gate.Release)
+	tn := runTestNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: `+admin+`
+data_dir: `+t.TempDir()+`
+routes: [{name: docker.io, origin: "`+proxy.URL+`", default: true}]
+global: {backend: none}
+server: `+server+`
+`)
+	return tn, data, d, gate
+}
+
 // The configured connection limit holds: with the one connection allowed
 // busy with a pull, another is answered at once with a 503 and an OCI
 // error.
 func TestConnectionLimitFromConfig(t *testing.T) {
 	t.Parallel()
-	origin := origintest.NewRegistry(t)
-	proxy := origintest.NewProxy(t, origin.URL)
-	_, d := origintest.PushRandomBlob(t, origin.URL, "library/app", 256<<10)
-	gate := proxy.Hold(origintest.BlobGets, 64<<10)
-	defer gate.Release()
-	tn := runTestNode(t, `
-listen: "127.0.0.1:0"
-admin_listen: ""
-data_dir: `+t.TempDir()+`
-routes: [{name: docker.io, origin: "`+proxy.URL+`", default: true}]
-global: {backend: none}
-server: {max_connections: 1}
-`)
+	tn, _, d, gate := slowPullNode(t, `""`, "{max_connections: 1}")
 	busy, _ := rawGet(t, tn.api, "/v2/library/app/blobs/"+d.String())
 	defer busy.Close()
 	<-gate.Reached()
