@@ -59,49 +59,44 @@ func put(path string) string {
 // ones are served again.
 func TestConnectionLimitRefusesTheExcess(t *testing.T) {
 	t.Parallel()
-	for _, m := range modes {
-		t.Run(m.name, func(t *testing.T) {
-			t.Parallel()
-			h := newHolding()
-			defer h.free()
-			n := startMode(t, m.lean, h, WithMaxConns(2))
-			// One busy on each path of the lean loop: its own, and handed off.
-			busyGet, busyPut := dial(t, n.addr), dial(t, n.addr)
-			busyGet.send(get("/hold"))
-			busyPut.send(put("/hold"))
-			<-h.entered
-			<-h.entered
+	eachMode(t, func(t *testing.T, lean bool, h *holding) {
+		n := startMode(t, lean, h, WithMaxConns(2))
+		// One busy on each path of the lean loop: its own, and handed off.
+		busyGet, busyPut := dial(t, n.addr), dial(t, n.addr)
+		busyGet.send(get("/hold"))
+		busyPut.send(put("/hold"))
+		<-h.entered
+		<-h.entered
 
-			extra := dial(t, n.addr)
-			extra.send(get("/ok"))
-			resp, body := extra.read("GET")
-			if resp.StatusCode != http.StatusServiceUnavailable || !resp.Close ||
-				!strings.Contains(body, `"code":"UNAVAILABLE"`) || resp.Header.Get("Content-Type") != "application/json; charset=utf-8" {
-				t.Fatalf("over the limit: %d %q (close %v), want a 503 with an OCI error", resp.StatusCode, body, resp.Close)
-			}
-			_ = extra.conn.Close()
-			if got := testkit.Metric(t, n.reg, "edge_http_connections_refused_total", nil); got != 1 {
-				t.Errorf("refused: %v, want 1", got)
-			}
-			if got := testkit.Metric(t, n.reg, "edge_http_connections_open", nil); got != 2 {
-				t.Errorf("open: %v, want 2", got)
-			}
+		extra := dial(t, n.addr)
+		extra.send(get("/ok"))
+		resp, body := extra.read("GET")
+		if resp.StatusCode != http.StatusServiceUnavailable || !resp.Close ||
+			!strings.Contains(body, `"code":"UNAVAILABLE"`) || resp.Header.Get("Content-Type") != "application/json; charset=utf-8" {
+			t.Fatalf("over the limit: %d %q (close %v), want a 503 with an OCI error", resp.StatusCode, body, resp.Close)
+		}
+		_ = extra.conn.Close()
+		if got := testkit.Metric(t, n.reg, "edge_http_connections_refused_total", nil); got != 1 {
+			t.Errorf("refused: %v, want 1", got)
+		}
+		if got := testkit.Metric(t, n.reg, "edge_http_connections_open", nil); got != 2 {
+			t.Errorf("open: %v, want 2", got)
+		}
 
-			h.free()
-			for _, c := range []*client{busyGet, busyPut} {
-				if resp, _ := c.read("GET"); resp.StatusCode != http.StatusOK {
-					t.Errorf("a request held at the limit: %d", resp.StatusCode)
-				}
-				_ = c.conn.Close()
+		h.free()
+		for _, c := range []*client{busyGet, busyPut} {
+			if resp, _ := c.read("GET"); resp.StatusCode != http.StatusOK {
+				t.Errorf("a request held at the limit: %d", resp.StatusCode)
 			}
-			testkit.Eventually(t, "the closed connections give their places back", func() bool { return n.srv.open.Load() == 0 })
-			again := dial(t, n.addr)
-			again.send(get("/ok"))
-			if resp, body := again.read("GET"); resp.StatusCode != http.StatusOK || body != "GET /ok" {
-				t.Errorf("under the limit again: %d %q", resp.StatusCode, body)
-			}
-		})
-	}
+			_ = c.conn.Close()
+		}
+		testkit.Eventually(t, "the closed connections give their places back", func() bool { return n.srv.open.Load() == 0 })
+		again := dial(t, n.addr)
+		again.send(get("/ok"))
+		if resp, body := again.read("GET"); resp.StatusCode != http.StatusOK || body != "GET /ok" {
+			t.Errorf("under the limit again: %d %q", resp.StatusCode, body)
+		}
+	})
 }
 
 // At the limit, a connection waiting for its next request is closed to
@@ -264,33 +259,28 @@ func TestTLSUnderTheLimit(t *testing.T) {
 // a time on every place does not lock everyone out.
 func TestBegunHeaderMakesRoom(t *testing.T) {
 	t.Parallel()
-	for _, m := range modes {
-		t.Run(m.name, func(t *testing.T) {
-			t.Parallel()
-			h := newHolding()
-			defer h.free()
-			n := startMode(t, m.lean, h, WithMaxConns(4))
-			// Each sends a whole request and the first bytes of the next in
-			// one write: once the answer has come, the server has read them.
-			// "P" is handed to the fallback by the lean loop.
-			for _, next := range []string{"G", "GET /", "GET /ok HTTP/1.1\r\nHost: ed", "P"} {
-				c := dial(t, n.addr)
-				c.send(get("/ok") + next)
-				if resp, _ := c.read("GET"); resp.StatusCode != http.StatusOK {
-					t.Fatalf("first request: %d", resp.StatusCode)
-				}
-			}
-			testkit.Eventually(t, "the four connections wait for the rest of a header", func() bool { return n.srv.idle.Load() == 4 })
+	eachMode(t, func(t *testing.T, lean bool, h *holding) {
+		n := startMode(t, lean, h, WithMaxConns(4))
+		// Each sends a whole request and the first bytes of the next in
+		// one write: once the answer has come, the server has read them.
+		// "P" is handed to the fallback by the lean loop.
+		for _, next := range []string{"G", "GET /", "GET /ok HTTP/1.1\r\nHost: ed", "P"} {
 			c := dial(t, n.addr)
-			c.send(get("/ok"))
-			if resp, body := c.read("GET"); resp.StatusCode != http.StatusOK || body != "GET /ok" {
-				t.Fatalf("a new connection: %d %q, want one of the begun headers closed to make room", resp.StatusCode, body)
+			c.send(get("/ok") + next)
+			if resp, _ := c.read("GET"); resp.StatusCode != http.StatusOK {
+				t.Fatalf("first request: %d", resp.StatusCode)
 			}
-			if got := testkit.Metric(t, n.reg, "edge_http_connections_idle_closed_total", nil); got != 1 {
-				t.Errorf("idle closed: %v, want 1", got)
-			}
-		})
-	}
+		}
+		testkit.Eventually(t, "the four connections wait for the rest of a header", func() bool { return n.srv.idle.Load() == 4 })
+		c := dial(t, n.addr)
+		c.send(get("/ok"))
+		if resp, body := c.read("GET"); resp.StatusCode != http.StatusOK || body != "GET /ok" {
+			t.Fatalf("a new connection: %d %q, want one of the begun headers closed to make room", resp.StatusCode, body)
+		}
+		if got := testkit.Metric(t, n.reg, "edge_http_connections_idle_closed_total", nil); got != 1 {
+			t.Errorf("idle closed: %v, want 1", got)
+		}
+	})
 }
 
 // dialFrom dials addr from the loopback address from (127.0.0.0/8 is all
@@ -312,45 +302,40 @@ func dialFrom(t *testing.T, from, addr string) *client {
 // with a 503; other addresses are served.
 func TestOneClientCannotTakeEveryPlace(t *testing.T) {
 	t.Parallel()
-	for _, m := range modes {
-		t.Run(m.name, func(t *testing.T) {
-			t.Parallel()
-			h := newHolding()
-			defer h.free()
-			n := startMode(t, m.lean, h, WithMaxConns(4), WithMaxConnsPerClient(2))
-			idle := dialFrom(t, "127.0.0.1", n.addr)
-			idle.send(get("/ok"))
-			if resp, _ := idle.read("GET"); resp.StatusCode != http.StatusOK {
-				t.Fatalf("first request: %d", resp.StatusCode)
-			}
-			testkit.Eventually(t, "the first connection waits for its next request", func() bool { return n.srv.idle.Load() == 1 })
-			for range 2 {
-				c := dialFrom(t, "127.0.0.1", n.addr)
-				c.send(get("/hold"))
-				<-h.entered
-			}
-			if !idle.closed() {
-				t.Fatal("the client's idle connection was kept while its new one needed its place")
-			}
+	eachMode(t, func(t *testing.T, lean bool, h *holding) {
+		n := startMode(t, lean, h, WithMaxConns(4), WithMaxConnsPerClient(2))
+		idle := dialFrom(t, "127.0.0.1", n.addr)
+		idle.send(get("/ok"))
+		if resp, _ := idle.read("GET"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("first request: %d", resp.StatusCode)
+		}
+		testkit.Eventually(t, "the first connection waits for its next request", func() bool { return n.srv.idle.Load() == 1 })
+		for range 2 {
+			c := dialFrom(t, "127.0.0.1", n.addr)
+			c.send(get("/hold"))
+			<-h.entered
+		}
+		if !idle.closed() {
+			t.Fatal("the client's idle connection was kept while its new one needed its place")
+		}
 
-			extra := dialFrom(t, "127.0.0.1", n.addr)
-			extra.send(get("/ok"))
-			resp, body := extra.read("GET")
-			if resp.StatusCode != http.StatusServiceUnavailable || !resp.Close || resp.Header.Get("Retry-After") == "" ||
-				!strings.Contains(body, `"code":"UNAVAILABLE"`) {
-				t.Fatalf("past the client's share: %d %q, want a 503 with an OCI error", resp.StatusCode, body)
-			}
-			if got := testkit.Metric(t, n.reg, "edge_http_connections_refused_total", map[string]string{"limit": "client"}); got != 1 {
-				t.Errorf("refused past the client's share: %v, want 1", got)
-			}
+		extra := dialFrom(t, "127.0.0.1", n.addr)
+		extra.send(get("/ok"))
+		resp, body := extra.read("GET")
+		if resp.StatusCode != http.StatusServiceUnavailable || !resp.Close || resp.Header.Get("Retry-After") == "" ||
+			!strings.Contains(body, `"code":"UNAVAILABLE"`) {
+			t.Fatalf("past the client's share: %d %q, want a 503 with an OCI error", resp.StatusCode, body)
+		}
+		if got := testkit.Metric(t, n.reg, "edge_http_connections_refused_total", map[string]string{"limit": "client"}); got != 1 {
+			t.Errorf("refused past the client's share: %v, want 1", got)
+		}
 
-			other := dialFrom(t, "127.0.0.2", n.addr)
-			other.send(get("/ok"))
-			if resp, body := other.read("GET"); resp.StatusCode != http.StatusOK || body != "GET /ok" {
-				t.Fatalf("another address: %d %q, want it served", resp.StatusCode, body)
-			}
-		})
-	}
+		other := dialFrom(t, "127.0.0.2", n.addr)
+		other.send(get("/ok"))
+		if resp, body := other.read("GET"); resp.StatusCode != http.StatusOK || body != "GET /ok" {
+			t.Fatalf("another address: %d %q, want it served", resp.StatusCode, body)
+		}
+	})
 }
 
 func TestDefaultMaxConnsPerClient(t *testing.T) {

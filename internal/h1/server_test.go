@@ -58,6 +58,20 @@ var modes = []struct {
 	lean bool
 }{{"lean", true}, {"net_http", false}}
 
+// eachMode runs test in a parallel subtest for each way of serving: the
+// lean loop in front of net/http, and net/http alone, with a handler that
+// holds requests until the test ends.
+func eachMode(t *testing.T, test func(t *testing.T, lean bool, h *holding)) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHolding()
+			defer h.free()
+			test(t, m.lean, h)
+		})
+	}
+}
+
 func serveWith(t testing.TB, lean http.Handler, fallback *http.Server, opts ...Option) *node {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -16,52 +16,47 @@ import (
 // finish; Drain returns once they have, and Shutdown then stops it.
 func TestDrain(t *testing.T) {
 	t.Parallel()
-	for _, m := range modes {
-		t.Run(m.name, func(t *testing.T) {
-			t.Parallel()
-			h := newHolding()
-			defer h.free()
-			n := startMode(t, m.lean, h)
-			idle := dial(t, n.addr)
-			idle.send(get("/ok"))
-			idle.read("GET")
-			testkit.Eventually(t, "the first connection waits for its next request", func() bool { return n.srv.idle.Load() == 1 })
-			busy := dial(t, n.addr)
-			busy.send(get("/hold"))
-			<-h.entered
+	eachMode(t, func(t *testing.T, lean bool, h *holding) {
+		n := startMode(t, lean, h)
+		idle := dial(t, n.addr)
+		idle.send(get("/ok"))
+		idle.read("GET")
+		testkit.Eventually(t, "the first connection waits for its next request", func() bool { return n.srv.idle.Load() == 1 })
+		busy := dial(t, n.addr)
+		busy.send(get("/hold"))
+		<-h.entered
 
-			drained := make(chan error, 1)
-			go func() { drained <- n.srv.Drain(context.Background()) }()
-			if !idle.closed() {
-				t.Error("Drain left an idle connection open")
-			}
-			late := dial(t, n.addr)
-			time.Sleep(50 * time.Millisecond) // Drain looks at its connections meanwhile; not a timing check
-			late.send(get("/late"))
-			resp, body := late.read("GET")
-			if resp.StatusCode != http.StatusOK || body != "GET /late" || !resp.Close {
-				t.Errorf("a new connection while draining: %d %q, Connection: close %v; want it answered, and closed", resp.StatusCode, body, resp.Close)
-			}
-			select {
-			case err := <-drained:
-				t.Fatalf("Drain returned (%v) with a request in progress", err)
-			default:
-			}
+		drained := make(chan error, 1)
+		go func() { drained <- n.srv.Drain(context.Background()) }()
+		if !idle.closed() {
+			t.Error("Drain left an idle connection open")
+		}
+		late := dial(t, n.addr)
+		time.Sleep(50 * time.Millisecond) // Drain looks at its connections meanwhile; not a timing check
+		late.send(get("/late"))
+		resp, body := late.read("GET")
+		if resp.StatusCode != http.StatusOK || body != "GET /late" || !resp.Close {
+			t.Errorf("a new connection while draining: %d %q, Connection: close %v; want it answered, and closed", resp.StatusCode, body, resp.Close)
+		}
+		select {
+		case err := <-drained:
+			t.Fatalf("Drain returned (%v) with a request in progress", err)
+		default:
+		}
 
-			h.free()
-			if resp, body := busy.read("GET"); body != "GET /hold" || !resp.Close {
-				t.Errorf("the request in progress: %q, Connection: close %v", body, resp.Close)
-			}
-			if err := <-drained; err != nil {
-				t.Errorf("Drain: %v", err)
-			}
-			n.stop(t)
-			if c, err := net.Dial("tcp", n.addr); err == nil {
-				_ = c.Close()
-				t.Error("the listener accepts after Shutdown")
-			}
-		})
-	}
+		h.free()
+		if resp, body := busy.read("GET"); body != "GET /hold" || !resp.Close {
+			t.Errorf("the request in progress: %q, Connection: close %v", body, resp.Close)
+		}
+		if err := <-drained; err != nil {
+			t.Errorf("Drain: %v", err)
+		}
+		n.stop(t)
+		if c, err := net.Dial("tcp", n.addr); err == nil {
+			_ = c.Close()
+			t.Error("the listener accepts after Shutdown")
+		}
+	})
 }
 
 // closeHookListener calls onClose as its first connection closes.
