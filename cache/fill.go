@@ -217,6 +217,11 @@ func (e *Engine) diskFailed(f *fill, err error, written int, op string) {
 	f.mu.Unlock()
 	e.m.writeFailure.WithLabelValues("blob").Inc()
 	e.log.Warn("local tier failed a fill; streaming the blob uncached", "digest", f.d, "op", op, "at", f.onDisk, "err", err)
+	e.fillMu.Lock()
+	if f.readers == 0 && f.cancel != nil { // uncached and unread: nothing to go on for
+		e.abandonLocked(f)
+	}
+	e.fillMu.Unlock()
 	if aerr := f.w.Abort(); aerr != nil {
 		e.log.Warn("cannot remove a failed fill", "digest", f.d, "err", aerr)
 	}

@@ -32,6 +32,9 @@ type fakeGlobal struct {
 	data    []byte
 	d       digest.Digest
 	pauseAt int64 // < 0: never
+	// stubborn pauses ignore the reader's context, as a network read that
+	// notices a cancel late: only release ends them.
+	stubborn bool
 	paused  chan struct{}
 	release chan struct{}
 	once    sync.Once
@@ -74,9 +77,13 @@ func (r *pausingReader) Read(p []byte) (int, error) {
 	}
 	if r.off == g.pauseAt {
 		g.once.Do(func() { close(g.paused) })
+		done := r.ctx.Done()
+		if g.stubborn {
+			done = nil
+		}
 		select {
 		case <-g.release:
-		case <-r.ctx.Done():
+		case <-done:
 			return 0, r.ctx.Err()
 		}
 	}

@@ -46,9 +46,8 @@ func (e *Engine) globalUp() bool {
 	if !g.down {
 		return true
 	}
-	if !g.probing && !e.now().Before(g.until) {
+	if !g.probing && !e.now().Before(g.until) && e.addWork() {
 		g.probing = true
-		e.wg.Add(1)
 		go e.probeGlobal()
 	}
 	return false

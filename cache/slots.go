@@ -122,10 +122,16 @@ var errAbandoned = errors.New("cache: fill abandoned by its readers")
 // new one starts: it tries the disk again. Starting one takes a slot of the
 // request's client: a request that finds none waits, joining the fill of d
 // if another request starts it meanwhile, and takes the slot of a fill that
-// nobody reads any more. It waits at most the fill idle timeout.
+// nobody reads any more (one fill at most). A request that waits on the
+// node's total for longer than the slot wait gets ErrFillsBusy; one that
+// waits on its client's own share waits as long as its client does.
 func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (f *fill, started bool, err error) {
 	client := clientOf(ctx)
-	var timedOut chan struct{}
+	var (
+		timer   <-chan struct{} // closed when the slot wait is spent
+		expired bool
+		victim  *fill // the fill this request stopped for its slot
+	)
 	for {
 		if f, err := e.joinFill(d); f != nil || err != nil {
 			return f, false, err
@@ -137,11 +143,15 @@ func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d d
 		if ok {
 			return e.startFill(ctx, client, rt, repo, d)
 		}
-		e.yieldAbandoned(client, shareFull)
-		if timedOut == nil {
-			timedOut = make(chan struct{})
-			timer := e.afterFunc(e.slotWait, func() { close(timedOut) })
-			defer timer.Stop()
+		if expired && !shareFull {
+			return nil, false, fmt.Errorf("cache: %s waited %v for a fill slot: %w", client, e.slotWait, ErrFillsBusy)
+		}
+		victim = e.yieldAbandoned(client, shareFull, victim)
+		if timer == nil && !expired {
+			timedOut := make(chan struct{})
+			t := e.afterFunc(e.slotWait, func() { close(timedOut) })
+			defer t.Stop()
+			timer = timedOut
 			e.m.fillWaiters.Inc()
 			defer e.m.fillWaiters.Dec()
 		}
@@ -151,8 +161,10 @@ func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d d
 			return nil, false, context.Cause(ctx)
 		case <-e.base.Done():
 			return nil, false, errShutdown
-		case <-timedOut:
-			return nil, false, fmt.Errorf("cache: %s waited %v for a fill slot: %w", client, e.slotWait, ErrFillsBusy)
+		case <-timer:
+			// Only a node at its limit answers busy: a client at its own
+			// share waits for its own fills as long as it likes.
+			expired, timer = true, nil
 		}
 	}
 }
@@ -170,7 +182,7 @@ func (e *Engine) joinFill(d digest.Digest) (*fill, error) {
 }
 
 func (e *Engine) joinFillLocked(d digest.Digest) *fill {
-	if f := e.fills[d]; f != nil && f.joinable() {
+	if f := e.fills[d]; f != nil && !f.yielded && f.joinable() {
 		e.m.coalesced.Inc()
 		f.readers++
 		return f
@@ -212,7 +224,7 @@ func (e *Engine) startFill(ctx context.Context, client string, rt *policy.Route,
 	f.cancel = cancel
 	e.fills[d] = f
 	e.running[f] = struct{}{}
-	e.wg.Add(1)
+	e.wg.Add(1) // Close, which waits for it, cannot have begun: e.closed
 	handedOff = true
 	go func() {
 		defer e.slots.release(client)
@@ -237,18 +249,45 @@ func (e *Engine) leave(f *fill) {
 	passThrough := !f.diskOK
 	f.mu.Unlock()
 	if passThrough {
-		f.yielded = true
-		f.cancel(errAbandoned)
+		e.abandonLocked(f)
 	}
 	e.slots.notify()
 }
 
-// yieldAbandoned stops one fill that nobody reads, so that its slot goes to
-// a waiting request of client: one of the client's own when its share is
-// what is full, else one of the client that holds the most slots.
-func (e *Engine) yieldAbandoned(client string, shareFull bool) {
+// abandonLocked stops fill f, which nobody reads: no new reader joins it,
+// and a new fill of its blob may start while it winds down (it still holds
+// its slot until then). e.fillMu is held.
+func (e *Engine) abandonLocked(f *fill) {
+	f.yielded = true
+	if e.fills[f.d] == f {
+		delete(e.fills, f.d)
+	}
+	f.cancel(errAbandoned)
+}
+
+// addWork counts one more goroutine that Close waits for, unless Close has
+// begun: then it reports false and nothing may start.
+func (e *Engine) addWork() bool {
 	e.fillMu.Lock()
 	defer e.fillMu.Unlock()
+	if e.closed {
+		return false
+	}
+	e.wg.Add(1)
+	return true
+}
+
+// yieldAbandoned stops one fill that nobody reads, so that its slot goes to
+// a waiting request of client: one of the client's own when its share is
+// what is full, else one of the client that holds the most slots. A
+// request stops one fill at most: while prev, the one it stopped before,
+// still winds down, it stops no other. It returns the fill stopped.
+func (e *Engine) yieldAbandoned(client string, shareFull bool, prev *fill) *fill {
+	e.fillMu.Lock()
+	defer e.fillMu.Unlock()
+	if _, running := e.running[prev]; prev != nil && running {
+		return prev
+	}
 	var victim *fill
 	most := 0
 	for f := range e.running {
@@ -260,7 +299,7 @@ func (e *Engine) yieldAbandoned(client string, shareFull bool) {
 		}
 	}
 	if victim != nil {
-		victim.yielded = true
-		victim.cancel(errAbandoned)
+		e.abandonLocked(victim)
 	}
+	return victim
 }

@@ -267,3 +267,102 @@ func TestCloseEndsTheWaitForASlot(t *testing.T) {
 		t.Fatalf("blob b fetched after Close: %v", b.opens())
 	}
 }
+
+// yielded reports whether fill slots have stopped the fill of g.
+func (r *slotRig) yielded(g *fakeGlobal) bool {
+	r.e.fillMu.Lock()
+	defer r.e.fillMu.Unlock()
+	for f := range r.e.running {
+		if f.d == g.d && f.yielded {
+			return true
+		}
+	}
+	return false
+}
+
+// abandon starts a fill of g for client and hangs up: the fill runs on
+// with no reader.
+func (r *slotRig) abandon(t *testing.T, client string, g *fakeGlobal) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _, _ = fetch(WithClient(ctx, client), r.e, g.d) }()
+	<-g.paused
+	cancel()
+	<-done
+	testkit.Eventually(t, "the fill to have no reader", func() bool {
+		r.e.fillMu.Lock()
+		defer r.e.fillMu.Unlock()
+		for f := range r.e.running {
+			if f.d == g.d && f.readers == 0 {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// A fill stopped for its slot may take a while to wind down (a network read
+// notices a cancel late): no new reader joins it meanwhile; a new fill of
+// the blob starts instead.
+func TestAStoppedFillIsNotJoined(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	r := newSlotRig(t, 2, 2, 1)
+	a, b := r.blobs[0], r.blobs[1]
+	a.stubborn = true
+	r.abandon(t, "x", a)
+	r.pull(ctx, "x:b", "x", b) // x's share is a's: a yields it
+	testkit.Eventually(t, "the fill of a to be stopped", func() bool { return r.yielded(a) })
+	r.pull(ctx, "z:a", "z", a)
+	testkit.Eventually(t, "z to fetch a anew", func() bool { return len(a.opens()) == 2 })
+	if n := counter(t, r.e.m.coalesced); n != 0 {
+		t.Fatalf("%v requests joined the stopped fill", n)
+	}
+	close(a.release)
+	close(b.release)
+	r.check(t, map[string]*fakeGlobal{"x:b": b, "z:a": a})
+}
+
+// A request that waits for a slot stops one abandoned fill at most, however
+// often it is woken while that fill winds down.
+func TestAWaiterStopsOneFillAtMost(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	r := newSlotRig(t, 4, 3, 2)
+	a, b, c, d := r.blobs[0], r.blobs[1], r.blobs[2], r.blobs[3]
+	a.stubborn, b.stubborn = true, true
+	r.abandon(t, "x", a)
+	r.abandon(t, "x", b)
+	r.pull(ctx, "x:c", "x", c) // x's share is full: one of a and b yields
+	testkit.Eventually(t, "one abandoned fill to be stopped", func() bool { return r.yielded(a) || r.yielded(b) })
+	r.pull(ctx, "y:d", "y", d) // wakes the waiter while the stopped fill winds down
+	<-d.paused
+	testkit.Eventually(t, "x:c to be woken by y's fill", func() bool { return r.waiters(t) == 1 })
+	if r.yielded(a) && r.yielded(b) {
+		t.Fatal("one waiter stopped both abandoned fills")
+	}
+	close(a.release)
+	close(b.release)
+	close(c.release)
+	close(d.release)
+	r.check(t, map[string]*fakeGlobal{"x:c": c, "y:d": d})
+}
+
+// A client at its own share waits for its own fills as long as it likes:
+// the slot wait ends in ErrFillsBusy only when the node's total is full.
+func TestAClientAtItsShareWaitsWithoutABusyAnswer(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	r := newSlotRig(t, 2, 2, 1)
+	a, b := r.blobs[0], r.blobs[1]
+	r.e.slotWait = r.e.fillIdle / 3 // so that a's idle timer stays far off
+	r.pull(ctx, "x:a", "x", a)
+	<-a.paused
+	r.pull(ctx, "x:b", "x", b)
+	testkit.Eventually(t, "x:b to wait", func() bool { return r.waiters(t) == 1 })
+	r.clock.Advance(r.e.slotWait)
+	close(a.release) // x's fill ends: x:b takes its slot
+	close(b.release)
+	r.check(t, map[string]*fakeGlobal{"x:a": a, "x:b": b})
+}
