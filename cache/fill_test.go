@@ -35,9 +35,9 @@ type fakeGlobal struct {
 	// stubborn pauses ignore the reader's context, as a network read that
 	// notices a cancel late: only release ends them.
 	stubborn bool
-	paused  chan struct{}
-	release chan struct{}
-	once    sync.Once
+	paused   chan struct{}
+	release  chan struct{}
+	once     sync.Once
 
 	mu      sync.Mutex
 	offsets []int64
