@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/upstream"
@@ -28,10 +30,30 @@ type Origin interface {
 	Tags(ctx context.Context, repo string, n int, last string) ([]string, string, error)
 }
 
+// Local is what the pull path needs from the local tier: blobs, the fill's
+// writer, manifests, tags, repository links and the write-behind queue;
+// *localtier.Store satisfies it.
+type Local interface {
+	StatBlob(ctx context.Context, d digest.Digest) (localtier.BlobInfo, error)
+	OpenBlob(ctx context.Context, d digest.Digest) (*os.File, localtier.BlobInfo, error)
+	NewBlobWriter(d digest.Digest) (*localtier.BlobWriter, error)
+	GetManifest(ctx context.Context, d digest.Digest) (localtier.Manifest, error)
+	PutManifest(ctx context.Context, d digest.Digest, m localtier.Manifest) error
+	GetTag(ctx context.Context, route, repo, tag string) (oci.TagRecord, error)
+	PutTag(ctx context.Context, route, repo, tag string, r oci.TagRecord) error
+	DeleteTag(ctx context.Context, route, repo, tag string) error
+	ListTags(ctx context.Context, route, repo string) ([]string, error)
+	Linked(ctx context.Context, route, repo string, d digest.Digest) (bool, error)
+	Link(ctx context.Context, route, repo string, ds ...digest.Digest) error
+	Enqueue(ctx context.Context, item string) error
+}
+
+var _ Local = (*localtier.Store)(nil)
+
 // Engine answers pulls from the tiers in order and fills the tiers above
 // the one that answered. It is safe for concurrent use.
 type Engine struct {
-	local   *localtier.Store
+	local   Local
 	global  Global            // nil: no global tier
 	origins map[string]Origin // by route name
 
@@ -128,7 +150,7 @@ func WithRegisterer(r prometheus.Registerer) Option {
 // New returns an engine over the local tier and the origins of the routes,
 // keyed by route name. Hosted routes have no origin. Options that cannot
 // work are an error.
-func New(local *localtier.Store, origins map[string]Origin, opts ...Option) (*Engine, error) {
+func New(local Local, origins map[string]Origin, opts ...Option) (*Engine, error) {
 	e := &Engine{
 		local:       local,
 		origins:     origins,
