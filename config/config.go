@@ -562,7 +562,8 @@ type Server struct {
 	// BodyTimeout has passed (1KiB).
 	MinBodyRate Size `yaml:"min_body_rate,omitempty"`
 	// SendTimeout cuts off a client that takes nothing of a response this
-	// long (60s); a slow client that keeps taking is not cut off.
+	// long, at the latest twice this long (60s); a slow client that keeps
+	// taking is not cut off.
 	SendTimeout Duration `yaml:"send_timeout,omitempty"`
 	// ShutdownGrace bounds a stop: the requests still in progress after it
 	// are broken (30s).

@@ -14,10 +14,6 @@ import (
 // os.ErrDeadlineExceeded.
 var ErrBodyTimeout = fmt.Errorf("request body too slow to arrive: %w", os.ErrDeadlineExceeded)
 
-// sendChunk is how much of a response one write deadline covers, when a
-// handler hands over a body (ReadFrom, sendfile) or a large write.
-const sendChunk = 64 << 10
-
 // guard wraps the fallback's handler with the body and send timeouts. A
 // request whose connection was closed to make room while its header was
 // coming is dropped: its place is another connection's now.
@@ -154,54 +150,41 @@ func (g *sendGuard) FlushError() error {
 // Unwrap lets http.ResponseController reach the connection.
 func (g *sendGuard) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 
-// writeChunks writes p to w a chunk at a time, calling renew before each.
+// writeChunks writes p to w, calling renew before each write: a write cut
+// off by its deadline after it moved some bytes is renewed and goes on with
+// the rest, so a client that keeps taking, however slowly, is not cut off,
+// and one that took nothing for the whole deadline ends the response.
 func writeChunks(w io.Writer, p []byte, renew func()) (int, error) {
 	var total int
-	for len(p) > 0 {
-		k := min(len(p), sendChunk)
+	for {
 		renew()
-		n, err := w.Write(p[:k])
+		n, err := w.Write(p)
 		total += n
-		if err != nil {
+		if !movedBeforeDeadline(n, err) {
 			return total, err
 		}
-		p = p[k:]
+		p = p[n:]
 	}
-	return total, nil
 }
 
-// sendChunks copies src to rf a chunk at a time, calling renew before
-// each, so that a write deadline covers a chunk, not the whole body. The
-// chunks of a LimitedReader over a file are LimitedReaders over that file,
-// which keeps the kernel's sendfile path.
+// sendChunks copies src to rf as writeChunks writes: each ReadFrom takes the
+// whole rest of the body, so a file goes to the socket in one sendfile
+// unless its client is slower than the deadline. A LimitedReader over a
+// file is handed over as it is, which keeps the kernel's sendfile path.
 func sendChunks(rf io.ReaderFrom, src io.Reader, renew func()) (int64, error) {
-	outer, limited := src.(*io.LimitedReader)
-	left := int64(-1) // unknown
-	if limited {
-		src, left = outer.R, outer.N
-	}
-	chunk := &io.LimitedReader{R: src}
 	var total int64
-	var err error
-	for left != 0 {
-		chunk.N = sendChunk
-		if left > 0 && left < sendChunk {
-			chunk.N = left
-		}
-		want := chunk.N
+	for {
 		renew()
-		var n int64
-		n, err = rf.ReadFrom(chunk)
+		n, err := rf.ReadFrom(src)
 		total += n
-		if left > 0 {
-			left -= n
-		}
-		if err != nil || n < want {
-			break // failed, or src ended
+		if !movedBeforeDeadline(int(n), err) {
+			return total, err
 		}
 	}
-	if limited {
-		outer.N = max(left, 0)
-	}
-	return total, err
+}
+
+// movedBeforeDeadline reports whether a send that returned n, err stopped
+// at its write deadline after moving bytes: the client is slow, not gone.
+func movedBeforeDeadline(n int, err error) bool {
+	return n > 0 && errors.Is(err, os.ErrDeadlineExceeded)
 }
