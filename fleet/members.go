@@ -1,0 +1,262 @@
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	rendezvous "github.com/dgryski/go-rendezvous"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/storjtier"
+)
+
+// Backend is what membership needs of the global tier's object store;
+// every storjtier.Backend satisfies it.
+type Backend interface {
+	Put(ctx context.Context, key string, r io.Reader, size int64, meta map[string]string) error
+	Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, storjtier.ObjectInfo, error)
+	List(ctx context.Context, prefix string, fn func(storjtier.ObjectInfo) error) error
+	Delete(ctx context.Context, key string) error
+}
+
+// Member is one node of the fleet as it announces itself.
+type Member struct {
+	ID     string    `json:"id"`     // unique in the fleet, stable across restarts
+	Region string    `json:"region"` // the region it serves
+	Peer   string    `json:"peer"`   // its peer listener, host:port
+	Beat   time.Time `json:"beat"`   // when it last announced itself
+}
+
+// prefix is where members announce themselves in the global tier: one
+// small object per node, prefix/<region>/<id>.
+const prefix = "fleet/members/"
+
+// maxRecord bounds a member record read back: a few hundred bytes.
+const maxRecord = 4 << 10
+
+// Membership keeps this node's announcement fresh and the live members of
+// the fleet known. It is safe for concurrent use.
+type Membership struct {
+	b    Backend
+	self Member
+	ttl  time.Duration
+	now  func() time.Time
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	live    map[string][]Member // by region, self included, sorted by ID
+	regions map[string]*rendezvous.Rendezvous
+}
+
+// Option configures a Membership.
+type Option func(*Membership)
+
+// WithTTL is how long a member counts as live after its last beat (default
+// 30s); announce at a third of it.
+func WithTTL(d time.Duration) Option { return func(m *Membership) { m.ttl = d } }
+
+// WithClock sets the clock beats are written and judged by.
+func WithClock(now func() time.Time) Option { return func(m *Membership) { m.now = now } }
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option { return func(m *Membership) { m.log = l } }
+
+// New returns the membership of self in the fleet whose records are in b.
+// Until the first Refresh, self is the only member it knows.
+func New(b Backend, self Member, opts ...Option) (*Membership, error) {
+	m := &Membership{b: b, self: self, ttl: 30 * time.Second, now: time.Now, log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(m)
+	}
+	if err := checkMember(self); err != nil {
+		return nil, err
+	}
+	if b == nil || m.ttl <= 0 || m.now == nil || m.log == nil {
+		return nil, errors.New("fleet: a backend, a positive TTL, a clock and a logger are needed")
+	}
+	m.setLive(nil)
+	return m, nil
+}
+
+func checkMember(mb Member) error {
+	if mb.ID == "" || mb.Region == "" || mb.Peer == "" {
+		return fmt.Errorf("fleet: a member needs an ID, a region and a peer address, got %+v", mb)
+	}
+	if strings.Contains(mb.ID, "/") || strings.Contains(mb.Region, "/") {
+		// eu/a/b would be both member a/b of eu and b of eu/a.
+		return fmt.Errorf("fleet: member %q of region %q: no slash in either", mb.ID, mb.Region)
+	}
+	if err := storjtier.CheckKey(key(mb)); err != nil {
+		return fmt.Errorf("fleet: member %q of region %q: %w", mb.ID, mb.Region, err)
+	}
+	return nil
+}
+
+func key(mb Member) string { return prefix + mb.Region + "/" + mb.ID }
+
+// Self is this node as it announces itself.
+func (m *Membership) Self() Member { return m.self }
+
+// Announce writes this node's beat to the global tier.
+func (m *Membership) Announce(ctx context.Context) error {
+	rec := m.self
+	rec.Beat = m.now()
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if err := m.b.Put(ctx, key(rec), bytes.NewReader(body), int64(len(body)), nil); err != nil {
+		return fmt.Errorf("fleet: announcing %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// Leave removes this node's record, so that the others stop counting on it
+// at once rather than after the TTL.
+func (m *Membership) Leave(ctx context.Context) error {
+	if err := m.b.Delete(ctx, key(m.self)); err != nil {
+		return fmt.Errorf("fleet: leaving: %w", err)
+	}
+	return nil
+}
+
+// Refresh reads the members' records and keeps those whose last beat is
+// within the TTL. A record that cannot be read or makes no sense is skipped:
+// one broken node does not hide the others.
+func (m *Membership) Refresh(ctx context.Context) error {
+	var keys []string
+	err := m.b.List(ctx, prefix, func(o storjtier.ObjectInfo) error {
+		keys = append(keys, o.Key)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("fleet: listing members: %w", err)
+	}
+	now := m.now()
+	var live []Member
+	for _, k := range keys {
+		mb, err := m.read(ctx, k)
+		if err != nil {
+			m.log.Warn("skipping a member record", "key", k, "err", err)
+			continue
+		}
+		if age := now.Sub(mb.Beat); age <= m.ttl && age >= -m.ttl {
+			live = append(live, mb)
+		}
+	}
+	m.setLive(live)
+	return nil
+}
+
+func (m *Membership) read(ctx context.Context, k string) (Member, error) {
+	rc, _, err := m.b.Get(ctx, k, 0, -1)
+	if err != nil {
+		return Member{}, err
+	}
+	defer rc.Close()
+	body, err := io.ReadAll(io.LimitReader(rc, maxRecord+1))
+	if err != nil {
+		return Member{}, err
+	}
+	if len(body) > maxRecord {
+		return Member{}, errors.New("record too large")
+	}
+	var mb Member
+	if err := json.Unmarshal(body, &mb); err != nil {
+		return Member{}, err
+	}
+	if err := checkMember(mb); err != nil {
+		return Member{}, err
+	}
+	if key(mb) != k {
+		return Member{}, fmt.Errorf("record of %s/%s under another key", mb.Region, mb.ID)
+	}
+	return mb, nil
+}
+
+// setLive replaces the live members with live, self always among them.
+func (m *Membership) setLive(live []Member) {
+	byRegion := map[string][]Member{m.self.Region: {m.self}}
+	for _, mb := range live {
+		if mb.ID == m.self.ID {
+			continue
+		}
+		byRegion[mb.Region] = append(byRegion[mb.Region], mb)
+	}
+	regions := make(map[string]*rendezvous.Rendezvous, len(byRegion))
+	for r, mbs := range byRegion {
+		slices.SortFunc(mbs, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
+		ids := make([]string, len(mbs))
+		for i, mb := range mbs {
+			ids[i] = mb.ID
+		}
+		regions[r] = rendezvous.New(ids, xxhash.Sum64String)
+	}
+	m.mu.Lock()
+	m.live, m.regions = byRegion, regions
+	m.mu.Unlock()
+}
+
+// Live returns the live members of region, sorted by ID.
+func (m *Membership) Live(region string) []Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.live[region])
+}
+
+// Owner returns the member of region that owns blob d: the one that stores
+// and fetches it for the region. false when no member of the region is
+// live. Every node that knows the same live members names the same owner,
+// and a member joining or leaving moves only the blobs it takes or had.
+func (m *Membership) Owner(region string, d digest.Digest) (Member, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.regions[region]
+	if r == nil {
+		return Member{}, false
+	}
+	id := r.Lookup(string(d))
+	for _, mb := range m.live[region] {
+		if mb.ID == id {
+			return mb, true
+		}
+	}
+	return Member{}, false
+}
+
+// Run announces this node and refreshes the members every third of the
+// TTL until ctx ends, then leaves. Failures are logged: the last members
+// known stay in use, and a node that cannot announce itself drops out of
+// the others' view after the TTL, as a dead one does.
+func (m *Membership) Run(ctx context.Context) {
+	t := time.NewTicker(m.ttl / 3)
+	defer t.Stop()
+	for {
+		if err := m.Announce(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("cannot announce this node to the fleet", "err", err)
+		}
+		if err := m.Refresh(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("cannot read the fleet's members", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := m.Leave(lctx); err != nil {
+				m.log.Warn("cannot leave the fleet", "err", err)
+			}
+			cancel()
+			return
+		case <-t.C:
+		}
+	}
+}
