@@ -1,0 +1,139 @@
+package fleet
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Peer requests carry these headers: who signs, when, and the signature.
+const (
+	headerPeer      = "X-Edge-Peer"
+	headerTime      = "X-Edge-Peer-Time"
+	headerSignature = "X-Edge-Peer-Signature"
+)
+
+// MinSecret is the shortest fleet secret a Signer takes: 32 bytes, the
+// size of the HMAC-SHA256 key it keys.
+const MinSecret = 32
+
+// ErrUnsigned means a peer request carried no valid signature of the
+// fleet: missing, malformed, wrong, or too far from now.
+var ErrUnsigned = errors.New("fleet: the request is not signed by a member of the fleet")
+
+// Signer signs the requests this node sends its peers and checks those it
+// receives, with the fleet's shared secret: an HMAC-SHA256 over the signer,
+// the method, the path and query, and the time. A signed request is good
+// within the allowed skew of the time it names; replaying one within that
+// window only fetches again content that is named by its digest.
+type Signer struct {
+	secret []byte
+	id     string
+	now    func() time.Time
+	skew   time.Duration
+}
+
+// NewSigner returns the signer of member id with the fleet's secret; skew
+// bounds how far a request's time may be from now (default 1m).
+func NewSigner(secret []byte, id string, now func() time.Time, skew time.Duration) (*Signer, error) {
+	if len(secret) < MinSecret {
+		return nil, fmt.Errorf("fleet: the fleet secret must be at least %d bytes, got %d", MinSecret, len(secret))
+	}
+	if id == "" || strings.ContainsAny(id, "\n") {
+		return nil, fmt.Errorf("fleet: bad member ID %q", id)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if skew <= 0 {
+		skew = time.Minute
+	}
+	return &Signer{secret: append([]byte(nil), secret...), id: id, now: now, skew: skew}, nil
+}
+
+func (s *Signer) mac(id, method, target string, at int64) []byte {
+	h := hmac.New(sha256.New, s.secret)
+	fmt.Fprintf(h, "edge-peer-v1\n%s\n%s\n%s\n%d", id, method, target, at)
+	return h.Sum(nil)
+}
+
+// Sign signs r as this member, now.
+func (s *Signer) Sign(r *http.Request) {
+	at := s.now().Unix()
+	r.Header.Set(headerPeer, s.id)
+	r.Header.Set(headerTime, strconv.FormatInt(at, 10))
+	r.Header.Set(headerSignature, hex.EncodeToString(s.mac(s.id, r.Method, r.URL.RequestURI(), at)))
+}
+
+// Check returns the member that signed r, or an error wrapping ErrUnsigned.
+func (s *Signer) Check(r *http.Request) (string, error) {
+	id := r.Header.Get(headerPeer)
+	at, err := strconv.ParseInt(r.Header.Get(headerTime), 10, 64)
+	if id == "" || err != nil {
+		return "", fmt.Errorf("%w: no signer or time", ErrUnsigned)
+	}
+	if d := s.now().Sub(time.Unix(at, 0)); d > s.skew || d < -s.skew {
+		return "", fmt.Errorf("%w: signed %v from now", ErrUnsigned, d.Round(time.Second))
+	}
+	got, err := hex.DecodeString(r.Header.Get(headerSignature))
+	if err != nil || !hmac.Equal(got, s.mac(id, r.Method, r.URL.RequestURI(), at)) {
+		return "", fmt.Errorf("%w: bad signature from %q", ErrUnsigned, id)
+	}
+	return id, nil
+}
+
+// Blobs is what the peer listener serves from: the local tier's blobs,
+// files of exactly the blob, verified before they were committed.
+type Blobs func(ctx context.Context, d digest.Digest) (*os.File, error)
+
+// blobPath is the one path the peer listener answers, then a digest.
+const blobPath = "/peer/v1/blobs/"
+
+// BlobURL is the URL of blob d at the peer listener at addr (host:port).
+func BlobURL(addr string, d digest.Digest) string { return "http://" + addr + blobPath + string(d) }
+
+// Handler serves signed GET and HEAD requests of blobs by digest, with
+// ranges, from blobs; nothing else. A blob is named by its digest alone:
+// the node that asks has checked, as its API does, that its client may
+// read it. isNotFound tells the not-found errors of blobs from failures.
+func Handler(s *Signer, blobs Blobs, isNotFound func(error) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := s.Check(r); err != nil {
+			http.Error(w, "not signed by a member of the fleet", http.StatusUnauthorized)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			http.Error(w, "GET or HEAD only", http.StatusMethodNotAllowed)
+			return
+		}
+		rest, ok := strings.CutPrefix(r.URL.Path, blobPath)
+		d, err := digest.Parse(rest)
+		if !ok || err != nil || r.URL.RawQuery != "" {
+			http.Error(w, "only blobs, by digest", http.StatusNotFound)
+			return
+		}
+		f, err := blobs(r.Context(), d)
+		switch {
+		case err != nil && isNotFound(err):
+			http.Error(w, "blob not here", http.StatusNotFound)
+			return
+		case err != nil:
+			http.Error(w, "cannot open the blob", http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Docker-Content-Digest", string(d))
+		http.ServeContent(w, r, "", time.Time{}, f)
+	})
+}
