@@ -3,12 +3,16 @@ package fleet
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +39,7 @@ type Member struct {
 	Region string    `json:"region"` // the region it serves
 	Peer   string    `json:"peer"`   // its peer listener, host:port
 	Beat   time.Time `json:"beat"`   // when it last announced itself
+	Sig    string    `json:"sig"`    // the fleet secret's HMAC of the fields above
 }
 
 // prefix is where members announce themselves in the global tier: one
@@ -48,6 +53,7 @@ const maxRecord = 4 << 10
 // the fleet known. It is safe for concurrent use.
 type Membership struct {
 	b    Backend
+	sign *Signer
 	self Member
 	ttl  time.Duration
 	now  func() time.Time
@@ -62,7 +68,7 @@ type Membership struct {
 type Option func(*Membership)
 
 // WithTTL is how long a member counts as live after its last beat (default
-// 30s); announce at a third of it.
+// 30s, at least 1s); announce at a third of it.
 func WithTTL(d time.Duration) Option { return func(m *Membership) { m.ttl = d } }
 
 // WithClock sets the clock beats are written and judged by.
@@ -71,35 +77,62 @@ func WithClock(now func() time.Time) Option { return func(m *Membership) { m.now
 // WithLogger sets the logger; the default discards.
 func WithLogger(l *slog.Logger) Option { return func(m *Membership) { m.log = l } }
 
-// New returns the membership of self in the fleet whose records are in b.
-// Until the first Refresh, self is the only member it knows.
-func New(b Backend, self Member, opts ...Option) (*Membership, error) {
-	m := &Membership{b: b, self: self, ttl: 30 * time.Second, now: time.Now, log: slog.New(slog.DiscardHandler)}
+// New returns the membership of self in the fleet whose records are in b,
+// signed with the fleet secret of sign: a record that the secret did not
+// sign is not a member, whoever could write it. Until the first Refresh,
+// self is the only member it knows.
+func New(b Backend, sign *Signer, self Member, opts ...Option) (*Membership, error) {
+	m := &Membership{b: b, sign: sign, self: self, ttl: 30 * time.Second, now: time.Now, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(m)
 	}
 	if err := checkMember(self); err != nil {
 		return nil, err
 	}
-	if b == nil || m.ttl <= 0 || m.now == nil || m.log == nil {
-		return nil, errors.New("fleet: a backend, a positive TTL, a clock and a logger are needed")
+	if b == nil || sign == nil || m.ttl < time.Second || m.now == nil || m.log == nil {
+		return nil, errors.New("fleet: a backend, a signer, a TTL of 1s or more, a clock and a logger are needed")
 	}
 	m.setLive(nil)
 	return m, nil
 }
 
 func checkMember(mb Member) error {
-	if mb.ID == "" || mb.Region == "" || mb.Peer == "" {
-		return fmt.Errorf("fleet: a member needs an ID, a region and a peer address, got %+v", mb)
-	}
-	if strings.Contains(mb.ID, "/") || strings.Contains(mb.Region, "/") {
-		// eu/a/b would be both member a/b of eu and b of eu/a.
-		return fmt.Errorf("fleet: member %q of region %q: no slash in either", mb.ID, mb.Region)
+	if err := errors.Join(checkName("member ID", mb.ID), checkName("region", mb.Region), checkPeer(mb.Peer)); err != nil {
+		return err
 	}
 	if err := storjtier.CheckKey(key(mb)); err != nil {
 		return fmt.Errorf("fleet: member %q of region %q: %w", mb.ID, mb.Region, err)
 	}
 	return nil
+}
+
+// checkName takes IDs and regions of letters, digits, '.', '-' and '_',
+// not only dots: a key segment, a header value and a signed field each.
+// (A slash would make eu/a/b both member a/b of eu and b of eu/a.)
+func checkName(what, s string) error {
+	ok := s != "" && len(s) <= 128 && strings.Trim(s, ".") != ""
+	for _, c := range s {
+		ok = ok && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_')
+	}
+	if !ok {
+		return fmt.Errorf("fleet: bad %s %q", what, s)
+	}
+	return nil
+}
+
+// checkPeer takes a peer address: a host and a numeric port, nothing
+// else, so that no record can turn a blob URL into another one.
+func checkPeer(addr string) error {
+	h, p, err := net.SplitHostPort(addr)
+	if _, perr := strconv.ParseUint(p, 10, 16); err != nil || perr != nil || h == "" || strings.ContainsAny(h, "/?#@%\\ ") {
+		return fmt.Errorf("fleet: bad peer address %q: want host:port", addr)
+	}
+	return nil
+}
+
+// recordSig is the fleet secret's HMAC of a member record's fields.
+func (m *Membership) recordSig(mb Member) string {
+	return hex.EncodeToString(m.sign.sum("edge-member-v1", mb.Region, mb.ID, mb.Peer, strconv.FormatInt(mb.Beat.UnixNano(), 10)))
 }
 
 func key(mb Member) string { return prefix + mb.Region + "/" + mb.ID }
@@ -111,6 +144,7 @@ func (m *Membership) Self() Member { return m.self }
 func (m *Membership) Announce(ctx context.Context) error {
 	rec := m.self
 	rec.Beat = m.now()
+	rec.Sig = m.recordSig(rec)
 	body, err := json.Marshal(rec)
 	if err != nil {
 		return err
@@ -131,28 +165,44 @@ func (m *Membership) Leave(ctx context.Context) error {
 }
 
 // Refresh reads the members' records and keeps those whose last beat is
-// within the TTL. A record that cannot be read or makes no sense is skipped:
-// one broken node does not hide the others.
+// within the TTL. A record that cannot be read, makes no sense or is not
+// signed with the fleet secret is skipped: one broken node does not hide
+// the others. But when most records cannot be read, the view stays as it
+// was: a tier that fails is no reason for a node to believe it is alone.
+// Records whose objects have not changed for ten TTLs are removed: the
+// nodes that wrote them are long gone.
 func (m *Membership) Refresh(ctx context.Context) error {
+	now := m.now()
 	var keys []string
 	err := m.b.List(ctx, prefix, func(o storjtier.ObjectInfo) error {
-		keys = append(keys, o.Key)
+		switch {
+		case !o.Modified.IsZero() && now.Sub(o.Modified) > 10*m.ttl:
+			if err := m.b.Delete(ctx, o.Key); err != nil {
+				m.log.Warn("cannot remove a long dead member's record", "key", o.Key, "err", err)
+			}
+		case o.Size <= maxRecord:
+			keys = append(keys, o.Key)
+		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("fleet: listing members: %w", err)
 	}
-	now := m.now()
 	var live []Member
+	failed := 0
 	for _, k := range keys {
 		mb, err := m.read(ctx, k)
 		if err != nil {
+			failed++
 			m.log.Warn("skipping a member record", "key", k, "err", err)
 			continue
 		}
 		if age := now.Sub(mb.Beat); age <= m.ttl && age >= -m.ttl {
 			live = append(live, mb)
 		}
+	}
+	if failed > 0 && 2*failed > len(keys) {
+		return fmt.Errorf("fleet: %d of %d member records could not be read; keeping the members known", failed, len(keys))
 	}
 	m.setLive(live)
 	return nil
@@ -181,14 +231,22 @@ func (m *Membership) read(ctx context.Context, k string) (Member, error) {
 	if key(mb) != k {
 		return Member{}, fmt.Errorf("record of %s/%s under another key", mb.Region, mb.ID)
 	}
+	if got, err := hex.DecodeString(mb.Sig); err != nil || !hmac.Equal(got, mustHex(m.recordSig(mb))) {
+		return Member{}, errors.New("record not signed with the fleet secret")
+	}
 	return mb, nil
+}
+
+func mustHex(s string) []byte {
+	b, _ := hex.DecodeString(s)
+	return b
 }
 
 // setLive replaces the live members with live, self always among them.
 func (m *Membership) setLive(live []Member) {
 	byRegion := map[string][]Member{m.self.Region: {m.self}}
 	for _, mb := range live {
-		if mb.ID == m.self.ID {
+		if mb.ID == m.self.ID && mb.Region == m.self.Region {
 			continue
 		}
 		byRegion[mb.Region] = append(byRegion[mb.Region], mb)
@@ -245,9 +303,11 @@ func (m *Membership) Run(ctx context.Context) {
 		if err := m.Announce(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("cannot announce this node to the fleet", "err", err)
 		}
-		if err := m.Refresh(ctx); err != nil && ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, m.ttl/3)
+		if err := m.Refresh(rctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("cannot read the fleet's members", "err", err)
 		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -22,13 +22,23 @@ func fleetOn(t *testing.T, b Backend, clock *testkit.Clock, names ...string) map
 	out := make(map[string]*Membership)
 	for _, n := range names {
 		region, id, _ := strings.Cut(n, "/")
-		m, err := New(b, Member{ID: id, Region: region, Peer: id + ".peers:5001"}, WithClock(clock.Now), WithTTL(30*time.Second))
+		m, err := New(b, fleetSigner(t, id), Member{ID: id, Region: region, Peer: id + ".peers:5001"}, WithClock(clock.Now), WithTTL(30*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
 		out[n] = m
 	}
 	return out
+}
+
+// fleetSigner is member id's signer of the test fleet's secret.
+func fleetSigner(t *testing.T, id string) *Signer {
+	t.Helper()
+	s, err := NewSigner([]byte(strings.Repeat("fleet secret ", 3)), id, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func beat(t *testing.T, ms ...*Membership) {
@@ -140,8 +150,9 @@ func TestMembersAgreeOnOwnersAndOnlyAShareMoves(t *testing.T) {
 	}
 }
 
-// A record that cannot be read, makes no sense or sits under another
-// node's key is skipped; the others are still seen.
+// A record that cannot be read, makes no sense, is too large, sits under
+// another node's key or is not signed with the fleet secret is skipped; the
+// others are still seen, and when most records are broken the view stays.
 func TestBrokenRecordsAreSkipped(t *testing.T) {
 	t.Parallel()
 	clock := testkit.NewClock(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC))
@@ -156,13 +167,34 @@ func TestBrokenRecordsAreSkipped(t *testing.T) {
 	beat(t, f["eu/a"], f["eu/b"])
 	put(prefix+"eu/garbage", "not json")
 	put(prefix+"eu/impostor", `{"id":"a","region":"eu","peer":"evil:1","beat":"`+clock.Now().Format(time.RFC3339Nano)+`"}`)
+	// Whoever can write to the global tier but has no fleet secret cannot
+	// replace a member's record, nor add one.
+	put(prefix+"eu/b", `{"id":"b","region":"eu","peer":"evil:1","beat":"`+clock.Now().Format(time.RFC3339Nano)+`","sig":"00"}`)
+	put(prefix+"eu/x", `{"id":"x","region":"eu","peer":"evil:1","beat":"`+clock.Now().Format(time.RFC3339Nano)+`"}`)
 	put(prefix+"eu/big", `{"id":"big","region":"eu","peer":"x:1","pad":"`+strings.Repeat("x", maxRecord)+`"}`)
+	// Most records are broken now: a keeps the view it had.
+	if err := f["eu/a"].Refresh(ctx); err == nil {
+		t.Fatal("a refresh that could read 1 record of 6 succeeded")
+	}
+	live := f["eu/a"].Live("eu")
+	if len(live) != 2 || live[0].Peer != "a.peers:5001" || live[1].ID != "b" || live[1].Peer != "b.peers:5001" {
+		t.Fatalf("live = %+v, want a and b as they announced themselves", live)
+	}
+	// With two broken records gone and b's beat good again, the unsigned
+	// x and the oversized record are still skipped.
+	for _, k := range []string{"garbage", "impostor"} {
+		if err := b.Delete(ctx, prefix+"eu/"+k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f["eu/b"].Announce(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := f["eu/a"].Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	live := f["eu/a"].Live("eu")
-	if len(live) != 2 || live[0].Peer != "a.peers:5001" || live[1].ID != "b" {
-		t.Fatalf("live = %+v, want a and b only, with a's own address", live)
+	if live := f["eu/a"].Live("eu"); len(live) != 2 || live[1].Peer != "b.peers:5001" {
+		t.Fatalf("live = %+v after b's beat", live)
 	}
 }
 
@@ -176,12 +208,17 @@ func TestNewRejectsMembersThatCannotBeAnnounced(t *testing.T) {
 		{ID: "..", Region: "eu", Peer: "a:1"},
 		{ID: "a/b", Region: "eu", Peer: "a:1"},
 		{ID: "b", Region: "eu/a", Peer: "a:1"},
+		{ID: "a", Region: "eu", Peer: "evil/x?:1"},
+		{ID: "a", Region: "eu", Peer: "169.254.169.254/latest#"},
+		{ID: "a", Region: "eu", Peer: "user@evil:1"},
+		{ID: "a", Region: "eu", Peer: "host:http"},
+		{ID: "a\r", Region: "eu", Peer: "a:1"},
 	} {
-		if _, err := New(b, mb); err == nil {
+		if _, err := New(b, fleetSigner(t, "a"), mb); err == nil {
 			t.Errorf("New(%+v) took it", mb)
 		}
 	}
-	if _, err := New(nil, Member{ID: "a", Region: "eu", Peer: "a:1"}); err == nil {
+	if _, err := New(nil, fleetSigner(t, "a"), Member{ID: "a", Region: "eu", Peer: "a:1"}); err == nil {
 		t.Error("New took a nil backend")
 	}
 }

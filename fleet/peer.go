@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -33,9 +34,11 @@ var ErrUnsigned = errors.New("fleet: the request is not signed by a member of th
 
 // Signer signs the requests this node sends its peers and checks those it
 // receives, with the fleet's shared secret: an HMAC-SHA256 over the signer,
-// the method, the path and query, and the time. A signed request is good
-// within the allowed skew of the time it names; replaying one within that
-// window only fetches again content that is named by its digest.
+// the method, the host, the path and query, and the time. A signed request
+// is good within the allowed skew of the time it names, at the host it was
+// for; replaying one within that window only fetches again content that is
+// named by its digest. Every member holds the secret, so the signer's ID
+// says which member it claims to be, for logs, not who it is.
 type Signer struct {
 	secret []byte
 	id     string
@@ -49,8 +52,8 @@ func NewSigner(secret []byte, id string, now func() time.Time, skew time.Duratio
 	if len(secret) < MinSecret {
 		return nil, fmt.Errorf("fleet: the fleet secret must be at least %d bytes, got %d", MinSecret, len(secret))
 	}
-	if id == "" || strings.ContainsAny(id, "\n") {
-		return nil, fmt.Errorf("fleet: bad member ID %q", id)
+	if err := checkName("member ID", id); err != nil {
+		return nil, err
 	}
 	if now == nil {
 		now = time.Now
@@ -61,10 +64,28 @@ func NewSigner(secret []byte, id string, now func() time.Time, skew time.Duratio
 	return &Signer{secret: append([]byte(nil), secret...), id: id, now: now, skew: skew}, nil
 }
 
-func (s *Signer) mac(id, method, target string, at int64) []byte {
+// sum is the HMAC of the fields under the fleet secret, each ended by a
+// newline; no field holds one (checkName, a method token, a request
+// target, a host, a number).
+func (s *Signer) sum(fields ...string) []byte {
 	h := hmac.New(sha256.New, s.secret)
-	fmt.Fprintf(h, "edge-peer-v1\n%s\n%s\n%s\n%d", id, method, target, at)
+	for _, f := range fields {
+		h.Write([]byte(f))
+		h.Write([]byte{'\n'})
+	}
 	return h.Sum(nil)
+}
+
+func (s *Signer) mac(id, method, host, target string, at int64) []byte {
+	return s.sum("edge-peer-v1", id, method, host, target, strconv.FormatInt(at, 10))
+}
+
+// host is the host a request is for, as the server will read it.
+func host(r *http.Request) string {
+	if r.Host != "" {
+		return r.Host
+	}
+	return r.URL.Host
 }
 
 // Sign signs r as this member, now.
@@ -72,7 +93,7 @@ func (s *Signer) Sign(r *http.Request) {
 	at := s.now().Unix()
 	r.Header.Set(headerPeer, s.id)
 	r.Header.Set(headerTime, strconv.FormatInt(at, 10))
-	r.Header.Set(headerSignature, hex.EncodeToString(s.mac(s.id, r.Method, r.URL.RequestURI(), at)))
+	r.Header.Set(headerSignature, hex.EncodeToString(s.mac(s.id, r.Method, host(r), r.URL.RequestURI(), at)))
 }
 
 // Check returns the member that signed r, or an error wrapping ErrUnsigned.
@@ -86,7 +107,7 @@ func (s *Signer) Check(r *http.Request) (string, error) {
 		return "", fmt.Errorf("%w: signed %v from now", ErrUnsigned, d.Round(time.Second))
 	}
 	got, err := hex.DecodeString(r.Header.Get(headerSignature))
-	if err != nil || !hmac.Equal(got, s.mac(id, r.Method, r.URL.RequestURI(), at)) {
+	if err != nil || !hmac.Equal(got, s.mac(id, r.Method, r.Host, r.URL.RequestURI(), at)) {
 		return "", fmt.Errorf("%w: bad signature from %q", ErrUnsigned, id)
 	}
 	return id, nil
@@ -99,8 +120,11 @@ type Blobs func(ctx context.Context, d digest.Digest) (*os.File, error)
 // blobPath is the one path the peer listener answers, then a digest.
 const blobPath = "/peer/v1/blobs/"
 
-// BlobURL is the URL of blob d at the peer listener at addr (host:port).
-func BlobURL(addr string, d digest.Digest) string { return "http://" + addr + blobPath + string(d) }
+// BlobURL is the URL of blob d at the peer listener at addr, a host:port
+// that checkPeer took.
+func BlobURL(addr string, d digest.Digest) string {
+	return (&url.URL{Scheme: "http", Host: addr, Path: blobPath + string(d)}).String()
+}
 
 // Handler serves signed GET and HEAD requests of blobs by digest, with
 // ranges, from blobs; nothing else. A blob is named by its digest alone:

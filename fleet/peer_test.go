@@ -128,6 +128,13 @@ func TestPeerListenerRefusesWhatIsNotASignedBlobRequest(t *testing.T) {
 			s.Header = r.Header
 			return s
 		},
+		"signed for another host": func() *http.Request {
+			r := newReq(t, http.MethodGet, "http://eu-3.peers:5001"+blobPath+string(d))
+			member.Sign(r)
+			s := newReq(t, http.MethodGet, blob)
+			s.Header = r.Header
+			return s
+		},
 		"signed as another member": func() *http.Request {
 			r := newReq(t, http.MethodGet, blob)
 			member.Sign(r)
