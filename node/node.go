@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -106,6 +108,22 @@ func NewLogger(c config.Log, out io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(out, opts))
 	}
 	return slog.New(slog.NewTextHandler(out, opts))
+}
+
+// Check checks what New would refuse beyond the configuration's own
+// validation, without opening anything: the TLS certificate and key load,
+// and the auth section builds (its htpasswd file reads).
+func Check(cfg *config.Config) error {
+	var errs []error
+	if cfg.TLS != nil {
+		if _, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("tls: %w", err))
+		}
+	}
+	if _, err := auth.New(authConfig(cfg.Auth, "edge "+cfg.Region), authOptions(cfg.Auth)...); err != nil {
+		errs = append(errs, fmt.Errorf("auth: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // New builds the node that cfg (already validated) describes and opens its
@@ -340,6 +358,9 @@ func (n *Node) Run(ctx context.Context) error {
 	n.ready.Store(true)
 	n.log.Info("edge node started", "region", n.cfg.Region, "routes", len(n.cfg.Routes), "data_dir", n.cfg.DataDir,
 		"global", n.cfg.Global.Backend)
+	for _, r := range n.cfg.Routes {
+		n.log.Info("route", "name", r.Name, "origin", r.Origin, "hosted", r.Hosted, "default", r.Default, "prefix", r.Prefix)
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		n.stop()

@@ -2,11 +2,12 @@
 //
 //	edge serve [--config FILE]        run the node (embedded defaults without a file)
 //	edge config check [--config FILE] check a configuration and print it, secrets redacted
-//	edge version
+//	edge version                      (also --version)
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgeregistry/edge/config"
+	"github.com/edgeregistry/edge/node"
 )
 
 var version = "dev"
@@ -40,7 +42,7 @@ func main() {
 const usage = `usage:
   edge serve [--config FILE]          run the node (embedded defaults without a file)
   edge config check [--config FILE]   check a configuration and print it, secrets redacted
-  edge version`
+  edge version                        (also --version)`
 
 func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -48,9 +50,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "serve":
-		cfg, err := loadConfig("serve", args[1:])
+		cfg, err := loadConfig("serve", args[1:], stdout)
 		if err != nil {
-			return err
+			return helped(err)
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
@@ -59,8 +61,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if len(args) < 2 || args[1] != "check" {
 			return fmt.Errorf("unknown config command\n%s", usage)
 		}
-		cfg, err := loadConfig("config check", args[2:])
+		cfg, err := loadConfig("config check", args[2:], stdout)
 		if err != nil {
+			return helped(err)
+		}
+		// What serve would refuse beyond the file itself: certificates
+		// and key, the htpasswd file.
+		if err := node.Check(cfg); err != nil {
 			return err
 		}
 		out, err := yaml.Marshal(cfg.Redacted())
@@ -69,8 +76,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "# configuration is valid\n%s", out)
 		return nil
-	case "version":
-		fmt.Fprintln(stdout, "edge", version)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, versionLine())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
@@ -80,8 +87,43 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-func loadConfig(name string, args []string) (*config.Config, error) {
+// helped turns the request for a command's help, which its flag set has
+// answered, into success.
+func helped(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+// versionLine names the build: the version, the commit it was built from
+// (marked when the tree had changes) and the Go release.
+func versionLine() string {
+	line := "edge " + version
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return line
+	}
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "+changes"
+			}
+		}
+	}
+	if rev == "" {
+		rev = "unknown commit"
+	}
+	return fmt.Sprintf("%s (%s%s, %s)", line, rev, modified, info.GoVersion)
+}
+
+func loadConfig(name string, args []string, out io.Writer) (*config.Config, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
 	path := fs.String("config", "", "YAML configuration file (embedded defaults when empty)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -17,5 +19,38 @@ func TestRunCommands(t *testing.T) {
 	}
 	if err := run([]string{"serve", "--config", "/nonexistent.yaml"}, &out, &errOut); err == nil {
 		t.Fatal("a missing config file was accepted")
+	}
+}
+
+// Asking for help or the version is success; config check refuses what
+// serve would, naming the file.
+func TestHelpVersionAndConfigCheck(t *testing.T) {
+	t.Parallel()
+	var out, errOut bytes.Buffer
+	for _, args := range [][]string{{"serve", "--help"}, {"config", "check", "-h"}, {"--help"}} {
+		out.Reset()
+		if err := run(args, &out, &errOut); err != nil || out.Len() == 0 {
+			t.Errorf("%v: %v, %q; want the usage and success", args, err, out.String())
+		}
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		out.Reset()
+		if err := run(args, &out, &errOut); err != nil || !strings.HasPrefix(out.String(), "edge ") {
+			t.Errorf("%v: %v, %q", args, err, out.String())
+		}
+	}
+	dir := t.TempDir()
+	for name, section := range map[string]string{
+		"tls":      "tls: {cert_file: " + dir + "/missing.crt, key_file: " + dir + "/missing.key}\n",
+		"htpasswd": "auth: {htpasswd: " + dir + "/missing.htpasswd}\n",
+	} {
+		path := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(path, []byte("data_dir: "+dir+"\n"+section), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := run([]string{"config", "check", "--config", path}, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "missing") {
+			t.Errorf("config check with a %s file that is not there: %v", name, err)
+		}
 	}
 }
