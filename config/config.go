@@ -187,6 +187,9 @@ type Grant struct {
 type Log struct {
 	Level  string `yaml:"level,omitempty"`  // debug, info, warn, error
 	Format string `yaml:"format,omitempty"` // text or json
+	// Access logs one line a request at info level (default false: a busy
+	// node answers thousands a second; the metrics count them all).
+	Access bool `yaml:"access,omitempty"`
 }
 
 // DockerHub is the origin of the embedded default route.

@@ -165,6 +165,7 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 		authz = a
 	}
 	api := registry.New(router, n.engine, n.hosted, registry.WithLogger(n.log.With("component", "registry")), registry.WithRegisterer(reg),
+		registry.WithAccessLog(cfg.Log.Access),
 		registry.WithAuthorizer(authz))
 	n.api = api
 	if err := n.listen(api, n.admin(promReg, reg), reg); err != nil {

@@ -3,6 +3,7 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -239,4 +240,44 @@ auth:
 	if st := send("ci", "ci-secret", http.MethodPost, "/v2/team/other/blobs/uploads/?mount="+d.String(), nil); st != http.StatusCreated {
 		t.Fatalf("ci's mount: %d", st)
 	}
+}
+
+// log.access logs one line a request: what was asked, the answer, its size.
+func TestAccessLog(t *testing.T) {
+	t.Parallel()
+	origin := origintest.NewRegistry(t)
+	data, d := origintest.PushRandomBlob(t, origin.URL, "library/app", 4096)
+	tn := runTestNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: `+t.TempDir()+`
+routes: [{name: docker.io, origin: "`+origin.URL+`", default: true}]
+global: {backend: none}
+log: {access: true}
+`)
+	res, err := http.Get(tn.api + "/v2/library/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("pull: %d, %d bytes", res.StatusCode, len(body))
+	}
+	want := []string{"msg=request", "method=GET", "route=docker.io", "op=blob", "status=200", "bytes=4096"}
+	testkit.Eventually(t, "the access log line", func() bool {
+		for _, line := range strings.Split(tn.logs.String(), "\n") {
+			if !strings.Contains(line, "msg=request") {
+				continue
+			}
+			all := true
+			for _, w := range want {
+				all = all && strings.Contains(line, w)
+			}
+			if all {
+				return true
+			}
+		}
+		return false
+	})
 }

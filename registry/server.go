@@ -28,6 +28,7 @@ type Server struct {
 	auth   Authorizer
 	// anonymous is true when some route lets anonymous clients pull.
 	anonymous bool
+	accessLog bool
 
 	namespaces map[string][]string // OCI-Namespace values by route
 	series     sync.Map            // seriesKey -> *series: metric children, resolved once
@@ -38,6 +39,10 @@ type Server struct {
 
 // Option configures a Server.
 type Option func(*Server)
+
+// WithAccessLog logs one line a request at info level: method, path,
+// route, operation, status, body bytes sent, duration, client.
+func WithAccessLog(on bool) Option { return func(s *Server) { s.accessLog = on } }
 
 // WithLogger sets the logger; the default discards.
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
@@ -311,7 +316,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if op == "" {
 		op = "invalid"
 	}
-	s.observe(routeName, op, sw.status, time.Since(start))
+	took := time.Since(start)
+	s.observe(routeName, op, sw.status, took)
+	if s.accessLog {
+		s.log.Info("request", "method", r.Method, "path", r.URL.Path, "route", routeName, "op", op, "status", sw.status,
+			"bytes", sw.bytes, "took", took, "client", s.client(r))
+	}
 }
 
 func (s *Server) serve(w http.ResponseWriter, req *request) error {
@@ -381,6 +391,7 @@ func (s *Server) observe(route, op string, code int, took time.Duration) {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	bytes  int64 // of the body sent
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -394,7 +405,9 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return w.ResponseWriter.Write(p)
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
 }
 
 // ReadFrom keeps the sendfile path of the underlying writer.
@@ -402,7 +415,9 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return io.Copy(w.ResponseWriter, r)
+	n, err := io.Copy(w.ResponseWriter, r)
+	w.bytes += n
+	return n, err
 }
 
 // Unwrap lets http.ResponseController reach the connection.
