@@ -56,8 +56,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edge_fill_waiters", Help: "Requests waiting for a fill slot: the node's, or their client's share, is in use.",
 		}),
 	}
+	// Exported at zero, so that a rate shows the first event and a
+	// dashboard finds every series from the start.
 	for _, what := range []string{"blob", "manifest", "tag", "link", "queue"} {
-		m.writeFailure.WithLabelValues(what) // exported at zero, so a rate shows the first failure
+		m.writeFailure.WithLabelValues(what)
+	}
+	for _, result := range []string{"ok", "mismatch", "error", "suspended", "abandoned"} {
+		m.fills.WithLabelValues(result)
+	}
+	for _, tier := range []string{"local", "global", "origin"} {
+		if tier != "local" {
+			m.bytes.WithLabelValues(tier) // filled from
+		}
+		for _, kind := range []string{"manifest", "tag", "blob"} {
+			m.hits.WithLabelValues(tier, kind)
+			m.misses.WithLabelValues(tier, kind)
+		}
 	}
 	m.localTagHit = m.hits.WithLabelValues("local", "tag")
 	m.localBlobHit = m.hits.WithLabelValues("local", "blob")
