@@ -126,11 +126,11 @@ func newAPIServer(cfg config.Server, tlsCfg *config.TLS, handler http.Handler, l
 		lean = nil
 	}
 	if tlsCfg != nil {
-		cert, err := tls.LoadX509KeyPair(tlsCfg.CertFile, tlsCfg.KeyFile)
+		certs, err := newCertReloader(tlsCfg.CertFile, tlsCfg.KeyFile, time.Now, log)
 		if err != nil {
-			return nil, fmt.Errorf("tls: %w", err)
+			return nil, err
 		}
-		fallback.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		fallback.TLSConfig = &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12}
 		lean = nil
 	}
 	return h1.New(lean, fallback, h1.WithLogger(log), h1.WithRegisterer(reg),
