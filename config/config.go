@@ -48,7 +48,9 @@ type TLS struct {
 
 // Local is the local disk tier.
 type Local struct {
-	MaxSize Size `yaml:"max_size"` // 0: unlimited
+	// MaxSize bounds the blob bytes on disk (default: 80% of the data
+	// directory's file system as it is at start).
+	MaxSize Size `yaml:"max_size"`
 }
 
 // Limits bound what one client can make the node spend.

@@ -179,8 +179,12 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 // write-behind beside it.
 func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error {
 	cfg, o := n.cfg, n.opts
+	maxSize, err := n.localMaxSize()
+	if err != nil {
+		return err
+	}
 	store, err := localtier.Open(filepath.Join(cfg.DataDir, "local"), localtier.Options{
-		MaxSize: int64(cfg.Local.MaxSize), Logger: n.log.With("component", "localtier"), Registerer: reg, Clock: o.now,
+		MaxSize: maxSize, Logger: n.log.With("component", "localtier"), Registerer: reg, Clock: o.now,
 	})
 	if err != nil {
 		return err
@@ -218,6 +222,30 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 		return err
 	}
 	return n.buildBeside(reg)
+}
+
+// localDiskShare is the share of the data directory's file system that
+// the local tier takes when local.max_size is not set.
+const localDiskShare = 0.8
+
+// localMaxSize is local.max_size, or, when it is not set, a share of the
+// file system that holds the data directory as it is at start; logged
+// either way, so that the operator sees the budget.
+func (n *Node) localMaxSize() (int64, error) {
+	if n.cfg.Local.MaxSize > 0 {
+		n.log.Info("local tier budget", "max_size", int64(n.cfg.Local.MaxSize), "from", "local.max_size")
+		return int64(n.cfg.Local.MaxSize), nil
+	}
+	if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
+		return 0, err
+	}
+	size := int64(float64(diskSize(n.cfg.DataDir)) * localDiskShare)
+	if size <= 0 {
+		n.log.Warn("local tier budget unlimited: the data directory's file system size cannot be read; set local.max_size")
+		return 0, nil
+	}
+	n.log.Info("local tier budget", "max_size", size, "from", "80% of the data directory's file system")
+	return size, nil
 }
 
 // buildBeside builds what runs beside the engine: the push path of the

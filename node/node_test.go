@@ -281,3 +281,19 @@ log: {access: true}
 		return false
 	})
 }
+
+// Without local.max_size the local tier takes a share of its file system,
+// and says so: an operator never finds the disk full by surprise.
+func TestLocalBudgetIsAShareOfTheDisk(t *testing.T) {
+	t.Parallel()
+	tn := runTestNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: `+t.TempDir()+`
+global: {backend: none}
+`)
+	logs := tn.logs.String()
+	if !strings.Contains(logs, `msg="local tier budget"`) || !strings.Contains(logs, "80% of the data directory") || strings.Contains(logs, "max_size=0 ") {
+		t.Fatalf("no budget logged:\n%s", logs)
+	}
+}
