@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
@@ -87,6 +88,9 @@ type Engine struct {
 	wg      sync.WaitGroup          // running fills
 
 	manifests singleflight.Group
+
+	tagLists   *lru.Cache[tagListKey, tagList]
+	tagsFlight singleflight.Group
 
 	revalMu   sync.Mutex
 	revals    map[string]bool            // tag keys being revalidated now
@@ -186,6 +190,7 @@ func New(local Local, origins map[string]Origin, opts ...Option) (*Engine, error
 		e.m = newMetrics(nil)
 	}
 	e.slots = newFillSlots(e.maxFills, e.perClient, e.m)
+	e.tagLists, _ = lru.New[tagListKey, tagList](keptTagLists) // errs only for a size <= 0
 	e.slotWait = e.fillIdle
 	e.base, e.cancelBase = context.WithCancelCause(context.Background())
 	return e, nil

@@ -338,8 +338,10 @@ func References(body []byte) []digest.Digest {
 	return out
 }
 
-// Tags lists the tags of repo on route rt, from the origin; when the origin
-// cannot answer, from the tags the node knows.
+// Tags lists the tags of repo on route rt, from the origin, kept for the
+// route's tag TTL (tools such as Renovate ask for them constantly); when
+// the origin cannot answer, from the list kept before, however old, or else
+// from the tags the node knows.
 func (e *Engine) Tags(ctx context.Context, rt *policy.Route, repo string, n int, last string) ([]string, error) {
 	if rt.Hosted {
 		return e.hostedTags(ctx, rt, repo, n, last)
@@ -348,11 +350,31 @@ func (e *Engine) Tags(ctx context.Context, rt *policy.Route, repo string, n int,
 	if err != nil {
 		return nil, err
 	}
-	mctx, cancel := e.meta(ctx)
-	tags, _, err := o.Tags(mctx, repo, n, last)
-	cancel()
-	if err == nil || isNotFound(err) {
+	key := tagListKey{rt.Name, repo, n, last}
+	kept, ok := e.tagLists.Get(key)
+	if ok && rt.Fresh(kept.fetched, e.now()) {
+		e.m.hits.WithLabelValues("local", "taglist").Inc()
+		return kept.tags, nil
+	}
+	v, err, _ := e.tagsFlight.Do(fmt.Sprintf("%s\x00%s\x00%d\x00%s", rt.Name, repo, n, last), func() (any, error) {
+		mctx, cancel := e.meta(context.WithoutCancel(ctx))
+		defer cancel()
+		tags, _, err := o.Tags(mctx, repo, n, last)
+		if err == nil && len(tags) <= maxKeptTags {
+			e.tagLists.Add(key, tagList{tags: tags, fetched: e.now()})
+		}
 		return tags, err
+	})
+	switch {
+	case err == nil:
+		return v.([]string), nil
+	case isNotFound(err):
+		e.tagLists.Remove(key)
+		return nil, err
+	case ok:
+		e.m.stale.WithLabelValues(rt.Name).Inc()
+		e.log.Warn("origin cannot list tags; answering with the list kept", "route", rt.Name, "repo", repo, "fetched", kept.fetched, "err", err)
+		return kept.tags, nil
 	}
 	known, lerr := e.local.ListTags(ctx, rt.Name, repo)
 	if lerr != nil || len(known) == 0 {
@@ -363,7 +385,24 @@ func (e *Engine) Tags(ctx context.Context, rt *policy.Route, repo string, n int,
 	return page(known, n, last), nil
 }
 
-// page returns up to n (all when n <= 0) of the sorted tags after last.
+// Tag lists are kept in memory, a bounded number of them, each of at most
+// maxKeptTags tags: a few MiB at most.
+const (
+	keptTagLists = 256
+	maxKeptTags  = 5000
+)
+
+type tagListKey struct {
+	route, repo string
+	n           int
+	last        string
+}
+
+type tagList struct {
+	tags    []string // never changed once kept: handed out as is
+	fetched time.Time
+}
+
 func page(sorted []string, n int, last string) []string {
 	i := sort.SearchStrings(sorted, last)
 	if last != "" && i < len(sorted) && sorted[i] == last {

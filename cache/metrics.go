@@ -73,6 +73,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.misses.WithLabelValues(tier, kind)
 		}
 	}
+	m.hits.WithLabelValues("local", "taglist")
 	m.localTagHit = m.hits.WithLabelValues("local", "tag")
 	m.localBlobHit = m.hits.WithLabelValues("local", "blob")
 	m.localManifestHit = m.hits.WithLabelValues("local", "manifest")

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgeregistry/edge/internal/origintest"
 	"github.com/edgeregistry/edge/policy"
@@ -160,11 +161,29 @@ func TestTagsList(t *testing.T) {
 	if tags, _ := list("?n=0"); len(tags) != 0 {
 		t.Fatalf("n=0: %v", tags)
 	}
-	// With the origin down, the tags the node knows are listed.
+	// A list is kept for the tag TTL: asking again costs the origin nothing.
+	n.proxy.Reset()
+	if tags, _ := list(""); strings.Join(tags, ",") != "a,b,c,d" || len(n.proxy.Requests()) != 0 {
+		t.Fatalf("within the TTL: %v, %d origin requests", tags, len(n.proxy.Requests()))
+	}
+	n.clock.Advance(2 * time.Minute)
+	if tags, _ := list(""); strings.Join(tags, ",") != "a,b,c,d" || len(n.proxy.Requests()) != 1 {
+		t.Fatalf("past the TTL: %v, %d origin requests; want it asked again", tags, len(n.proxy.Requests()))
+	}
+
+	// With the origin down, the list kept is served stale, however old;
+	// a list never asked for comes from the tags the node knows.
 	do(t, http.MethodGet, n.URL+"/v2/library/app/manifests/b", "Accept", allManifestTypes)
 	n.proxy.FailStatus(origintest.AnyRequest, http.StatusServiceUnavailable, 0)
-	if tags, _ := list(""); strings.Join(tags, ",") != "b" {
-		t.Fatalf("origin down: %v", tags)
+	n.clock.Advance(time.Hour)
+	if tags, _ := list(""); strings.Join(tags, ",") != "a,b,c,d" {
+		t.Fatalf("origin down, list kept: %v", tags)
+	}
+	if got := n.metric(t, "edge_stale_serves_total", "route", "docker.io"); got != 1 {
+		t.Fatalf("edge_stale_serves_total = %v, want the stale list counted", got)
+	}
+	if tags, _ := list("?n=3"); strings.Join(tags, ",") != "b" {
+		t.Fatalf("origin down, nothing kept: %v", tags)
 	}
 }
 
