@@ -115,6 +115,10 @@ type Route struct {
 	Timeouts OriginTimeouts `yaml:"timeouts,omitempty"`
 	// Breaker makes requests fail fast while the origin does not answer.
 	Breaker Breaker `yaml:"breaker,omitempty"`
+	// Allow and Deny choose what the route serves: repository globs,
+	// optionally with ":" and a tag glob ("library/*", "*/*:latest").
+	Allow []string `yaml:"allow,omitempty"`
+	Deny  []string `yaml:"deny,omitempty"`
 }
 
 // OriginTimeouts bound a route's calls to its origin; zero means the default.
@@ -432,7 +436,7 @@ func (c *Config) PolicyRoutes() []policy.Route {
 	for _, r := range c.Routes {
 		pr := policy.Route{
 			Name: r.Name, Origin: r.Origin, Default: r.Default, Hosted: r.Hosted,
-			Prefix: r.Prefix, TagTTL: time.Duration(r.TagTTL),
+			Prefix: r.Prefix, TagTTL: time.Duration(r.TagTTL), Allow: r.Allow, Deny: r.Deny,
 			AnonymousPull: c.Auth.AnonymousPull == nil || *c.Auth.AnonymousPull,
 		}
 		if r.AnonymousPull != nil {

@@ -88,6 +88,8 @@ type Route struct {
 	// AnonymousPull lets clients without credentials pull from the route.
 	// The zero value asks every puller to authenticate.
 	AnonymousPull bool
+	// Allow and Deny choose what the route serves (see Permits).
+	Allow, Deny []string
 }
 
 // Holds reports whether repo falls inside the route's namespace: under the
@@ -155,6 +157,9 @@ func NewRouter(routes []Route) (*Router, error) {
 			}
 		} else if rt.Origin == "" {
 			return nil, fmt.Errorf("policy: route %q needs an origin or hosted: true", rt.Name)
+		}
+		if err := errors.Join(compilePatterns("allow", rt.Allow), compilePatterns("deny", rt.Deny)); err != nil {
+			return nil, fmt.Errorf("policy: route %q: %w", rt.Name, err)
 		}
 		if rt.Hosted && rt.TagTTL == 0 {
 			rt.TagTTL = DefaultHostedTagTTL

@@ -215,3 +215,22 @@ func TestIndexAndAcceptNegotiation(t *testing.T) {
 		}
 	}
 }
+
+// A route's deny and allow lists refuse what they exclude with a clear
+// DENIED, before the origin is asked; what they let through is served.
+func TestAllowAndDenyLists(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, nodeConfig{allow: []string{"library/*"}, deny: []string{"library/secret", "*/*:latest"}})
+	img := origintest.PushImage(t, n.origin.URL, "library/app", "v1", 1, 512)
+	origintest.PushImage(t, n.origin.URL, "library/app", "latest", 1, 512)
+	origintest.PushImage(t, n.origin.URL, "library/secret", "v1", 1, 512)
+	origintest.PushImage(t, n.origin.URL, "team/app", "v1", 1, 512)
+	n.proxy.Reset()
+	for _, path := range []string{"library/secret/manifests/v1", "library/app/manifests/latest", "team/app/manifests/v1", "team/app/tags/list"} {
+		wantError(t, do(t, http.MethodGet, n.URL+"/v2/"+path, "Accept", allManifestTypes), http.StatusForbidden, "DENIED")
+	}
+	if reqs := n.proxy.Requests(); len(reqs) != 0 {
+		t.Fatalf("the origin was asked for what the lists refuse: %v", reqs)
+	}
+	pullImage(t, n, "library/app", "v1", img)
+}

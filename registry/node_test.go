@@ -54,6 +54,8 @@ type nodeConfig struct {
 	region    string
 	meta      time.Duration // the routes' metadata timeout; 20s (real time: generous) when zero
 	maxUpload int64         // the node's default when zero
+	allow     []string      // the default route's allow list
+	deny      []string      // the default route's deny list
 }
 
 func newNode(t testing.TB, cfg nodeConfig) *node {
@@ -75,7 +77,7 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 	if ttl == 0 {
 		ttl = time.Minute
 	}
-	n.routes = append([]policy.Route{{Name: "docker.io", Origin: n.proxy.URL, Default: true, TagTTL: ttl}}, cfg.extra...)
+	n.routes = append([]policy.Route{{Name: "docker.io", Origin: n.proxy.URL, Default: true, TagTTL: ttl, Allow: cfg.allow, Deny: cfg.deny}}, cfg.extra...)
 	if cfg.global != nil {
 		n.routes = append(n.routes, policy.Route{Name: "team", Hosted: true, Prefix: "team/"})
 	}
@@ -130,7 +132,8 @@ func nodeYAMLConfig(t testing.TB, n *node, cfg nodeConfig) *config.Config {
 	}
 	c.Routes = nil
 	for _, r := range n.routes {
-		cr := config.Route{Name: r.Name, Origin: r.Origin, Default: r.Default, Hosted: r.Hosted, Prefix: r.Prefix, TagTTL: config.Duration(r.TagTTL)}
+		cr := config.Route{Name: r.Name, Origin: r.Origin, Default: r.Default, Hosted: r.Hosted, Prefix: r.Prefix, TagTTL: config.Duration(r.TagTTL),
+			Allow: r.Allow, Deny: r.Deny}
 		if !r.Hosted {
 			cr.Timeouts.Metadata = config.Duration(meta)
 		}

@@ -36,6 +36,14 @@ func location(req *request, suffix string) string {
 // anyone's credentials are looked at: a push to a pull-through mirror is
 // UNSUPPORTED for everyone.
 func (s *Server) routeAllows(req *request, need policy.Capability) error {
+	tag := ""
+	if req.op == "manifest" && !strings.Contains(req.ref, ":") {
+		tag = req.ref
+	}
+	if !req.route.Permits(req.repo, tag) {
+		return &apiError{Status: http.StatusForbidden, Code: errcode.ErrorCodeDenied,
+			Message: fmt.Sprintf("route %s does not serve %s by its allow and deny lists", req.route.Name, req.name)}
+	}
 	if req.route.Caps.Has(need) {
 		return nil
 	}

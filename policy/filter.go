@@ -1,0 +1,70 @@
+package policy
+
+import (
+	"fmt"
+	"path"
+	"strings"
+)
+
+// A route's allow and deny lists choose what it serves by repository and
+// tag. A pattern is a repository glob, optionally followed by ':' and a tag
+// glob ("library/*", "team/app:v*", "*/*:latest"); globs are path.Match's:
+// '*' stands for any run of characters but '/', '?' for one, [...] for a
+// class. A pattern with a tag judges only requests that name a tag (a
+// manifest by tag); the others are judged by repository patterns alone.
+
+// compilePatterns checks the patterns of a list.
+func compilePatterns(list string, patterns []string) error {
+	for _, p := range patterns {
+		repo, tag, _ := strings.Cut(p, ":")
+		if repo == "" {
+			return fmt.Errorf("%s pattern %q has no repository part", list, p)
+		}
+		for _, g := range []string{repo, tag} {
+			if _, err := path.Match(g, ""); err != nil {
+				return fmt.Errorf("%s pattern %q: %w", list, p, err)
+			}
+		}
+	}
+	return nil
+}
+
+// matches reports whether pattern p takes repo, and tag when p has a tag
+// part: a tag pattern never matches a request without a tag.
+func matches(p, repo, tag string) bool {
+	rp, tp, hasTag := strings.Cut(p, ":")
+	if ok, _ := path.Match(rp, repo); !ok {
+		return false
+	}
+	if !hasTag {
+		return true
+	}
+	if tag == "" {
+		return false
+	}
+	ok, _ := path.Match(tp, tag)
+	return ok
+}
+
+// Permits reports whether the route serves repo, and tag when the request
+// names one: no deny pattern matches, and, when the route has an allow
+// list, an allow pattern does (by its repository part alone for a request
+// without a tag, so that the blobs and manifests of an allowed tag can be
+// pulled).
+func (r *Route) Permits(repo, tag string) bool {
+	for _, p := range r.Deny {
+		if matches(p, repo, tag) {
+			return false
+		}
+	}
+	if len(r.Allow) == 0 {
+		return true
+	}
+	for _, p := range r.Allow {
+		rp, _, hasTag := strings.Cut(p, ":")
+		if matches(p, repo, tag) || (tag == "" && hasTag && matches(rp, repo, "")) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,39 @@
+package policy
+
+import "testing"
+
+func TestPermits(t *testing.T) {
+	t.Parallel()
+	rt := &Route{Name: "hub", Origin: "https://hub", Allow: []string{"library/*", "team/app:v*"}, Deny: []string{"library/secret", "*/*:latest"}}
+	if _, err := NewRouter([]Route{*rt}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		repo, tag string
+		want      bool
+	}{
+		{"library/alpine", "", true},
+		{"library/alpine", "3.20", true},
+		{"library/alpine", "latest", false}, // denied by tag
+		{"library/secret", "", false},       // denied by repository
+		{"library/secret", "v1", false},
+		{"library/a/b", "", false},  // '*' does not cross '/'
+		{"team/app", "v2", true},    // allowed by tag
+		{"team/app", "nightly", false},
+		{"team/app", "", true}, // its blobs: the repository part allows them
+		{"other/app", "", false},
+	} {
+		if got := rt.Permits(tc.repo, tc.tag); got != tc.want {
+			t.Errorf("Permits(%q, %q) = %v, want %v", tc.repo, tc.tag, got, tc.want)
+		}
+	}
+	open := &Route{Name: "open", Origin: "https://o"}
+	if !open.Permits("anything/at/all", "latest") {
+		t.Error("a route without lists refused a name")
+	}
+	for _, bad := range [][]string{{"["}, {":v1"}, {"library/*:["}} {
+		if _, err := NewRouter([]Route{{Name: "r", Origin: "https://o", Deny: bad}}); err == nil {
+			t.Errorf("deny %q was taken", bad)
+		}
+	}
+}
