@@ -17,8 +17,8 @@ func TestPermits(t *testing.T) {
 		{"library/alpine", "latest", false}, // denied by tag
 		{"library/secret", "", false},       // denied by repository
 		{"library/secret", "v1", false},
-		{"library/a/b", "", false},  // '*' does not cross '/'
-		{"team/app", "v2", true},    // allowed by tag
+		{"library/a/b", "", false}, // '*' does not cross '/'
+		{"team/app", "v2", true},   // allowed by tag
 		{"team/app", "nightly", false},
 		{"team/app", "", true}, // its blobs: the repository part allows them
 		{"other/app", "", false},
