@@ -10,15 +10,19 @@ import (
 // tag. A pattern is a repository glob, optionally followed by ':' and a tag
 // glob ("library/*", "team/app:v*", "*/*:latest"); globs are path.Match's:
 // '*' stands for any run of characters but '/', '?' for one, [...] for a
-// class. A pattern with a tag judges only requests that name a tag (a
-// manifest by tag); the others are judged by repository patterns alone.
+// class. A repository glob covers the repositories it matches and every
+// repository under them: "team/*" covers team/app and team/app/sub. A
+// pattern with a tag judges only requests that name a tag (a manifest by
+// tag); the others are judged by repository patterns alone. Patterns are
+// matched against the name at the origin: on a default route to Docker Hub,
+// "library/alpine" for "alpine".
 
 // compilePatterns checks the patterns of a list.
 func compilePatterns(list string, patterns []string) error {
 	for _, p := range patterns {
-		repo, tag, _ := strings.Cut(p, ":")
-		if repo == "" {
-			return fmt.Errorf("%s pattern %q has no repository part", list, p)
+		repo, tag, hasTag := strings.Cut(p, ":")
+		if repo == "" || (hasTag && (tag == "" || strings.Contains(tag, ":"))) {
+			return fmt.Errorf("%s pattern %q: want a repository glob, optionally with ':' and a tag glob", list, p)
 		}
 		for _, g := range []string{repo, tag} {
 			if _, err := path.Match(g, ""); err != nil {
@@ -33,7 +37,7 @@ func compilePatterns(list string, patterns []string) error {
 // part: a tag pattern never matches a request without a tag.
 func matches(p, repo, tag string) bool {
 	rp, tp, hasTag := strings.Cut(p, ":")
-	if ok, _ := path.Match(rp, repo); !ok {
+	if !coversRepo(rp, repo) {
 		return false
 	}
 	if !hasTag {
@@ -63,6 +67,17 @@ func (r *Route) Permits(repo, tag string) bool {
 	for _, p := range r.Allow {
 		rp, _, hasTag := strings.Cut(p, ":")
 		if matches(p, repo, tag) || (tag == "" && hasTag && matches(rp, repo, "")) {
+			return true
+		}
+	}
+	return false
+}
+
+// coversRepo reports whether glob g matches repo or a repository that repo
+// is under (a leading run of its path elements).
+func coversRepo(g, repo string) bool {
+	for i := len(repo); i > 0; i = strings.LastIndexByte(repo[:i], '/') {
+		if ok, _ := path.Match(g, repo[:i]); ok {
 			return true
 		}
 	}

@@ -17,8 +17,10 @@ func TestPermits(t *testing.T) {
 		{"library/alpine", "latest", false}, // denied by tag
 		{"library/secret", "", false},       // denied by repository
 		{"library/secret", "v1", false},
-		{"library/a/b", "", false}, // '*' does not cross '/'
-		{"team/app", "v2", true},   // allowed by tag
+		{"library/a/b", "", true},         // under library/a, which library/* covers
+		{"library/secret/sub", "", false}, // under a denied repository
+		{"library", "", false},            // library/* covers only what is under library
+		{"team/app", "v2", true},          // allowed by tag
 		{"team/app", "nightly", false},
 		{"team/app", "", true}, // its blobs: the repository part allows them
 		{"other/app", "", false},
@@ -31,7 +33,7 @@ func TestPermits(t *testing.T) {
 	if !open.Permits("anything/at/all", "latest") {
 		t.Error("a route without lists refused a name")
 	}
-	for _, bad := range [][]string{{"["}, {":v1"}, {"library/*:["}} {
+	for _, bad := range [][]string{{"["}, {":v1"}, {"library/*:["}, {"x:"}, {"a:b:c"}} {
 		if _, err := NewRouter([]Route{{Name: "r", Origin: "https://o", Deny: bad}}); err == nil {
 			t.Errorf("deny %q was taken", bad)
 		}

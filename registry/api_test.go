@@ -234,3 +234,22 @@ func TestAllowAndDenyLists(t *testing.T) {
 	}
 	pullImage(t, n, "library/app", "v1", img)
 }
+
+// A mount cannot take a blob out of a repository the route's lists refuse,
+// named by from or found among the blob's holders.
+func TestDenyListsHoldForMounts(t *testing.T) {
+	t.Parallel()
+	global := newDirGlobal(t)
+	open := newNode(t, nodeConfig{global: global, region: "eu-west"})
+	d := pushBlob(t, open, "team/secret", []byte("a layer of a repository this region refuses"))
+	n := newNode(t, nodeConfig{global: global, region: "us-east", teamDeny: []string{"team/secret"}})
+	wantError(t, do(t, http.MethodGet, n.URL+"/v2/team/secret/blobs/"+d.String()), http.StatusForbidden, "DENIED")
+	for _, query := range []string{"?mount=" + d.String() + "&from=team/secret", "?mount=" + d.String()} {
+		if r := req(t, http.MethodPost, n.URL+"/v2/team/mine/blobs/uploads/"+query, nil); r.Status != http.StatusAccepted {
+			t.Fatalf("mount %s: %d %s; want an upload started instead", query, r.Status, r.Body)
+		}
+	}
+	if r := do(t, http.MethodGet, n.URL+"/v2/team/mine/blobs/"+d.String()); r.Status != http.StatusNotFound {
+		t.Fatalf("the refused blob is readable through team/mine: %d", r.Status)
+	}
+}

@@ -56,6 +56,7 @@ type nodeConfig struct {
 	maxUpload int64         // the node's default when zero
 	allow     []string      // the default route's allow list
 	deny      []string      // the default route's deny list
+	teamDeny  []string      // the hosted route's deny list
 }
 
 func newNode(t testing.TB, cfg nodeConfig) *node {
@@ -79,7 +80,7 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 	}
 	n.routes = append([]policy.Route{{Name: "docker.io", Origin: n.proxy.URL, Default: true, TagTTL: ttl, Allow: cfg.allow, Deny: cfg.deny}}, cfg.extra...)
 	if cfg.global != nil {
-		n.routes = append(n.routes, policy.Route{Name: "team", Hosted: true, Prefix: "team/"})
+		n.routes = append(n.routes, policy.Route{Name: "team", Hosted: true, Prefix: "team/", Deny: cfg.teamDeny})
 	}
 	c := nodeYAMLConfig(t, n, cfg)
 	opts := []edgenode.Option{edgenode.WithLogger(slog.New(slog.DiscardHandler)), edgenode.WithAuthorizer(allowAll{}),

@@ -162,8 +162,9 @@ func chunk(r *http.Request, offset int64) hosted.Chunk {
 }
 
 // mountFrom links d from repository from, or, without one, from any
-// repository of the route that holds d and that the client may pull: a
-// digest alone opens nothing the client could not read already.
+// repository of the route that holds d, that the route's lists let through
+// and that the client may pull: a digest alone opens nothing the client
+// could not read already.
 func (s *Server) mountFrom(req *request, from string, d digest.Digest) (bool, error) {
 	if from != "" {
 		return s.mount(req, from, d)
@@ -173,7 +174,7 @@ func (s *Server) mountFrom(req *request, from string, d digest.Digest) (bool, er
 		return false, nil // no mount, an upload instead
 	}
 	for _, h := range holders {
-		if s.authorize(req.client, req.route, h, policy.CapPull) == nil {
+		if req.route.Permits(h, "") && s.authorize(req.client, req.route, h, policy.CapPull) == nil {
 			return s.push.Mount(req.client.Context(), req.route, req.repo, h, d)
 		}
 	}
@@ -187,8 +188,8 @@ func (s *Server) mount(req *request, from string, d digest.Digest) (bool, error)
 		return false, newError(errcode.ErrorCodeNameInvalid, "invalid repository name in from", from)
 	}
 	rt, fromRepo, err := s.router.Resolve(nsParam(req.client.URL.RawQuery), from)
-	if err != nil || rt != req.route {
-		return false, nil
+	if err != nil || rt != req.route || !rt.Permits(fromRepo, "") {
+		return false, nil // the route's lists keep what they refuse out of mounts too
 	}
 	if err := s.authorize(req.client, rt, fromRepo, policy.CapPull); err != nil {
 		return false, nil
