@@ -360,7 +360,7 @@ func (e *Engine) Tags(ctx context.Context, rt *policy.Route, repo string, n int,
 		mctx, cancel := e.meta(context.WithoutCancel(ctx))
 		defer cancel()
 		tags, _, err := o.Tags(mctx, repo, n, last)
-		if err == nil && len(tags) <= maxKeptTags {
+		if err == nil && tagBytes(tags) <= maxKeptTagBytes {
 			e.tagLists.Add(key, tagList{tags: tags, fetched: e.now()})
 		}
 		return tags, err
@@ -386,11 +386,21 @@ func (e *Engine) Tags(ctx context.Context, rt *policy.Route, repo string, n int,
 }
 
 // Tag lists are kept in memory, a bounded number of them, each of at most
-// maxKeptTags tags: a few MiB at most.
+// maxKeptTagBytes: 8 MiB in all at most. A longer list is asked for each
+// time (and still served stale from the tags known here).
 const (
-	keptTagLists = 256
-	maxKeptTags  = 5000
+	keptTagLists    = 128
+	maxKeptTagBytes = 64 << 10
 )
+
+// tagBytes is about what a tag list holds in memory.
+func tagBytes(tags []string) int {
+	n := 0
+	for _, t := range tags {
+		n += len(t) + 16 // the string header
+	}
+	return n
+}
 
 type tagListKey struct {
 	route, repo string

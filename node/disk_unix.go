@@ -11,5 +11,5 @@ func diskSize(dir string) int64 {
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0
 	}
-	return int64(st.Blocks) * int64(st.Bsize)
+	return int64(st.Blocks) * blockSize(&st)
 }

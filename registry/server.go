@@ -269,6 +269,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	op, name, ref, perr := parsePath(r.URL.Path)
 	req := &request{op: op, name: name, ref: ref, client: r}
 	routeName := "-"
+	// Counted and logged however the request ends: an aborted transfer
+	// (a panic with http.ErrAbortHandler) included.
+	finished := false
+	defer func() { s.finish(r, routeName, op, sw, time.Since(start), !finished) }()
 	var err error
 	if perr != nil {
 		err = perr
@@ -303,7 +307,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ae.Status == statusClientGone && sw.status == 0 {
 			// Nobody to answer, or a cancellation that is not the
 			// client's: never let it pass for an empty 200.
-			s.observe(routeName, op, statusClientGone, time.Since(start))
 			panic(http.ErrAbortHandler)
 		}
 		if sw.status == 0 {
@@ -313,14 +316,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, ae)
 		}
 	}
+	finished = true
+}
+
+// finish counts a request and, with the access log on, logs it. A request
+// that ended before any answer was written (the client left) counts as
+// statusClientGone.
+func (s *Server) finish(r *http.Request, route, op string, sw *statusWriter, took time.Duration, aborted bool) {
 	if op == "" {
 		op = "invalid"
 	}
-	took := time.Since(start)
-	s.observe(routeName, op, sw.status, took)
+	code := sw.status
+	if code == 0 {
+		code = statusClientGone
+	}
+	s.observe(route, op, code, took)
 	if s.accessLog {
-		s.log.Info("request", "method", r.Method, "path", r.URL.Path, "route", routeName, "op", op, "status", sw.status,
-			"bytes", sw.bytes, "took", took, "client", s.client(r))
+		s.log.Info("request", "method", r.Method, "path", r.URL.Path, "route", route, "op", op, "status", code,
+			"bytes", sw.bytes, "took", took, "aborted", aborted, "client", s.client(r))
 	}
 }
 
