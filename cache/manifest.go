@@ -356,6 +356,7 @@ func (e *Engine) Tags(ctx context.Context, rt *policy.Route, repo string, n int,
 		e.m.hits.WithLabelValues("local", "taglist").Inc()
 		return kept.tags, nil
 	}
+	e.m.misses.WithLabelValues("local", "taglist").Inc()
 	v, err, _ := e.tagsFlight.Do(fmt.Sprintf("%s\x00%s\x00%d\x00%s", rt.Name, repo, n, last), func() (any, error) {
 		mctx, cancel := e.meta(context.WithoutCancel(ctx))
 		defer cancel()

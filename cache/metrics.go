@@ -64,15 +64,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, result := range []string{"ok", "mismatch", "error", "suspended", "abandoned"} {
 		m.fills.WithLabelValues(result)
 	}
-	for _, tier := range []string{"local", "global", "origin"} {
-		if tier != "local" {
-			m.bytes.WithLabelValues(tier) // filled from
-		}
+	for _, tier := range []string{"global", "origin"} {
+		m.bytes.WithLabelValues(tier) // filled from
+	}
+	for _, tier := range []string{"local", "global"} { // the origin answers what they miss
 		for _, kind := range []string{"manifest", "tag", "blob"} {
 			m.hits.WithLabelValues(tier, kind)
 			m.misses.WithLabelValues(tier, kind)
 		}
 	}
+	m.misses.WithLabelValues("local", "taglist")
 	m.hits.WithLabelValues("local", "taglist")
 	m.localTagHit = m.hits.WithLabelValues("local", "tag")
 	m.localBlobHit = m.hits.WithLabelValues("local", "blob")

@@ -23,11 +23,12 @@ type certReloader struct {
 	now               func() time.Time
 	log               *slog.Logger
 
-	mu      sync.Mutex
-	cert    *tls.Certificate
-	stamp   [2]fileStamp // of the files the pair was loaded from
-	failed  [2]fileStamp // of files that did not load: not tried again
-	checked time.Time
+	mu       sync.Mutex
+	cert     *tls.Certificate
+	stamp    [2]fileStamp // of the files the pair was loaded from
+	failed   [2]fileStamp // of files that did not load: tried again after a minute
+	failedAt time.Time
+	checked  time.Time
 }
 
 type fileStamp struct {
@@ -81,9 +82,10 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		r.checked = now
 		cs, cerr := stampOf(r.certFile)
 		ks, kerr := stampOf(r.keyFile)
-		if st := [2]fileStamp{cs, ks}; cerr == nil && kerr == nil && st != r.stamp && st != r.failed {
+		st := [2]fileStamp{cs, ks}
+		if cerr == nil && kerr == nil && st != r.stamp && (st != r.failed || now.Sub(r.failedAt) >= time.Minute) {
 			if err := r.load(); err != nil {
-				r.failed = st
+				r.failed, r.failedAt = st, now
 				r.log.Warn("new TLS certificate files do not load; serving the previous pair", "err", err)
 			} else {
 				r.log.Info("TLS certificate reloaded", "cert_file", r.certFile)
