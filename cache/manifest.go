@@ -149,9 +149,10 @@ func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag str
 
 	m, err := e.checkTag(ctx, rt, repo, tag, rec)
 
+	kept := isNotFound(err) && rt.KeepDeleted && !rt.Hosted
 	e.revalMu.Lock()
 	delete(e.revals, key)
-	if err != nil && !isNotFound(err) && !errors.Is(err, context.Canceled) {
+	if err != nil && (kept || !isNotFound(err)) && !errors.Is(err, context.Canceled) {
 		var oerr *upstream.Error
 		var retryAfter = rt.RetryDelay(0)
 		if errors.As(err, &oerr) {
@@ -167,6 +168,12 @@ func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag str
 	switch {
 	case err == nil:
 		return m, nil
+	case kept:
+		e.m.revalidated.WithLabelValues(rt.Name, "gone").Inc()
+		e.m.stale.WithLabelValues(rt.Name).Inc()
+		e.log.Info("origin no longer has a tag; the route keeps serving it", "route", rt.Name, "repo", repo, "tag", tag, "digest", rec.Digest)
+		cached.Stale = true
+		return cached, nil
 	case isNotFound(err):
 		e.m.revalidated.WithLabelValues(rt.Name, "gone").Inc()
 		return Manifest{}, err

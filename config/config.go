@@ -119,6 +119,10 @@ type Route struct {
 	// optionally with ":" and a tag glob ("library/*", "*/*:latest").
 	Allow []string `yaml:"allow,omitempty"`
 	Deny  []string `yaml:"deny,omitempty"`
+	// OriginDeletes says what a pull-through route does with a tag its
+	// origin no longer has: "drop" (default) answers 404 as the origin
+	// does, "keep" goes on serving what the node holds, marked stale.
+	OriginDeletes string `yaml:"origin_deletes,omitempty"`
 }
 
 // OriginTimeouts bound a route's calls to its origin; zero means the default.
@@ -333,6 +337,12 @@ func (c *Config) checkRoutes() []error {
 		if r.TagTTL < 0 {
 			errs = append(errs, fmt.Errorf("routes[%d] (%s): tag_ttl must not be negative", i, r.Name))
 		}
+		switch {
+		case r.OriginDeletes != "" && r.OriginDeletes != "keep" && r.OriginDeletes != "drop":
+			errs = append(errs, fmt.Errorf("routes[%d] (%s): origin_deletes %q: want keep or drop", i, r.Name, r.OriginDeletes))
+		case r.OriginDeletes != "" && r.Hosted:
+			errs = append(errs, fmt.Errorf("routes[%d] (%s): origin_deletes applies to pull-through routes only", i, r.Name))
+		}
 		errs = append(errs, r.checkOrigin(i)...)
 	}
 	if _, err := policy.NewRouter(c.PolicyRoutes()); err != nil {
@@ -436,7 +446,7 @@ func (c *Config) PolicyRoutes() []policy.Route {
 	for _, r := range c.Routes {
 		pr := policy.Route{
 			Name: r.Name, Origin: r.Origin, Default: r.Default, Hosted: r.Hosted,
-			Prefix: r.Prefix, TagTTL: time.Duration(r.TagTTL), Allow: r.Allow, Deny: r.Deny,
+			Prefix: r.Prefix, TagTTL: time.Duration(r.TagTTL), Allow: r.Allow, Deny: r.Deny, KeepDeleted: r.OriginDeletes == "keep",
 			AnonymousPull: c.Auth.AnonymousPull == nil || *c.Auth.AnonymousPull,
 		}
 		if r.AnonymousPull != nil {

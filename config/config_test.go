@@ -71,6 +71,7 @@ func TestParseRejects(t *testing.T) {
 		"unknown limit":           {"limits: {max_uploads: 3}\n", "max_uploads"},
 		"negative fills":          {"limits: {max_fills: -1}\n", "max_fills"},
 		"bad deny pattern":        {"routes: [{name: a, origin: 'https://a', deny: ['[']}]\n", "deny pattern"},
+		"bad origin_deletes":      {"routes: [{name: a, origin: 'https://a', origin_deletes: forget}]\n", "want keep or drop"},
 		"bad listen":              {"listen: nowhere\n", "listen"},
 		"storj no access":         {"global: {backend: storj}\n", "access"},
 		"deletes on pull-through": {"routes: [{name: a, origin: 'https://a', deletes: false}]\n", "hosted routes only"},

@@ -90,6 +90,10 @@ type Route struct {
 	AnonymousPull bool
 	// Allow and Deny choose what the route serves (see Permits).
 	Allow, Deny []string
+	// KeepDeleted serves a tag that the origin no longer has (it answers
+	// 404 on revalidation) from what the node holds, marked stale, instead
+	// of answering 404: an image deleted upstream keeps running here.
+	KeepDeleted bool
 }
 
 // Holds reports whether repo falls inside the route's namespace: under the

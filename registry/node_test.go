@@ -42,21 +42,22 @@ type node struct {
 }
 
 type nodeConfig struct {
-	dir       string // reuse a data directory (restart)
-	origin    *origintest.Registry
-	proxy     *origintest.Proxy
-	clock     *clock
-	ttl       time.Duration
-	extra     []policy.Route // more routes, each with its own origin
-	fillIdle  time.Duration
-	originCfg func(*upstream.Config)
-	global    storjtier.Backend // shared by the nodes of a multi-region test
-	region    string
-	meta      time.Duration // the routes' metadata timeout; 20s (real time: generous) when zero
-	maxUpload int64         // the node's default when zero
-	allow     []string      // the default route's allow list
-	deny      []string      // the default route's deny list
-	teamDeny  []string      // the hosted route's deny list
+	dir         string // reuse a data directory (restart)
+	origin      *origintest.Registry
+	proxy       *origintest.Proxy
+	clock       *clock
+	ttl         time.Duration
+	extra       []policy.Route // more routes, each with its own origin
+	fillIdle    time.Duration
+	originCfg   func(*upstream.Config)
+	global      storjtier.Backend // shared by the nodes of a multi-region test
+	region      string
+	meta        time.Duration // the routes' metadata timeout; 20s (real time: generous) when zero
+	maxUpload   int64         // the node's default when zero
+	allow       []string      // the default route's allow list
+	deny        []string      // the default route's deny list
+	teamDeny    []string      // the hosted route's deny list
+	keepDeleted bool          // the default route keeps tags its origin deleted
 }
 
 func newNode(t testing.TB, cfg nodeConfig) *node {
@@ -78,7 +79,8 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 	if ttl == 0 {
 		ttl = time.Minute
 	}
-	n.routes = append([]policy.Route{{Name: "docker.io", Origin: n.proxy.URL, Default: true, TagTTL: ttl, Allow: cfg.allow, Deny: cfg.deny}}, cfg.extra...)
+	n.routes = append([]policy.Route{{Name: "docker.io", Origin: n.proxy.URL, Default: true, TagTTL: ttl, Allow: cfg.allow, Deny: cfg.deny,
+		KeepDeleted: cfg.keepDeleted}}, cfg.extra...)
 	if cfg.global != nil {
 		n.routes = append(n.routes, policy.Route{Name: "team", Hosted: true, Prefix: "team/", Deny: cfg.teamDeny})
 	}
@@ -137,6 +139,9 @@ func nodeYAMLConfig(t testing.TB, n *node, cfg nodeConfig) *config.Config {
 			Allow: r.Allow, Deny: r.Deny}
 		if !r.Hosted {
 			cr.Timeouts.Metadata = config.Duration(meta)
+		}
+		if r.KeepDeleted {
+			cr.OriginDeletes = "keep"
 		}
 		c.Routes = append(c.Routes, cr)
 	}

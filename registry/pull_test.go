@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -489,5 +490,37 @@ func TestWarmBlobPreconditions(t *testing.T) {
 	}
 	if r := do(t, http.MethodGet, url, "If-Range", etag, "Range", "bytes=0-9"); r.Status != http.StatusPartialContent || !bytes.Equal(r.Body, data[:10]) {
 		t.Fatalf("If-Range: %d", r.Status)
+	}
+}
+
+// A tag the origin no longer has answers 404 as the origin does, unless the
+// route keeps deleted content: then what the node holds is served, marked
+// stale, blobs included, and the origin is not asked again at every pull.
+func TestOriginDeletesKeepOrDrop(t *testing.T) {
+	t.Parallel()
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			t.Parallel()
+			n := newNode(t, nodeConfig{keepDeleted: keep})
+			img := origintest.PushImage(t, n.origin.URL, "library/app", "v1", 1, 2048)
+			pullImage(t, n, "library/app", "v1", img)
+
+			n.proxy.FailStatus(origintest.Manifests, http.StatusNotFound, 0) // deleted upstream
+			n.clock.Advance(2 * time.Minute)                                 // past the tag TTL
+			url := n.URL + "/v2/library/app/manifests/v1"
+			if !keep {
+				wantError(t, do(t, http.MethodGet, url, "Accept", allManifestTypes), http.StatusNotFound, "MANIFEST_UNKNOWN")
+				return
+			}
+			r := do(t, http.MethodGet, url, "Accept", allManifestTypes)
+			if r.Status != http.StatusOK || !strings.Contains(r.Header.Get("Warning"), "Stale") {
+				t.Fatalf("kept tag: %d, Warning %q", r.Status, r.Header.Get("Warning"))
+			}
+			asked := len(n.proxy.Requests())
+			pullImage(t, n, "library/app", "v1", img)
+			if got := len(n.proxy.Requests()); got != asked {
+				t.Fatalf("the origin was asked %d more times right after it said the tag is gone", got-asked)
+			}
+		})
 	}
 }
