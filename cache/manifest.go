@@ -217,6 +217,12 @@ func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag strin
 	if err != nil {
 		return Manifest{}, err
 	}
+	if q, ok := o.(quotaWatcher); ok && q.QuotaLow() {
+		// What is left of the origin's rate limit goes to pulls of what
+		// nobody has here yet: the tag is served as it is.
+		e.m.revalidated.WithLabelValues(rt.Name, "quota").Inc()
+		return Manifest{}, ErrQuotaLow
+	}
 	mctx, cancel := e.meta(context.WithoutCancel(ctx))
 	defer cancel()
 	desc, err := o.HeadManifest(mctx, repo, tag)
@@ -392,6 +398,16 @@ func (e *Engine) Tags(ctx context.Context, rt *policy.Route, repo string, n int,
 	e.log.Warn("origin cannot list tags; answering with the tags known here", "route", rt.Name, "repo", repo, "err", err)
 	return page(known, n, last), nil
 }
+
+// quotaWatcher is an origin that knows how much of its rate limit is left;
+// *upstream.Client is one.
+type quotaWatcher interface {
+	QuotaLow() bool
+}
+
+// ErrQuotaLow means a tag was not revalidated because little of the
+// origin's rate limit is left; the tag is served stale.
+var ErrQuotaLow = errors.New("little of the origin's rate limit is left; not revalidating")
 
 // Tag lists are kept in memory, a bounded number of them, each of at most
 // maxKeptTagBytes: 8 MiB in all at most. A longer list is asked for each

@@ -77,6 +77,7 @@ type Client struct {
 	mu        sync.Mutex
 	challenge *transport.Challenge // nil until the first successful ping
 	repos     *lru.Cache[string, *repoAuth]
+	quota     quota
 }
 
 // repoAuth is the authenticated transport of one repository.
@@ -430,6 +431,7 @@ func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, h
 		if err != nil {
 			return nil, c.failure(ctx, op, repo, ref, err)
 		}
+		c.observeQuota(resp.Header)
 		if resp.StatusCode == http.StatusUnauthorized && anonymous && try == 0 {
 			if ch, ok := challengeOf(resp, c.reg.Scheme() == "http"); ok {
 				drain(resp.Body)

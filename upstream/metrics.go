@@ -16,6 +16,8 @@ type Metrics struct {
 	breakerOpen  *prometheus.GaugeVec
 	fastFailures *prometheus.CounterVec
 	probes       *prometheus.CounterVec
+
+	quotaLimit, quotaRemaining *prometheus.GaugeVec
 }
 
 // NewMetrics creates the origin metrics and registers them in reg (when it
@@ -27,6 +29,7 @@ type Metrics struct {
 //	edge_origin_breaker_open{route}
 //	edge_origin_fast_failures_total{route}
 //	edge_origin_breaker_probes_total{route,result}
+//	edge_origin_ratelimit_limit{route}, edge_origin_ratelimit_remaining{route}
 //
 // code is the HTTP status, or "error" when the origin gave no answer; op
 // "probe" is the breaker's probe.
@@ -57,9 +60,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "edge_origin_breaker_probes_total",
 			Help: "Background probes of an origin whose breaker is open, by route and result (ok, failed).",
 		}, []string{"route", "result"}),
+		quotaLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edge_origin_ratelimit_limit",
+			Help: "The origin's rate limit as it last said it (RateLimit-Limit), by route.",
+		}, []string{"route"}),
+		quotaRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edge_origin_ratelimit_remaining",
+			Help: "Requests left in the origin's rate-limit window as it last said it (RateLimit-Remaining), by route.",
+		}, []string{"route"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.resumes, m.breakerOpen, m.fastFailures, m.probes)
+		reg.MustRegister(m.requests, m.duration, m.resumes, m.breakerOpen, m.fastFailures, m.probes, m.quotaLimit, m.quotaRemaining)
 	}
 	return m
 }

@@ -87,8 +87,9 @@ type Proxy struct {
 	// URL is the base URL of the proxy, http://127.0.0.1:port.
 	URL string
 
-	target *url.URL
-	rp     *httputil.ReverseProxy
+	target  *url.URL
+	rp      *httputil.ReverseProxy
+	headers http.Header // added to every answer passed on (SetHeaders)
 
 	mu     sync.Mutex
 	log    []*Request
@@ -220,12 +221,26 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	p.mu.Lock()
+	for k, vs := range p.headers {
+		w.Header()[k] = append([]string(nil), vs...)
+	}
+	p.mu.Unlock()
 	fw := &faultWriter{ResponseWriter: w, plan: plan, ctx: r.Context(), onHeader: setStatus}
 	p.rp.ServeHTTP(fw, r)
 	if fw.truncated {
 		// The client must see a broken transfer, not a short success.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// SetHeaders adds h to every answer the proxy passes on from the origin,
+// as an origin sending them would (Docker Hub's RateLimit-Remaining, say);
+// nil stops it.
+func (p *Proxy) SetHeaders(h http.Header) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.headers = h.Clone()
 }
 
 // writeStatus answers with an OCI error body.

@@ -1,0 +1,89 @@
+package upstream
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// quota is what the origin says of its rate limit: Docker Hub answers
+// RateLimit-Limit and RateLimit-Remaining ("100;w=21600": requests left in
+// a window of seconds) on manifest requests. The node reads them so that it
+// spends what is left on pulls nobody has yet, not on revalidating tags it
+// holds.
+type quota struct {
+	mu        sync.Mutex
+	limit     int // -1: not said
+	remaining int
+	window    time.Duration
+	seen      time.Time // when they were said
+}
+
+// observeQuota reads the rate-limit headers of an origin's answer, if it
+// sent them.
+func (c *Client) observeQuota(h http.Header) {
+	limit, _, lok := rateLimitValue(h.Get("RateLimit-Limit"))
+	remaining, window, rok := rateLimitValue(h.Get("RateLimit-Remaining"))
+	if !rok {
+		return
+	}
+	if !lok {
+		limit = -1
+	}
+	q := &c.quota
+	q.mu.Lock()
+	q.limit, q.remaining, q.window, q.seen = limit, remaining, window, c.clock.Now()
+	q.mu.Unlock()
+	if c.m != nil {
+		c.m.quotaRemaining.WithLabelValues(c.cfg.Name).Set(float64(remaining))
+		if lok {
+			c.m.quotaLimit.WithLabelValues(c.cfg.Name).Set(float64(limit))
+		}
+	}
+}
+
+// rateLimitValue reads "76;w=21600" (or "76"): the count and the window.
+func rateLimitValue(v string) (n int, window time.Duration, ok bool) {
+	if v == "" {
+		return 0, 0, false
+	}
+	count, params, _ := strings.Cut(v, ";")
+	n, err := strconv.Atoi(strings.TrimSpace(count))
+	if err != nil || n < 0 {
+		return 0, 0, false
+	}
+	for p := range strings.SplitSeq(params, ";") {
+		if w, found := strings.CutPrefix(strings.TrimSpace(p), "w="); found {
+			if s, err := strconv.Atoi(w); err == nil && s > 0 {
+				window = time.Duration(s) * time.Second
+			}
+		}
+	}
+	return n, window, true
+}
+
+// QuotaLow reports whether the origin said lately that little of its rate
+// limit is left: at most a twentieth of the limit (at least 5 requests).
+// What it said counts for its window (an hour when it named none).
+func (c *Client) QuotaLow() bool {
+	q := &c.quota
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.seen.IsZero() {
+		return false
+	}
+	window := q.window
+	if window <= 0 {
+		window = time.Hour
+	}
+	if c.clock.Now().Sub(q.seen) > window {
+		return false
+	}
+	reserve := 5
+	if q.limit > 0 {
+		reserve = max(reserve, q.limit/20)
+	}
+	return q.remaining <= reserve
+}
