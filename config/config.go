@@ -123,6 +123,19 @@ type Route struct {
 	// origin no longer has: "drop" (default) answers 404 as the origin
 	// does, "keep" goes on serving what the node holds, marked stale.
 	OriginDeletes string `yaml:"origin_deletes,omitempty"`
+	// OriginLimits bound what the route asks of its origin (zero values:
+	// unbounded).
+	OriginLimits OriginLimits `yaml:"origin_limits,omitempty"`
+}
+
+// OriginLimits bound a route's requests to its origin.
+type OriginLimits struct {
+	// Concurrent bounds the requests in flight at once, a blob being
+	// read counting until its body ends.
+	Concurrent int `yaml:"concurrent,omitempty"`
+	// PerMinute bounds the requests started per minute, after a burst of
+	// a tenth of it.
+	PerMinute float64 `yaml:"per_minute,omitempty"`
 }
 
 // OriginTimeouts bound a route's calls to its origin; zero means the default.
@@ -340,6 +353,10 @@ func (c *Config) checkRoutes() []error {
 		switch {
 		case r.OriginDeletes != "" && r.OriginDeletes != "keep" && r.OriginDeletes != "drop":
 			errs = append(errs, fmt.Errorf("routes[%d] (%s): origin_deletes %q: want keep or drop", i, r.Name, r.OriginDeletes))
+		case r.OriginLimits.Concurrent < 0 || r.OriginLimits.PerMinute < 0:
+			errs = append(errs, fmt.Errorf("routes[%d] (%s): origin_limits must not be negative", i, r.Name))
+		case (r.OriginLimits != OriginLimits{}) && r.Hosted:
+			errs = append(errs, fmt.Errorf("routes[%d] (%s): origin_limits applies to pull-through routes only", i, r.Name))
 		case r.OriginDeletes != "" && r.Hosted:
 			errs = append(errs, fmt.Errorf("routes[%d] (%s): origin_deletes applies to pull-through routes only", i, r.Name))
 		}

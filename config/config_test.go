@@ -72,6 +72,7 @@ func TestParseRejects(t *testing.T) {
 		"negative fills":          {"limits: {max_fills: -1}\n", "max_fills"},
 		"bad deny pattern":        {"routes: [{name: a, origin: 'https://a', deny: ['[']}]\n", "deny pattern"},
 		"bad origin_deletes":      {"routes: [{name: a, origin: 'https://a', origin_deletes: forget}]\n", "want keep or drop"},
+		"negative origin limit":   {"routes: [{name: a, origin: 'https://a', origin_limits: {per_minute: -1}}]\n", "origin_limits"},
 		"bad listen":              {"listen: nowhere\n", "listen"},
 		"storj no access":         {"global: {backend: storj}\n", "access"},
 		"deletes on pull-through": {"routes: [{name: a, origin: 'https://a', deletes: false}]\n", "hosted routes only"},

@@ -332,6 +332,7 @@ func originConfig(r config.Route, log *slog.Logger, m *upstream.Metrics) upstrea
 		Name: r.Name, Origin: r.Origin, Username: r.Username, Password: r.Password,
 		DialTimeout: time.Duration(r.Timeouts.Dial), MetaTimeout: time.Duration(r.Timeouts.Metadata),
 		BlobIdleTimeout: time.Duration(r.Timeouts.BlobIdle),
+		Limits:          upstream.Limits{Concurrent: r.OriginLimits.Concurrent, PerMinute: r.OriginLimits.PerMinute},
 		Breaker: upstream.BreakerConfig{
 			Failures: r.Breaker.Failures, CoolDown: time.Duration(r.Breaker.CoolDown), Disabled: r.Breaker.Disabled,
 		},

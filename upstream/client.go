@@ -40,6 +40,7 @@ type Config struct {
 	// first byte included); the body is then resumed. Default 30s.
 	BlobIdleTimeout time.Duration
 	Breaker         BreakerConfig
+	Limits          Limits       // what may be asked of the origin at once and per minute
 	Logger          *slog.Logger // nil = discard
 	Metrics         *Metrics     // nil = no metrics
 	Clock           Clock        // the timeouts, the breaker, token expiry and Retry-After dates; nil = real time
@@ -78,6 +79,7 @@ type Client struct {
 	challenge *transport.Challenge // nil until the first successful ping
 	repos     *lru.Cache[string, *repoAuth]
 	quota     quota
+	lim       *limiter // nil: no limits
 }
 
 // repoAuth is the authenticated transport of one repository.
@@ -148,6 +150,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c.repos, _ = lru.New[string, *repoAuth](maxRepoTransports)
 	c.base = c.inner
+	c.lim = newLimiter(cfg.Limits)
 	if c.brk = newBreaker(cfg.Breaker, c.clock, c.probeOrigin, c.breakerChanged); c.brk != nil {
 		c.base = breakerTransport{rt: c.inner, b: c.brk, c: c}
 	}
@@ -179,6 +182,9 @@ func (cfg *Config) check() error {
 		if *d.v == 0 {
 			*d.v = d.def
 		}
+	}
+	if cfg.Limits.Concurrent < 0 || cfg.Limits.PerMinute < 0 {
+		return fmt.Errorf("upstream %s: negative origin limits %+v", cfg.Name, cfg.Limits)
 	}
 	switch {
 	case cfg.Breaker.Failures < 0:
@@ -425,12 +431,18 @@ func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, h
 			req.Header[k] = v
 		}
 		req.Header.Set("User-Agent", c.cfg.UserAgent)
+		release, err := c.wait(ctx)
+		if err != nil {
+			return nil, c.newError(op, repo, ref, err)
+		}
 		start := time.Now()
 		resp, err := (&http.Client{Transport: rt}).Do(req)
 		c.observe(op, resp, err, start)
 		if err != nil {
+			release()
 			return nil, c.failure(ctx, op, repo, ref, err)
 		}
+		holdPlace(resp, release)
 		c.observeQuota(resp.Header)
 		if resp.StatusCode == http.StatusUnauthorized && anonymous && try == 0 {
 			if ch, ok := challengeOf(resp, c.reg.Scheme() == "http"); ok {

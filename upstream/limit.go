@@ -1,0 +1,88 @@
+package upstream
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sync"
+
+	"golang.org/x/sync/semaphore"
+	"golang.org/x/time/rate"
+)
+
+// Limits bound what a route asks of its origin, so that the node never
+// spends the origin's patience (or its quota) faster than the operator
+// allows. Zero values are unbounded.
+type Limits struct {
+	// Concurrent bounds the requests in flight to the origin at once, a
+	// blob body being read counting as one until it is closed.
+	Concurrent int
+	// PerMinute bounds the requests started per minute (a burst of up to
+	// a tenth of it, at least one, may start at once).
+	PerMinute float64
+}
+
+// limiter applies Limits; nil applies none.
+type limiter struct {
+	sem  *semaphore.Weighted // nil: no bound
+	rate *rate.Limiter       // nil: no bound
+}
+
+func newLimiter(l Limits) *limiter {
+	if l.Concurrent <= 0 && l.PerMinute <= 0 {
+		return nil
+	}
+	lim := &limiter{}
+	if l.Concurrent > 0 {
+		lim.sem = semaphore.NewWeighted(int64(l.Concurrent))
+	}
+	if l.PerMinute > 0 {
+		lim.rate = rate.NewLimiter(rate.Limit(l.PerMinute/60), max(1, int(l.PerMinute/10)))
+	}
+	return lim
+}
+
+// wait takes a place for one request: it waits for the rate, on the
+// Client's clock, and for a free place among the concurrent ones. The
+// returned release gives the place back; it is safe to call more than once.
+func (c *Client) wait(ctx context.Context) (release func(), err error) {
+	lim := c.lim
+	if lim == nil {
+		return func() {}, nil
+	}
+	if lim.rate != nil {
+		now := c.clock.Now()
+		r := lim.rate.ReserveN(now, 1)
+		if d := r.DelayFrom(now); d > 0 {
+			if err := c.sleep(ctx, d); err != nil {
+				r.CancelAt(c.clock.Now())
+				return nil, err
+			}
+		}
+	}
+	if lim.sem == nil {
+		return func() {}, nil
+	}
+	if err := lim.sem.Acquire(ctx, 1); err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(func() { lim.sem.Release(1) }) }, nil
+}
+
+// releasing gives the place of a request back when its body is closed.
+type releasing struct {
+	io.ReadCloser
+	release func()
+}
+
+func (b releasing) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
+
+// holdPlace ties a response's place to its body.
+func holdPlace(resp *http.Response, release func()) {
+	resp.Body = releasing{ReadCloser: resp.Body, release: release}
+}
