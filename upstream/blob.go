@@ -229,6 +229,13 @@ func (c *Client) GetBlob(ctx context.Context, repo string, d digest.Digest, offs
 // must come within MetaTimeout; the returned cancel ends the body.
 func (c *Client) fetchBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (*http.Response, context.CancelCauseFunc, error) {
 	const op = "get_blob"
+	// A place among the route's concurrent requests is waited for before
+	// the headers' clock starts: a blob queued behind others is not late.
+	release, err := c.wait(ctx)
+	if err != nil {
+		return nil, nil, c.newError(op, repo, d.String(), err)
+	}
+	ctx = withPlace(ctx, release)
 	ctx, cancel := context.WithCancelCause(ctx)
 	stop := c.clock.AfterFunc(c.cfg.MetaTimeout, func() { cancel(errHeaderTimeout) })
 	var hdr http.Header
@@ -242,6 +249,7 @@ func (c *Client) fetchBlob(ctx context.Context, repo string, d digest.Digest, of
 		err = c.newError(op, repo, d.String(), errHeaderTimeout)
 	}
 	if err != nil {
+		release() // unless send had it back already (it is given back once)
 		timedOut := errors.Is(context.Cause(ctx), errHeaderTimeout)
 		cancel(nil)
 		if timedOut {

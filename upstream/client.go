@@ -431,7 +431,7 @@ func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, h
 			req.Header[k] = v
 		}
 		req.Header.Set("User-Agent", c.cfg.UserAgent)
-		release, err := c.wait(ctx)
+		release, err := c.place(ctx)
 		if err != nil {
 			return nil, c.newError(op, repo, ref, err)
 		}

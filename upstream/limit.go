@@ -70,6 +70,34 @@ func (c *Client) wait(ctx context.Context) (release func(), err error) {
 	return func() { once.Do(func() { lim.sem.Release(1) }) }, nil
 }
 
+// heldPlace is a place taken before a request was sent (fetchBlob takes
+// it before its headers' clock starts); send uses it once.
+type heldPlace struct {
+	mu      sync.Mutex
+	release func() // nil once used
+}
+
+type placeKey struct{}
+
+func withPlace(ctx context.Context, release func()) context.Context {
+	return context.WithValue(ctx, placeKey{}, &heldPlace{release: release})
+}
+
+// place returns the place held for the request of ctx, if one is, and
+// otherwise waits for one.
+func (c *Client) place(ctx context.Context) (func(), error) {
+	if h, ok := ctx.Value(placeKey{}).(*heldPlace); ok {
+		h.mu.Lock()
+		release := h.release
+		h.release = nil
+		h.mu.Unlock()
+		if release != nil {
+			return release, nil
+		}
+	}
+	return c.wait(ctx)
+}
+
 // releasing gives the place of a request back when its body is closed.
 type releasing struct {
 	io.ReadCloser

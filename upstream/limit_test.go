@@ -69,3 +69,37 @@ func TestOriginConcurrencyHoldsUntilTheBodyCloses(t *testing.T) {
 		t.Fatalf("after the body closed: %+v", reqs)
 	}
 }
+
+// A blob that waits for a place among the route's concurrent requests is
+// not late: the clock of its response headers starts once it has one.
+func TestABlobQueuedBehindOthersIsNotLate(t *testing.T) {
+	t.Parallel()
+	origin := origintest.NewRegistry(t)
+	origintest.PushImage(t, origin.URL, "library/app", "v1", 1, 512)
+	_, d := origintest.PushRandomBlob(t, origin.URL, "library/app", 64<<10)
+	clock := testkit.NewClock(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC))
+	c, _ := newClient(t, origin.URL, func(cfg *upstream.Config) {
+		cfg.Clock, cfg.MetaTimeout = testkit.StopClock{Clock: clock}, time.Second
+		cfg.Limits = upstream.Limits{Concurrent: 1}
+	})
+	first, err := c.GetBlob(t.Context(), "library/app", d, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan error, 1)
+	go func() {
+		b, err := c.GetBlob(t.Context(), "library/app", d, 0)
+		if err == nil {
+			err = b.Close()
+		}
+		second <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // a look: let it queue
+	clock.Advance(time.Minute)        // far past the headers' timeout
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("the queued blob: %v", err)
+	}
+}
