@@ -177,10 +177,20 @@ func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag str
 	case isNotFound(err):
 		e.m.revalidated.WithLabelValues(rt.Name, "gone").Inc()
 		return Manifest{}, err
+	case errors.Is(err, ErrQuotaLow): // counted as "quota" by checkTag
+		e.m.stale.WithLabelValues(rt.Name).Inc()
+		e.log.Info("little of the origin's rate limit is left; serving a tag without revalidating it",
+			"route", rt.Name, "repo", repo, "tag", tag, "digest", rec.Digest)
+		cached.Stale = true
+		return cached, nil
 	default:
 		e.m.revalidated.WithLabelValues(rt.Name, "failed").Inc()
 		e.m.stale.WithLabelValues(rt.Name).Inc()
-		e.log.Warn("origin could not revalidate a tag; serving the last known digest",
+		from := "origin"
+		if rt.Hosted {
+			from = "global tier"
+		}
+		e.log.Warn("cannot revalidate a tag; serving the last known digest", "from", from,
 			"route", rt.Name, "repo", repo, "tag", tag, "digest", rec.Digest, "err", err)
 		cached.Stale = true
 		return cached, nil
