@@ -109,7 +109,14 @@ func parseLean(block []byte) *http.Request {
 			req.Host = value
 			continue
 		case "Connection":
-			if httpguts.HeaderValuesContainsToken([]string{value}, "close") {
+			listed := httpguts.HeaderValuesContainsToken([]string{value}, "close")
+			if !listed && closeWord(value) {
+				// net/http closes after the answer when "close" is a word
+				// of the value ("0 Close"), not only an item of its list:
+				// the fallback answers such a request, so that both agree.
+				return nil
+			}
+			if listed {
 				req.Close = true
 			}
 		}
@@ -130,6 +137,23 @@ func parseLean(block []byte) *http.Request {
 		}
 	}
 	return req
+}
+
+// closeWord reports whether "close" is a word of v, ASCII case aside,
+// between spaces, tabs, commas or the ends: how net/http's response side
+// reads a Connection header.
+func closeWord(v string) bool {
+	const token = "close"
+	boundary := func(b byte) bool { return b == ' ' || b == ',' || b == '\t' }
+	for i := 0; i+len(token) <= len(v); i++ {
+		if (i > 0 && !boundary(v[i-1])) || (i+len(token) < len(v) && !boundary(v[i+len(token)])) {
+			continue
+		}
+		if strings.EqualFold(v[i:i+len(token)], token) {
+			return true
+		}
+	}
+	return false
 }
 
 // cutLine splits s after its first line, which ends in CRLF or LF.
