@@ -227,17 +227,18 @@ func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag strin
 	if err != nil {
 		return Manifest{}, err
 	}
-	if q, ok := o.(quotaWatcher); ok && q.QuotaLow() {
-		// What is left of the origin's rate limit goes to pulls of what
-		// nobody has here yet: the tag is served as it is.
-		e.m.revalidated.WithLabelValues(rt.Name, "quota").Inc()
-		return Manifest{}, ErrQuotaLow
-	}
 	mctx, cancel := e.meta(context.WithoutCancel(ctx))
 	defer cancel()
-	desc, err := o.HeadManifest(mctx, repo, tag)
+	desc, err := o.HeadManifest(mctx, repo, tag) // a HEAD is not counted against Docker Hub's limit
 	if err != nil {
 		return Manifest{}, err
+	}
+	if q, ok := o.(quotaWatcher); ok && desc.Digest != rec.Digest && q.QuotaLow() {
+		// The tag moved, but what is left of the origin's rate limit goes
+		// to pulls of what nobody has here yet: the tag is served as it
+		// was, until the quota is back.
+		e.m.revalidated.WithLabelValues(rt.Name, "quota").Inc()
+		return Manifest{}, ErrQuotaLow
 	}
 	if desc.Digest != rec.Digest {
 		e.m.revalidated.WithLabelValues(rt.Name, "changed").Inc()
@@ -415,8 +416,9 @@ type quotaWatcher interface {
 	QuotaLow() bool
 }
 
-// ErrQuotaLow means a tag was not revalidated because little of the
-// origin's rate limit is left; the tag is served stale.
+// ErrQuotaLow means a tag that moved at the origin was not fetched again
+// because little of the origin's rate limit is left; the tag is served as
+// it was, stale.
 var ErrQuotaLow = errors.New("little of the origin's rate limit is left; not revalidating")
 
 // Tag lists are kept in memory, a bounded number of them, each of at most

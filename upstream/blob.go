@@ -233,7 +233,7 @@ func (c *Client) fetchBlob(ctx context.Context, repo string, d digest.Digest, of
 	// the headers' clock starts: a blob queued behind others is not late.
 	release, err := c.wait(ctx)
 	if err != nil {
-		return nil, nil, c.newError(op, repo, d.String(), err)
+		return nil, nil, c.failure(ctx, op, repo, d.String(), err)
 	}
 	ctx = withPlace(ctx, release)
 	ctx, cancel := context.WithCancelCause(ctx)

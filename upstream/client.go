@@ -433,7 +433,7 @@ func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, h
 		req.Header.Set("User-Agent", c.cfg.UserAgent)
 		release, err := c.place(ctx)
 		if err != nil {
-			return nil, c.newError(op, repo, ref, err)
+			return nil, c.failure(ctx, op, repo, ref, err) // a timeout, not a client gone
 		}
 		start := time.Now()
 		resp, err := (&http.Client{Transport: rt}).Do(req)
@@ -443,7 +443,7 @@ func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, h
 			return nil, c.failure(ctx, op, repo, ref, err)
 		}
 		holdPlace(resp, release)
-		c.observeQuota(resp.Header)
+		c.observeQuota(op, resp.Header)
 		if resp.StatusCode == http.StatusUnauthorized && anonymous && try == 0 {
 			if ch, ok := challengeOf(resp, c.reg.Scheme() == "http"); ok {
 				drain(resp.Body)

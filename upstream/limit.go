@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -54,6 +55,11 @@ func (c *Client) wait(ctx context.Context) (release func(), err error) {
 		now := c.clock.Now()
 		r := lim.rate.ReserveN(now, 1)
 		if d := r.DelayFrom(now); d > 0 {
+			if deadline, ok := ctx.Deadline(); ok && now.Add(d).After(deadline) {
+				// Waiting would end past the caller's deadline: say so now.
+				r.CancelAt(now)
+				return nil, fmt.Errorf("the route's origin_limits.per_minute allows the next request in %v: %w", d, context.DeadlineExceeded)
+			}
 			if err := c.sleep(ctx, d); err != nil {
 				r.CancelAt(c.clock.Now())
 				return nil, err

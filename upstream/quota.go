@@ -21,17 +21,28 @@ type quota struct {
 	seen      time.Time // when they were said
 }
 
-// observeQuota reads the rate-limit headers of an origin's answer, if it
-// sent them.
-func (c *Client) observeQuota(h http.Header) {
+// maxQuotaWindow bounds how long a reading counts, whatever window the
+// origin names.
+const maxQuotaWindow = 24 * time.Hour
+
+// observeQuota reads the rate-limit headers of an origin's answer to op.
+// A manifest answer without them clears what was read before: the origin
+// (or its account: paid ones have no limit) no longer says it is limited.
+func (c *Client) observeQuota(op string, h http.Header) {
 	limit, _, lok := rateLimitValue(h.Get("RateLimit-Limit"))
 	remaining, window, rok := rateLimitValue(h.Get("RateLimit-Remaining"))
-	if !rok {
+	if !rok || (lok && remaining > limit) {
+		if strings.Contains(op, "manifest") {
+			c.quota.mu.Lock()
+			c.quota.seen = time.Time{}
+			c.quota.mu.Unlock()
+		}
 		return
 	}
 	if !lok {
 		limit = -1
 	}
+	window = min(window, maxQuotaWindow)
 	q := &c.quota
 	q.mu.Lock()
 	q.limit, q.remaining, q.window, q.seen = limit, remaining, window, c.clock.Now()
@@ -51,13 +62,13 @@ func rateLimitValue(v string) (n int, window time.Duration, ok bool) {
 	}
 	count, params, _ := strings.Cut(v, ";")
 	n, err := strconv.Atoi(strings.TrimSpace(count))
-	if err != nil || n < 0 {
+	if err != nil || n < 0 || n > 1<<30 {
 		return 0, 0, false
 	}
 	for p := range strings.SplitSeq(params, ";") {
 		if w, found := strings.CutPrefix(strings.TrimSpace(p), "w="); found {
 			if s, err := strconv.Atoi(w); err == nil && s > 0 {
-				window = time.Duration(s) * time.Second
+				window = time.Duration(min(s, int(maxQuotaWindow/time.Second))) * time.Second
 			}
 		}
 	}
