@@ -443,7 +443,7 @@ func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, h
 			return nil, c.failure(ctx, op, repo, ref, err)
 		}
 		holdPlace(resp, release)
-		c.observeQuota(op, resp.Header)
+		c.observeQuota(op, resp.StatusCode, resp.Header)
 		if resp.StatusCode == http.StatusUnauthorized && anonymous && try == 0 {
 			if ch, ok := challengeOf(resp, c.reg.Scheme() == "http"); ok {
 				drain(resp.Body)

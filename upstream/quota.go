@@ -26,17 +26,20 @@ type quota struct {
 const maxQuotaWindow = 24 * time.Hour
 
 // observeQuota reads the rate-limit headers of an origin's answer to op.
-// A manifest answer without them clears what was read before: the origin
-// (or its account: paid ones have no limit) no longer says it is limited.
-func (c *Client) observeQuota(op string, h http.Header) {
+// A successful manifest answer without them clears what was read before:
+// the origin (or its account: paid ones have no limit) no longer says it
+// is limited. A reading that makes no sense (more left than the limit) is
+// ignored.
+func (c *Client) observeQuota(op string, status int, h http.Header) {
 	limit, _, lok := rateLimitValue(h.Get("RateLimit-Limit"))
 	remaining, window, rok := rateLimitValue(h.Get("RateLimit-Remaining"))
-	if !rok || (lok && remaining > limit) {
-		if strings.Contains(op, "manifest") {
-			c.quota.mu.Lock()
-			c.quota.seen = time.Time{}
-			c.quota.mu.Unlock()
+	if !rok {
+		if strings.Contains(op, "manifest") && (status < 300 || status == http.StatusNotModified) {
+			c.clearQuota()
 		}
+		return
+	}
+	if lok && remaining > limit {
 		return
 	}
 	if !lok {
@@ -52,6 +55,18 @@ func (c *Client) observeQuota(op string, h http.Header) {
 		if lok {
 			c.m.quotaLimit.WithLabelValues(c.cfg.Name).Set(float64(limit))
 		}
+	}
+}
+
+// clearQuota forgets the last reading, its gauges included.
+func (c *Client) clearQuota() {
+	c.quota.mu.Lock()
+	had := !c.quota.seen.IsZero()
+	c.quota.seen = time.Time{}
+	c.quota.mu.Unlock()
+	if had && c.m != nil {
+		c.m.quotaRemaining.DeleteLabelValues(c.cfg.Name)
+		c.m.quotaLimit.DeleteLabelValues(c.cfg.Name)
 	}
 }
 

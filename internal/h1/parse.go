@@ -59,8 +59,10 @@ func leanField(line string) (key, value string, ok bool) {
 // http.ReadRequest does (FuzzParseLean holds it to that), and the fallback
 // answers the rest, errors included. The subset: GET or HEAD, an
 // origin-form target of visible ASCII, HTTP/1.1, one valid Host, header
-// lines of a token, a colon and a value without control bytes, and none of
-// Content-Length, Transfer-Encoding, Expect or Upgrade.
+// lines of a token, a colon and a value without control bytes, none of
+// Content-Length, Transfer-Encoding, Expect or Upgrade, and no Connection
+// value with "close" as a word but not as a list item (net/http closes
+// after those; the fallback answers them).
 //
 // Every string of the request is a slice of one copy of the block: one
 // allocation for all of them.
