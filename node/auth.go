@@ -2,6 +2,7 @@ package node
 
 import (
 	"cmp"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -9,6 +10,16 @@ import (
 	"github.com/edgeregistry/edge/config"
 	"github.com/edgeregistry/edge/policy"
 )
+
+// newAuthorizer builds the authorizer that cfg's auth section describes,
+// with extra options; New and Check build it the same way.
+func newAuthorizer(cfg *config.Config, extra ...auth.Option) (*auth.Authorizer, error) {
+	a, err := auth.New(authConfig(cfg.Auth, "edge "+cfg.Region), append(authOptions(cfg.Auth), extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	return a, nil
+}
 
 // authConfig is auth's configuration of the node's auth section.
 func authConfig(cfg config.Auth, realm string) auth.Config {

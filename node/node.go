@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -116,12 +115,12 @@ func NewLogger(c config.Log, out io.Writer) *slog.Logger {
 func Check(cfg *config.Config) error {
 	var errs []error
 	if cfg.TLS != nil {
-		if _, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
-			errs = append(errs, fmt.Errorf("tls: %w", err))
+		if _, err := newCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, time.Now, slog.New(slog.DiscardHandler)); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	if _, err := auth.New(authConfig(cfg.Auth, "edge "+cfg.Region), authOptions(cfg.Auth)...); err != nil {
-		errs = append(errs, fmt.Errorf("auth: %w", err))
+	if _, err := newAuthorizer(cfg); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -157,10 +156,9 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	}
 	authz := o.authz
 	if authz == nil {
-		a, err := auth.New(authConfig(cfg.Auth, "edge "+cfg.Region),
-			append(authOptions(cfg.Auth), auth.WithLogger(n.log.With("component", "auth")), auth.WithRegisterer(reg))...)
+		a, err := newAuthorizer(cfg, auth.WithLogger(n.log.With("component", "auth")), auth.WithRegisterer(reg))
 		if err != nil {
-			return nil, fmt.Errorf("auth: %w", err)
+			return nil, err
 		}
 		authz = a
 	}
@@ -244,7 +242,7 @@ func (n *Node) localMaxSize() (int64, error) {
 		n.log.Warn("local tier budget unlimited: the data directory's file system size cannot be read; set local.max_size")
 		return 0, nil
 	}
-	n.log.Info("local tier budget", "max_size", size, "from", "80% of the data directory's file system")
+	n.log.Info("local tier budget", "max_size", size, "from", fmt.Sprintf("%.0f%% of the data directory's file system", 100*localDiskShare))
 	return size, nil
 }
 
