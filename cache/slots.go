@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/edgeregistry/edge/policy"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeregistry/edge/policy"
 )
 
 // DefaultMaxFills is how many fills may run at once by default.
@@ -21,21 +22,21 @@ const DefaultMaxFills = 64
 // and each client's share of them: a fill holds its starter's slot until it
 // ends. A request that would start a fill beyond either bound waits for a
 // slot, and a fill that nobody reads any more yields its slot to it (see
-// Engine.startSlot); one that joins a fill in progress needs none.
+// Engine.yieldAbandoned); one that joins a fill in progress needs none.
 type fillSlots struct {
 	max, perClient int
 
 	mu      sync.Mutex
 	used    int
 	by      map[string]int // slots held, by client
-	changed chan struct{}  // closed and replaced when a slot is freed
+	changed chan struct{}  // closed and replaced at every change (notify)
 
-	inFlight, waiters prometheus.Gauge
+	inFlight prometheus.Gauge
 }
 
 func newFillSlots(max, perClient int, m *metrics) *fillSlots {
 	return &fillSlots{max: max, perClient: perClient, by: make(map[string]int), changed: make(chan struct{}),
-		inFlight: m.fillsInFlight, waiters: m.fillWaiters}
+		inFlight: m.fillsInFlight}
 }
 
 // tryAcquire takes a slot for client if one is free. When none is, it says
