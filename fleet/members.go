@@ -130,9 +130,9 @@ func checkPeer(addr string) error {
 	return nil
 }
 
-// recordSig is the fleet secret's HMAC of a member record's fields.
-func (m *Membership) recordSig(mb Member) string {
-	return hex.EncodeToString(m.sign.sum("edge-member-v1", mb.Region, mb.ID, mb.Peer, strconv.FormatInt(mb.Beat.UnixNano(), 10)))
+// recordMAC is the fleet secret's HMAC of a member record's fields.
+func (m *Membership) recordMAC(mb Member) []byte {
+	return m.sign.sum("edge-member-v1", mb.Region, mb.ID, mb.Peer, strconv.FormatInt(mb.Beat.UnixNano(), 10))
 }
 
 func key(mb Member) string { return prefix + mb.Region + "/" + mb.ID }
@@ -144,7 +144,7 @@ func (m *Membership) Self() Member { return m.self }
 func (m *Membership) Announce(ctx context.Context) error {
 	rec := m.self
 	rec.Beat = m.now()
-	rec.Sig = m.recordSig(rec)
+	rec.Sig = hex.EncodeToString(m.recordMAC(rec))
 	body, err := json.Marshal(rec)
 	if err != nil {
 		return err
@@ -231,15 +231,10 @@ func (m *Membership) read(ctx context.Context, k string) (Member, error) {
 	if key(mb) != k {
 		return Member{}, fmt.Errorf("record of %s/%s under another key", mb.Region, mb.ID)
 	}
-	if got, err := hex.DecodeString(mb.Sig); err != nil || !hmac.Equal(got, mustHex(m.recordSig(mb))) {
+	if got, err := hex.DecodeString(mb.Sig); err != nil || !hmac.Equal(got, m.recordMAC(mb)) {
 		return Member{}, errors.New("record not signed with the fleet secret")
 	}
 	return mb, nil
-}
-
-func mustHex(s string) []byte {
-	b, _ := hex.DecodeString(s)
-	return b
 }
 
 // setLive replaces the live members with live, self always among them.
