@@ -121,7 +121,7 @@ func (g *sendGuard) WriteHeader(code int) {
 }
 
 func (g *sendGuard) Write(p []byte) (int, error) {
-	n, err := writeChunks(g.ResponseWriter, p, func() { g.renew(false) })
+	n, err := writeRenewing(g.ResponseWriter, p, func() { g.renew(false) })
 	g.failed(err)
 	return n, err
 }
@@ -132,7 +132,7 @@ func (g *sendGuard) ReadFrom(src io.Reader) (int64, error) {
 	if !ok {
 		return io.Copy(writerOnly{g}, src)
 	}
-	n, err := sendChunks(rf, src, func() { g.renew(false) })
+	n, err := sendRenewing(rf, src, func() { g.renew(false) })
 	g.failed(err)
 	return n, err
 }
@@ -150,11 +150,11 @@ func (g *sendGuard) FlushError() error {
 // Unwrap lets http.ResponseController reach the connection.
 func (g *sendGuard) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 
-// writeChunks writes p to w, calling renew before each write: a write cut
+// writeRenewing writes p to w, calling renew before each write: a write cut
 // off by its deadline after it moved some bytes is renewed and goes on with
 // the rest, so a client that keeps taking, however slowly, is not cut off,
 // and one that took nothing for the whole deadline ends the response.
-func writeChunks(w io.Writer, p []byte, renew func()) (int, error) {
+func writeRenewing(w io.Writer, p []byte, renew func()) (int, error) {
 	var total int
 	for {
 		renew()
@@ -167,11 +167,11 @@ func writeChunks(w io.Writer, p []byte, renew func()) (int, error) {
 	}
 }
 
-// sendChunks copies src to rf as writeChunks writes: each ReadFrom takes the
+// sendRenewing copies src to rf as writeRenewing writes: each ReadFrom takes the
 // whole rest of the body, so a file goes to the socket in one sendfile
 // unless its client is slower than the deadline. A LimitedReader over a
 // file is handed over as it is, which keeps the kernel's sendfile path.
-func sendChunks(rf io.ReaderFrom, src io.Reader, renew func()) (int64, error) {
+func sendRenewing(rf io.ReaderFrom, src io.Reader, renew func()) (int64, error) {
 	var total int64
 	for {
 		renew()

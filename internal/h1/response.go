@@ -272,7 +272,7 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	if !ok {
 		return io.Copy(writerOnly{w}, body)
 	}
-	n, err := sendChunks(rf, body, w.c.renewSend)
+	n, err := sendRenewing(rf, body, w.c.renewSend)
 	if limited {
 		outer.N -= n
 	}

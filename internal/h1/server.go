@@ -443,7 +443,7 @@ func (c *conn) handOff() bool {
 type sendWriter struct{ c *conn }
 
 func (w *sendWriter) Write(p []byte) (int, error) {
-	return writeChunks(w.c.rwc, p, w.c.renewSend)
+	return writeRenewing(w.c.rwc, p, w.c.renewSend)
 }
 
 // renewSend moves the write deadline to a send timeout from now when less
