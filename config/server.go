@@ -30,7 +30,8 @@ type Server struct {
 	MinBodyRate Size `yaml:"min_body_rate,omitempty"`
 	// SendTimeout cuts off a client that takes nothing of a response this
 	// long, at the latest twice this long (60s); a slow client that keeps
-	// taking is not cut off.
+	// taking is not cut off (through net/http: one that takes 64KiB a
+	// timeout).
 	SendTimeout Duration `yaml:"send_timeout,omitempty"`
 	// ShutdownGrace bounds a stop: the requests still in progress after it
 	// are broken (30s).

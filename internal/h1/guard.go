@@ -121,7 +121,7 @@ func (g *sendGuard) WriteHeader(code int) {
 }
 
 func (g *sendGuard) Write(p []byte) (int, error) {
-	n, err := writeRenewing(g.ResponseWriter, p, func() { g.renew(false) })
+	n, err := writeChunks(g.ResponseWriter, p, func() { g.renew(false) })
 	g.failed(err)
 	return n, err
 }
@@ -132,7 +132,7 @@ func (g *sendGuard) ReadFrom(src io.Reader) (int64, error) {
 	if !ok {
 		return io.Copy(writerOnly{g}, src)
 	}
-	n, err := sendRenewing(rf, src, func() { g.renew(false) })
+	n, err := sendChunks(rf, src, func() { g.renew(false) })
 	g.failed(err)
 	return n, err
 }
@@ -150,10 +150,69 @@ func (g *sendGuard) FlushError() error {
 // Unwrap lets http.ResponseController reach the connection.
 func (g *sendGuard) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 
-// writeRenewing writes p to w, calling renew before each write: a write cut
-// off by its deadline after it moved some bytes is renewed and goes on with
-// the rest, so a client that keeps taking, however slowly, is not cut off,
-// and one that took nothing for the whole deadline ends the response.
+// sendChunk is how much of a response one write deadline covers through
+// net/http (the fallback, TLS included): its writer fails for good once a
+// write has passed its deadline, so a send cannot be resumed, only cut in
+// pieces that each get a deadline of their own.
+const sendChunk = 64 << 10
+
+// writeChunks writes p to w a chunk at a time, calling renew before each.
+func writeChunks(w io.Writer, p []byte, renew func()) (int, error) {
+	var total int
+	for len(p) > 0 {
+		k := min(len(p), sendChunk)
+		renew()
+		n, err := w.Write(p[:k])
+		total += n
+		if err != nil {
+			return total, err
+		}
+		p = p[k:]
+	}
+	return total, nil
+}
+
+// sendChunks copies src to rf a chunk at a time, calling renew before
+// each, so that a write deadline covers a chunk, not the whole body. The
+// chunks of a LimitedReader over a file are LimitedReaders over that file,
+// which keeps the kernel's sendfile path.
+func sendChunks(rf io.ReaderFrom, src io.Reader, renew func()) (int64, error) {
+	outer, limited := src.(*io.LimitedReader)
+	left := int64(-1) // unknown
+	if limited {
+		src, left = outer.R, outer.N
+	}
+	chunk := &io.LimitedReader{R: src}
+	var total int64
+	var err error
+	for left != 0 {
+		chunk.N = sendChunk
+		if left > 0 && left < sendChunk {
+			chunk.N = left
+		}
+		want := chunk.N
+		renew()
+		var n int64
+		n, err = rf.ReadFrom(chunk)
+		total += n
+		if left > 0 {
+			left -= n
+		}
+		if err != nil || n < want {
+			break // failed, or src ended
+		}
+	}
+	if limited {
+		outer.N = max(left, 0)
+	}
+	return total, err
+}
+
+// writeRenewing writes p to a connection, calling renew before each write:
+// a write cut off by its deadline after it moved some bytes is renewed and
+// goes on with the rest (a connection's Write says exactly what it sent),
+// so a client that keeps taking, however slowly, is not cut off, and one
+// that took nothing for the whole deadline ends the response.
 func writeRenewing(w io.Writer, p []byte, renew func()) (int, error) {
 	var total int
 	for {
@@ -167,17 +226,21 @@ func writeRenewing(w io.Writer, p []byte, renew func()) (int, error) {
 	}
 }
 
-// sendRenewing copies src to rf as writeRenewing writes: each ReadFrom takes the
-// whole rest of the body, so a file goes to the socket in one sendfile
-// unless its client is slower than the deadline. A LimitedReader over a
-// file is handed over as it is, which keeps the kernel's sendfile path.
-func sendRenewing(rf io.ReaderFrom, src io.Reader, renew func()) (int64, error) {
+// sendRenewing copies body, a LimitedReader over a file, to a connection
+// as writeRenewing writes: each ReadFrom takes the whole rest, so the file
+// goes to the socket in one sendfile unless its client is slower than the
+// deadline. A send stopped at its deadline is resumed only when it sent
+// every byte it took from body (sendfile does; a copy through a buffer may
+// have taken more than it sent): else the response ends there, never with
+// a gap.
+func sendRenewing(rf io.ReaderFrom, body *io.LimitedReader, renew func()) (int64, error) {
 	var total int64
 	for {
 		renew()
-		n, err := rf.ReadFrom(src)
+		before := body.N
+		n, err := rf.ReadFrom(body)
 		total += n
-		if !movedBeforeDeadline(int(n), err) {
+		if !movedBeforeDeadline(int(n), err) || before-body.N != n {
 			return total, err
 		}
 	}

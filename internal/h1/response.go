@@ -251,7 +251,8 @@ func (w *response) flush() error {
 }
 
 // ReadFrom sends src after the header; with a known length and a file
-// behind src, the kernel copies it (sendfile), a chunk per write deadline.
+// behind src, the kernel copies it (sendfile), its write deadline renewed
+// as the client takes it.
 func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
@@ -268,11 +269,15 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	if limited {
 		body.R, body.N = outer.R, min(outer.N, body.N)
 	}
+	var n int64
+	var err error
 	rf, ok := w.c.rwc.(io.ReaderFrom)
-	if !ok {
-		return io.Copy(writerOnly{w}, body)
+	if _, file := body.R.(*os.File); ok && file {
+		n, err = sendRenewing(rf, body, w.c.renewSend)
+	} else {
+		// Through the connection's own writes, each resumed exactly.
+		n, err = io.Copy(&sendWriter{c: w.c}, body)
 	}
-	n, err := sendRenewing(rf, body, w.c.renewSend)
 	if limited {
 		outer.N -= n
 	}
