@@ -121,7 +121,7 @@ func (g *sendGuard) WriteHeader(code int) {
 }
 
 func (g *sendGuard) Write(p []byte) (int, error) {
-	n, err := writeChunks(g.ResponseWriter, p, func() { g.renew(false) })
+	n, err := writeChunks(g.ResponseWriter, p, func() { g.renew(true) })
 	g.failed(err)
 	return n, err
 }
@@ -132,7 +132,7 @@ func (g *sendGuard) ReadFrom(src io.Reader) (int64, error) {
 	if !ok {
 		return io.Copy(writerOnly{g}, src)
 	}
-	n, err := sendChunks(rf, src, func() { g.renew(false) })
+	n, err := sendChunks(rf, src, func() { g.renew(true) })
 	g.failed(err)
 	return n, err
 }
@@ -153,7 +153,8 @@ func (g *sendGuard) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 // sendChunk is how much of a response one write deadline covers through
 // net/http (the fallback, TLS included): its writer fails for good once a
 // write has passed its deadline, so a send cannot be resumed, only cut in
-// pieces that each get a deadline of their own.
+// pieces that each get a whole deadline of their own: a client must take
+// sendChunk bytes per send timeout.
 const sendChunk = 64 << 10
 
 // writeChunks writes p to w a chunk at a time, calling renew before each.
