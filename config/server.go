@@ -29,7 +29,7 @@ type Server struct {
 	// BodyTimeout has passed (1KiB).
 	MinBodyRate Size `yaml:"min_body_rate,omitempty"`
 	// SendTimeout cuts off a client that takes nothing of a response this
-	// long, at the latest twice this long (60s); a slow client that keeps
+	// long, within two or three times this long (60s); a slow client that keeps
 	// taking is not cut off (through net/http: one that takes 64KiB a
 	// timeout).
 	SendTimeout Duration `yaml:"send_timeout,omitempty"`
