@@ -20,6 +20,7 @@ const (
 	prefixMan     = "m" + sep
 	prefixTag     = "t" + sep
 	prefixLink    = "l" + sep
+	prefixPin     = "p" + sep
 	formatVersion = 1
 )
 

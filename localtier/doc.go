@@ -32,6 +32,7 @@
 //	t\x00<route>\x00<repo>\x00<tag>        tag record
 //	l\x00<route>\x00<repo>\x00<digest>     link: the digest belongs to route/repo (empty value)
 //	q\x00<item>                            durable queue item: time first queued (queue.go)
+//	p\x00<route>\x00<repo>\x00<ref>        pin: the digests it keeps (pin.go)
 //
 // Because NUL sorts before every other byte, a prefix scan over
 // "t\x00<route>\x00<repo>\x00" yields exactly that repository's tags in
@@ -52,5 +53,6 @@
 // When the blob bytes pass HighWater*MaxSize after a commit, one background
 // goroutine runs Evict, which removes the least recently accessed blobs until
 // usage is under LowWater*MaxSize, skipping blobs accessed within the last
-// second. Readers that already opened an evicted file keep reading it.
+// second and pinned blobs (pin.go). Readers that already opened an evicted
+// file keep reading it.
 package localtier

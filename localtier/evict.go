@@ -26,9 +26,9 @@ func (s *Store) requestEvict() {
 // Evict runs one eviction pass and returns the bytes it freed. If blob usage
 // is above HighWater*MaxSize, it removes the least recently accessed blobs
 // until usage is under LowWater*MaxSize. Blobs accessed (or committed) within
-// the last second are kept, even if that leaves usage above LowWater. The
-// background goroutine calls Evict after a commit passes HighWater; tests
-// and operators may call it directly. Passes never overlap.
+// the last second, and pinned blobs, are kept, even if that leaves usage
+// above LowWater. The background goroutine calls Evict after a commit passes
+// HighWater; tests and operators may call it directly. Passes never overlap.
 func (s *Store) Evict(ctx context.Context) (int64, error) {
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
@@ -120,13 +120,14 @@ func (s *Store) pickVictims(ctx context.Context, need, cutoff int64) ([]victim, 
 			}); err != nil {
 				return err
 			}
-			if r.Accessed > cutoff {
+			d := digest.Digest(item.Key()[len(prefixBlob):])
+			if r.Accessed > cutoff || s.Pinned(d) {
 				continue
 			}
 			if len(h) > 0 && total >= need && r.Accessed > h[0].accessed {
 				continue // newer than every candidate we already hold
 			}
-			heap.Push(&h, victim{d: digest.Digest(item.Key()[len(prefixBlob):]), size: r.Size, accessed: r.Accessed})
+			heap.Push(&h, victim{d: d, size: r.Size, accessed: r.Accessed})
 			total += r.Size
 			for len(h) > 0 && total-h[0].size >= need {
 				total -= heap.Pop(&h).(victim).size
@@ -159,7 +160,7 @@ func (s *Store) evictOne(v victim, cutoff int64) (int64, error) {
 	if err != nil {
 		return -1, err
 	}
-	if r.Accessed > v.accessed || r.Accessed > cutoff {
+	if r.Accessed > v.accessed || r.Accessed > cutoff || s.Pinned(v.d) {
 		return -1, nil
 	}
 	if e, ok := s.blobs.Peek(v.d); ok && e.accessed.Load() > v.accessed {

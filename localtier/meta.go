@@ -310,6 +310,13 @@ func (mc *manifestCache) add(d digest.Digest, m Manifest) {
 	}
 }
 
+func (mc *manifestCache) remove(d digest.Digest) {
+	sh := mc.shard(d)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.c.Remove(d)
+}
+
 // bytes reports the bytes cached, for tests.
 func (mc *manifestCache) bytes() int64 {
 	var n int64

@@ -103,6 +103,7 @@ type Store struct {
 	tagGen atomic.Uint64
 
 	queue queueLen // the durable queue's item count (queue.go)
+	pins  pins     // pinned content (pin.go)
 
 	pendMu  sync.Mutex
 	pending []*blobEntry // entries touched since the last flush
@@ -164,7 +165,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.db.Close()
 		return nil, err
 	}
-	if err := s.repair(); err != nil {
+	if err := errors.Join(s.repair(), s.loadPins()); err != nil {
 		s.db.Close()
 		return nil, err
 	}
