@@ -21,9 +21,10 @@ type Blob struct {
 	// Tier is where the bytes come from: "local", or "lower" (a fill).
 	Tier string
 
-	closer io.Closer
-	failed func() error
-	wait   func(context.Context) error
+	closer  io.Closer
+	failed  func() error
+	wait    func(context.Context) error
+	settled <-chan struct{} // of the fill; nil for local content
 }
 
 // Close releases the blob.
@@ -48,6 +49,22 @@ func (b *Blob) Wait(ctx context.Context) error {
 		return b.Err()
 	}
 	return b.wait(ctx)
+}
+
+// Stored waits until the fill behind the content has ended, committed to
+// the local tier (with its write-behind item) unless the disk refused it:
+// for a caller, such as a prefetch, whose point is the cache and not the
+// bytes. Content of the local tier is stored already.
+func (b *Blob) Stored(ctx context.Context) error {
+	if b.settled == nil {
+		return nil
+	}
+	select {
+	case <-b.settled:
+		return b.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Blob opens blob d of repo on route rt: from the local tier, or by joining
@@ -110,7 +127,7 @@ func (e *Engine) follow(ctx context.Context, rt *policy.Route, repo string, f *f
 	}
 	r := &fillReader{f: f, file: file, size: size, gone: ctx.Done(), leave: func() { e.leave(f) },
 		refetch: func() (*oci.Verifier, io.Closer, error) { return e.openStream(ctx, rt, repo, f.d) }}
-	return &Blob{Digest: f.d, Size: size, Content: r, Tier: "lower", closer: r, failed: r.failure, wait: r.wait}, nil
+	return &Blob{Digest: f.d, Size: size, Content: r, Tier: "lower", closer: r, failed: r.failure, wait: r.wait, settled: f.settled}, nil
 }
 
 // errFilledMeanwhile tells Blob to look in the local tier again.
@@ -161,6 +178,7 @@ func (e *Engine) fill(ctx context.Context, f *fill, rt *policy.Route, repo strin
 	}
 	delete(e.running, f)
 	e.fillMu.Unlock()
+	close(f.settled)
 }
 
 // drop ends the local write of a fill that did not complete: suspended, so

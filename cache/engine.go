@@ -32,8 +32,8 @@ type Origin interface {
 }
 
 // Local is what the pull path needs from the local tier: blobs, the fill's
-// writer, manifests, tags, repository links and the write-behind queue;
-// *localtier.Store satisfies it.
+// writer, manifests, tags and their pins, repository links and the
+// write-behind queue; *localtier.Store satisfies it.
 type Local interface {
 	StatBlob(ctx context.Context, d digest.Digest) (localtier.BlobInfo, error)
 	OpenBlob(ctx context.Context, d digest.Digest) (*os.File, localtier.BlobInfo, error)
@@ -43,6 +43,7 @@ type Local interface {
 	GetTag(ctx context.Context, route, repo, tag string) (oci.TagRecord, error)
 	PutTag(ctx context.Context, route, repo, tag string, r oci.TagRecord) error
 	DeleteTag(ctx context.Context, route, repo, tag string) error
+	TagPinned(route, repo, tag string) bool
 	ListTags(ctx context.Context, route, repo string) ([]string, error)
 	Linked(ctx context.Context, route, repo string, d digest.Digest) (bool, error)
 	Link(ctx context.Context, route, repo string, ds ...digest.Digest) error

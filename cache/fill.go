@@ -58,7 +58,8 @@ type fill struct {
 	cancel  context.CancelCauseFunc // stops the fill: errAbandoned
 	yielded bool                    // cancelled for want of readers
 
-	ready chan struct{} // closed when the size is known or the fill failed early
+	ready   chan struct{} // closed when the size is known or the fill failed early
+	settled chan struct{} // closed when the fill's goroutine is done: committed or not
 
 	mu      sync.Mutex
 	size    int64 // -1: unknown
@@ -74,7 +75,7 @@ type fill struct {
 
 func newFill(d digest.Digest, route, repo string, w blobWriter, ringSize int) *fill {
 	f := &fill{d: d, route: route, repo: repo, w: w, ringSize: ringSize, size: -1, diskOK: w != nil,
-		ready: make(chan struct{}), changed: make(chan struct{})}
+		ready: make(chan struct{}), settled: make(chan struct{}), changed: make(chan struct{})}
 	if w == nil {
 		f.ring = newRing(0, ringSize)
 	}

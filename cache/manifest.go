@@ -149,7 +149,8 @@ func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag str
 
 	m, err := e.checkTag(ctx, rt, repo, tag, rec)
 
-	kept := isNotFound(err) && rt.KeepDeleted && !rt.Hosted
+	// A route that keeps what its origin deleted, or a pin, keeps the tag.
+	kept := isNotFound(err) && !rt.Hosted && (rt.KeepDeleted || e.local.TagPinned(rt.Name, repo, tag))
 	e.revalMu.Lock()
 	delete(e.revals, key)
 	if err != nil && (kept || !isNotFound(err)) && !errors.Is(err, context.Canceled) {
@@ -171,7 +172,7 @@ func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag str
 	case kept:
 		e.m.revalidated.WithLabelValues(rt.Name, "gone").Inc()
 		e.m.stale.WithLabelValues(rt.Name).Inc()
-		e.log.Info("origin no longer has a tag; the route keeps serving it", "route", rt.Name, "repo", repo, "tag", tag, "digest", rec.Digest)
+		e.log.Info("origin no longer has a tag; the route, or a pin, keeps serving it", "route", rt.Name, "repo", repo, "tag", tag, "digest", rec.Digest)
 		cached.Stale = true
 		return cached, nil
 	case isNotFound(err):
