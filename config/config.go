@@ -25,18 +25,22 @@ import (
 
 // Config is the whole configuration of a node.
 type Config struct {
-	Region      string  `yaml:"region"`
-	Listen      string  `yaml:"listen"`
-	AdminListen string  `yaml:"admin_listen"`
-	DataDir     string  `yaml:"data_dir"`
-	TLS         *TLS    `yaml:"tls,omitempty"`
-	Local       Local   `yaml:"local"`
-	Limits      Limits  `yaml:"limits"`
-	Routes      []Route `yaml:"routes"`
-	Global      Global  `yaml:"global"`
-	Auth        Auth    `yaml:"auth"`
-	Log         Log     `yaml:"log"`
-	Server      Server  `yaml:"server"`
+	Region      string `yaml:"region"`
+	Listen      string `yaml:"listen"`
+	AdminListen string `yaml:"admin_listen"`
+	// AdminTokenFile holds the token the admin API asks for (default
+	// <data_dir>/admin.token, made with a random token at the first start;
+	// $EDGE_ADMIN_TOKEN, when set, is the token instead).
+	AdminTokenFile string  `yaml:"admin_token_file,omitempty"`
+	DataDir        string  `yaml:"data_dir"`
+	TLS            *TLS    `yaml:"tls,omitempty"`
+	Local          Local   `yaml:"local"`
+	Limits         Limits  `yaml:"limits"`
+	Routes         []Route `yaml:"routes"`
+	Global         Global  `yaml:"global"`
+	Auth           Auth    `yaml:"auth"`
+	Log            Log     `yaml:"log"`
+	Server         Server  `yaml:"server"`
 }
 
 // TLS names the certificate the API listener serves.

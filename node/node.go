@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/edgeregistry/edge/admin"
 	"github.com/edgeregistry/edge/auth"
 	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/config"
@@ -38,6 +39,8 @@ type Node struct {
 	hosted  *hosted.Service
 	writer  *replication.Writer // the write-behind to the global tier
 	store   *localtier.Store
+	global  *storjtier.Tier // nil without a global tier
+	ops     *admin.Service  // the admin API's work
 	ready   atomic.Bool
 	servers []*listener // the API's first
 	closers []func()    // in the order to call them, at the end of Run or by Close
@@ -122,6 +125,11 @@ func Check(cfg *config.Config) error {
 	if _, err := newAuthorizer(cfg); err != nil {
 		errs = append(errs, err)
 	}
+	if cfg.AdminTokenFile != "" {
+		if _, err := AdminToken(cfg, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -136,9 +144,10 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 		o.log = NewLogger(cfg.Log, os.Stderr)
 	}
 	n = &Node{cfg: cfg, log: o.log, opts: o}
+	built := n // a failure's return sets n to nil
 	defer func() {
 		if err != nil {
-			n.Close()
+			built.Close()
 		}
 	}()
 	promReg := prometheus.NewRegistry()
@@ -166,7 +175,12 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 		registry.WithAccessLog(cfg.Log.Access),
 		registry.WithAuthorizer(authz))
 	n.api = api
-	if err := n.listen(api, n.admin(promReg, reg), reg); err != nil {
+	n.ops = admin.New(n.store, n.engine, adminGlobal(n.global), router)
+	adminAPI, err := n.admin(promReg, reg)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.listen(api, adminAPI, reg); err != nil {
 		return nil, err
 	}
 	return n, nil
@@ -214,6 +228,7 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 		return err
 	}
 	if global != nil {
+		n.global = global
 		opts = append(opts, cache.WithGlobal(global))
 	}
 	if n.engine, err = cache.New(store, origins, opts...); err != nil {
@@ -339,23 +354,43 @@ func originConfig(r config.Route, log *slog.Logger, m *upstream.Metrics) upstrea
 }
 
 // admin is the admin listener's handler: metrics, profiles, health and
-// readiness.
-func (n *Node) admin(promReg *prometheus.Registry, reg prometheus.Registerer) http.Handler {
-	admin := http.NewServeMux()
-	admin.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: reg}))
-	admin.HandleFunc("GET /debug/pprof/", pprof.Index)
-	admin.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	admin.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	admin.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	admin.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+// readiness, and the admin API behind its token.
+func (n *Node) admin(promReg *prometheus.Registry, reg prometheus.Registerer) (http.Handler, error) {
+	mux := http.NewServeMux()
+	if n.cfg.AdminListen != "" {
+		token, err := AdminToken(n.cfg, true)
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("/admin/", admin.Handler(n.ops, token, n.log.With("component", "admin")))
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !n.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
-	return admin
+	return mux, nil
 }
+
+// adminGlobal is the global tier as the admin API uses it; nil stays an
+// untyped nil.
+func adminGlobal(t *storjtier.Tier) admin.Global {
+	if t == nil {
+		return nil
+	}
+	return t
+}
+
+// Admin returns the admin API's work, as the admin listener serves it:
+// for a prefetch run from the command line, an embedder, a test.
+func (n *Node) Admin() *admin.Service { return n.ops }
 
 // Addr is the address a listener ("api" or "admin") listens on, or "".
 func (n *Node) Addr(name string) string {
@@ -430,6 +465,26 @@ func cleanUploads(ctx context.Context, store *localtier.Store, log *slog.Logger)
 		select {
 		case <-ctx.Done():
 			return
+		case <-t.C:
+		}
+	}
+}
+
+// WaitWriteBehind waits until the write-behind queue is empty, so that
+// the global tier has what the node fetched, or for at most limit.
+func (n *Node) WaitWriteBehind(ctx context.Context, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		left, err := n.store.QueueLen()
+		if err != nil || left == 0 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the write-behind still holds %d items: %w", left, ctx.Err())
 		case <-t.C:
 		}
 	}

@@ -137,6 +137,15 @@ func (t *Tier) DeleteBlob(ctx context.Context, d digest.Digest) error {
 	return t.b.Delete(ctx, key)
 }
 
+// DeleteManifest removes manifest d; a missing one is no error.
+func (t *Tier) DeleteManifest(ctx context.Context, d digest.Digest) error {
+	key, err := ManifestKey(d)
+	if err != nil {
+		return err
+	}
+	return t.b.Delete(ctx, key)
+}
+
 func referrersPrefix(route, repo string, subject digest.Digest) (string, error) {
 	p, err := repoPrefix("referrers", route, repo, referrersDir)
 	if err != nil {

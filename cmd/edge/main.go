@@ -2,6 +2,8 @@
 //
 //	edge serve [--config FILE]        run the node (embedded defaults without a file)
 //	edge config check [--config FILE] check a configuration and print it, secrets redacted
+//	edge prefetch IMAGE...            pull images into a node ahead of demand
+//	edge cache ls|inspect|purge|pin   what a running node holds, through its admin API
 //	edge version                      (also --version)
 package main
 
@@ -42,6 +44,9 @@ func main() {
 const usage = `usage:
   edge serve [--config FILE]          run the node (embedded defaults without a file)
   edge config check [--config FILE]   check a configuration and print it, secrets redacted
+  edge prefetch [flags] IMAGE...      pull images into a node ahead of demand (edge prefetch --help)
+  edge cache ls|inspect|purge|pin|unpin|pins
+                                      what a running node holds, through its admin API (edge cache)
   edge version                        (also --version)`
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -76,6 +81,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "# configuration is valid\n%s", out)
 		return nil
+	case "prefetch":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return helped(prefetchCommand(ctx, args[1:], stdout, stderr))
+	case "cache":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return helped(cacheCommand(ctx, args[1:], stdout))
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionLine())
 		return nil
