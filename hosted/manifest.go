@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/internal/oci"
@@ -147,10 +148,21 @@ func (s *Service) PutManifest(ctx context.Context, rt *policy.Route, repo, ref, 
 		}
 	}
 
+	// A collection of the global tier may be running: the blobs are
+	// reserved before the manifest is stored, and the manifest kept once
+	// it is linked.
+	if !isIndex(mt) {
+		if err := s.reserve(ctx, rec, rt.Name, repo, doc); err != nil {
+			return "", nil, err
+		}
+	}
 	if err := rec.PutManifest(ctx, d, mt, body); err != nil {
 		return "", nil, fmt.Errorf("global tier: %w", err)
 	}
 	if err := rec.PutLink(ctx, rt.Name, repo, d); err != nil {
+		return "", nil, fmt.Errorf("global tier: %w", err)
+	}
+	if err := rec.KeepManifest(ctx, d, mt, body); err != nil {
 		return "", nil, fmt.Errorf("global tier: %w", err)
 	}
 	if doc.Subject != nil {
@@ -174,6 +186,32 @@ func (s *Service) PutManifest(ctx context.Context, rt *policy.Route, repo, ref, 
 	}
 	s.pull.Remember(ctx, rt, repo, tag, m)
 	return d, doc.Subject, nil
+}
+
+// reserve reserves the blobs of an image manifest, a few at a time. A
+// blob the record lost to a collection is forgotten here too, so that the
+// client's next HEAD finds it missing and uploads it again.
+func (s *Service) reserve(ctx context.Context, rec Record, route, repo string, doc manifestDoc) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, l := range append([]ocispec.Descriptor{*doc.Config}, doc.Layers...) {
+		if nonDistributable(l) {
+			continue
+		}
+		g.Go(func() error {
+			if err := rec.Reserve(gctx, route, repo, l.Digest); err != nil {
+				if isNotFound(err) {
+					if uerr := s.local.Unlink(context.WithoutCancel(ctx), route, repo, l.Digest); uerr != nil {
+						s.log.Warn("cannot forget a blob the global tier lost", "route", route, "repo", repo, "digest", l.Digest, "err", uerr)
+					}
+					return fmt.Errorf("%w: %s", ErrManifestBlobUnknown, l.Digest)
+				}
+				return fmt.Errorf("global tier: %w", err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 func referenceError(err error, d digest.Digest) error {
