@@ -100,6 +100,8 @@ type Engine struct {
 
 	wake chan struct{} // nudges the write-behind when something is queued
 
+	reads readLog // manifests read by digest, for the global tier's collection
+
 	gate globalGate // the global tier's health: failures, cool-down, probe
 }
 

@@ -30,7 +30,11 @@ type Manifest struct {
 // Manifest returns manifest ref (a tag or a digest) of repo on route rt.
 func (e *Engine) Manifest(ctx context.Context, rt *policy.Route, repo, ref string) (Manifest, error) {
 	if d, err := digest.Parse(ref); err == nil {
-		return e.manifestByDigest(ctx, rt, repo, d)
+		m, err := e.manifestByDigest(ctx, rt, repo, d)
+		if err == nil && !rt.Hosted {
+			e.reads.note(d)
+		}
+		return m, err
 	}
 	return e.manifestByTag(ctx, rt, repo, ref)
 }

@@ -38,6 +38,7 @@ type Config struct {
 	Limits         Limits  `yaml:"limits"`
 	Routes         []Route `yaml:"routes"`
 	Global         Global  `yaml:"global"`
+	GC             GC      `yaml:"gc"`
 	Auth           Auth    `yaml:"auth"`
 	Log            Log     `yaml:"log"`
 	Server         Server  `yaml:"server"`
@@ -164,6 +165,22 @@ type Breaker struct {
 	Disabled bool     `yaml:"disabled,omitempty"`
 }
 
+// GC is the garbage collection of the global tier (package gc).
+type GC struct {
+	// Schedule runs a collection this often in serve (default 0: never;
+	// run edge gc, or give the schedule to one node of the fleet).
+	Schedule Duration `yaml:"schedule,omitempty"`
+	// Retention keeps pull-through content this long after its last read
+	// or write (default 720h).
+	Retention Duration `yaml:"retention,omitempty"`
+	// Grace keeps new hosted content this long before anything must
+	// reference it (default 24h).
+	Grace Duration `yaml:"grace,omitempty"`
+	// ReadsInterval is how often a node writes its last-read records to
+	// the global tier (default 1h).
+	ReadsInterval Duration `yaml:"reads_interval,omitempty"`
+}
+
 // Global is the global tier shared by all regions: its backend and the
 // backend's settings, as storjtier reads them.
 type Global = storjtier.Config
@@ -237,6 +254,7 @@ func Default() *Config {
 		}},
 	}
 	c.Global.Backend = "dir"
+	c.GC = GC{Retention: Duration(30 * 24 * time.Hour), Grace: Duration(24 * time.Hour), ReadsInterval: Duration(time.Hour)}
 	return c
 }
 
@@ -308,6 +326,12 @@ func (c *Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen: %w", err))
+	}
+	if c.GC.Schedule < 0 || c.GC.Retention < 0 || c.GC.Grace < 0 || c.GC.ReadsInterval < 0 {
+		errs = append(errs, errors.New("gc: durations must not be negative"))
+	}
+	if c.GC.Retention > 0 && c.GC.Retention < c.GC.Grace {
+		errs = append(errs, errors.New("gc: retention must not be shorter than grace"))
 	}
 	if c.AdminListen != "" {
 		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {

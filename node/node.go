@@ -41,6 +41,8 @@ type Node struct {
 	store   *localtier.Store
 	global  *storjtier.Tier // nil without a global tier
 	ops     *admin.Service  // the admin API's work
+	id      string          // this process, in the global tier's last-read records
+	gcm     *gcMetrics
 	ready   atomic.Bool
 	servers []*listener // the API's first
 	closers []func()    // in the order to call them, at the end of Run or by Close
@@ -143,7 +145,7 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	if o.log == nil {
 		o.log = NewLogger(cfg.Log, os.Stderr)
 	}
-	n = &Node{cfg: cfg, log: o.log, opts: o}
+	n = &Node{cfg: cfg, log: o.log, opts: o, id: nodeID(cfg.Region)}
 	built := n // a failure's return sets n to nil
 	defer func() {
 		if err != nil {
@@ -155,6 +157,7 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	// Every series carries the node's region, so one Prometheus can hold the fleet.
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"region": cfg.Region}, promReg)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.gcm = newGCMetrics(reg)
 
 	router, err := policy.NewRouter(cfg.PolicyRoutes())
 	if err != nil {
@@ -409,11 +412,17 @@ func (n *Node) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	// Work beside the API runs until the API has stopped, not only until
 	// ctx ends: a write-behind item fed by the last requests is not lost.
-	side, stopSide := context.WithCancel(context.WithoutCancel(ctx))
+	sideCtx, stopSide := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSide()
-	sideDone := make(chan struct{}, 2)
-	go func() { defer func() { sideDone <- struct{}{} }(); n.writer.Run(side, 4) }()
-	go func() { defer func() { sideDone <- struct{}{} }(); cleanUploads(side, n.store, n.log) }()
+	side := []func(context.Context){
+		func(ctx context.Context) { n.writer.Run(ctx, 4) },
+		func(ctx context.Context) { cleanUploads(ctx, n.store, n.log) },
+		n.reportReads, n.collectGarbage,
+	}
+	sideDone := make(chan struct{}, len(side))
+	for _, f := range side {
+		go func() { defer func() { sideDone <- struct{}{} }(); f(sideCtx) }()
+	}
 	for _, l := range n.servers {
 		n.log.Info("listening", "listener", l.name, "addr", l.ln.Addr().String())
 		g.Go(l.serve)
@@ -431,8 +440,9 @@ func (n *Node) Run(ctx context.Context) error {
 	})
 	err := g.Wait()
 	stopSide()
-	<-sideDone
-	<-sideDone
+	for range side {
+		<-sideDone
+	}
 	return err
 }
 

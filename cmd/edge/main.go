@@ -4,6 +4,7 @@
 //	edge config check [--config FILE] check a configuration and print it, secrets redacted
 //	edge prefetch IMAGE...            pull images into a node ahead of demand
 //	edge cache ls|inspect|purge|pin   what a running node holds, through its admin API
+//	edge gc [--dry-run]               collect the garbage of the global tier
 //	edge version                      (also --version)
 package main
 
@@ -47,6 +48,7 @@ const usage = `usage:
   edge prefetch [flags] IMAGE...      pull images into a node ahead of demand (edge prefetch --help)
   edge cache ls|inspect|purge|pin|unpin|pins
                                       what a running node holds, through its admin API (edge cache)
+  edge gc [--dry-run] [--config FILE] collect the garbage of the global tier once
   edge version                        (also --version)`
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -89,6 +91,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return helped(cacheCommand(ctx, args[1:], stdout))
+	case "gc":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return helped(gcCommand(ctx, args[1:], stdout, stderr))
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionLine())
 		return nil
