@@ -102,6 +102,9 @@ type Engine struct {
 
 	reads readLog // manifests read by digest, for the global tier's collection
 
+	missPerMinute float64
+	misses        *missLimits // nil: unbounded
+
 	gate globalGate // the global tier's health: failures, cool-down, probe
 }
 
@@ -134,6 +137,11 @@ func WithFillTimeout(d time.Duration) Option { return func(e *Engine) { e.fillMa
 func WithFillLimits(maxFills, perClient int) Option {
 	return func(e *Engine) { e.maxFills, e.perClient = maxFills, perClient }
 }
+
+// WithMissLimit bounds the manifest misses, each an origin request, that
+// one client may cause per minute (a burst of a quarter of it); zero or
+// less leaves them unbounded.
+func WithMissLimit(perMinute float64) Option { return func(e *Engine) { e.missPerMinute = perMinute } }
 
 // Timer is a timer started by the engine's AfterFunc; *time.Timer
 // satisfies it.
@@ -195,6 +203,7 @@ func New(local Local, origins map[string]Origin, opts ...Option) (*Engine, error
 	e.slots = newFillSlots(e.maxFills, e.perClient, e.m)
 	e.tagLists, _ = lru.New[tagListKey, tagList](keptTagLists) // errs only for a size <= 0
 	e.slotWait = e.fillIdle
+	e.misses = newMissLimits(e.missPerMinute, e.now)
 	e.base, e.cancelBase = context.WithCancelCause(context.Background())
 	return e, nil
 }

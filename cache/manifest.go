@@ -274,6 +274,11 @@ func (e *Engine) fetchManifest(ctx context.Context, rt *policy.Route, repo, ref 
 	}
 	key := rt.Name + "\x00" + repo + "\x00" + ref
 	ch := e.manifests.DoChan(key, func() (any, error) {
+		// The client whose request starts the origin request pays for it.
+		if err := e.misses.allow(clientOf(ctx)); err != nil {
+			e.m.missesRefused.Inc()
+			return Manifest{}, err
+		}
 		mctx, cancel := e.meta(context.WithoutCancel(ctx))
 		defer cancel()
 		desc, body, err := o.GetManifest(mctx, repo, ref)

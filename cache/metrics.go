@@ -4,15 +4,16 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // metrics are the engine's Prometheus collectors.
 type metrics struct {
-	hits         *prometheus.CounterVec // tier, kind
-	misses       *prometheus.CounterVec // tier, kind
-	bytes        *prometheus.CounterVec // tier: bytes filled from that tier
-	coalesced    prometheus.Counter
-	fills        *prometheus.CounterVec // result
-	stale        *prometheus.CounterVec // route
-	revalidated  *prometheus.CounterVec // route, result
-	writeFailure *prometheus.CounterVec // what
-	globalErrors *prometheus.CounterVec // op
+	hits          *prometheus.CounterVec // tier, kind
+	misses        *prometheus.CounterVec // tier, kind
+	bytes         *prometheus.CounterVec // tier: bytes filled from that tier
+	coalesced     prometheus.Counter
+	missesRefused prometheus.Counter
+	fills         *prometheus.CounterVec // result
+	stale         *prometheus.CounterVec // route
+	revalidated   *prometheus.CounterVec // route, result
+	writeFailure  *prometheus.CounterVec // what
+	globalErrors  *prometheus.CounterVec // op
 
 	fillsInFlight, fillWaiters prometheus.Gauge
 
@@ -33,6 +34,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"tier"}),
 		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edge_coalesced_waiters_total", Help: "Requests that joined a fill already in progress instead of fetching again.",
+		}),
+		missesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_client_misses_refused_total", Help: "Manifest misses refused with 429 because their client passed limits.origin_misses_per_client.",
 		}),
 		fills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_fills_total", Help: "Blob fills by result (ok, mismatch, error, suspended at shutdown, abandoned by their readers).",
@@ -80,7 +84,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.localManifestHit = m.hits.WithLabelValues("local", "manifest")
 	if reg != nil {
 		reg.MustRegister(m.hits, m.misses, m.bytes, m.coalesced, m.fills, m.stale, m.revalidated, m.writeFailure,
-			m.globalErrors, m.fillsInFlight, m.fillWaiters)
+			m.globalErrors, m.fillsInFlight, m.fillWaiters, m.missesRefused)
 	}
 	return m
 }

@@ -78,7 +78,16 @@ type Limits struct {
 	// FillTimeout bounds a whole fill, however steadily it moves (default
 	// 1h).
 	FillTimeout Duration `yaml:"fill_timeout,omitempty"`
+	// OriginMissesPerClient bounds the manifests one client may ask for
+	// per minute that no tier holds, each an origin request that Docker
+	// Hub counts (default 120, a burst of a quarter of it; -1: unbounded).
+	// Past it, the client is answered 429 with Retry-After.
+	OriginMissesPerClient float64 `yaml:"origin_misses_per_client,omitempty"`
 }
+
+// DefaultOriginMissesPerClient is limits.origin_misses_per_client when
+// the configuration leaves it out.
+const DefaultOriginMissesPerClient = 120
 
 // validate fills in the defaults of l and checks it.
 func (l *Limits) validate() error {
@@ -90,6 +99,9 @@ func (l *Limits) validate() error {
 	}
 	if l.MaxFillsPerClient == 0 {
 		l.MaxFillsPerClient = max(1, l.MaxFills/8)
+	}
+	if l.OriginMissesPerClient == 0 {
+		l.OriginMissesPerClient = DefaultOriginMissesPerClient
 	}
 	if l.MaxFills < 0 || l.MaxFillsPerClient < 0 || l.FillIdleTimeout < 0 || l.FillTimeout < 0 {
 		return errors.New("limits: max_fills, max_fills_per_client, fill_idle_timeout and fill_timeout must not be negative")

@@ -215,7 +215,8 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 		return err
 	}
 	opts := []cache.Option{cache.WithLogger(n.log.With("component", "cache")), cache.WithRegion(cfg.Region), cache.WithRegisterer(reg),
-		cache.WithFillLimits(cfg.Limits.MaxFills, cfg.Limits.MaxFillsPerClient), cache.WithMetaTimeout(metaTimeout(cfg.Routes))}
+		cache.WithFillLimits(cfg.Limits.MaxFills, cfg.Limits.MaxFillsPerClient), cache.WithMetaTimeout(metaTimeout(cfg.Routes)),
+		cache.WithMissLimit(cfg.Limits.OriginMissesPerClient)}
 	if d := time.Duration(cfg.Limits.FillIdleTimeout); d > 0 {
 		opts = append(opts, cache.WithFillIdleTimeout(d))
 	}

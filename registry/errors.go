@@ -104,6 +104,14 @@ func toAPIError(err error, about subject) *apiError {
 			Message: "too many failed logins; try again later", RetryAfter: max(int(d/time.Second), 1), Err: err}
 	case errors.Is(err, cache.ErrNoRecord):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: errcode.ErrorCodeUnavailable, Message: err.Error(), Err: err}
+	case errors.Is(err, cache.ErrTooManyMisses):
+		after := time.Minute
+		if me := (*cache.MissError)(nil); errors.As(err, &me) {
+			after = me.RetryAfter
+		}
+		return &apiError{Status: http.StatusTooManyRequests, Code: errcode.ErrorCodeTooManyRequests,
+			Message: "this client asked for too many images this node did not hold; try again later", Detail: err.Error(),
+			RetryAfter: max(int((after+time.Second-1)/time.Second), 1), Err: err}
 	case errors.Is(err, cache.ErrFillsBusy):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: errcode.ErrorCodeUnavailable,
 			Message: "this node is fetching as many blobs as it may; try again shortly", Detail: err.Error(), RetryAfter: 5, Err: err}
@@ -123,6 +131,10 @@ func toAPIError(err error, about subject) *apiError {
 			code = errcode.ErrorCodeBlobUnknown
 		}
 		return &apiError{Status: http.StatusNotFound, Code: code, Message: code.Message(), Detail: detail(err), Err: err}
+	case isOrigin && errors.Is(err, upstream.ErrQuotaPaced):
+		return &apiError{Status: http.StatusTooManyRequests, Code: errcode.ErrorCodeTooManyRequests,
+			Message:    fmt.Sprintf("little of origin %s's rate limit is left: new content is fetched in turn, and this request's turn is later", oe.Origin),
+			RetryAfter: max(int((oe.RetryAfter+time.Second-1)/time.Second), 1), Err: err}
 	case isOrigin && oe.Status == http.StatusTooManyRequests:
 		return &apiError{Status: http.StatusTooManyRequests, Code: errcode.ErrorCodeTooManyRequests,
 			Message: fmt.Sprintf("origin %s is rate limiting this node", oe.Origin), RetryAfter: int(oe.RetryAfter.Seconds()), Err: err}

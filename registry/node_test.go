@@ -58,6 +58,7 @@ type nodeConfig struct {
 	deny        []string      // the default route's deny list
 	teamDeny    []string      // the hosted route's deny list
 	keepDeleted bool          // the default route keeps tags its origin deleted
+	misses      float64       // limits.origin_misses_per_client; the default when zero
 }
 
 func newNode(t testing.TB, cfg nodeConfig) *node {
@@ -150,6 +151,7 @@ func nodeYAMLConfig(t testing.TB, n *node, cfg nodeConfig) *config.Config {
 		c.Global.Backend = "dir" // replaced by cfg.global
 	}
 	c.Limits.MaxUploadSize = config.Size(cfg.maxUpload)
+	c.Limits.OriginMissesPerClient = cfg.misses
 	c.Limits.FillIdleTimeout = config.Duration(cfg.fillIdle)
 	// A stop is a restart: requests in progress are broken at once.
 	c.Server.ShutdownGrace = config.Duration(time.Nanosecond)

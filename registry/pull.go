@@ -36,7 +36,8 @@ func (s *Server) manifest(w http.ResponseWriter, req *request) error {
 	} else if !validTag(req.ref) {
 		return newError(errcode.ErrorCodeTagInvalid, "invalid tag", req.ref)
 	}
-	m, err := s.pull.Manifest(r.Context(), req.route, req.repo, req.ref)
+	ctx := cache.WithClient(r.Context(), s.client(r)) // a miss is charged to its client
+	m, err := s.pull.Manifest(ctx, req.route, req.repo, req.ref)
 	if err != nil {
 		return err
 	}
@@ -46,7 +47,7 @@ func (s *Server) manifest(w http.ResponseWriter, req *request) error {
 			return newError(errcode.ErrorCodeManifestUnknown,
 				fmt.Sprintf("manifest is a %s, which the request's Accept header does not allow", m.MediaType), nil)
 		}
-		if m, err = s.pull.Manifest(r.Context(), req.route, req.repo, child.String()); err != nil {
+		if m, err = s.pull.Manifest(ctx, req.route, req.repo, child.String()); err != nil {
 			return err
 		}
 	}

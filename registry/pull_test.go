@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -563,5 +565,86 @@ func TestLowOriginQuotaServesTagsStale(t *testing.T) {
 	r = do(t, http.MethodGet, n.URL+"/v2/library/app/manifests/v1", "Accept", allManifestTypes)
 	if r.Status != http.StatusOK || r.Header.Get("Docker-Content-Digest") == mustDigest(t, img) {
 		t.Fatalf("with 80 left: %d, digest %s; want the moved tag", r.Status, r.Header.Get("Docker-Content-Digest"))
+	}
+}
+
+// While little of the origin's quota is left, new content is fetched in
+// turn, no faster than the origin gives the quota back: a manifest whose
+// turn comes after its deadline is answered 429 with Retry-After, without
+// asking the origin.
+func TestLowOriginQuotaQueuesColdManifests(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, nodeConfig{meta: 5 * time.Second})
+	for _, repo := range []string{"library/a", "library/b", "library/c"} {
+		origintest.PushImage(t, n.origin.URL, repo, "v1", 1, 512)
+	}
+	n.proxy.SetHeaders(http.Header{"Ratelimit-Limit": {"100;w=21600"}, "Ratelimit-Remaining": {"3;w=21600"}})
+	for _, repo := range []string{"library/a", "library/b"} { // the first reads the quota; the second takes the turn now
+		if r := do(t, http.MethodGet, n.URL+"/v2/"+repo+"/manifests/v1", "Accept", allManifestTypes); r.Status != http.StatusOK {
+			t.Fatalf("%s: %d %s", repo, r.Status, r.Body)
+		}
+	}
+	n.proxy.Reset()
+	r := do(t, http.MethodGet, n.URL+"/v2/library/c/manifests/v1", "Accept", allManifestTypes)
+	wantError(t, r, http.StatusTooManyRequests, "TOOMANYREQUESTS")
+	if after, _ := strconv.Atoi(r.Header.Get("Retry-After")); after < 200 || after > 216 {
+		t.Fatalf("Retry-After %q; want the next turn, about 216 s away", r.Header.Get("Retry-After"))
+	}
+	for _, req := range n.proxy.Requests() {
+		if req.Method == http.MethodGet {
+			t.Fatalf("the origin was sent a GET whose turn had not come: %+v", req)
+		}
+	}
+	if got := n.metric(t, "edge_origin_quota_refused_total", "route", "docker.io"); got != 1 {
+		t.Fatalf("edge_origin_quota_refused_total = %v", got)
+	}
+}
+
+// One client cannot spend the origin's quota for all: past
+// limits.origin_misses_per_client, its misses are answered 429 while
+// another client's go through, and its turn comes back with time.
+func TestMissesPerClientAreLimited(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, nodeConfig{misses: 8}) // a burst of 2, then one every 7.5 s
+	for i := range 4 {
+		origintest.PushImage(t, n.origin.URL, "library/app", fmt.Sprintf("v%d", i), 1, 512)
+	}
+	get := func(from, tag string) response {
+		t.Helper()
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+		defer c.CloseIdleConnections()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, n.URL+"/v2/library/app/manifests/"+tag, nil)
+		req.Header.Set("Accept", allManifestTypes)
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return response{Status: res.StatusCode, Header: res.Header, Body: body}
+	}
+	for _, tag := range []string{"v0", "v1"} {
+		if r := get("127.0.0.1", tag); r.Status != http.StatusOK {
+			t.Fatalf("%s: %d", tag, r.Status)
+		}
+	}
+	r := get("127.0.0.1", "v2")
+	wantError(t, r, http.StatusTooManyRequests, "TOOMANYREQUESTS")
+	if r.Header.Get("Retry-After") != "8" {
+		t.Fatalf("Retry-After %q, want 8", r.Header.Get("Retry-After"))
+	}
+	if r := get("127.0.0.1", "v0"); r.Status != http.StatusOK { // a hit costs the origin nothing
+		t.Fatalf("a hit after the limit: %d", r.Status)
+	}
+	if r := get("127.0.0.2", "v2"); r.Status != http.StatusOK {
+		t.Fatalf("another client: %d", r.Status)
+	}
+	n.clock.Advance(8 * time.Second)
+	if r := get("127.0.0.1", "v3"); r.Status != http.StatusOK {
+		t.Fatalf("after the wait: %d", r.Status)
+	}
+	if got := n.metric(t, "edge_client_misses_refused_total"); got != 1 {
+		t.Fatalf("edge_client_misses_refused_total = %v", got)
 	}
 }

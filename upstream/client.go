@@ -155,6 +155,10 @@ func New(cfg Config) (*Client, error) {
 		c.base = breakerTransport{rt: c.inner, b: c.brk, c: c}
 	}
 	c.setBreakerGauge(false)
+	if c.m != nil {
+		c.m.quotaQueued.WithLabelValues(cfg.Name)
+		c.m.quotaRefused.WithLabelValues(cfg.Name)
+	}
 	return c, nil
 }
 

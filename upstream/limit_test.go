@@ -1,6 +1,8 @@
 package upstream_test
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"testing"
 	"time"
@@ -101,5 +103,53 @@ func TestABlobQueuedBehindOthersIsNotLate(t *testing.T) {
 	}
 	if err := <-second; err != nil {
 		t.Fatalf("the queued blob: %v", err)
+	}
+}
+
+// While little of the origin's rate limit is left, manifest GETs go one
+// after the other, no faster than the origin gives the quota back, and one
+// whose turn would come after its deadline is answered 429 without asking
+// the origin.
+func TestLowQuotaQueuesManifestGets(t *testing.T) {
+	t.Parallel()
+	origin := origintest.NewRegistry(t)
+	proxy := origintest.NewProxy(t, origin.URL)
+	origintest.PushImage(t, origin.URL, "library/app", "v1", 1, 512)
+	clock := testkit.NewClock(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC))
+	c, s := newClient(t, proxy.URL, func(cfg *upstream.Config) { cfg.Clock = testkit.StopClock{Clock: clock} })
+	proxy.SetHeaders(http.Header{"Ratelimit-Limit": {"100;w=21600"}, "Ratelimit-Remaining": {"4;w=21600"}})
+	if _, _, err := c.GetManifest(t.Context(), "library/app", "v1"); err != nil { // reads the quota: low
+		t.Fatal(err)
+	}
+	if !c.QuotaLow() {
+		t.Fatal("4 of 100 left is not low")
+	}
+	for range 3 {
+		if _, _, err := c.GetManifest(t.Context(), "library/app", "v1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 100 per 6 h: one every 216 s; the clock does not move, so the turns
+	// stack up from now.
+	if got := s.all(); len(got) != 2 || got[0] != 216*time.Second || got[1] != 432*time.Second {
+		t.Fatalf("waits %v; want 0s (not slept), 216s, 432s", got)
+	}
+	proxy.Reset()
+	ctx, cancel := context.WithDeadline(t.Context(), clock.Now().Add(10*time.Minute))
+	defer cancel()
+	_, _, err := c.GetManifest(ctx, "library/app", "v1")
+	var oerr *upstream.Error
+	if !errors.As(err, &oerr) || oerr.Status != http.StatusTooManyRequests || !errors.Is(err, upstream.ErrQuotaPaced) || oerr.RetryAfter != 648*time.Second {
+		t.Fatalf("a turn past the deadline: %v", err)
+	}
+	if n := len(proxy.Requests()); n != 0 {
+		t.Fatalf("%d requests reached the origin for a refused turn", n)
+	}
+	// HEADs, which Docker Hub does not count, are not queued.
+	if _, err := c.HeadManifest(t.Context(), "library/app", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.all(); len(got) != 2 {
+		t.Fatalf("a HEAD waited: %v", got)
 	}
 }

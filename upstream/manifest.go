@@ -98,6 +98,9 @@ func (c *Client) GetManifest(ctx context.Context, repo, ref string) (Descriptor,
 		desc Descriptor
 		body []byte
 	)
+	if err := c.quotaTurn(ctx, op, repo, ref); err != nil {
+		return Descriptor{}, nil, err
+	}
 	err = c.meta(ctx, func(ctx context.Context) error {
 		resp, err := c.send(ctx, op, repo, ref, http.MethodGet, "/v2/"+repo+"/manifests/"+ref,
 			http.Header{"Accept": {manifestAccept}})

@@ -18,6 +18,7 @@ type Metrics struct {
 	probes       *prometheus.CounterVec
 
 	quotaLimit, quotaRemaining *prometheus.GaugeVec
+	quotaQueued, quotaRefused  *prometheus.CounterVec
 }
 
 // NewMetrics creates the origin metrics and registers them in reg (when it
@@ -30,6 +31,7 @@ type Metrics struct {
 //	edge_origin_fast_failures_total{route}
 //	edge_origin_breaker_probes_total{route,result}
 //	edge_origin_ratelimit_limit{route}, edge_origin_ratelimit_remaining{route}
+//	edge_origin_quota_queued_total{route}, edge_origin_quota_refused_total{route}
 //
 // code is the HTTP status, or "error" when the origin gave no answer; op
 // "probe" is the breaker's probe.
@@ -68,9 +70,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "edge_origin_ratelimit_remaining",
 			Help: "Requests left in the origin's rate-limit window as it last said it (RateLimit-Remaining), by route.",
 		}, []string{"route"}),
+		quotaQueued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_origin_quota_queued_total",
+			Help: "Manifest GETs that waited their turn because little of the origin's rate limit was left, by route.",
+		}, []string{"route"}),
+		quotaRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_origin_quota_refused_total",
+			Help: "Manifest GETs answered 429 without asking the origin: their turn in the quota queue came after their deadline, by route.",
+		}, []string{"route"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.resumes, m.breakerOpen, m.fastFailures, m.probes, m.quotaLimit, m.quotaRemaining)
+		reg.MustRegister(m.requests, m.duration, m.resumes, m.breakerOpen, m.fastFailures, m.probes, m.quotaLimit, m.quotaRemaining,
+			m.quotaQueued, m.quotaRefused)
 	}
 	return m
 }

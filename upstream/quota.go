@@ -1,6 +1,8 @@
 package upstream
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,6 +21,7 @@ type quota struct {
 	remaining int
 	window    time.Duration
 	seen      time.Time // when they were said
+	next      time.Time // the turn of the next counted request while the quota is low
 }
 
 // maxQuotaWindow bounds how long a reading counts, whatever window the
@@ -112,4 +115,52 @@ func (c *Client) QuotaLow() bool {
 		reserve = max(reserve, q.limit/20)
 	}
 	return q.remaining <= reserve
+}
+
+// ErrQuotaPaced means a request the origin counts was not sent: little of
+// the origin's rate limit is left, and the request's turn in the queue
+// came after its deadline. Its Error has status 429 and the wait as
+// RetryAfter, as the origin's own 429 would.
+var ErrQuotaPaced = errors.New("little of the origin's rate limit is left; requests it counts are queued")
+
+// quotaTurn waits for the turn of a request the origin counts (a manifest
+// GET) while little of its quota is left (QuotaLow): such requests go no
+// faster than the origin gives its quota back (the limit over its window,
+// which Docker Hub rolls), one after the other. A request whose turn comes
+// after its deadline is refused at once, without asking the origin.
+func (c *Client) quotaTurn(ctx context.Context, op, repo, ref string) error {
+	if !c.QuotaLow() {
+		return nil
+	}
+	q := &c.quota
+	q.mu.Lock()
+	window := q.window
+	if window <= 0 {
+		window = time.Hour
+	}
+	per := max(q.limit, 5) // requests per window; 5 when the origin named no limit
+	step := window / time.Duration(per)
+	now := c.clock.Now()
+	turn := q.next
+	if turn.Before(now) {
+		turn = now
+	}
+	wait := turn.Sub(now)
+	if deadline, ok := ctx.Deadline(); ok && turn.After(deadline) {
+		q.mu.Unlock()
+		if c.m != nil {
+			c.m.quotaRefused.WithLabelValues(c.cfg.Name).Inc()
+		}
+		return &Error{Route: c.cfg.Name, Origin: c.cfg.Origin, Op: op, Repo: repo, Ref: ref,
+			Status: http.StatusTooManyRequests, RetryAfter: wait, Err: ErrQuotaPaced}
+	}
+	q.next = turn.Add(step)
+	q.mu.Unlock()
+	if c.m != nil {
+		c.m.quotaQueued.WithLabelValues(c.cfg.Name).Inc()
+	}
+	if wait <= 0 {
+		return nil
+	}
+	return c.sleep(ctx, wait)
 }
