@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/edgeregistry/edge/internal/oci"
 )
@@ -96,6 +97,9 @@ func prefetch(w http.ResponseWriter, r *http.Request, s *Service, req PrefetchRe
 	}
 	sum, err := s.Prefetch(r.Context(), req, func(ev Event) {
 		start()
+		// A caller that stops reading costs the prefetch a write timeout
+		// per event, not its progress: the blobs go on filling.
+		_ = rc.SetWriteDeadline(time.Now().Add(eventTimeout))
 		_ = enc.Encode(ev)
 		_ = rc.Flush()
 	})
@@ -114,6 +118,9 @@ func prefetch(w http.ResponseWriter, r *http.Request, s *Service, req PrefetchRe
 	_ = enc.Encode(line)
 	log.Info("prefetched", "images", sum.Images, "failed", sum.Failed, "fetched", sum.Fetched, "cached", sum.Cached, "bytes", sum.Bytes)
 }
+
+// eventTimeout bounds the write of one prefetch event.
+const eventTimeout = 10 * time.Second
 
 // maxRequest bounds a request body: names and lists of images.
 const maxRequest = 1 << 20

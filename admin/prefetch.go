@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/policy"
 )
 
@@ -47,6 +48,9 @@ type Summary struct {
 	Bytes   int64 `json:"bytes"` // fetched
 }
 
+// prefetchClient is the client prefetches count as, for the fill slots.
+const prefetchClient = "admin:prefetch"
+
 // blobsAtOnce is how many blobs of an image a prefetch fetches at once.
 const blobsAtOnce = 4
 
@@ -67,11 +71,10 @@ func (s *Service) Prefetch(ctx context.Context, req PrefetchRequest, emit func(E
 			return Summary{}, fmt.Errorf("%w: platform %q: want os/arch or os/arch/variant", ErrInvalid, p)
 		}
 	}
-	var mu sync.Mutex
+	var mu, emitMu sync.Mutex
 	var sum Summary
 	send := func(ev Event) {
 		mu.Lock()
-		defer mu.Unlock()
 		switch ev.State {
 		case "fetched":
 			sum.Fetched++
@@ -79,6 +82,9 @@ func (s *Service) Prefetch(ctx context.Context, req PrefetchRequest, emit func(E
 		case "cached":
 			sum.Cached++
 		}
+		mu.Unlock()
+		emitMu.Lock() // one event at a time, in the order they come
+		defer emitMu.Unlock()
 		emit(ev)
 	}
 	for _, image := range req.Images {
@@ -175,7 +181,9 @@ func (s *Service) prefetchBlob(ctx context.Context, rt *policy.Route, repo, imag
 		send(Event{Image: image, State: "cached", Digest: d, Size: size})
 		return nil
 	}
-	b, err := s.pull.Blob(ctx, rt, repo, d)
+	// A prefetch is a client like any other: it has its share of the
+	// fill slots, never all of them.
+	b, err := s.pull.Blob(cache.WithClient(ctx, prefetchClient), rt, repo, d)
 	if err != nil {
 		return err
 	}

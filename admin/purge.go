@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -73,14 +74,14 @@ func (s *Service) purgeTag(ctx context.Context, t target, global bool) (Purged, 
 
 func (s *Service) purgeRepository(ctx context.Context, t target, global bool) (Purged, error) {
 	var p Purged
+	for _, pin := range s.local.Pins() {
+		if pin.Route == t.rt.Name && pin.Repo == t.repo {
+			return p, fmt.Errorf("%w: %s is pinned in %s; unpin it first", ErrConflict, pin.Ref, t)
+		}
+	}
 	recs, err := s.local.TagRecords(ctx, t.rt.Name, t.repo)
 	if err != nil {
 		return p, err
-	}
-	for tag := range recs {
-		if s.local.TagPinned(t.rt.Name, t.repo, tag) {
-			return p, fmt.Errorf("%w: %s:%s is pinned; unpin it first", ErrConflict, t, tag)
-		}
 	}
 	links, err := s.local.Links(ctx, t.rt.Name, t.repo)
 	if err != nil {
@@ -131,27 +132,41 @@ func (s *Service) purgeDigest(ctx context.Context, d digest.Digest, global bool)
 	if s.local.Pinned(d) {
 		return p, fmt.Errorf("%w: %s is pinned; unpin it first", ErrConflict, d)
 	}
-	if global {
-		if err := s.notHosted(ctx, d); err != nil {
-			return p, err
-		}
-	}
 	if err := s.removeLocal(ctx, d, &p); err != nil {
 		return p, err
 	}
 	if global {
-		for _, del := range []func(context.Context, digest.Digest) error{s.global.DeleteBlob, s.global.DeleteManifest} {
-			if err := del(ctx, d); err != nil && !isNotFound(err) {
-				return p, fmt.Errorf("global tier: %w", err)
-			}
+		if err := s.purgeGlobal(ctx, d); err != nil {
+			return p, err
 		}
 		p.Global++
 	}
 	return p, nil
 }
 
-// notHosted refuses a digest that a hosted repository holds in the global
-// tier: its record must not lose content that a push put there.
+// purgeGlobal deletes blob or manifest d from the global tier unless a
+// hosted repository holds it. It dooms d before it looks for holders, as
+// a collection does (package gc), so that a push linking d meanwhile
+// either is seen here or sees the doom and uploads the blob again.
+func (s *Service) purgeGlobal(ctx context.Context, d digest.Digest) error {
+	if err := s.global.Doom(ctx, d); err != nil {
+		return fmt.Errorf("global tier: %w", err)
+	}
+	defer func() { _ = s.global.Spare(context.WithoutCancel(ctx), d) }()
+	if err := s.notHosted(ctx, d); err != nil {
+		return err
+	}
+	for _, del := range []func(context.Context, digest.Digest) error{s.global.DeleteBlob, s.global.DeleteManifest} {
+		if err := del(ctx, d); err != nil && !isNotFound(err) {
+			return fmt.Errorf("global tier: %w", err)
+		}
+	}
+	return nil
+}
+
+// notHosted refuses a digest that a hosted repository of this node's
+// routes holds in the global tier: its record must not lose content that
+// a push put there.
 func (s *Service) notHosted(ctx context.Context, d digest.Digest) error {
 	for _, rt := range s.router.Routes() {
 		if !rt.Hosted {
@@ -208,7 +223,26 @@ func (s *Service) Pin(ctx context.Context, name string) ([]digest.Digest, error)
 	if err != nil {
 		return nil, err
 	}
-	return ds, s.local.PinContent(ctx, t.rt.Name, t.repo, t.ref(), ds)
+	if err := s.local.PinContent(ctx, t.rt.Name, t.repo, t.ref(), ds); err != nil {
+		return nil, err
+	}
+	// Everything pinned must be here: checked once the pin holds it, so
+	// that eviction cannot take a blob between the check and the pin.
+	var missing []string
+	for _, d := range ds {
+		if _, err := s.local.GetManifest(ctx, d); err == nil {
+			continue
+		}
+		if _, err := s.local.StatBlob(ctx, d); err != nil {
+			missing = append(missing, string(d))
+		}
+	}
+	if len(missing) > 0 {
+		_, _ = s.local.Unpin(ctx, t.rt.Name, t.repo, t.ref())
+		return nil, fmt.Errorf("%w: %s: %d of its manifests and blobs are not on this node (%s); prefetch it first",
+			ErrConflict, t, len(missing), strings.Join(missing, ", "))
+	}
+	return ds, nil
 }
 
 // Unpin drops the pin of name.
@@ -238,7 +272,11 @@ func (s *Service) Pins() []PinInfo {
 		if _, err := digest.Parse(p.Ref); err == nil {
 			sepr = "@"
 		}
-		out = append(out, PinInfo{Name: p.Route + "/" + p.Repo + sepr + p.Ref, Digests: p.Digests})
+		name := p.Route + "/" + p.Repo
+		if rt := s.router.Route(p.Route); rt != nil {
+			name = pullName(rt, p.Repo)
+		}
+		out = append(out, PinInfo{Name: name + sepr + p.Ref, Digests: p.Digests})
 	}
 	return out
 }

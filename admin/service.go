@@ -56,6 +56,8 @@ type Global interface {
 	DeleteBlob(ctx context.Context, d digest.Digest) error
 	DeleteManifest(ctx context.Context, d digest.Digest) error
 	Holders(ctx context.Context, route string, d digest.Digest) ([]string, error)
+	Doom(ctx context.Context, d digest.Digest) error
+	Spare(ctx context.Context, d digest.Digest) error
 }
 
 // Service is the admin API's work. It is safe for concurrent use.
@@ -92,7 +94,7 @@ type target struct {
 func (t target) String() string {
 	s := t.repo
 	if t.rt != nil {
-		s = t.rt.Name + "/" + t.repo
+		s = pullName(t.rt, t.repo)
 	}
 	switch {
 	case t.rt == nil:
@@ -103,6 +105,16 @@ func (t target) String() string {
 		return s + ":" + t.tag
 	}
 	return s
+}
+
+// pullName is the name clients pull repo of rt by: a hosted repository by
+// its own name (which holds the route's prefix), a pull-through one after
+// its route's name.
+func pullName(rt *policy.Route, repo string) string {
+	if rt.Hosted {
+		return repo
+	}
+	return rt.Name + "/" + repo
 }
 
 // ref is the tag or, failing that, the digest of t.

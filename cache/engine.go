@@ -43,7 +43,7 @@ type Local interface {
 	GetTag(ctx context.Context, route, repo, tag string) (oci.TagRecord, error)
 	PutTag(ctx context.Context, route, repo, tag string, r oci.TagRecord) error
 	DeleteTag(ctx context.Context, route, repo, tag string) error
-	TagPinned(route, repo, tag string) bool
+	PinnedTag(route, repo, tag string) (digest.Digest, bool)
 	ListTags(ctx context.Context, route, repo string) ([]string, error)
 	Linked(ctx context.Context, route, repo string, d digest.Digest) (bool, error)
 	Link(ctx context.Context, route, repo string, ds ...digest.Digest) error

@@ -153,8 +153,20 @@ func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag str
 
 	m, err := e.checkTag(ctx, rt, repo, tag, rec)
 
-	// A route that keeps what its origin deleted, or a pin, keeps the tag.
-	kept := isNotFound(err) && !rt.Hosted && (rt.KeepDeleted || e.local.TagPinned(rt.Name, repo, tag))
+	// A route that keeps what its origin deleted, or a pin, keeps the tag:
+	// a pinned one at the manifest it was pinned at, though the tag moved
+	// since.
+	pinned, isPinned := e.local.PinnedTag(rt.Name, repo, tag)
+	kept := isNotFound(err) && !rt.Hosted && (rt.KeepDeleted || isPinned)
+	if kept && isPinned && pinned != cached.Digest {
+		if m, merr := e.local.GetManifest(ctx, pinned); merr == nil {
+			cached = Manifest{Digest: pinned, MediaType: m.MediaType, Body: m.Body}
+			rec.Digest, rec.MediaType, rec.Size = pinned, m.MediaType, int64(len(m.Body))
+			if perr := e.local.PutTag(ctx, rt.Name, repo, tag, rec); perr != nil {
+				e.log.Warn("cannot put a pinned tag back at its pinned manifest", "route", rt.Name, "repo", repo, "tag", tag, "err", perr)
+			}
+		}
+	}
 	e.revalMu.Lock()
 	delete(e.revals, key)
 	if err != nil && (kept || !isNotFound(err)) && !errors.Is(err, context.Canceled) {

@@ -54,7 +54,10 @@ func (s *Store) loadPins() error {
 			key := string(it.Item().Key())
 			var pin Pin
 			if err := it.Item().Value(func(v []byte) (err error) { pin, err = decodePin(v); return err }); err != nil {
-				return fmt.Errorf("localtier: pin %q: %w", key, err)
+				// One bad record must not keep the store from opening: the
+				// content it kept is only evictable again.
+				s.log.Warn("localtier: skipping a pin record that cannot be read", "key", key, "err", err)
+				continue
 			}
 			s.pins.add(key, pin, 1)
 		}
@@ -62,9 +65,10 @@ func (s *Store) loadPins() error {
 	})
 }
 
-// PinContent keeps ds, as what ref of route/repo points at, from
-// eviction; a pin of a tag also keeps the tag when its origin deletes it
-// (TagPinned). Pinning a ref again replaces what it kept.
+// PinContent keeps ds, as what ref of route/repo points at (the manifest
+// first), from eviction; a pin of a tag also keeps the tag, at that
+// manifest, when its origin deletes it (PinnedTag). Pinning a ref again
+// replaces what it kept.
 func (s *Store) PinContent(ctx context.Context, route, repo, ref string, ds []digest.Digest) error {
 	if err := errors.Join(validRepo(route, repo), validName("reference", ref)); err != nil {
 		return err
@@ -146,10 +150,20 @@ func (s *Store) Pinned(d digest.Digest) bool {
 // TagPinned reports whether tag of route/repo is pinned: kept, and served,
 // when its origin deletes it.
 func (s *Store) TagPinned(route, repo, tag string) bool {
+	_, ok := s.PinnedTag(route, repo, tag)
+	return ok
+}
+
+// PinnedTag returns the manifest that the pin of tag of route/repo keeps:
+// what the tag pointed at when it was pinned, whatever it points at now.
+func (s *Store) PinnedTag(route, repo, tag string) (digest.Digest, bool) {
 	s.pins.mu.RLock()
 	defer s.pins.mu.RUnlock()
-	_, ok := s.pins.byKey[string(pinKey(route, repo, tag))]
-	return ok
+	p, ok := s.pins.byKey[string(pinKey(route, repo, tag))]
+	if !ok || len(p.Digests) == 0 {
+		return "", false
+	}
+	return p.Digests[0], true
 }
 
 func encodePin(p Pin) []byte {

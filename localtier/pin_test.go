@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/edgeregistry/edge/internal/oci"
@@ -149,4 +150,26 @@ func TestInventory(t *testing.T) {
 		t.Fatalf("GetManifest after DeleteManifest: %v", err)
 	}
 	must(s.DeleteManifest(ctx, m)) // a missing one is no error
+}
+
+// A pin record that cannot be read is skipped with a warning: the store
+// opens, and only that pin is lost.
+func TestACorruptPinDoesNotStopTheStore(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	d := digest.FromString("a")
+	if err := s.PinContent(context.Background(), "r", "app", "v1", []digest.Digest{d}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(pinKey("r", "app", "v2"), []byte{9, 9}) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{})
+	if pins := s.Pins(); len(pins) != 1 || pins[0].Ref != "v1" || !s.Pinned(d) {
+		t.Fatalf("pins after a reopen: %+v", pins)
+	}
 }

@@ -114,3 +114,38 @@ func adminStatus(t *testing.T, url, auth string) int {
 	res.Body.Close()
 	return res.StatusCode
 }
+
+// A token file others can read, or a link to one, is refused; so is a
+// short token from the environment, which otherwise wins over the file.
+func TestAdminTokenSources(t *testing.T) {
+	dir := t.TempDir()
+	cfg := &config.Config{DataDir: dir, AdminTokenFile: filepath.Join(dir, "token")}
+	good := "a-token-of-operators-own-choosing"
+	if err := os.WriteFile(cfg.AdminTokenFile, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.AdminToken(cfg, false); err == nil || !strings.Contains(err.Error(), "readable by others") {
+		t.Fatalf("a 0644 token file: %v", err)
+	}
+	if err := os.Chmod(cfg.AdminTokenFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(cfg.AdminTokenFile, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.AdminToken(&config.Config{AdminTokenFile: link}, false); err == nil {
+		t.Fatal("a token file behind a symbolic link was read")
+	}
+	if tok, err := node.AdminToken(cfg, false); err != nil || tok != good {
+		t.Fatalf("AdminToken = %q, %v", tok, err)
+	}
+	t.Setenv(node.AdminTokenEnv, " short ")
+	if _, err := node.AdminToken(cfg, false); err == nil || !strings.Contains(err.Error(), "at least 16") {
+		t.Fatalf("a short token from the environment: %v", err)
+	}
+	t.Setenv(node.AdminTokenEnv, " "+good+"-from-env\n")
+	if tok, err := node.AdminToken(cfg, false); err != nil || tok != good+"-from-env" {
+		t.Fatalf("AdminToken from the environment = %q, %v", tok, err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -27,27 +28,52 @@ func AdminTokenPath(cfg *config.Config) string {
 }
 
 // AdminToken reads the admin API's token: $EDGE_ADMIN_TOKEN, or the token
-// file. With create, a missing default file is made with a random token,
-// readable by its owner only; a configured file must exist.
+// file, which must be readable by its owner only and not a symbolic link.
+// With create, a missing default file is made with a random token; a
+// configured file must exist. A token has at least 16 characters.
 func AdminToken(cfg *config.Config, create bool) (string, error) {
-	if t := os.Getenv(AdminTokenEnv); t != "" {
-		return t, nil
+	if t := strings.TrimSpace(os.Getenv(AdminTokenEnv)); t != "" {
+		return checkToken(t, "$"+AdminTokenEnv)
 	}
 	path := AdminTokenPath(cfg)
-	b, err := os.ReadFile(path)
+	t, err := readTokenFile(path)
 	if errors.Is(err, fs.ErrNotExist) && create && cfg.AdminTokenFile == "" {
 		return newAdminToken(path)
 	}
 	if err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
-	t := strings.TrimSpace(string(b))
+	return checkToken(t, path)
+}
+
+func checkToken(t, from string) (string, error) {
 	if len(t) < 16 {
-		return "", fmt.Errorf("admin token: %s: want at least 16 characters", path)
+		return "", fmt.Errorf("admin token: %s: want at least 16 characters", from)
 	}
 	return t, nil
 }
 
+// readTokenFile reads a token file that only its owner can read.
+func readTokenFile(path string) (string, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|oNoFollow, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s: readable by others (mode %v); chmod 600 it", path, fi.Mode().Perm())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	return strings.TrimSpace(string(b)), err
+}
+
+// newAdminToken writes a random token to path, whole or not at all: a
+// temporary file is written and synced, then linked into place (a token
+// made meanwhile by another process wins).
 func newAdminToken(path string) (string, error) {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
@@ -55,16 +81,18 @@ func newAdminToken(path string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return AdminToken(&config.Config{AdminTokenFile: path}, false) // made meanwhile
-	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".admin.token-*")
 	if err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
+	defer os.Remove(f.Name())
 	_, err = f.WriteString(t + "\n")
-	if err := errors.Join(err, f.Sync(), f.Close()); err != nil {
-		_ = os.Remove(path)
+	if err := errors.Join(err, f.Chmod(0o600), f.Sync(), f.Close()); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
+		return AdminToken(&config.Config{AdminTokenFile: path}, false)
+	} else if err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
 	return t, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -366,6 +367,10 @@ func (n *Node) admin(promReg *prometheus.Registry, reg prometheus.Registerer) (h
 		if err != nil {
 			return nil, err
 		}
+		if host, _, _ := net.SplitHostPort(n.cfg.AdminListen); !isLoopback(host) {
+			n.log.Warn("the admin listener is not on loopback: its token and metrics travel in clear text; keep it on a private network",
+				"admin_listen", n.cfg.AdminListen)
+		}
 		mux.Handle("/admin/", admin.Handler(n.ops, token, n.log.With("component", "admin")))
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: reg}))
@@ -381,6 +386,15 @@ func (n *Node) admin(promReg *prometheus.Registry, reg prometheus.Registerer) (h
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	return mux, nil
+}
+
+// isLoopback reports whether host names only this machine.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // adminGlobal is the global tier as the admin API uses it; nil stays an

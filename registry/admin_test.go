@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgeregistry/edge/admin"
 	"github.com/edgeregistry/edge/internal/origintest"
+	"github.com/edgeregistry/edge/internal/testkit"
 )
 
 // prefetch runs a prefetch on n and fails the test when an image failed.
@@ -207,5 +208,116 @@ func TestPurgeKeepsWhatOtherRepositoriesHold(t *testing.T) {
 	}
 	if _, err := ops.Purge(ctx, d.String(), true); !errors.Is(err, admin.ErrInvalid) {
 		t.Fatalf("global purge without a global tier: %v, want ErrInvalid", err)
+	}
+}
+
+// A pinned tag that moved at its origin and was then deleted there is
+// served at the manifest it was pinned at, whole.
+func TestPinnedTagKeepsItsPinnedManifest(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, nodeConfig{})
+	ctx := context.Background()
+	img1 := origintest.PushImage(t, n.origin.URL, "library/app", "v1", 1, 4096)
+	prefetch(t, n, admin.PrefetchRequest{Images: []string{"library/app:v1"}})
+	if _, err := n.n.Admin().Pin(ctx, "library/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	img2 := origintest.PushImage(t, n.origin.URL, "library/app", "v1", 1, 4096) // the tag moves
+	n.clock.Advance(2 * time.Minute)
+	if r := do(t, http.MethodGet, n.URL+"/v2/library/app/manifests/v1", "Accept", allManifestTypes); r.Header.Get("Docker-Content-Digest") != mustDigest(t, img2) {
+		t.Fatalf("the moved tag: %d %s", r.Status, r.Header.Get("Docker-Content-Digest"))
+	}
+	n.proxy.FailStatus(origintest.AnyRequest, http.StatusNotFound, 0) // the repository is gone upstream
+	n.clock.Advance(2 * time.Minute)
+	pullImage(t, n, "library/app", "v1", img1)
+}
+
+// Pins are refused for content that is not on the node, hold against a
+// purge of their repository, and read back under the names clients pull,
+// hosted routes included.
+func TestPinsAreOfContentHere(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, nodeConfig{global: newDirGlobal(t)})
+	ops := n.n.Admin()
+	ctx := context.Background()
+	img := origintest.PushImage(t, n.origin.URL, "library/app", "v1", 1, 4096)
+	if r := do(t, http.MethodGet, n.URL+"/v2/library/app/manifests/v1", "Accept", allManifestTypes); r.Status != http.StatusOK {
+		t.Fatal(r.Status)
+	}
+	if _, err := ops.Pin(ctx, "library/app:v1"); !errors.Is(err, admin.ErrConflict) || !strings.Contains(err.Error(), "prefetch it first") {
+		t.Fatalf("pin of a manifest whose blobs are not here: %v", err)
+	}
+	if len(ops.Pins()) != 0 {
+		t.Fatalf("a refused pin stayed: %+v", ops.Pins())
+	}
+	prefetch(t, n, admin.PrefetchRequest{Images: []string{"library/app:v1"}})
+	if _, err := ops.Pin(ctx, "library/app@"+mustDigest(t, img)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ops.Purge(ctx, "library/app", false); !errors.Is(err, admin.ErrConflict) {
+		t.Fatalf("purge of a repository with a digest pin: %v", err)
+	}
+	origintest.PushImage(t, n.URL, "team/app", "v1", 1, 1024)
+	prefetch(t, n, admin.PrefetchRequest{Images: []string{"team/app:v1"}})
+	if _, err := ops.Pin(ctx, "team/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range ops.Pins() {
+		names = append(names, p.Name)
+	}
+	want := []string{"docker.io/library/app@" + mustDigest(t, img), "team/app:v1"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("pins %v, want %v", names, want)
+	}
+	for _, name := range names {
+		if err := ops.Unpin(ctx, name); err != nil {
+			t.Fatalf("unpin %s, as listed: %v", name, err)
+		}
+	}
+}
+
+// A prefetch has a client's share of the fill slots: while it holds its
+// share, a client's cold pull starts its own fill.
+func TestPrefetchLeavesFillSlotsToClients(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, nodeConfig{maxFills: 4, perClient: 2})
+	big := origintest.PushImage(t, n.origin.URL, "library/big", "v1", 4, 4096)
+	small := origintest.PushImage(t, n.origin.URL, "library/small", "v1", 1, 1024)
+	m, _ := big.Manifest()
+	var gates []*origintest.Gate
+	for _, l := range append(m.Layers, m.Config) {
+		gates = append(gates, n.proxy.Hold(origintest.Match{Method: http.MethodGet, Path: "/v2/library/big/blobs/" + l.Digest.String()}, -1))
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := n.n.Admin().Prefetch(context.Background(), admin.PrefetchRequest{Images: []string{"library/big:v1"}}, func(admin.Event) {})
+		done <- err
+	}()
+	testkit.Eventually(t, "the prefetch to hold its two slots", func() bool {
+		held := 0
+		for _, g := range gates {
+			held += g.Held()
+		}
+		return held == 2
+	})
+	layers, _ := small.Layers()
+	d, _ := layers[0].Digest()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second) // a bound on failure only
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.URL+"/v2/library/small/blobs/"+d.String(), nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("a client's cold pull while a prefetch runs: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("a client's cold pull while a prefetch runs: %d", res.StatusCode)
+	}
+	for _, g := range gates {
+		g.Release()
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

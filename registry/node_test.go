@@ -59,6 +59,8 @@ type nodeConfig struct {
 	teamDeny    []string      // the hosted route's deny list
 	keepDeleted bool          // the default route keeps tags its origin deleted
 	misses      float64       // limits.origin_misses_per_client; the default when zero
+	maxFills    int           // limits.max_fills; the default when zero
+	perClient   int           // limits.max_fills_per_client; the default when zero
 }
 
 func newNode(t testing.TB, cfg nodeConfig) *node {
@@ -152,6 +154,7 @@ func nodeYAMLConfig(t testing.TB, n *node, cfg nodeConfig) *config.Config {
 	}
 	c.Limits.MaxUploadSize = config.Size(cfg.maxUpload)
 	c.Limits.OriginMissesPerClient = cfg.misses
+	c.Limits.MaxFills, c.Limits.MaxFillsPerClient = cfg.maxFills, cfg.perClient
 	c.Limits.FillIdleTimeout = config.Duration(cfg.fillIdle)
 	// A stop is a restart: requests in progress are broken at once.
 	c.Server.ShutdownGrace = config.Duration(time.Nanosecond)

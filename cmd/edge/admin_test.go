@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -71,6 +72,9 @@ func TestCacheCommands(t *testing.T) {
 	out, progress, err := cmd("prefetch", "app:v1")
 	if err != nil || !strings.Contains(out, "prefetched 1 images (0 failed): 3 blobs fetched") || !strings.Contains(progress, "app:v1: done") {
 		t.Fatalf("prefetch: %v\n%s\n%s", err, out, progress)
+	}
+	if err := n.WaitWriteBehind(ctx, time.Minute); err != nil { // the tag is in the global tier too
+		t.Fatal(err)
 	}
 	steps := []struct {
 		args []string
