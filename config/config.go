@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,8 +53,9 @@ type TLS struct {
 
 // Local is the local disk tier.
 type Local struct {
-	// MaxSize bounds the blob bytes on disk (default: 80% of the data
-	// directory's file system as it is at start).
+	// MaxSize bounds the blob bytes on disk, or "unlimited" (default: 80%
+	// of what the local tier may use of the data directory's file system
+	// at start: its free space and the tier's own blobs).
 	MaxSize Size `yaml:"max_size"`
 }
 
@@ -278,7 +280,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(raw)
+	c, err := Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
 }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
@@ -306,13 +312,45 @@ func Parse(raw []byte) (*Config, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(expanded))
 		dec.KnownFields(true)
 		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("config: %w", err)
+			return nil, fmt.Errorf("config: %w", originalLines(err, &doc, expanded))
 		}
 	}
 	if c.Routes == nil {
 		c.Routes = Default().Routes
 	}
 	return c, c.Validate()
+}
+
+var lineRef = regexp.MustCompile(`line (\d+):`)
+
+// originalLines rewrites the line numbers of a decoding error, which
+// refer to the text re-rendered after ${NAME} expansion, to the lines of
+// the file as written: both trees have the same shape, so the node at a
+// line of one is the node at the same place of the other.
+func originalLines(err error, doc *yaml.Node, rendered []byte) error {
+	var again yaml.Node
+	if yaml.Unmarshal(rendered, &again) != nil {
+		return err
+	}
+	lines := map[int]int{}
+	var walk func(a, b *yaml.Node)
+	walk = func(a, b *yaml.Node) {
+		if _, seen := lines[a.Line]; !seen {
+			lines[a.Line] = b.Line
+		}
+		for i := range min(len(a.Content), len(b.Content)) {
+			walk(a.Content[i], b.Content[i])
+		}
+	}
+	walk(&again, doc)
+	msg := lineRef.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		n, _ := strconv.Atoi(lineRef.FindStringSubmatch(m)[1])
+		if orig, ok := lines[n]; ok {
+			return fmt.Sprintf("line %d:", orig)
+		}
+		return m
+	})
+	return errors.New(msg)
 }
 
 // expandEnv replaces ${NAME} in every scalar value under n.
@@ -338,6 +376,12 @@ func (c *Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen: %w", err))
+	}
+	if c.Local.MaxSize < 0 && c.Local.MaxSize != Unlimited {
+		errs = append(errs, errors.New("local.max_size: want a size or unlimited"))
+	}
+	if c.Limits.MaxUploadSize < 0 || c.Server.MinBodyRate < 0 {
+		errs = append(errs, errors.New("limits.max_upload_size and server.min_body_rate: want a size (unlimited is for local.max_size only)"))
 	}
 	if c.GC.Schedule < 0 || c.GC.Retention < 0 || c.GC.Grace < 0 || c.GC.ReadsInterval < 0 {
 		errs = append(errs, errors.New("gc: durations must not be negative"))

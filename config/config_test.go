@@ -1,10 +1,13 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
-
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/edgeregistry/edge/policy"
 )
@@ -268,5 +271,51 @@ auth:
 		if _, err := Parse([]byte(bad)); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
+	}
+}
+
+// Decoding errors name the lines of the file as written (comments and
+// ${NAME} values included), and Load names the file.
+func TestErrorsPointAtTheFilesLines(t *testing.T) {
+	t.Setenv("EDGE_TEST_REGION", "eu-west")
+	path := filepath.Join(t.TempDir(), "edge.yaml")
+	raw := `# the region comes from the environment
+region: ${EDGE_TEST_REGION}
+
+# limits
+limits:
+  max_fills: lots
+routes:
+  - name: docker.io
+    origin: https://registry-1.docker.io
+    default: true
+    bogus: 1
+`
+	if err := os.WriteFile(path, []byte(raw), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	if err == nil {
+		t.Fatal("a broken file loaded")
+	}
+	for _, want := range []string{path + ":", "line 6: cannot unmarshal !!str `lots`", "line 11: field bogus not found"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%v\nlacks %q", err, want)
+		}
+	}
+}
+
+// local.max_size takes "unlimited", and no other size does.
+func TestUnlimitedLocalSize(t *testing.T) {
+	t.Parallel()
+	if c := mustParse(t, "local: {max_size: unlimited}\n"); c.Local.MaxSize != Unlimited {
+		t.Fatalf("max_size %d", c.Local.MaxSize)
+	}
+	if _, err := Parse([]byte("limits: {max_upload_size: unlimited}\n")); err == nil {
+		t.Fatal("max_upload_size: unlimited was taken")
+	}
+	out, err := yaml.Marshal(Local{MaxSize: Unlimited})
+	if err != nil || !strings.Contains(string(out), "unlimited") {
+		t.Fatalf("marshal: %s %v", out, err)
 	}
 }

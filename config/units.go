@@ -33,6 +33,9 @@ var sizeRE = regexp.MustCompile(`^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?i?B?)\s*$`
 
 // ParseSize reads a byte count with an optional unit.
 func ParseSize(s string) (Size, error) {
+	if s == "unlimited" {
+		return Unlimited, nil
+	}
 	m := sizeRE.FindStringSubmatch(s)
 	if m == nil {
 		return 0, fmt.Errorf("%q is not a size (like 512MiB, 200GiB)", s)
@@ -66,5 +69,13 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// MarshalYAML writes the size in bytes.
-func (s Size) MarshalYAML() (any, error) { return int64(s), nil }
+// MarshalYAML writes the size in bytes, or "unlimited".
+func (s Size) MarshalYAML() (any, error) {
+	if s == Unlimited {
+		return "unlimited", nil
+	}
+	return int64(s), nil
+}
+
+// Unlimited is the size "unlimited", which only local.max_size takes.
+const Unlimited Size = -1

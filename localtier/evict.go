@@ -12,7 +12,23 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-func (s *Store) overHigh() bool { return s.maxSize > 0 && s.bytes.Load() > s.high }
+func (s *Store) overHigh() bool {
+	s.budgetMu.RLock()
+	defer s.budgetMu.RUnlock()
+	return s.maxSize > 0 && s.bytes.Load() > s.high
+}
+
+// SetMaxSize changes the budget of blob bytes (0: unlimited), keeping the
+// water marks' fractions, and starts an eviction pass when usage is now
+// over the high one.
+func (s *Store) SetMaxSize(n int64) {
+	s.budgetMu.Lock()
+	s.maxSize, s.high, s.low = n, int64(float64(n)*s.highFrac), int64(float64(n)*s.lowFrac)
+	s.budgetMu.Unlock()
+	if s.overHigh() {
+		s.requestEvict()
+	}
+}
 
 // requestEvict wakes the background goroutine; requests made while a pass
 // is pending collapse into one.
@@ -43,7 +59,9 @@ func (s *Store) Evict(ctx context.Context) (int64, error) {
 	if err := s.flushAccess(); err != nil {
 		return 0, fmt.Errorf("localtier: evict: %w", err)
 	}
+	s.budgetMu.RLock()
 	need := s.bytes.Load() - s.low
+	s.budgetMu.RUnlock()
 	cutoff := s.clock().Add(-evictGrace).UnixNano()
 	victims, err := s.pickVictims(ctx, need, cutoff)
 	if err != nil {

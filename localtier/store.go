@@ -78,8 +78,10 @@ type Store struct {
 	db                   *badger.DB
 	log                  *slog.Logger
 	clock                func() time.Time
+	budgetMu             sync.RWMutex // guards maxSize, high and low (SetMaxSize)
 	maxSize              int64
 	high, low            int64 // bytes
+	highFrac, lowFrac    float64
 	flushEvery           time.Duration
 
 	tags      *shardedLRU[tagCacheKey, oci.TagRecord]
@@ -143,6 +145,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		maxSize:    opts.MaxSize,
 		high:       int64(float64(opts.MaxSize) * opts.HighWater),
 		low:        int64(float64(opts.MaxSize) * opts.LowWater),
+		highFrac:   opts.HighWater,
+		lowFrac:    opts.LowWater,
 		flushEvery: opts.FlushInterval,
 		evictReq:   make(chan struct{}, 1),
 	}

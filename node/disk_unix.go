@@ -4,12 +4,12 @@ package node
 
 import "syscall"
 
-// diskSize is the size of the file system that holds dir; 0 when it
-// cannot be read.
-func diskSize(dir string) int64 {
+// diskStats reads the size of the file system that holds dir and the
+// space free for the node on it; zeros when it cannot be read.
+func diskStats(dir string) (size, free int64) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0
+		return 0, 0
 	}
-	return int64(st.Blocks) * blockSize(&st)
+	return int64(st.Blocks) * blockSize(&st), int64(st.Bavail) * blockSize(&st)
 }

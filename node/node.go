@@ -195,17 +195,17 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 // write-behind beside it.
 func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error {
 	cfg, o := n.cfg, n.opts
-	maxSize, err := n.localMaxSize()
-	if err != nil {
-		return err
-	}
+	// The budget is set once the tier is open: by default it is a share
+	// of what the tier may use, its own blobs included.
 	store, err := localtier.Open(filepath.Join(cfg.DataDir, "local"), localtier.Options{
-		MaxSize: maxSize, Logger: n.log.With("component", "localtier"), Registerer: reg, Clock: o.now,
+		Logger: n.log.With("component", "localtier"), Registerer: reg, Clock: o.now,
 	})
 	if err != nil {
 		return err
 	}
 	n.store = store
+	ours, _ := store.Usage()
+	store.SetMaxSize(n.localMaxSize(ours))
 	n.closers = append(n.closers, func() {
 		if err := store.Close(); err != nil {
 			n.log.Error("closing the local tier", "err", err)
@@ -242,28 +242,40 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 	return n.buildBeside(reg)
 }
 
-// localDiskShare is the share of the data directory's file system that
-// the local tier takes when local.max_size is not set.
+// localDiskShare is the share of what the local tier may use of its file
+// system that it takes when local.max_size is not set.
 const localDiskShare = 0.8
 
-// localMaxSize is local.max_size, or, when it is not set, a share of the
-// file system that holds the data directory as it is at start; logged
-// either way, so that the operator sees the budget.
-func (n *Node) localMaxSize() (int64, error) {
-	if n.cfg.Local.MaxSize > 0 {
-		n.log.Info("local tier budget", "max_size", int64(n.cfg.Local.MaxSize), "from", "local.max_size")
-		return int64(n.cfg.Local.MaxSize), nil
+// localMaxSize is the local tier's budget, logged so that the operator
+// sees it: local.max_size, none when it says unlimited, or else a share of
+// what the tier may use of the data directory's file system as it is at
+// start, its free space and the tier's own blobs (ours), so that other
+// files on a shared file system are left their room. A data directory on
+// tmpfs or NFS is warned of.
+func (n *Node) localMaxSize(ours int64) int64 {
+	switch kind := diskKind(n.cfg.DataDir); kind {
+	case "tmpfs":
+		n.log.Warn("the data directory is on tmpfs: the local tier takes memory and is lost at a reboot", "data_dir", n.cfg.DataDir)
+	case "nfs":
+		n.log.Warn("the data directory is on NFS: the index's locks and the blobs' renames are not safe there; use a local disk", "data_dir", n.cfg.DataDir)
 	}
-	if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
-		return 0, err
+	switch size := n.cfg.Local.MaxSize; {
+	case size == config.Unlimited:
+		n.log.Info("local tier budget unlimited", "from", "local.max_size")
+		return 0
+	case size > 0:
+		n.log.Info("local tier budget", "max_size", int64(size), "from", "local.max_size")
+		return int64(size)
 	}
-	size := int64(float64(diskSize(n.cfg.DataDir)) * localDiskShare)
-	if size <= 0 {
-		n.log.Warn("local tier budget unlimited: the data directory's file system size cannot be read; set local.max_size")
-		return 0, nil
+	total, free := diskStats(n.cfg.DataDir)
+	if total <= 0 {
+		n.log.Warn("local tier budget unlimited: the data directory's file system cannot be read; set local.max_size")
+		return 0
 	}
-	n.log.Info("local tier budget", "max_size", size, "from", fmt.Sprintf("%.0f%% of the data directory's file system", 100*localDiskShare))
-	return size, nil
+	size := int64(float64(min(free+ours, total)) * localDiskShare)
+	n.log.Info("local tier budget", "max_size", size, "from",
+		fmt.Sprintf("%.0f%% of what the local tier may use of its file system (free %d, its own %d, of %d)", 100*localDiskShare, free, ours, total))
+	return size
 }
 
 // buildBeside builds what runs beside the engine: the push path of the

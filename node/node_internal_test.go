@@ -1,6 +1,7 @@
 package node
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 
@@ -17,5 +18,27 @@ func TestMetaTimeoutHonoursTheRoutes(t *testing.T) {
 	long := config.Route{Name: "b", Timeouts: config.OriginTimeouts{Metadata: config.Duration(40 * time.Second)}}
 	if got := metaTimeout([]config.Route{{Name: "a"}, long}); got <= 40*time.Second {
 		t.Fatalf("with a 40s route: %v, want more than 40s", got)
+	}
+}
+
+// The default budget is a share of what the local tier may use: the free
+// space and its own blobs, so that other files on the file system keep
+// their room.
+func TestDefaultBudgetLeavesOtherFilesTheirRoom(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	total, free := diskStats(dir)
+	if total == 0 {
+		t.Fatal("the file system of a temporary directory cannot be read")
+	}
+	n := &Node{cfg: &config.Config{DataDir: dir}, log: slog.New(slog.DiscardHandler)}
+	const ours = 1 << 30
+	got := n.localMaxSize(ours)
+	want := float64(min(free+ours, total)) * localDiskShare
+	if d := float64(got) - want; d < -0.01*want || d > 0.01*want { // free space moves a little meanwhile
+		t.Fatalf("budget %d, want about %.0f (80%% of free %d plus ours %d, of %d)", got, want, free, ours, total)
+	}
+	if got > int64(float64(total)*localDiskShare) {
+		t.Fatalf("budget %d is more than 80%% of the file system", got)
 	}
 }

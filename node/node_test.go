@@ -293,7 +293,17 @@ data_dir: `+t.TempDir()+`
 global: {backend: none}
 `)
 	logs := tn.logs.String()
-	if !strings.Contains(logs, `msg="local tier budget"`) || !strings.Contains(logs, "80% of the data directory") || strings.Contains(logs, "max_size=0 ") {
+	if !strings.Contains(logs, `msg="local tier budget"`) || !strings.Contains(logs, "80% of what the local tier may use of its file system") || strings.Contains(logs, "max_size=0 ") {
 		t.Fatalf("no budget logged:\n%s", logs)
+	}
+	unlimited := runTestNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: `+t.TempDir()+`
+local: {max_size: unlimited}
+global: {backend: none}
+`)
+	if logs := unlimited.logs.String(); !strings.Contains(logs, `msg="local tier budget unlimited" from=local.max_size`) {
+		t.Fatalf("unlimited budget not logged:\n%s", logs)
 	}
 }

@@ -17,12 +17,20 @@ import (
 // matched against the name at the origin: on a default route to Docker Hub,
 // "library/alpine" for "alpine".
 
-// compilePatterns checks the patterns of a list.
-func compilePatterns(list string, patterns []string) error {
+// compilePatterns checks the patterns of a list of route rt, and refuses
+// those that could never match: repository names are lower case, and are
+// those at the origin, without the route's name before them.
+func compilePatterns(rt *Route, list string, patterns []string) error {
 	for _, p := range patterns {
 		repo, tag, hasTag := strings.Cut(p, ":")
 		if repo == "" || (hasTag && (tag == "" || strings.Contains(tag, ":"))) {
 			return fmt.Errorf("%s pattern %q: want a repository glob, optionally with ':' and a tag glob", list, p)
+		}
+		if strings.ToLower(repo) != repo {
+			return fmt.Errorf("%s pattern %q: repository names are lower case; it would never match", list, p)
+		}
+		if !rt.Hosted && strings.HasPrefix(repo, rt.Name+"/") {
+			return fmt.Errorf("%s pattern %q: patterns name repositories as the origin does, without the route's name %q; it would never match", list, p, rt.Name)
 		}
 		for _, g := range []string{repo, tag} {
 			if _, err := path.Match(g, ""); err != nil {

@@ -33,9 +33,14 @@ func TestPermits(t *testing.T) {
 	if !open.Permits("anything/at/all", "latest") {
 		t.Error("a route without lists refused a name")
 	}
-	for _, bad := range [][]string{{"["}, {":v1"}, {"library/*:["}, {"x:"}, {"a:b:c"}} {
+	// Malformed, and patterns that could never match: upper case, or the
+	// route's own name before the repository.
+	for _, bad := range [][]string{{"["}, {":v1"}, {"library/*:["}, {"x:"}, {"a:b:c"}, {"Library/App"}, {"r/library/*"}} {
 		if _, err := NewRouter([]Route{{Name: "r", Origin: "https://o", Deny: bad}}); err == nil {
 			t.Errorf("deny %q was taken", bad)
 		}
+	}
+	if _, err := NewRouter([]Route{{Name: "r", Origin: "https://o", Deny: []string{"*/*:Latest", "rr/x"}}}); err != nil {
+		t.Errorf("an upper-case tag glob or a name merely starting like the route's: %v", err)
 	}
 }

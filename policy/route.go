@@ -162,7 +162,7 @@ func NewRouter(routes []Route) (*Router, error) {
 		} else if rt.Origin == "" {
 			return nil, fmt.Errorf("policy: route %q needs an origin or hosted: true", rt.Name)
 		}
-		if err := errors.Join(compilePatterns("allow", rt.Allow), compilePatterns("deny", rt.Deny)); err != nil {
+		if err := errors.Join(compilePatterns(&rt, "allow", rt.Allow), compilePatterns(&rt, "deny", rt.Deny)); err != nil {
 			return nil, fmt.Errorf("policy: route %q: %w", rt.Name, err)
 		}
 		if rt.Hosted && rt.TagTTL == 0 {
