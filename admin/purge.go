@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -149,10 +150,11 @@ func (s *Service) purgeDigest(ctx context.Context, d digest.Digest, global bool)
 // a collection does (package gc), so that a push linking d meanwhile
 // either is seen here or sees the doom and uploads the blob again.
 func (s *Service) purgeGlobal(ctx context.Context, d digest.Digest) error {
-	if err := s.global.Doom(ctx, d); err != nil {
+	run := fmt.Sprintf("admin-purge-%d", time.Now().UnixNano())
+	if err := s.global.Doom(ctx, d, run); err != nil {
 		return fmt.Errorf("global tier: %w", err)
 	}
-	defer func() { _ = s.global.Spare(context.WithoutCancel(ctx), d) }()
+	defer func() { _ = s.global.Spare(context.WithoutCancel(ctx), d, run) }()
 	if err := s.notHosted(ctx, d); err != nil {
 		return err
 	}

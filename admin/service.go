@@ -56,8 +56,8 @@ type Global interface {
 	DeleteBlob(ctx context.Context, d digest.Digest) error
 	DeleteManifest(ctx context.Context, d digest.Digest) error
 	Holders(ctx context.Context, route string, d digest.Digest) ([]string, error)
-	Doom(ctx context.Context, d digest.Digest) error
-	Spare(ctx context.Context, d digest.Digest) error
+	Doom(ctx context.Context, d digest.Digest, run string) error
+	Spare(ctx context.Context, d digest.Digest, run string) error
 }
 
 // Service is the admin API's work. It is safe for concurrent use.

@@ -277,8 +277,12 @@ func (w guardedRecord) Reserve(ctx context.Context, route, repo string, d digest
 	return w.call(ctx, "reserve", func(ctx context.Context) error { return w.r.Reserve(ctx, route, repo, d) })
 }
 
-func (w guardedRecord) KeepManifest(ctx context.Context, d digest.Digest, mediaType string, data []byte) error {
-	return w.call(ctx, "keep manifest", func(ctx context.Context) error { return w.r.KeepManifest(ctx, d, mediaType, data) })
+func (w guardedRecord) ReserveManifest(ctx context.Context, route, repo string, d digest.Digest) error {
+	return w.call(ctx, "reserve manifest", func(ctx context.Context) error { return w.r.ReserveManifest(ctx, route, repo, d) })
+}
+
+func (w guardedRecord) KeepManifest(ctx context.Context, route, repo string, d digest.Digest, mediaType string, data []byte) error {
+	return w.call(ctx, "keep manifest", func(ctx context.Context) error { return w.r.KeepManifest(ctx, route, repo, d, mediaType, data) })
 }
 
 var _ Record = guardedRecord{}

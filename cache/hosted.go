@@ -29,7 +29,8 @@ type Record interface {
 	DeleteReferrer(ctx context.Context, route, repo string, subject, d digest.Digest) error
 	ListReferrers(ctx context.Context, route, repo string, subject digest.Digest) ([]ocispec.Descriptor, error)
 	Reserve(ctx context.Context, route, repo string, d digest.Digest) error
-	KeepManifest(ctx context.Context, d digest.Digest, mediaType string, data []byte) error
+	ReserveManifest(ctx context.Context, route, repo string, d digest.Digest) error
+	KeepManifest(ctx context.Context, route, repo string, d digest.Digest, mediaType string, data []byte) error
 }
 
 // ErrNoRecord means a hosted route was used without a global tier that can

@@ -182,6 +182,12 @@ func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag str
 	}
 	e.revalMu.Unlock()
 
+	if err != nil && !rt.Hosted && (kept || !isNotFound(err)) {
+		// Served stale, the tag is still read: its record in the global
+		// tier is rewritten as a revalidation would, so that the tier's
+		// collection sees it read.
+		e.enqueue(ctx, replication.TagItem(rt.Name, repo, tag))
+	}
 	switch {
 	case err == nil:
 		return m, nil

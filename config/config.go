@@ -389,6 +389,11 @@ func (c *Config) Validate() error {
 	if c.GC.Retention > 0 && c.GC.Retention < c.GC.Grace {
 		errs = append(errs, errors.New("gc: retention must not be shorter than grace"))
 	}
+	for _, r := range c.Routes {
+		if c.GC.Retention > 0 && r.TagTTL >= c.GC.Retention {
+			errs = append(errs, fmt.Errorf("routes (%s): tag_ttl %v is not shorter than gc.retention: a tag read all along would look unread to the collection", r.Name, time.Duration(r.TagTTL)))
+		}
+	}
 	if c.AdminListen != "" {
 		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
 			errs = append(errs, fmt.Errorf("admin_listen: %w", err))

@@ -25,14 +25,29 @@
 // # Pushes during a collection
 //
 // A push that commits a manifest while a collection runs is never left
-// with a blob that is gone. Before it deletes a blob, the collection dooms
-// it (an object of its own), then looks for holds taken since it started;
-// before a push commits a manifest, it refreshes its hold on every blob it
-// refers to, then checks that none is doomed or gone (storjtier's
-// Reserve). Each side writes before it reads, so one of them sees the
-// other: either the collection spares the blob, or the push refuses it
-// (BLOB_UNKNOWN) and the client uploads it again.
+// with content that is gone. Before it deletes a blob or a manifest, the
+// collection dooms it (an object of its own run), then looks for holds
+// taken since a grace period before it began; before a push commits a
+// manifest, it refreshes its hold on every blob (or child manifest) it
+// refers to, then waits while any run has it doomed and checks that it is
+// there (storjtier's Reserve). Each side writes before it reads, and doom
+// marks are aged by the store's clock against the push's own hold, so one
+// of them sees the other: either the collection spares the content, or
+// the push refuses it (MANIFEST_BLOB_UNKNOWN) and the client uploads it
+// again. A collection that takes longer than a minute from doom to delete
+// gives the content up instead.
 //
-// A dry run marks and chooses exactly as a collection would, and deletes
-// nothing.
+// Writers that skip content already in the tier (the write-behind, an
+// upload of a blob that is there) do not make it newer; a collection marks
+// again, just before it sweeps, from the tags, links and last-read
+// records written since it began, and re-reads each candidate's time
+// before it deletes it.
+//
+// Only one collection runs at a time: each writes a run object and gives
+// way to another that runs. Routes found in the tier that the options do
+// not name are treated as hosted, so that a configuration that lacks a
+// route cannot make its content look unreferenced.
+//
+// A dry run marks and chooses exactly as a collection would, holds
+// included, and deletes nothing.
 package gc

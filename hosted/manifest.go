@@ -151,10 +151,8 @@ func (s *Service) PutManifest(ctx context.Context, rt *policy.Route, repo, ref, 
 	// A collection of the global tier may be running: the blobs are
 	// reserved before the manifest is stored, and the manifest kept once
 	// it is linked.
-	if !isIndex(mt) {
-		if err := s.reserve(ctx, rec, rt.Name, repo, doc); err != nil {
-			return "", nil, err
-		}
+	if err := s.reserve(ctx, rec, rt.Name, repo, mt, doc); err != nil {
+		return "", nil, err
 	}
 	if err := rec.PutManifest(ctx, d, mt, body); err != nil {
 		return "", nil, fmt.Errorf("global tier: %w", err)
@@ -162,7 +160,7 @@ func (s *Service) PutManifest(ctx context.Context, rt *policy.Route, repo, ref, 
 	if err := rec.PutLink(ctx, rt.Name, repo, d); err != nil {
 		return "", nil, fmt.Errorf("global tier: %w", err)
 	}
-	if err := rec.KeepManifest(ctx, d, mt, body); err != nil {
+	if err := rec.KeepManifest(ctx, rt.Name, repo, d, mt, body); err != nil {
 		return "", nil, fmt.Errorf("global tier: %w", err)
 	}
 	if doc.Subject != nil {
@@ -188,27 +186,46 @@ func (s *Service) PutManifest(ctx context.Context, rt *policy.Route, repo, ref, 
 	return d, doc.Subject, nil
 }
 
-// reserve reserves the blobs of an image manifest, a few at a time. A
-// blob the record lost to a collection is forgotten here too, so that the
-// client's next HEAD finds it missing and uploads it again.
-func (s *Service) reserve(ctx context.Context, rec Record, route, repo string, doc manifestDoc) error {
+// reserve reserves what a manifest refers to, a few at a time: the blobs
+// of an image, the child manifests of an index. Content the record lost
+// to a collection is forgotten here too, so that the client's next HEAD
+// finds it missing and uploads it again.
+func (s *Service) reserve(ctx context.Context, rec Record, route, repo, mt string, doc manifestDoc) error {
+	type ref struct {
+		d        digest.Digest
+		manifest bool
+	}
+	var refs []ref
+	if isIndex(mt) {
+		for _, c := range *doc.Manifests {
+			refs = append(refs, ref{c.Digest, true})
+		}
+	} else {
+		for _, l := range append([]ocispec.Descriptor{*doc.Config}, doc.Layers...) {
+			if !nonDistributable(l) {
+				refs = append(refs, ref{l.Digest, false})
+			}
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
-	for _, l := range append([]ocispec.Descriptor{*doc.Config}, doc.Layers...) {
-		if nonDistributable(l) {
-			continue
-		}
+	for _, r := range refs {
 		g.Go(func() error {
-			if err := rec.Reserve(gctx, route, repo, l.Digest); err != nil {
-				if isNotFound(err) {
-					if uerr := s.local.Unlink(context.WithoutCancel(ctx), route, repo, l.Digest); uerr != nil {
-						s.log.Warn("cannot forget a blob the global tier lost", "route", route, "repo", repo, "digest", l.Digest, "err", uerr)
-					}
-					return fmt.Errorf("%w: %s", ErrManifestBlobUnknown, l.Digest)
-				}
-				return fmt.Errorf("global tier: %w", err)
+			res := rec.Reserve
+			if r.manifest {
+				res = rec.ReserveManifest
 			}
-			return nil
+			err := res(gctx, route, repo, r.d)
+			switch {
+			case err == nil:
+				return nil
+			case isNotFound(err):
+				if uerr := s.local.Unlink(context.WithoutCancel(ctx), route, repo, r.d); uerr != nil {
+					s.log.Warn("cannot forget content the global tier lost", "route", route, "repo", repo, "digest", r.d, "err", uerr)
+				}
+				return fmt.Errorf("%w: %s", ErrManifestBlobUnknown, r.d)
+			}
+			return fmt.Errorf("global tier: %w", err)
 		})
 	}
 	return g.Wait()

@@ -47,11 +47,13 @@ type Record interface {
 	PutReferrer(ctx context.Context, route, repo string, subject digest.Digest, desc ocispec.Descriptor) error
 	DeleteReferrer(ctx context.Context, route, repo string, subject, d digest.Digest) error
 	ListReferrers(ctx context.Context, route, repo string, subject digest.Digest) ([]ocispec.Descriptor, error)
-	// Reserve keeps a blob for a manifest about to be committed, against
-	// a collection of the tier running now; KeepManifest keeps the
-	// manifest once linked (see package gc).
+	// Reserve and ReserveManifest keep a blob or a child manifest for a
+	// manifest about to be committed, against a collection of the tier
+	// running now; KeepManifest keeps the manifest once linked (see
+	// package gc).
 	Reserve(ctx context.Context, route, repo string, d digest.Digest) error
-	KeepManifest(ctx context.Context, d digest.Digest, mediaType string, data []byte) error
+	ReserveManifest(ctx context.Context, route, repo string, d digest.Digest) error
+	KeepManifest(ctx context.Context, route, repo string, d digest.Digest, mediaType string, data []byte) error
 }
 
 // Pull is what the push path needs from the pull path; *cache.Engine

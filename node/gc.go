@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,7 +57,13 @@ func newGCMetrics(reg prometheus.Registerer) *gcMetrics {
 func nodeID(region string) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	return region + "-" + hex.EncodeToString(b)
+	safe := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
+			return r
+		}
+		return '-'
+	}, region)
+	return "node-" + safe + "-" + hex.EncodeToString(b)
 }
 
 // reportReads writes what the node read to the global tier's last-read

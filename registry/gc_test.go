@@ -254,3 +254,36 @@ func pushNoFatal(ctx context.Context, registryURL, repo, tag string, img v1.Imag
 	}
 	return remote.Write(ref, img, remote.WithContext(ctx))
 }
+
+// An index whose child manifest a collection took is refused, from a node
+// whose local tier still links the child; the client pushes the child
+// again, and the index then goes in whole.
+func TestAnIndexIsNotCommittedWithoutItsChildren(t *testing.T) {
+	t.Parallel()
+	f := newGCFleet(t)
+	ctx := t.Context()
+	idx := origintest.PushIndex(t, f.b.URL, "team/multi", "v1", "linux/amd64", "linux/arm64")
+	im, _ := idx.IndexManifest()
+	raw, _ := idx.RawManifest()
+	mt, _ := idx.MediaType()
+	id, _ := idx.Digest()
+	child := im.Manifests[0].Digest
+	for _, d := range []string{id.String(), child.String()} { // deleted through the other region
+		if r := do(t, http.MethodDelete, f.a.URL+"/v2/team/multi/manifests/"+d); r.Status != http.StatusAccepted {
+			t.Fatalf("delete %s: %d %s", d, r.Status, r.Body)
+		}
+	}
+	f.age(t, 40*24*time.Hour)
+	if _, err := gc.Run(ctx, f.tier, f.options(false)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.tier.GetManifest(ctx, digest.Digest(child.String())); err == nil {
+		t.Fatal("the collection kept the deleted child: the test proves nothing")
+	}
+	r := req(t, http.MethodPut, f.b.URL+"/v2/team/multi/manifests/v2", raw, "Content-Type", string(mt))
+	wantError(t, r, http.StatusBadRequest, "MANIFEST_BLOB_UNKNOWN")
+	origintest.Push(t, f.b.URL, "team/multi", "v2", idx) // the client's retry pushes the children too
+	if _, _, err := f.tier.GetManifest(ctx, digest.Digest(child.String())); err != nil {
+		t.Fatalf("after the retry the child is still gone: %v", err)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,15 +20,21 @@ import (
 //	    it) before the object was written, one per line: the last-read
 //	    records, written in batches, never once per pull.
 //
-//	gc/doomed/<alg>/<hex>
-//	    An empty object: a collection is about to delete the blob or
+//	gc/doomed/<alg>/<hex>/<run>
+//	    An empty object: collection <run> is about to delete the blob or
 //	    manifest. A push that refers to it meanwhile (Reserve,
-//	    KeepManifest) waits for the collection to be done with it, then
-//	    finds the blob gone (and refuses it) or stores the manifest again.
-//	    A mark older than two minutes was left by a collection that died.
+//	    ReserveManifest, KeepManifest) waits while any run has it doomed,
+//	    then finds it gone (and refuses it) or stores the manifest again.
+//	    A mark two minutes older than the push's own hold, by the store's
+//	    clock, was left by a collection that died.
+//
+//	gc/runs/<run>
+//	    An empty object, rewritten every minute while collection <run>
+//	    runs: a collection does not start while another one does.
 const (
 	readsPrefix  = "reads/"
 	doomedPrefix = "gc/doomed/"
+	runsPrefix   = "gc/runs/"
 )
 
 // Stored is a blob or a manifest as a listing finds it.
@@ -66,20 +71,20 @@ func digestOfKey(rest string) (digest.Digest, bool) {
 
 // Link is a repository's hold on a digest, as a listing finds it.
 type Link struct {
-	Repo     string
-	Digest   digest.Digest
-	Modified time.Time
+	Route, Repo string
+	Digest      digest.Digest
+	Modified    time.Time
 }
 
-// EachLink calls fn for every link of the hosted route, in no particular
-// order.
-func (t *Tier) EachLink(ctx context.Context, route string, fn func(Link) error) error {
-	if !routeRE.MatchString(route) {
-		return fmt.Errorf("%w: route %q", ErrInvalidKey, route)
-	}
-	prefix := "links/" + route + "/"
-	return t.b.List(ctx, prefix, func(info ObjectInfo) error {
-		repo, rest, ok := strings.Cut(strings.TrimPrefix(info.Key, prefix), "/"+linksDir+"/")
+// EachLink calls fn for every link of every hosted route, in no
+// particular order.
+func (t *Tier) EachLink(ctx context.Context, fn func(Link) error) error {
+	return t.b.List(ctx, "links/", func(info ObjectInfo) error {
+		route, rest, ok := strings.Cut(strings.TrimPrefix(info.Key, "links/"), "/")
+		if !ok || !routeRE.MatchString(route) {
+			return nil
+		}
+		repo, rest, ok := strings.Cut(rest, "/"+linksDir+"/")
 		if !ok || !repoRE.MatchString(repo) {
 			return nil
 		}
@@ -87,7 +92,7 @@ func (t *Tier) EachLink(ctx context.Context, route string, fn func(Link) error) 
 		if !ok {
 			return nil
 		}
-		return fn(Link{Repo: repo, Digest: d, Modified: info.Modified})
+		return fn(Link{Route: route, Repo: repo, Digest: d, Modified: info.Modified})
 	})
 }
 
@@ -95,23 +100,48 @@ func (t *Tier) EachLink(ctx context.Context, route string, fn func(Link) error) 
 // last written (a revalidation rewrites it, so a tag read in some region
 // is rewritten at least once per tag TTL).
 type TagEntry struct {
-	Repo, Tag string
-	Modified  time.Time
+	Route, Repo, Tag string
+	Modified         time.Time
 }
 
-// EachTag calls fn for every tag record of route, in no particular order.
-func (t *Tier) EachTag(ctx context.Context, route string, fn func(TagEntry) error) error {
-	if !routeRE.MatchString(route) {
-		return fmt.Errorf("%w: route %q", ErrInvalidKey, route)
-	}
-	prefix := "tags/" + route + "/"
-	return t.b.List(ctx, prefix, func(info ObjectInfo) error {
-		repo, tag, ok := strings.Cut(strings.TrimPrefix(info.Key, prefix), "/"+tagsDir+"/")
+// EachTag calls fn for every tag record of every route, in no particular
+// order.
+func (t *Tier) EachTag(ctx context.Context, fn func(TagEntry) error) error {
+	return t.b.List(ctx, "tags/", func(info ObjectInfo) error {
+		route, rest, ok := strings.Cut(strings.TrimPrefix(info.Key, "tags/"), "/")
+		if !ok || !routeRE.MatchString(route) {
+			return nil
+		}
+		repo, tag, ok := strings.Cut(rest, "/"+tagsDir+"/")
 		if !ok || !repoRE.MatchString(repo) || !tagRE.MatchString(tag) {
 			return nil
 		}
-		return fn(TagEntry{Repo: repo, Tag: tag, Modified: info.Modified})
+		return fn(TagEntry{Route: route, Repo: repo, Tag: tag, Modified: info.Modified})
 	})
+}
+
+// TagModified is when the record of a tag was last written.
+func (t *Tier) TagModified(ctx context.Context, route, repo, tag string) (time.Time, error) {
+	key, err := TagKey(route, repo, tag)
+	if err != nil {
+		return time.Time{}, err
+	}
+	info, err := t.b.Stat(ctx, key)
+	return info.Modified, err
+}
+
+// ContentModified is when blob or manifest d was written, by kind
+// ("blobs" or "manifests").
+func (t *Tier) ContentModified(ctx context.Context, kind string, d digest.Digest) (time.Time, error) {
+	if kind != "blobs" && kind != "manifests" {
+		return time.Time{}, fmt.Errorf("%w: kind %q", ErrInvalidKey, kind)
+	}
+	key, err := digestKey(kind, d)
+	if err != nil {
+		return time.Time{}, err
+	}
+	info, err := t.b.Stat(ctx, key)
+	return info.Modified, err
 }
 
 // HeldSince reports whether a repository of the hosted route took or
@@ -134,50 +164,113 @@ func (t *Tier) HeldSince(ctx context.Context, route string, d digest.Digest, sin
 	return false, err
 }
 
-// Doom marks blob or manifest d as about to be deleted; Spare takes the
-// mark back.
-func (t *Tier) Doom(ctx context.Context, d digest.Digest) error {
-	key, err := doomKey(d)
+// Doom marks blob or manifest d as about to be deleted by collection
+// run; Spare takes that run's mark back.
+func (t *Tier) Doom(ctx context.Context, d digest.Digest, run string) error {
+	key, err := doomKey(d, run)
 	if err != nil {
 		return err
 	}
 	return t.b.Put(ctx, key, bytes.NewReader(nil), 0, nil)
 }
 
-// Spare removes the mark of Doom.
-func (t *Tier) Spare(ctx context.Context, d digest.Digest) error {
-	key, err := doomKey(d)
+// Spare removes the mark of Doom by run.
+func (t *Tier) Spare(ctx context.Context, d digest.Digest, run string) error {
+	key, err := doomKey(d, run)
 	if err != nil {
 		return err
 	}
 	return t.b.Delete(ctx, key)
 }
 
-// ErrCollected means a blob is gone, collected while a push referred to
-// it: the client must upload it again.
-var ErrCollected = fmt.Errorf("storjtier: blob collected: %w", ErrNotFound)
+// ErrCollecting means another collection is running.
+var ErrCollecting = errors.New("storjtier: another collection of the tier is running")
 
-// Reserve keeps blob d for a manifest that route/repo is about to commit:
-// it refreshes the repository's hold on d, so that a collection deciding
-// now spares it, then waits while a collection has d doomed and checks
-// that the blob is there (ErrCollected when it is not: the client uploads
-// it again). Refreshing before checking, while a collection dooms before
-// it checks for holds, means one of the two always sees the other.
-func (t *Tier) Reserve(ctx context.Context, route, repo string, d digest.Digest) error {
-	hp, err := holdersPrefix(route, d)
+// runTTL is how long a collection's run object holds without being
+// rewritten: it is rewritten every minute.
+const runTTL = 5 * time.Minute
+
+// BeginRun records that collection run starts, unless another one runs:
+// it writes its own run object, then looks for another written within
+// runTTL of it, by the store's clock (two that start at once both give
+// way).
+func (t *Tier) BeginRun(ctx context.Context, run string) error {
+	if err := t.RefreshRun(ctx, run); err != nil {
+		return err
+	}
+	own, err := t.b.Stat(ctx, runsPrefix+run)
 	if err != nil {
 		return err
 	}
-	if _, err := TagPrefix(route, repo); err != nil {
+	var other string
+	err = t.b.List(ctx, runsPrefix, func(info ObjectInfo) error {
+		if info.Key != runsPrefix+run && own.Modified.Sub(info.Modified) < runTTL {
+			other = strings.TrimPrefix(info.Key, runsPrefix)
+		}
+		return nil
+	})
+	if err == nil && other != "" {
+		err = fmt.Errorf("%w (%s)", ErrCollecting, other)
+	}
+	if err != nil {
+		_ = t.EndRun(context.WithoutCancel(ctx), run)
+	}
+	return err
+}
+
+// RefreshRun rewrites the run object of run.
+func (t *Tier) RefreshRun(ctx context.Context, run string) error {
+	if !routeRE.MatchString(run) {
+		return fmt.Errorf("%w: run %q", ErrInvalidKey, run)
+	}
+	return t.b.Put(ctx, runsPrefix+run, bytes.NewReader(nil), 0, nil)
+}
+
+// EndRun removes the run object of run.
+func (t *Tier) EndRun(ctx context.Context, run string) error {
+	if !routeRE.MatchString(run) {
+		return fmt.Errorf("%w: run %q", ErrInvalidKey, run)
+	}
+	return t.b.Delete(ctx, runsPrefix+run)
+}
+
+// ErrCollected means content is gone, collected while a push referred to
+// it: the client must upload it again.
+var ErrCollected = fmt.Errorf("storjtier: collected: %w", ErrNotFound)
+
+// Reserve keeps blob d for a manifest that route/repo is about to commit:
+// it refreshes the repository's link and hold on d, so that a collection
+// deciding now spares it, then waits while a collection has d doomed and
+// checks that the blob is there (ErrCollected when it is not: the client
+// uploads it again). Refreshing before checking, while a collection dooms
+// before it checks for holds, means one of the two always sees the other.
+func (t *Tier) Reserve(ctx context.Context, route, repo string, d digest.Digest) error {
+	return t.reserve(ctx, route, repo, d, "blobs")
+}
+
+// ReserveManifest is Reserve for a child manifest of an index.
+func (t *Tier) ReserveManifest(ctx context.Context, route, repo string, d digest.Digest) error {
+	return t.reserve(ctx, route, repo, d, "manifests")
+}
+
+func (t *Tier) reserve(ctx context.Context, route, repo string, d digest.Digest, kind string) error {
+	if err := t.PutLink(ctx, route, repo, d); err != nil {
 		return err
 	}
-	if err := t.b.Put(ctx, hp+repo+holderSuffix, bytes.NewReader(nil), 0, nil); err != nil {
+	held, err := t.heldAt(ctx, route, repo, d)
+	if err != nil {
 		return err
 	}
-	if err := t.awaitSpared(ctx, d); err != nil {
+	if err := t.awaitSpared(ctx, d, held); err != nil {
 		return err
 	}
-	if _, err := t.StatBlob(ctx, d); errors.Is(err, ErrNotFound) {
+	key, _ := digestKey(kind, d)
+	if _, err := t.b.Stat(ctx, key); errors.Is(err, ErrNotFound) {
+		// The link just refreshed must not say the repository holds
+		// what is gone: the client's HEAD is to find it missing.
+		if err := t.DeleteLink(ctx, route, repo, d); err != nil {
+			return err
+		}
 		return fmt.Errorf("%s: %w", d, ErrCollected)
 	} else if err != nil {
 		return err
@@ -185,43 +278,71 @@ func (t *Tier) Reserve(ctx context.Context, route, repo string, d digest.Digest)
 	return nil
 }
 
-// KeepManifest makes sure manifest d, just linked by a push, outlives a
-// collection that had doomed it: it waits while the collection has it
-// doomed, then stores it again if it is gone.
-func (t *Tier) KeepManifest(ctx context.Context, d digest.Digest, mediaType string, data []byte) error {
-	if err := t.awaitSpared(ctx, d); err != nil {
+// heldAt is when route/repo's hold on d was last written, by the store's
+// clock: what the age of a doom mark is measured against.
+func (t *Tier) heldAt(ctx context.Context, route, repo string, d digest.Digest) (time.Time, error) {
+	hp, err := holdersPrefix(route, d)
+	if err != nil {
+		return time.Time{}, err
+	}
+	info, err := t.b.Stat(ctx, hp+repo+holderSuffix)
+	return info.Modified, err
+}
+
+// KeepManifest makes sure manifest d, just linked by route/repo (PutLink),
+// outlives a collection that had doomed it: it waits while a collection
+// has it doomed, then stores it again if it is gone.
+func (t *Tier) KeepManifest(ctx context.Context, route, repo string, d digest.Digest, mediaType string, data []byte) error {
+	held, err := t.heldAt(ctx, route, repo, d)
+	if err != nil {
+		return err
+	}
+	if err := t.awaitSpared(ctx, d, held); err != nil {
 		return err
 	}
 	return t.PutManifest(ctx, d, mediaType, data) // a stat when it is there
 }
 
-// doomTTL is how long a doom mark holds: a collection deletes within
-// seconds of marking, so an older mark was left by one that died.
+// doomTTL is how long a doom mark holds: a collection deletes within a
+// minute of marking (or gives up), so an older mark was left by one that
+// died.
 const doomTTL = 2 * time.Minute
 
-func doomKey(d digest.Digest) (string, error) {
-	return digestKey(strings.TrimSuffix(doomedPrefix, "/"), d)
+func doomKey(d digest.Digest, run string) (string, error) {
+	if !routeRE.MatchString(run) {
+		return "", fmt.Errorf("%w: run %q", ErrInvalidKey, run)
+	}
+	p, err := digestKey(strings.TrimSuffix(doomedPrefix, "/"), d)
+	return p + "/" + run, err
 }
 
-func (t *Tier) doomed(ctx context.Context, d digest.Digest) (bool, error) {
-	key, err := doomKey(d)
+// doomed reports whether a collection has d doomed: a mark written less
+// than doomTTL before held, the store's time of the caller's own hold.
+func (t *Tier) doomed(ctx context.Context, d digest.Digest, held time.Time) (bool, error) {
+	p, err := digestKey(strings.TrimSuffix(doomedPrefix, "/"), d)
 	if err != nil {
 		return false, err
 	}
-	info, err := t.b.Stat(ctx, key)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return false, nil
-	case err != nil:
-		return false, err
+	errFound := errors.New("found")
+	err = t.b.List(ctx, p+"/", func(info ObjectInfo) error {
+		if held.Sub(info.Modified) < doomTTL {
+			return errFound
+		}
+		return nil
+	})
+	if errors.Is(err, errFound) {
+		return true, nil
 	}
-	return time.Since(info.Modified) < doomTTL, nil // the store's clock and this one: real time
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return false, err
 }
 
 // awaitSpared waits while d is doomed.
-func (t *Tier) awaitSpared(ctx context.Context, d digest.Digest) error {
+func (t *Tier) awaitSpared(ctx context.Context, d digest.Digest, held time.Time) error {
 	for {
-		doomed, err := t.doomed(ctx, d)
+		doomed, err := t.doomed(ctx, d, held)
 		if err != nil || !doomed {
 			return err
 		}
@@ -233,20 +354,32 @@ func (t *Tier) awaitSpared(ctx context.Context, d digest.Digest) error {
 	}
 }
 
-// PutReads records that node read the manifests ds up to at.
+// readsPerObject bounds the digests of one object of last-read records,
+// well under what ReadDigests reads of one.
+const readsPerObject = 100_000
+
+// PutReads records that node read the manifests ds up to at, in objects
+// of at most readsPerObject digests.
 func (t *Tier) PutReads(ctx context.Context, node string, at time.Time, ds []digest.Digest) error {
 	if !routeRE.MatchString(node) {
 		return fmt.Errorf("%w: node %q", ErrInvalidKey, node)
 	}
-	var b bytes.Buffer
-	for _, d := range ds {
-		if checkDigest(d) == nil {
-			b.WriteString(string(d))
-			b.WriteByte('\n')
+	for part := 0; len(ds) > 0; part++ {
+		chunk := ds[:min(len(ds), readsPerObject)]
+		ds = ds[len(chunk):]
+		var b bytes.Buffer
+		for _, d := range chunk {
+			if checkDigest(d) == nil {
+				b.WriteString(string(d))
+				b.WriteByte('\n')
+			}
+		}
+		key := fmt.Sprintf("%s%d/%s-%d-%d", readsPrefix, at.Unix()/3600, node, at.UnixNano(), part)
+		if err := t.b.Put(ctx, key, bytes.NewReader(b.Bytes()), int64(b.Len()), nil); err != nil {
+			return err
 		}
 	}
-	key := readsPrefix + strconv.FormatInt(at.Unix()/3600, 10) + "/" + node + "-" + strconv.FormatInt(at.UnixNano(), 10)
-	return t.b.Put(ctx, key, bytes.NewReader(b.Bytes()), int64(b.Len()), nil)
+	return nil
 }
 
 // Reads is one object of last-read records.

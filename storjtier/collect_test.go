@@ -33,7 +33,7 @@ func TestReserveAgainstACollection(t *testing.T) {
 	before := time.Now().Add(-time.Second)
 
 	// Doomed, then spared: the reservation waits, then holds.
-	if err := tier.Doom(ctx, d); err != nil {
+	if err := tier.Doom(ctx, d, "gc-1"); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -50,7 +50,7 @@ func TestReserveAgainstACollection(t *testing.T) {
 		t.Fatalf("Reserve returned while the blob was doomed: %v", err)
 	default:
 	}
-	if err := tier.Spare(ctx, d); err != nil {
+	if err := tier.Spare(ctx, d, "gc-1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
@@ -58,14 +58,14 @@ func TestReserveAgainstACollection(t *testing.T) {
 	}
 
 	// Doomed, then deleted: the reservation finds it gone.
-	if err := tier.Doom(ctx, d); err != nil {
+	if err := tier.Doom(ctx, d, "gc-1"); err != nil {
 		t.Fatal(err)
 	}
 	go func() { done <- tier.Reserve(ctx, "team", "team/app", d) }()
 	if err := tier.DeleteBlob(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	if err := tier.Spare(ctx, d); err != nil {
+	if err := tier.Spare(ctx, d, "gc-1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; !errors.Is(err, storjtier.ErrCollected) || !errors.Is(err, storjtier.ErrNotFound) {
@@ -76,11 +76,11 @@ func TestReserveAgainstACollection(t *testing.T) {
 	if err := tier.PutBlob(ctx, d, bytes.NewReader(data), int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
-	if err := tier.Doom(ctx, d); err != nil {
+	if err := tier.Doom(ctx, d, "gc-1"); err != nil {
 		t.Fatal(err)
 	}
 	old := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(filepath.Join(dir, "data", "gc", "doomed", "sha256", d.Encoded()), old, old); err != nil {
+	if err := os.Chtimes(filepath.Join(dir, "data", "gc", "doomed", "sha256", d.Encoded(), "gc-1"), old, old); err != nil {
 		t.Fatal(err)
 	}
 	if err := tier.Reserve(ctx, "team", "team/app", d); err != nil {
@@ -104,17 +104,21 @@ func TestKeepManifestOutlivesACollection(t *testing.T) {
 	if err := tier.PutManifest(ctx, d, mt, body); err != nil {
 		t.Fatal(err)
 	}
-	// The collection dooms it and deletes it, the push's KeepManifest
-	// comes at any point of that, the collection takes its mark back.
-	if err := tier.Doom(ctx, d); err != nil {
+	// The push links it; the collection dooms it and deletes it, the
+	// push's KeepManifest comes at any point of that, the collection
+	// takes its mark back.
+	if err := tier.PutLink(ctx, "team", "team/app", d); err != nil {
+		t.Fatal(err)
+	}
+	if err := tier.Doom(ctx, d, "gc-1"); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- tier.KeepManifest(ctx, d, mt, body) }()
+	go func() { done <- tier.KeepManifest(ctx, "team", "team/app", d, mt, body) }()
 	if err := tier.DeleteManifest(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	if err := tier.Spare(ctx, d); err != nil {
+	if err := tier.Spare(ctx, d, "gc-1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
