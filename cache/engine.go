@@ -98,7 +98,8 @@ type Engine struct {
 	retryAt   map[string]time.Time       // tag keys whose revalidation failed: not before
 	badGlobal map[digest.Digest]struct{} // blobs whose global copy failed verification
 
-	wake chan struct{} // nudges the write-behind when something is queued
+	wake      chan struct{} // nudges the write-behind when something is queued
+	recovered chan struct{} // tells the write-behind the global tier is back
 
 	reads readLog // manifests read by digest, for the global tier's collection
 
@@ -183,6 +184,7 @@ func New(local Local, origins map[string]Origin, opts ...Option) (*Engine, error
 		retryAt:     make(map[string]time.Time),
 		badGlobal:   make(map[digest.Digest]struct{}),
 		wake:        make(chan struct{}, 1),
+		recovered:   make(chan struct{}, 1),
 	}
 	e.newWriter = func(d digest.Digest) (blobWriter, error) {
 		w, err := local.NewBlobWriter(d)

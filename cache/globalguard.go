@@ -16,9 +16,10 @@ import (
 )
 
 // The cool-down after a failure of the global tier: the tier is not asked
-// for coolMin, then a probe runs in the background; each failed probe
-// doubles the wait, up to coolMax. A tier that is down costs each client
-// nothing after the first failure, and a blip costs seconds, not minutes.
+// for coolMin, then a probe runs in the background, started by a timer
+// (never by a client's request); each failed probe doubles the wait, up
+// to coolMax. A tier that is down costs each client nothing after the
+// first failure, and a blip costs seconds, not minutes.
 const (
 	coolMin = 2 * time.Second
 	coolMax = 30 * time.Second
@@ -33,9 +34,17 @@ type globalGate struct {
 	probing bool
 }
 
-// globalUp reports whether the global tier may be asked now. A cool-down
-// that has passed starts one probe in the background, and the answer stays
-// no until the probe finds the tier back: no client waits for a probe.
+// isDown reports whether the tier cools down now.
+func (g *globalGate) isDown() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.down
+}
+
+// globalUp reports whether the global tier may be asked now. The answer
+// stays no until a probe finds the tier back: no client waits for a probe.
+// A cool-down found passed with no probe running starts one (its timer
+// should have).
 func (e *Engine) globalUp() bool {
 	if e.global == nil {
 		return false
@@ -46,12 +55,33 @@ func (e *Engine) globalUp() bool {
 	if !g.down {
 		return true
 	}
-	if !g.probing && !e.now().Before(g.until) && e.addWork() {
+	e.startProbeLocked()
+	return false
+}
+
+// startProbeLocked starts a probe in the background when the cool-down
+// has passed and none runs. g.mu is held.
+func (e *Engine) startProbeLocked() {
+	g := &e.gate
+	if g.down && !g.probing && !e.now().Before(g.until) && e.addWork() {
 		g.probing = true
 		go e.probeGlobal()
 	}
-	return false
 }
+
+// probeAfter starts a probe when d has passed, on the engine's clock.
+func (e *Engine) probeAfter(d time.Duration) {
+	e.afterFunc(d, func() {
+		e.gate.mu.Lock()
+		defer e.gate.mu.Unlock()
+		e.startProbeLocked()
+	})
+}
+
+// Recovered receives when the global tier answers again after a failure:
+// work that waited for it (the write-behind's backoffs) may go now
+// (replication.WithRecovered). It has one reader.
+func (e *Engine) Recovered() <-chan struct{} { return e.recovered }
 
 // globalFailed counts a failure of the global tier and starts a cool-down.
 func (e *Engine) globalFailed(op string, err error) {
@@ -63,6 +93,7 @@ func (e *Engine) globalFailed(op string, err error) {
 		return
 	}
 	g.down, g.until, g.wait = true, e.now().Add(coolMin), 2*coolMin
+	e.probeAfter(coolMin)
 	e.log.Warn("global tier failed; it is skipped until a probe finds it back", "op", op, "cooldown", coolMin, "err", err)
 }
 
@@ -80,10 +111,15 @@ func (e *Engine) probeGlobal() {
 	if err == nil {
 		g.down = false
 		e.log.Info("global tier answers again")
+		select { // the write-behind resumes at once, not at its backoffs
+		case e.recovered <- struct{}{}:
+		default:
+		}
 		return
 	}
 	e.m.globalErrors.WithLabelValues("probe").Inc()
 	g.until = e.now().Add(g.wait)
+	e.probeAfter(g.wait)
 	e.log.Warn("global tier still fails", "cooldown", g.wait, "err", err)
 	g.wait = min(2*g.wait, coolMax)
 }

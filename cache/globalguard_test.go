@@ -92,7 +92,8 @@ func newGuardTest(t *testing.T) *guardTest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.e, err = New(g.local, nil, WithGlobal(storjtier.New(g.b)), WithClock(g.clock.Now), WithRegisterer(g.reg)); err != nil {
+	if g.e, err = New(g.local, nil, WithGlobal(storjtier.New(g.b)), WithClock(g.clock.Now), WithRegisterer(g.reg),
+		WithAfterFunc(func(d time.Duration, f func()) Timer { return g.clock.AfterFunc(d, f) })); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -252,4 +253,41 @@ func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
 	_ = c.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+// When the tier comes back, a probe started by the cool-down's timer (no
+// client asks) finds it, the first request after it is served, and the
+// write-behind goes at once instead of at the end of its backoffs.
+func TestTheTierIsFoundBackWithoutAClient(t *testing.T) {
+	t.Parallel()
+	g := newGuardTest(t)
+	ctx := t.Context()
+	rec := oci.TagRecord{Digest: digest.FromString("m"), MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 1, FetchedAt: g.clock.Now()}
+	if err := g.local.PutTag(ctx, "docker.io", "library/app", "v1", rec); err != nil {
+		t.Fatal(err)
+	}
+	g.b.down.Store(true)
+	g.e.enqueue(ctx, replication.TagItem("docker.io", "library/app", "v1"))
+	w, err := replication.New(g.local, g.e.Global(), replication.WithWake(g.e.Enqueued()), replication.WithRecovered(g.e.Recovered()),
+		replication.WithClock(g.clock.Now), replication.WithAfterFunc(func(d time.Duration, f func()) replication.Timer {
+			return g.clock.AfterFunc(d, f)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wbCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(wbCtx, 2) }()
+	defer func() { stop(); <-done }()
+
+	waitFor(t, "the write-behind to fail and the tier to cool down", func() bool { return g.e.gate.isDown() })
+	g.b.down.Store(false)
+	g.clock.Advance(coolMin) // the cool-down's timer starts the probe
+	waitFor(t, "the probe to find the tier back", func() bool { return !g.e.gate.isDown() })
+	if !g.e.globalUp() {
+		t.Fatal("the first look after the probe found the tier down")
+	}
+	// The item's backoff has not passed on the clock: it goes because the
+	// tier is back.
+	waitFor(t, "the queue to drain", func() bool { return w.QueueLen() == 0 })
 }

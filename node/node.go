@@ -285,7 +285,8 @@ func (n *Node) buildBeside(reg prometheus.Registerer) error {
 	hopts := []hosted.Option{hosted.WithLogger(n.log.With("component", "hosted")), hosted.WithRegion(cfg.Region),
 		hosted.WithMaxUploadSize(int64(cfg.Limits.MaxUploadSize)), hosted.WithMetaTimeout(metaTimeout(cfg.Routes))}
 	ropts := []replication.Option{replication.WithLogger(n.log.With("component", "replication")),
-		replication.WithRegion(cfg.Region), replication.WithRegisterer(reg), replication.WithWake(n.engine.Enqueued())}
+		replication.WithRegion(cfg.Region), replication.WithRegisterer(reg), replication.WithWake(n.engine.Enqueued()),
+		replication.WithRecovered(n.engine.Recovered())}
 	if o.now != nil {
 		hopts = append(hopts, hosted.WithClock(o.now))
 		ropts = append(ropts, replication.WithClock(o.now),

@@ -66,6 +66,7 @@ type Writer struct {
 	afterFunc func(time.Duration, func()) Timer
 	region    string
 	wake      <-chan struct{}
+	recovered <-chan struct{}
 	reg       prometheus.Registerer
 	m         *metrics
 }
@@ -94,6 +95,12 @@ func WithRegion(r string) Option { return func(w *Writer) { w.region = r } }
 // queued something (cache.Engine.Enqueued): a pausing writer looks at the
 // queue again at once. Without it, new items wait for the next look.
 func WithWake(c <-chan struct{}) Option { return func(w *Writer) { w.wake = c } }
+
+// WithRecovered hands in the channel on which the guard of the global tier
+// says the tier answers again after a failure (cache.Engine.Recovered):
+// the items that failed meanwhile are tried at once, not at the end of
+// their backoffs.
+func WithRecovered(c <-chan struct{}) Option { return func(w *Writer) { w.recovered = c } }
 
 // WithRegisterer registers the writer's metrics: edge_writebehind_total,
 // edge_writebehind_queue_depth and edge_writebehind_dead_letters.
@@ -162,8 +169,17 @@ func (w *Writer) Run(ctx context.Context, workers int) {
 		if len(ready) > 0 {
 			continue // more may be queued behind the first page
 		}
-		w.pause(ctx, next)
+		if w.pause(ctx, next) {
+			r.forgive()
+		}
 	}
+}
+
+// forgive makes every item that failed due now: the tier is back.
+func (r *retries) forgive() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	clear(r.at)
 }
 
 // ready returns the items that may be tried at now, and when the next look
@@ -224,16 +240,20 @@ func (w *Writer) settle(ctx context.Context, r *retries, kind, item string, err 
 	w.log.Warn("write-behind to the global tier failed; will retry", "item", item, "attempt", rt.attempts, "err", err)
 }
 
-// pause waits until next, something is queued, or ctx ends.
-func (w *Writer) pause(ctx context.Context, next time.Time) {
+// pause waits until next, something is queued, the tier is back after a
+// failure (it then reports true), or ctx ends.
+func (w *Writer) pause(ctx context.Context, next time.Time) (recovered bool) {
 	due := make(chan struct{})
 	t := w.afterFunc(next.Sub(w.now()), func() { close(due) })
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 	case <-w.wake:
+	case <-w.recovered:
+		return true
 	case <-due:
 	}
+	return false
 }
 
 // bury gives up on an item: it leaves the queue for the dead letters.
@@ -256,7 +276,7 @@ type metrics struct {
 func newMetrics(w *Writer) *metrics {
 	m := &metrics{
 		replicated: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edge_writebehind_total", Help: "Items written behind to the global tier, by kind (blob, manifest, tag) and result (ok, retry, dropped).",
+			Name: "edge_writebehind_total", Help: "Items written behind to the global tier, by kind (blob, manifest, tag) and result (ok, retry, dropped, dead).",
 		}, []string{"kind", "result"}),
 	}
 	if w.reg == nil {
