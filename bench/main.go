@@ -133,8 +133,8 @@ func run(set settings, systems, scenarios []string, bigSize int64, edgeBin, regi
 	if err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
-	others := &otherCPU{}
-	go others.run(ctx)
+	others := &benchkit.OtherCPU{}
+	go others.Run(ctx)
 	e := &env{origin: o, endpoints: map[string]*endpoint{}, content: c,
 		registryBin: registryBin, edgeBin: edgeBin, workDir: workDir, others: others}
 	for _, s := range systems {

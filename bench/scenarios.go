@@ -153,10 +153,10 @@ func (b *bench) counter(sys system) *counter { return b.env.endpoints[sys.name].
 
 // measure runs f and records how busy the rest of the machine was meanwhile.
 func (b *bench) measure(sys system, scenario string, f func() error) error {
-	w := b.env.others.begin()
+	w := b.env.others.Begin()
 	err := f()
 	r := b.res[sys.name]
-	r.others[scenario] = max(r.others[scenario], w.cores())
+	r.others[scenario] = max(r.others[scenario], w.Cores())
 	return err
 }
 

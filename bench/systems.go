@@ -19,7 +19,7 @@ type env struct {
 	registryBin string
 	edgeBin     string
 	workDir     string
-	others      *otherCPU
+	others      *benchkit.OtherCPU
 }
 
 // instance is one running system under test.

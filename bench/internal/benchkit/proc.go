@@ -91,6 +91,9 @@ func Start(name, logPath string, env []string, onLine func(string), argv ...stri
 // Name is the name the process was started under.
 func (p *Proc) Name() string { return p.name }
 
+// PID is the process's id, for reading its /proc entries.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
 // Done is closed once the process has exited.
 func (p *Proc) Done() <-chan struct{} { return p.done }
 

@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"context"
@@ -13,16 +13,16 @@ import (
 // clockTicks is the kernel's USER_HZ, the unit of /proc/PID/stat times.
 const clockTicks = 100
 
-// otherCPU measures the CPU time that processes outside the harness (and its
+// OtherCPU measures the CPU time that processes outside the program (and its
 // children) use while it runs: on a shared machine it says which figures were
 // taken while something else competed for the cores.
-type otherCPU struct {
+type OtherCPU struct {
 	ticks atomic.Int64 // cumulative, in clock ticks
 	last  map[int]int64
 }
 
-// run samples /proc every 250ms until ctx ends.
-func (m *otherCPU) run(ctx context.Context) {
+// Run samples /proc every 250ms until ctx ends.
+func (m *OtherCPU) Run(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	m.sample()
@@ -41,7 +41,7 @@ type procStat struct {
 	ticks int64
 }
 
-func (m *otherCPU) sample() {
+func (m *OtherCPU) sample() {
 	stats := map[int]procStat{}
 	files, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, f := range files {
@@ -95,19 +95,20 @@ func (m *otherCPU) sample() {
 	m.ticks.Add(delta)
 }
 
-// window measures others' CPU over a span of time.
-type window struct {
-	m     *otherCPU
+// Window measures others' CPU over a span of time.
+type Window struct {
+	m     *OtherCPU
 	ticks int64
 	start time.Time
 }
 
-func (m *otherCPU) begin() window {
-	return window{m: m, ticks: m.ticks.Load(), start: time.Now()}
+// Begin starts a window.
+func (m *OtherCPU) Begin() Window {
+	return Window{m: m, ticks: m.ticks.Load(), start: time.Now()}
 }
 
-// cores is the average number of cores others used since begin.
-func (w window) cores() float64 {
+// Cores is the average number of cores others used since Begin.
+func (w Window) Cores() float64 {
 	if w.m == nil {
 		return 0
 	}
