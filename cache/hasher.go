@@ -8,8 +8,8 @@ import (
 )
 
 const (
-	fillBufSize = 256 << 10
-	fillBufs    = 4 // buffers in flight between the copy and the hasher
+	fillBufSize = 128 << 10 // 4 of them per fill: 32 MiB at the default 64 fills
+	fillBufs    = 4         // buffers in flight between the copy and the hasher
 )
 
 var fillBufPool = sync.Pool{New: func() any { b := make([]byte, fillBufSize); return &b }}
