@@ -178,6 +178,7 @@ func (e *Engine) fill(ctx context.Context, f *fill, rt *policy.Route, repo strin
 	}
 	delete(e.running, f)
 	e.fillMu.Unlock()
+	e.fillsEnded.Add(1)
 	close(f.settled)
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -82,11 +83,12 @@ type Engine struct {
 	base       context.Context
 	cancelBase context.CancelCauseFunc
 
-	fillMu  sync.Mutex
-	fills   map[digest.Digest]*fill // the fill a new reader joins, by blob
-	running map[*fill]struct{}      // every fill running, joinable or not
-	closed  bool                    // Close was called: no fill starts
-	wg      sync.WaitGroup          // running fills
+	fillMu     sync.Mutex
+	fills      map[digest.Digest]*fill // the fill a new reader joins, by blob
+	running    map[*fill]struct{}      // every fill running, joinable or not
+	fillsEnded atomic.Uint64           // fills that have ended, committed or not
+	closed     bool                    // Close was called: no fill starts
+	wg         sync.WaitGroup          // running fills
 
 	manifests singleflight.Group
 

@@ -133,12 +133,19 @@ func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d d
 		expired bool
 		victim  *fill // the fill this request stopped for its slot
 	)
+	seen := ^uint64(0) // the fills ended when the local tier was last asked
 	for {
 		if f, err := e.joinFill(d); f != nil || err != nil {
 			return f, false, err
 		}
-		if _, err := e.local.StatBlob(ctx, d); err == nil {
-			return nil, false, errFilledMeanwhile
+		// Every waiter wakes at every change of the slots: the local tier
+		// is asked again only when a fill has ended since (startFill asks
+		// it once more before it starts one).
+		if n := e.fillsEnded.Load(); n != seen {
+			seen = n
+			if _, err := e.local.StatBlob(ctx, d); err == nil {
+				return nil, false, errFilledMeanwhile
+			}
 		}
 		ok, shareFull, changed := e.slots.tryAcquire(client)
 		if ok {
