@@ -324,16 +324,16 @@ func pullRegion(ctx context.Context, s settings, n *node, w *wan, global string,
 	if r.drain, err = drain(ctx, n, len(im.blobs), 5*time.Minute); err != nil {
 		return r, err
 	}
-	m, err := scrape(ctx, n.admin)
+	m, err := benchkit.Scrape(ctx, client, n.admin)
 	if err != nil {
 		return r, err
 	}
 	r.originBytes = w.bytes.Load()
 	r.blobGETs, r.manifests, r.other = w.blobGETs.Load(), w.manifests.Load(), w.rest.Load()
-	r.fillGlobal = m.sum("edge_fill_bytes_total", `tier="global"`)
-	r.fillOrigin = m.sum("edge_fill_bytes_total", `tier="origin"`)
-	r.globalHits = m.sum("edge_tier_hits_total", `tier="global"`)
-	r.writeBehindFails = m.sum("edge_writebehind_total", `result="retry"`) + m.sum("edge_writebehind_total", `result="dropped"`) +
-		m.sum("edge_writebehind_total", `result="dead"`)
+	r.fillGlobal = m.Sum("edge_fill_bytes_total", `tier="global"`)
+	r.fillOrigin = m.Sum("edge_fill_bytes_total", `tier="origin"`)
+	r.globalHits = m.Sum("edge_tier_hits_total", `tier="global"`)
+	r.writeBehindFails = m.Sum("edge_writebehind_total", `result="retry"`) + m.Sum("edge_writebehind_total", `result="dropped"`) +
+		m.Sum("edge_writebehind_total", `result="dead"`)
 	return r, nil
 }

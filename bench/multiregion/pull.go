@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -117,64 +114,6 @@ func get(ctx context.Context, url, accept string, limit int64) ([]byte, error) {
 	return body, nil
 }
 
-// metrics are a node's Prometheus samples, keyed by `name{labels}` as the
-// text format writes them.
-type metrics map[string]float64
-
-func scrape(ctx context.Context, admin string) (metrics, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, admin+"/metrics", nil)
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s/metrics: %s", admin, resp.Status)
-	}
-	m := metrics{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			m[line[:i]] = v
-		}
-	}
-	return m, sc.Err()
-}
-
-// sum adds the samples of name whose labels include every one of labels
-// (each written `key="value"`).
-func (m metrics) sum(name string, labels ...string) float64 {
-	var total float64
-	for k, v := range m {
-		n, rest, _ := strings.Cut(k, "{")
-		if n != name {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			if !strings.Contains(rest, l) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			total += v
-		}
-	}
-	return total
-}
-
 // drain waits until the node's write-behind queue is empty: all blob fills
 // of the pull have ended (so nothing is left to queue) and the queue depth
 // is 0 on two scrapes in a row.
@@ -183,11 +122,11 @@ func drain(ctx context.Context, n *node, fills int, timeout time.Duration) (time
 	deadline := start.Add(timeout)
 	zeros := 0
 	for {
-		m, err := scrape(ctx, n.admin)
+		m, err := benchkit.Scrape(ctx, client, n.admin)
 		if err != nil {
 			return 0, err
 		}
-		if m.sum("edge_fills_total") >= float64(fills) && m.sum("edge_writebehind_queue_depth") == 0 {
+		if m.Sum("edge_fills_total") >= float64(fills) && m.Sum("edge_writebehind_queue_depth") == 0 {
 			zeros++
 		} else {
 			zeros = 0
@@ -197,7 +136,7 @@ func drain(ctx context.Context, n *node, fills int, timeout time.Duration) (time
 		}
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("region %s: write-behind queue not drained within %s (depth %v)",
-				n.region, timeout, m.sum("edge_writebehind_queue_depth"))
+				n.region, timeout, m.Sum("edge_writebehind_queue_depth"))
 		}
 		select {
 		case <-ctx.Done():

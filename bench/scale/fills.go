@@ -73,7 +73,7 @@ func fillPass(ctx context.Context, n *node, source string, blobs []blobMeta, oth
 		return res, err
 	}
 	res.baseFDs, res.baseMem = int64(fds), mem
-	before, err := scrape(ctx, n.admin)
+	before, err := benchkit.Scrape(ctx, http.DefaultClient, n.admin)
 	if err != nil {
 		return res, err
 	}
@@ -159,12 +159,12 @@ func fillPass(ctx context.Context, n *node, source string, blobs []blobMeta, oth
 	res.peakWaiters = peaks.metrics["edge_fill_waiters"]
 	res.peakConns = peaks.metrics["edge_http_connections_open"]
 	peaks.mu.Unlock()
-	after, err := scrape(ctx, n.admin)
+	after, err := benchkit.Scrape(ctx, http.DefaultClient, n.admin)
 	if err != nil {
 		return res, err
 	}
-	res.fillsByResult = diff(after, before).byLabel("edge_fills_total", "result")
-	res.refused = diff(after, before).byLabel("edge_http_connections_refused_total", "limit")
+	res.fillsByResult = byLabel(diff(after, before), "edge_fills_total", "result")
+	res.refused = byLabel(diff(after, before), "edge_http_connections_refused_total", "limit")
 	return res, nil
 }
 
@@ -173,15 +173,15 @@ func fillPass(ctx context.Context, n *node, source string, blobs []blobMeta, oth
 func drainFills(ctx context.Context, admin string) (time.Duration, error) {
 	t0 := time.Now()
 	for {
-		m, err := scrape(ctx, admin)
+		m, err := benchkit.Scrape(ctx, http.DefaultClient, admin)
 		if err != nil {
 			return 0, err
 		}
-		if m.sum("edge_fills_in_flight") == 0 {
+		if m.Sum("edge_fills_in_flight") == 0 {
 			return time.Since(t0), nil
 		}
 		if time.Since(t0) > time.Minute {
-			return 0, fmt.Errorf("%.0f fills still in flight a minute after the last GET", m.sum("edge_fills_in_flight"))
+			return 0, fmt.Errorf("%.0f fills still in flight a minute after the last GET", m.Sum("edge_fills_in_flight"))
 		}
 		select {
 		case <-ctx.Done():
@@ -222,8 +222,8 @@ func getVerified(ctx context.Context, c *http.Client, url string, want blobMeta)
 }
 
 // diff is after minus before, sample by sample: the counters' increase.
-func diff(after, before metrics) metrics {
-	d := metrics{}
+func diff(after, before benchkit.Metrics) benchkit.Metrics {
+	d := benchkit.Metrics{}
 	for k, v := range after {
 		d[k] = v - before[k]
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io/fs"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/edgeregistry/edge/bench/internal/benchkit"
 )
 
 // memory is a process's resident set, now and at its peak, in KiB, from
@@ -139,10 +140,10 @@ func sample(ctx context.Context, pid int, every time.Duration, admin string, scr
 		t := time.NewTicker(scrapeEvery)
 		defer t.Stop()
 		for {
-			if m, err := scrape(ctx, admin); err == nil {
+			if m, err := benchkit.Scrape(ctx, http.DefaultClient, admin); err == nil {
 				p.mu.Lock()
 				for _, g := range gauges {
-					p.metrics[g] = max(p.metrics[g], m.sum(g))
+					p.metrics[g] = max(p.metrics[g], m.Sum(g))
 				}
 				p.mu.Unlock()
 			}
@@ -156,70 +157,9 @@ func sample(ctx context.Context, pid int, every time.Duration, admin string, scr
 	return p, wg.Wait
 }
 
-// metrics are a node's Prometheus samples, keyed by `name{labels}` as the
-// text format writes them.
-type metrics map[string]float64
-
-var scrapeClient = &http.Client{Timeout: 10 * time.Second}
-
-func scrape(ctx context.Context, admin string) (metrics, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, admin+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := scrapeClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s/metrics: %s", admin, resp.Status)
-	}
-	m := metrics{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			m[line[:i]] = v
-		}
-	}
-	return m, sc.Err()
-}
-
-// sum adds the samples of name whose labels include every one of labels
-// (each written `key="value"`).
-func (m metrics) sum(name string, labels ...string) float64 {
-	var total float64
-	for k, v := range m {
-		n, rest, _ := strings.Cut(k, "{")
-		if n != name {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			if !strings.Contains(rest, l) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			total += v
-		}
-	}
-	return total
-}
-
 // byLabel gives the samples of name by the value of label, for the report:
 // "ok 500, error 2".
-func (m metrics) byLabel(name, label string) string {
+func byLabel(m benchkit.Metrics, name, label string) string {
 	var parts []string
 	for k, v := range m {
 		n, rest, _ := strings.Cut(k, "{")
