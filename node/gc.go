@@ -69,21 +69,28 @@ func nodeID(region string) string {
 // reportReads writes what the node read to the global tier's last-read
 // records every interval, and once more when ctx ends.
 func (n *Node) reportReads(ctx context.Context) {
-	every := time.Duration(n.cfg.GC.ReadsInterval)
-	if n.global == nil || every <= 0 {
+	if n.global == nil {
 		return
 	}
-	t := time.NewTicker(every)
+	every(ctx, time.Duration(n.cfg.GC.ReadsInterval), n.FlushReads)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	n.FlushReads(fctx)
+}
+
+// every calls f every d (none when d is not positive) until ctx ends.
+func every(ctx context.Context, d time.Duration, f func(context.Context)) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			n.FlushReads(fctx)
-			cancel()
 			return
 		case <-t.C:
-			n.FlushReads(ctx)
+			f(ctx)
 		}
 	}
 }
@@ -95,7 +102,8 @@ func (n *Node) FlushReads(ctx context.Context) {
 	if n.global == nil {
 		return
 	}
-	ds := n.engine.TakeReads()
+	read := n.engine.TakeReads()
+	ds := read
 	for _, p := range n.store.Pins() {
 		ds = append(ds, p.Digests...)
 	}
@@ -104,42 +112,37 @@ func (n *Node) FlushReads(ctx context.Context) {
 	}
 	if err := n.global.PutReads(ctx, n.id, n.now(), ds); err != nil {
 		n.log.Warn("cannot write the last-read records to the global tier", "digests", len(ds), "err", err)
-		n.engine.Reread(ds)
+		n.engine.Reread(read)
 	}
 }
 
 // collectGarbage runs a collection of the global tier every
 // gc.schedule, until ctx ends.
 func (n *Node) collectGarbage(ctx context.Context) {
-	every := time.Duration(n.cfg.GC.Schedule)
-	if n.global == nil || every <= 0 {
+	if n.global == nil {
 		return
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		o := GCOptions(n.cfg)
-		o.Logger = n.log.With("component", "gc")
-		rep, err := gc.Run(ctx, n.global, o)
-		if err != nil {
-			n.gcm.runs.WithLabelValues("failed").Inc()
-			n.log.Warn("collection of the global tier failed", "err", err)
-			continue
-		}
-		n.gcm.runs.WithLabelValues("ok").Inc()
-		n.gcm.last.SetToCurrentTime()
-		n.gcm.bytes.Add(float64(rep.Bytes))
-		for _, it := range rep.Deleted {
-			n.gcm.deleted.WithLabelValues(it.Kind).Inc()
-		}
-		n.log.Info("collected the global tier", "deleted", len(rep.Deleted), "bytes", rep.Bytes, "marked", rep.Marked,
-			"kept", rep.Kept, "spared", rep.Spared, "took", rep.Duration)
+	every(ctx, time.Duration(n.cfg.GC.Schedule), n.collectOnce)
+}
+
+// collectOnce runs one collection of the global tier, counted and logged.
+func (n *Node) collectOnce(ctx context.Context) {
+	o := GCOptions(n.cfg)
+	o.Logger = n.log.With("component", "gc")
+	rep, err := gc.Run(ctx, n.global, o)
+	if err != nil {
+		n.gcm.runs.WithLabelValues("failed").Inc()
+		n.log.Warn("collection of the global tier failed", "err", err)
+		return
 	}
+	n.gcm.runs.WithLabelValues("ok").Inc()
+	n.gcm.last.SetToCurrentTime()
+	n.gcm.bytes.Add(float64(rep.Bytes))
+	for _, it := range rep.Deleted {
+		n.gcm.deleted.WithLabelValues(it.Kind).Inc()
+	}
+	n.log.Info("collected the global tier", "deleted", len(rep.Deleted), "bytes", rep.Bytes, "marked", rep.Marked,
+		"kept", rep.Kept, "spared", rep.Spared, "took", rep.Duration)
 }
 
 // now is the node's clock: WithClock's, or the wall clock.

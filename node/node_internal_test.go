@@ -2,10 +2,12 @@ package node
 
 import (
 	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/edgeregistry/edge/config"
+	"github.com/edgeregistry/edge/internal/testkit"
 )
 
 // A route that gives its origin longer than the engine's default is
@@ -40,5 +42,28 @@ func TestDefaultBudgetLeavesOtherFilesTheirRoom(t *testing.T) {
 	}
 	if got > int64(float64(total)*localDiskShare) {
 		t.Fatalf("budget %d is more than 80%% of the file system", got)
+	}
+}
+
+// A scheduled collection is counted in the node's metrics.
+func TestScheduledCollectionIsCounted(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.DataDir, cfg.Listen, cfg.AdminListen = t.TempDir(), "127.0.0.1:0", ""
+	cfg.Global.Dir.Path = filepath.Join(cfg.DataDir, "global")
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(t.Context(), cfg, WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	n.collectOnce(t.Context())
+	if got := testkit.Metric(t, n.metrics, "edge_gc_runs_total", map[string]string{"result": "ok"}); got != 1 {
+		t.Fatalf("edge_gc_runs_total{result=ok} = %v", got)
+	}
+	if got := testkit.Metric(t, n.metrics, "edge_gc_last_success_timestamp_seconds", nil); got == 0 {
+		t.Fatal("the last success is not recorded")
 	}
 }
