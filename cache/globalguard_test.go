@@ -106,6 +106,24 @@ func newGuardTest(t *testing.T) *guardTest {
 	return g
 }
 
+// runWriteBehind runs the write-behind from the engine's queue to its
+// guarded tier, woken as the node wakes it, on the test's clock, until the
+// test ends.
+func (g *guardTest) runWriteBehind(t *testing.T) *replication.Writer {
+	t.Helper()
+	w, err := replication.New(g.local, g.e.Global(), replication.WithWake(g.e.Enqueued()), replication.WithRecovered(g.e.Recovered()),
+		replication.WithRegisterer(g.reg), replication.WithClock(g.clock.Now),
+		replication.WithAfterFunc(func(d time.Duration, f func()) replication.Timer { return g.clock.AfterFunc(d, f) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx, 2) }()
+	t.Cleanup(func() { stop(); <-done })
+	return w
+}
+
 func (g *guardTest) errorsCounted() float64 {
 	return counterValue(g.e.m.globalErrors.WithLabelValues("has link"))
 }
@@ -220,17 +238,7 @@ func TestWriteBehindBuriesWhatTheTierRefuses(t *testing.T) {
 	}
 	item := replication.TagItem("docker.io", "library/app", "v1")
 	g.e.enqueue(ctx, item)
-	w, err := replication.New(g.local, g.e.Global(), replication.WithWake(g.e.Enqueued()), replication.WithRegisterer(g.reg),
-		replication.WithClock(g.clock.Now), replication.WithAfterFunc(func(d time.Duration, f func()) replication.Timer {
-			return g.clock.AfterFunc(d, f)
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wbCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); w.Run(wbCtx, 2) }()
-	defer func() { stop(); <-done }()
+	w := g.runWriteBehind(t)
 
 	waitFor(t, "the refused item to leave the queue", func() bool { return w.QueueLen() == 0 })
 	dead, err := g.local.DeadLetters(ctx, 10)
@@ -268,17 +276,7 @@ func TestTheTierIsFoundBackWithoutAClient(t *testing.T) {
 	}
 	g.b.down.Store(true)
 	g.e.enqueue(ctx, replication.TagItem("docker.io", "library/app", "v1"))
-	w, err := replication.New(g.local, g.e.Global(), replication.WithWake(g.e.Enqueued()), replication.WithRecovered(g.e.Recovered()),
-		replication.WithClock(g.clock.Now), replication.WithAfterFunc(func(d time.Duration, f func()) replication.Timer {
-			return g.clock.AfterFunc(d, f)
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wbCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); w.Run(wbCtx, 2) }()
-	defer func() { stop(); <-done }()
+	w := g.runWriteBehind(t)
 
 	waitFor(t, "the write-behind to fail and the tier to cool down", func() bool { return g.e.gate.isDown() })
 	g.b.down.Store(false)
