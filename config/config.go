@@ -40,6 +40,7 @@ type Config struct {
 	Routes         []Route `yaml:"routes"`
 	Global         Global  `yaml:"global"`
 	GC             GC      `yaml:"gc"`
+	Fleet          Fleet   `yaml:"fleet"`
 	Auth           Auth    `yaml:"auth"`
 	Log            Log     `yaml:"log"`
 	Server         Server  `yaml:"server"`
@@ -177,6 +178,22 @@ type Breaker struct {
 	Failures int      `yaml:"failures,omitempty"`  // default 3
 	CoolDown Duration `yaml:"cool_down,omitempty"` // default 30s
 	Disabled bool     `yaml:"disabled,omitempty"`
+}
+
+// Fleet is how the node finds the other nodes of the fleet and serves
+// them (package fleet). Without a peer listener the node is on its own.
+type Fleet struct {
+	// PeerListen is the peer listener's address ("": no fleet).
+	PeerListen string `yaml:"peer_listen,omitempty"`
+	// Advertise is the host:port the other nodes reach the peer listener
+	// at (default: the address it listens on).
+	Advertise string `yaml:"advertise,omitempty"`
+	// SecretFile holds the fleet secret, at least 32 bytes, shared by
+	// every node; $EDGE_FLEET_SECRET, when set, is the secret instead.
+	SecretFile string `yaml:"secret_file,omitempty"`
+	// TTL is how long a node counts as live after its last announcement
+	// (default 30s; it announces every third of it).
+	TTL Duration `yaml:"ttl,omitempty"`
 }
 
 // GC is the garbage collection of the global tier (package gc).
@@ -382,6 +399,20 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxUploadSize < 0 || c.Server.MinBodyRate < 0 {
 		errs = append(errs, errors.New("limits.max_upload_size and server.min_body_rate: want a size (unlimited is for local.max_size only)"))
+	}
+	if c.Fleet.PeerListen != "" {
+		host, _, err := net.SplitHostPort(c.Fleet.PeerListen)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("fleet.peer_listen: %w", err))
+		case c.Global.Backend == "none":
+			errs = append(errs, errors.New("fleet: the nodes find each other through the global tier: global.backend must not be none"))
+		case c.Fleet.Advertise == "" && (host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()):
+			errs = append(errs, errors.New("fleet.advertise: peer_listen listens on every address; say which one the other nodes reach"))
+		}
+		if c.Fleet.TTL != 0 && c.Fleet.TTL < Duration(time.Second) {
+			errs = append(errs, errors.New("fleet.ttl: at least 1s"))
+		}
 	}
 	if c.GC.Schedule < 0 || c.GC.Retention < 0 || c.GC.Grace < 0 || c.GC.ReadsInterval < 0 {
 		errs = append(errs, errors.New("gc: durations must not be negative"))

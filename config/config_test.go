@@ -319,3 +319,23 @@ func TestUnlimitedLocalSize(t *testing.T) {
 		t.Fatalf("marshal: %s %v", out, err)
 	}
 }
+
+// A fleet needs the global tier to meet in, and an address the other
+// nodes can reach.
+func TestFleetSection(t *testing.T) {
+	t.Parallel()
+	for yaml, want := range map[string]string{
+		"fleet: {peer_listen: \"127.0.0.1:9103\"}\nglobal: {backend: none}\n": "global.backend must not be none",
+		"fleet: {peer_listen: \":9103\"}\n":                                   "fleet.advertise",
+		"fleet: {peer_listen: \"0.0.0.0:9103\"}\n":                            "fleet.advertise",
+		"fleet: {peer_listen: \"127.0.0.1:9103\", ttl: 10ms}\n":               "fleet.ttl",
+	} {
+		if _, err := Parse([]byte(yaml)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", yaml, err, want)
+		}
+	}
+	c := mustParse(t, "fleet: {peer_listen: \":9103\", advertise: \"edge-0.edge:9103\"}\n")
+	if c.Fleet.Advertise != "edge-0.edge:9103" {
+		t.Fatalf("fleet %+v", c.Fleet)
+	}
+}

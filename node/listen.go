@@ -16,7 +16,7 @@ import (
 	"github.com/edgeregistry/edge/internal/h1"
 )
 
-// listener is the API's server or the admin's, and its socket.
+// listener is the API's server, the admin's or the peers', and its socket.
 type listener struct {
 	name  string
 	ln    net.Listener
@@ -24,8 +24,9 @@ type listener struct {
 	admin *http.Server
 }
 
-// listen builds the API's server and the admin's, and opens their sockets.
-func (n *Node) listen(api, admin http.Handler, reg prometheus.Registerer) error {
+// listen builds the API's server, the admin's and the peers' (peer nil:
+// none), and opens their sockets.
+func (n *Node) listen(api, admin, peer http.Handler, reg prometheus.Registerer) error {
 	cfg := n.cfg
 	apiSrv, err := newAPIServer(cfg.Server, cfg.TLS, api, n.log.With("component", "http"), reg)
 	if err != nil {
@@ -37,6 +38,11 @@ func (n *Node) listen(api, admin http.Handler, reg prometheus.Registerer) error 
 		servers = append(servers, &listener{name: "admin",
 			admin: &http.Server{Handler: admin, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}})
 		addrs = append(addrs, cfg.AdminListen)
+	}
+	if peer != nil {
+		servers = append(servers, &listener{name: "peer",
+			admin: &http.Server{Handler: peer, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}})
+		addrs = append(addrs, cfg.Fleet.PeerListen)
 	}
 	for i, l := range servers {
 		ln, err := net.Listen("tcp", addrs[i])

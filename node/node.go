@@ -23,6 +23,7 @@ import (
 	"github.com/edgeregistry/edge/auth"
 	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/config"
+	"github.com/edgeregistry/edge/fleet"
 	"github.com/edgeregistry/edge/hosted"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
@@ -40,9 +41,10 @@ type Node struct {
 	hosted  *hosted.Service
 	writer  *replication.Writer // the write-behind to the global tier
 	store   *localtier.Store
-	global  *storjtier.Tier // nil without a global tier
-	ops     *admin.Service  // the admin API's work
-	id      string          // this process, in the global tier's last-read records
+	global  *storjtier.Tier   // nil without a global tier
+	ops     *admin.Service    // the admin API's work
+	fleet   *fleet.Membership // nil without a peer listener
+	id      string            // this process, in the global tier's last-read records
 	gcm     *gcMetrics
 	ready   atomic.Bool
 	servers []*listener // the API's first
@@ -117,7 +119,8 @@ func NewLogger(c config.Log, out io.Writer) *slog.Logger {
 
 // Check checks what New would refuse beyond the configuration's own
 // validation, without opening anything: the TLS certificate and key load,
-// and the auth section builds (its htpasswd file reads).
+// the auth section builds (its htpasswd file reads), the admin token file
+// and the fleet secret read.
 func Check(cfg *config.Config) error {
 	var errs []error
 	if cfg.TLS != nil {
@@ -130,6 +133,15 @@ func Check(cfg *config.Config) error {
 	}
 	if cfg.AdminTokenFile != "" {
 		if _, err := AdminToken(cfg, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if cfg.Fleet.PeerListen != "" {
+		secret, err := fleetSecret(cfg.Fleet.SecretFile)
+		if err == nil {
+			_, err = fleet.NewSigner(secret, "check", nil, 0)
+		}
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -184,8 +196,33 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	if err != nil {
 		return nil, err
 	}
-	if err := n.listen(api, adminAPI, reg); err != nil {
+	var peer http.Handler
+	var sign *fleet.Signer
+	var id string
+	if cfg.Fleet.PeerListen != "" {
+		secret, err := fleetSecret(cfg.Fleet.SecretFile)
+		if err != nil {
+			return nil, err
+		}
+		if id, err = nodeIdentity(cfg.DataDir); err != nil {
+			return nil, err
+		}
+		if sign, err = fleet.NewSigner(secret, id, nil, 0); err != nil {
+			return nil, err
+		}
+		peer = n.peerHandler(sign)
+	}
+	if err := n.listen(api, adminAPI, peer, reg); err != nil {
 		return nil, err
+	}
+	if peer != nil {
+		advertise := cfg.Fleet.Advertise
+		if advertise == "" {
+			advertise = n.Addr("peer")
+		}
+		if err := n.joinFleet(sign, id, advertise); err != nil {
+			return nil, err
+		}
 	}
 	return n, nil
 }
@@ -423,7 +460,8 @@ func adminGlobal(t *storjtier.Tier) admin.Global {
 // for a prefetch run from the command line, an embedder, a test.
 func (n *Node) Admin() *admin.Service { return n.ops }
 
-// Addr is the address a listener ("api" or "admin") listens on, or "".
+// Addr is the address a listener ("api", "admin" or "peer") listens on,
+// or "".
 func (n *Node) Addr(name string) string {
 	for _, l := range n.servers {
 		if l.name == name {
@@ -445,7 +483,7 @@ func (n *Node) Run(ctx context.Context) error {
 	side := []func(context.Context){
 		func(ctx context.Context) { n.writer.Run(ctx, 4) },
 		func(ctx context.Context) { cleanUploads(ctx, n.store, n.log) },
-		n.reportReads, n.collectGarbage,
+		n.reportReads, n.collectGarbage, n.runFleet,
 	}
 	sideDone := make(chan struct{}, len(side))
 	for _, f := range side {

@@ -1,0 +1,154 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/edgeregistry/edge/config"
+	"github.com/edgeregistry/edge/fleet"
+	"github.com/edgeregistry/edge/internal/origintest"
+	"github.com/edgeregistry/edge/internal/testkit"
+	"github.com/edgeregistry/edge/node"
+)
+
+// Two nodes of a region with peer listeners find each other through the
+// global tier they share; each serves its local blobs to requests signed
+// with the fleet secret, and nothing to others.
+func TestNodesOfARegionFindEachOther(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "fleet.secret")
+	key := bytes.Repeat([]byte("k"), 40)
+	if err := os.WriteFile(secret, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	origin := origintest.NewRegistry(t)
+	data, d := origintest.PushRandomBlob(t, origin.URL, "library/app", 4096)
+	conf := func(name string) string {
+		return `
+region: eu-west
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: ` + filepath.Join(dir, name) + `
+routes:
+  - {name: docker.io, origin: "` + origin.URL + `", default: true}
+global: {backend: dir, dir: {path: ` + filepath.Join(dir, "global") + `}}
+fleet: {peer_listen: "127.0.0.1:0", secret_file: ` + secret + `, ttl: 3s}
+`
+	}
+	a, b := runFleetNode(t, conf("a")), runFleetNode(t, conf("b"))
+	for _, n := range []*node.Node{a, b} {
+		testkit.Eventually(t, "the two nodes to see each other", func() bool { return len(n.Fleet().Live("eu-west")) == 2 })
+	}
+	if owner, ok := a.Fleet().Owner("eu-west", d); !ok || owner.ID != mustOwner(t, b, d).ID {
+		t.Fatalf("the nodes name different owners of %s: %+v", d, owner)
+	}
+
+	// a fetches the blob; b reads it from a's peer listener.
+	res, err := http.Get("http://" + a.Addr("api") + "/v2/library/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	testkit.Eventually(t, "the blob to be stored on a", func() bool { return peerGet(t, a, d, key) == http.StatusOK })
+	body := peerBody(t, a, d, key)
+	if !bytes.Equal(body, data) {
+		t.Fatalf("the peer listener sent %d bytes, not the blob", len(body))
+	}
+	if code := peerGet(t, a, d, nil); code != http.StatusUnauthorized {
+		t.Fatalf("unsigned: %d", code)
+	}
+	if code := peerGet(t, a, d, bytes.Repeat([]byte("x"), 40)); code != http.StatusUnauthorized {
+		t.Fatalf("signed with another secret: %d", code)
+	}
+	if code := peerGet(t, b, d, key); code != http.StatusNotFound {
+		t.Fatalf("a blob b does not hold: %d", code)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+a.Addr("peer")+"/v2/library/app/blobs/"+d.String(), nil)
+	sign(t, key).Sign(req)
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != http.StatusNotFound {
+		t.Fatalf("a repository path on the peer listener: %v %v", res, err)
+	}
+}
+
+func runFleetNode(t *testing.T, yaml string) *node.Node {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n, err := node.New(ctx, cfg, node.WithLogger(node.NewLogger(cfg.Log, io.Discard)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return n
+}
+
+func mustOwner(t *testing.T, n *node.Node, d digest.Digest) fleet.Member {
+	t.Helper()
+	m, ok := n.Fleet().Owner("eu-west", d)
+	if !ok {
+		t.Fatal("no owner")
+	}
+	return m
+}
+
+func sign(t *testing.T, key []byte) *fleet.Signer {
+	t.Helper()
+	s, err := fleet.NewSigner(key, "test", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// peerGet asks n's peer listener for blob d, signed with key (nil: not
+// signed), and returns the status.
+func peerGet(t *testing.T, n *node.Node, d digest.Digest, key []byte) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, fleet.BlobURL(n.Addr("peer"), d), nil)
+	if key != nil {
+		sign(t, key).Sign(req)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode
+}
+
+func peerBody(t *testing.T, n *node.Node, d digest.Digest, key []byte) []byte {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, fleet.BlobURL(n.Addr("peer"), d), nil)
+	sign(t, key).Sign(req)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
