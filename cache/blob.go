@@ -200,8 +200,8 @@ func (e *Engine) drop(f *fill, suspend bool) {
 	}
 }
 
-// fillFromLower fills f from the global tier, or else from the origin, and
-// says which one it used. A fill with a partial from before (see
+// fillFromLower fills f from its owner in the region (WithPeers), the
+// global tier, or else the origin, and says which one it used. A fill with a partial from before (see
 // engine.Close) asks for the rest only, from the byte the partial reached.
 // A hosted route has no origin: the global tier's failure or miss is the
 // fill's.
@@ -215,6 +215,13 @@ func (e *Engine) fillFromLower(ctx context.Context, f *fill, rt *policy.Route, r
 	var from int64
 	if f.w != nil {
 		from = f.w.Size()
+	}
+	if e.peers != nil {
+		if rc, size, err := e.peers.OpenBlob(ctx, f.d, from); err == nil {
+			return "peer", e.run(ctx, f, rc, from, size, "peer", watchdog)
+		} else if !isNotFound(err) {
+			e.log.Debug("the owner of a blob cannot send it; trying the other tiers", "digest", f.d, "err", err)
+		}
 	}
 	rc, size, gerr := e.openGlobalBlob(ctx, rt, f.d, from)
 	if gerr == nil {

@@ -108,6 +108,8 @@ type Engine struct {
 	missPerMinute float64
 	misses        *missLimits // nil: unbounded
 
+	peers Peers // nil: no fleet
+
 	gate globalGate // the global tier's health: failures, cool-down, probe
 }
 
@@ -140,6 +142,20 @@ func WithFillTimeout(d time.Duration) Option { return func(e *Engine) { e.fillMa
 func WithFillLimits(maxFills, perClient int) Option {
 	return func(e *Engine) { e.maxFills, e.perClient = maxFills, perClient }
 }
+
+// Peers is the fleet as the pull path sees it: the node of this region
+// that owns a blob, when that is another node.
+type Peers interface {
+	// OpenBlob opens blob d at its owner, from byte offset, with the
+	// blob's whole size; an error wrapping ErrNotFound when this node is
+	// the owner, there is none, or the owner does not hold it.
+	OpenBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
+}
+
+// WithPeers puts the fleet in front of the global tier: a blob missing
+// here is asked of its owner in the region first, and verified here as
+// any fill.
+func WithPeers(p Peers) Option { return func(e *Engine) { e.peers = p } }
 
 // WithMissLimit bounds the manifest misses, each an origin request, that
 // one client may cause per minute (a burst of a quarter of it); zero or

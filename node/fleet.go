@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -100,4 +102,74 @@ func (n *Node) runFleet(ctx context.Context) {
 	if n.fleet != nil {
 		n.fleet.Run(ctx)
 	}
+}
+
+// peerClient asks a blob's owner in this node's region for it, over the
+// peers' signed requests; cache.Peers.
+type peerClient struct {
+	m      *fleet.Membership
+	sign   *fleet.Signer
+	self   string
+	region string
+	http   *http.Client
+}
+
+// peerTimeout bounds the wait for an owner's answer headers: a peer that
+// does not answer costs a cold pull this much once, then the other tiers.
+const peerTimeout = 2 * time.Second
+
+// join gives the client the node's membership, once the peer listener
+// listens; until then (New has not returned) it asks nobody.
+func (p *peerClient) join(m *fleet.Membership) {
+	self := m.Self()
+	tr := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: time.Second}).DialContext,
+		ResponseHeaderTimeout: peerTimeout,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       time.Minute,
+	}
+	p.m, p.self, p.region, p.http = m, self.ID, self.Region, &http.Client{Transport: tr}
+}
+
+// close drops the client's idle connections.
+func (p *peerClient) close() {
+	if p.http != nil {
+		p.http.CloseIdleConnections()
+	}
+}
+
+func (p *peerClient) OpenBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	if p.m == nil {
+		return nil, 0, fmt.Errorf("blob %s: not in a fleet yet: %w", d, localtier.ErrNotFound)
+	}
+	owner, ok := p.m.Owner(p.region, d)
+	if !ok || owner.ID == p.self {
+		return nil, 0, fmt.Errorf("blob %s: this node owns it: %w", d, localtier.ErrNotFound)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fleet.BlobURL(owner.Peer, d), nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	if offset > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+	}
+	p.sign.Sign(req)
+	res, err := p.http.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("peer %s: %w", owner.ID, err)
+	}
+	switch {
+	case res.StatusCode == http.StatusNotFound:
+		res.Body.Close()
+		return nil, 0, fmt.Errorf("blob %s: not at peer %s: %w", d, owner.ID, localtier.ErrNotFound)
+	case offset == 0 && res.StatusCode == http.StatusOK && res.ContentLength >= 0:
+		return res.Body, res.ContentLength, nil
+	case offset > 0 && res.StatusCode == http.StatusPartialContent:
+		var start, end, size int64
+		if _, err := fmt.Sscanf(res.Header.Get("Content-Range"), "bytes %d-%d/%d", &start, &end, &size); err == nil && start == offset {
+			return res.Body, size, nil
+		}
+	}
+	res.Body.Close()
+	return nil, 0, fmt.Errorf("peer %s: blob %s: %s", owner.ID, d, res.Status)
 }

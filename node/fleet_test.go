@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -86,7 +87,7 @@ func runFleetNode(t *testing.T, yaml string) *node.Node {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n, err := node.New(ctx, cfg, node.WithLogger(node.NewLogger(cfg.Log, io.Discard)))
+	n, err := node.New(ctx, cfg, node.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -151,4 +152,72 @@ func peerBody(t *testing.T, n *node.Node, d digest.Digest, key []byte) []byte {
 		t.Fatal(err)
 	}
 	return body
+}
+
+// A node that misses a blob asks its owner in the region first: the blob
+// comes from the owner's peer listener, verified, and the origin is not
+// asked again.
+func TestAMissIsAskedOfTheOwner(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "fleet.secret")
+	if err := os.WriteFile(secret, bytes.Repeat([]byte("k"), 40), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	registry := origintest.NewRegistry(t)
+	proxy := origintest.NewProxy(t, registry.URL)
+	conf := func(name string) string {
+		return `
+region: eu-west
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: ` + filepath.Join(dir, name) + `
+routes:
+  - {name: docker.io, origin: "` + proxy.URL + `", default: true}
+global: {backend: dir, dir: {path: ` + filepath.Join(dir, "global") + `}}
+fleet: {peer_listen: "127.0.0.1:0", secret_file: ` + secret + `, ttl: 3s}
+`
+	}
+	a, b := runFleetNode(t, conf("a")), runFleetNode(t, conf("b"))
+	for _, n := range []*node.Node{a, b} {
+		testkit.Eventually(t, "the two nodes to see each other", func() bool { return len(n.Fleet().Live("eu-west")) == 2 })
+	}
+	// A blob that a owns.
+	var data []byte
+	var d digest.Digest
+	for {
+		data, d = origintest.RandomBlob(t, 64<<10)
+		if mustOwner(t, b, d).ID == a.Fleet().Self().ID {
+			break
+		}
+	}
+	origintest.PushBlob(t, registry.URL, "library/app", data)
+	get := func(n *node.Node) []byte {
+		t.Helper()
+		res, err := http.Get("http://" + n.Addr("api") + "/v2/library/app/blobs/" + d.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("GET: %d %v", res.StatusCode, err)
+		}
+		return body
+	}
+	get(a) // a fills it from the origin
+	testkit.Eventually(t, "the blob to be stored on a", func() bool { return peerGet(t, a, d, bytes.Repeat([]byte("k"), 40)) == http.StatusOK })
+	proxy.Reset()
+	if !bytes.Equal(get(b), data) {
+		t.Fatal("b served other bytes")
+	}
+	for _, r := range proxy.Requests() { // a HEAD confirms that the repository holds it
+		if r.Kind == origintest.KindBlob && r.Method == http.MethodGet {
+			t.Fatalf("the origin was asked for the blob its owner holds: %+v", r)
+		}
+	}
+	// Counted once the fill has ended, just after the last byte was sent.
+	testkit.Eventually(t, "b's fill from the peer to be counted", func() bool {
+		return testkit.Metric(t, b.Metrics(), "edge_fill_bytes_total", map[string]string{"tier": "peer"}) == float64(len(data))
+	})
 }

@@ -44,6 +44,7 @@ type Node struct {
 	global  *storjtier.Tier   // nil without a global tier
 	ops     *admin.Service    // the admin API's work
 	fleet   *fleet.Membership // nil without a peer listener
+	peers   *peerClient       // the pull path's way to the fleet; nil without one
 	id      string            // this process, in the global tier's last-read records
 	gcm     *gcMetrics
 	ready   atomic.Bool
@@ -176,6 +177,21 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	if err != nil {
 		return nil, err
 	}
+	var sign *fleet.Signer
+	var id string
+	if cfg.Fleet.PeerListen != "" {
+		secret, err := fleetSecret(cfg.Fleet.SecretFile)
+		if err != nil {
+			return nil, err
+		}
+		if id, err = nodeIdentity(cfg.DataDir); err != nil {
+			return nil, err
+		}
+		if sign, err = fleet.NewSigner(secret, id, nil, 0); err != nil {
+			return nil, err
+		}
+		n.peers = &peerClient{sign: sign}
+	}
 	if err := n.buildEngine(ctx, reg); err != nil {
 		return nil, err
 	}
@@ -197,25 +213,13 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 		return nil, err
 	}
 	var peer http.Handler
-	var sign *fleet.Signer
-	var id string
-	if cfg.Fleet.PeerListen != "" {
-		secret, err := fleetSecret(cfg.Fleet.SecretFile)
-		if err != nil {
-			return nil, err
-		}
-		if id, err = nodeIdentity(cfg.DataDir); err != nil {
-			return nil, err
-		}
-		if sign, err = fleet.NewSigner(secret, id, nil, 0); err != nil {
-			return nil, err
-		}
+	if sign != nil {
 		peer = n.peerHandler(sign)
 	}
 	if err := n.listen(api, adminAPI, peer, reg); err != nil {
 		return nil, err
 	}
-	if peer != nil {
+	if sign != nil {
 		advertise := cfg.Fleet.Advertise
 		if advertise == "" {
 			advertise = n.Addr("peer")
@@ -223,6 +227,8 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 		if err := n.joinFleet(sign, id, advertise); err != nil {
 			return nil, err
 		}
+		n.peers.join(n.fleet)
+		n.closers = append([]func(){n.peers.close}, n.closers...)
 	}
 	return n, nil
 }
@@ -272,6 +278,9 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 	if global != nil {
 		n.global = global
 		opts = append(opts, cache.WithGlobal(global))
+	}
+	if n.peers != nil {
+		opts = append(opts, cache.WithPeers(n.peers))
 	}
 	if n.engine, err = cache.New(store, origins, opts...); err != nil {
 		return err
