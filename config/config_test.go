@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -194,6 +195,31 @@ func TestExampleConfig(t *testing.T) {
 	}
 	if c.Region != "eu-west" || len(c.Routes) != 4 || c.Auth.Htpasswd == "" {
 		t.Fatalf("example = %+v", c)
+	}
+}
+
+// The Kubernetes kit's configuration, as its ConfigMap holds it, is valid
+// with the environment the StatefulSet gives it.
+func TestKubernetesConfig(t *testing.T) {
+	for k, v := range map[string]string{"DOCKERHUB_TOKEN": "token", "STORJ_ACCESS": "grant", "POD_NAME": "edge-0", "POD_NAMESPACE": "edge-eu-west"} {
+		t.Setenv(k, v)
+	}
+	raw, err := os.ReadFile("../deploy/kubernetes/edge.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm struct {
+		Data map[string]string `yaml:"data"`
+	}
+	if err := yaml.NewDecoder(bytes.NewReader(raw)).Decode(&cm); err != nil { // the first document, the ConfigMap
+		t.Fatal(err)
+	}
+	c, err := Parse([]byte(cm.Data["config.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Global.Backend != "storj" || c.Global.Storj.Access != "grant" || c.Fleet.Advertise != "edge-0.edge-peers.edge-eu-west.svc:9103" {
+		t.Fatalf("kit config = global %+v, fleet %+v", c.Global, c.Fleet)
 	}
 }
 
