@@ -12,10 +12,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeregistry/edge/fleet"
 	"github.com/edgeregistry/edge/localtier"
@@ -64,15 +66,53 @@ func nodeIdentity(dataDir string) (string, error) {
 	return id, nil
 }
 
+// peerMetrics count the peer traffic: what this node asked of its peers,
+// and what it answered them.
+type peerMetrics struct {
+	asked, answered *prometheus.CounterVec
+}
+
+func newPeerMetrics(reg prometheus.Registerer) *peerMetrics {
+	m := &peerMetrics{
+		asked: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_peer_requests_total",
+			Help: "Blobs this node asked of their owner in the region, by result (hit, miss: the owner does not hold it, error)."}, []string{"result"}),
+		answered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_peer_answers_total",
+			Help: "Requests of other nodes on the peer listener, by status code."}, []string{"code"}),
+	}
+	for _, r := range []string{"hit", "miss", "error"} {
+		m.asked.WithLabelValues(r)
+	}
+	reg.MustRegister(m.asked, m.answered)
+	return m
+}
+
 // peerHandler serves the fleet's signed requests for the local tier's
 // blobs, on the peer listener.
-func (n *Node) peerHandler(sign *fleet.Signer) http.Handler {
+func (n *Node) peerHandler(sign *fleet.Signer, m *peerMetrics) http.Handler {
 	blobs := func(ctx context.Context, d digest.Digest) (*os.File, error) {
 		f, _, err := n.store.OpenBlob(ctx, d)
 		return f, err
 	}
-	return fleet.Handler(sign, blobs, func(err error) bool { return errors.Is(err, localtier.ErrNotFound) })
+	h := fleet.Handler(sign, blobs, func(err error) bool { return errors.Is(err, localtier.ErrNotFound) })
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		m.answered.WithLabelValues(strconv.Itoa(sw.code)).Inc()
+	})
 }
+
+// statusWriter notes the status of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // joinFleet builds this node's membership of the fleet, announced with the
 // peer listener's address, once it listens. It needs the global tier.
@@ -107,11 +147,12 @@ func (n *Node) runFleet(ctx context.Context) {
 // peerClient asks a blob's owner in this node's region for it, over the
 // peers' signed requests; cache.Peers.
 type peerClient struct {
-	m      *fleet.Membership
-	sign   *fleet.Signer
-	self   string
-	region string
-	http   *http.Client
+	metrics *peerMetrics
+	m       *fleet.Membership
+	sign    *fleet.Signer
+	self    string
+	region  string
+	http    *http.Client
 }
 
 // peerTimeout bounds the wait for an owner's answer headers: a peer that
@@ -156,20 +197,25 @@ func (p *peerClient) OpenBlob(ctx context.Context, d digest.Digest, offset int64
 	p.sign.Sign(req)
 	res, err := p.http.Do(req)
 	if err != nil {
+		p.metrics.asked.WithLabelValues("error").Inc()
 		return nil, 0, fmt.Errorf("peer %s: %w", owner.ID, err)
 	}
 	switch {
 	case res.StatusCode == http.StatusNotFound:
 		res.Body.Close()
+		p.metrics.asked.WithLabelValues("miss").Inc()
 		return nil, 0, fmt.Errorf("blob %s: not at peer %s: %w", d, owner.ID, localtier.ErrNotFound)
 	case offset == 0 && res.StatusCode == http.StatusOK && res.ContentLength >= 0:
+		p.metrics.asked.WithLabelValues("hit").Inc()
 		return res.Body, res.ContentLength, nil
 	case offset > 0 && res.StatusCode == http.StatusPartialContent:
 		var start, end, size int64
 		if _, err := fmt.Sscanf(res.Header.Get("Content-Range"), "bytes %d-%d/%d", &start, &end, &size); err == nil && start == offset {
+			p.metrics.asked.WithLabelValues("hit").Inc()
 			return res.Body, size, nil
 		}
 	}
 	res.Body.Close()
+	p.metrics.asked.WithLabelValues("error").Inc()
 	return nil, 0, fmt.Errorf("peer %s: blob %s: %s", owner.ID, d, res.Status)
 }

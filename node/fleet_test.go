@@ -220,4 +220,10 @@ fleet: {peer_listen: "127.0.0.1:0", secret_file: ` + secret + `, ttl: 3s}
 	testkit.Eventually(t, "b's fill from the peer to be counted", func() bool {
 		return testkit.Metric(t, b.Metrics(), "edge_fill_bytes_total", map[string]string{"tier": "peer"}) == float64(len(data))
 	})
+	if got := testkit.Metric(t, b.Metrics(), "edge_peer_requests_total", map[string]string{"result": "hit"}); got != 1 {
+		t.Fatalf("edge_peer_requests_total{result=hit} on b = %v", got)
+	}
+	if got := testkit.Metric(t, a.Metrics(), "edge_peer_answers_total", map[string]string{"code": "200"}); got < 2 {
+		t.Fatalf("edge_peer_answers_total{code=200} on a = %v, want the test's and b's", got)
+	}
 }

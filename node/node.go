@@ -190,7 +190,7 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 		if sign, err = fleet.NewSigner(secret, id, nil, 0); err != nil {
 			return nil, err
 		}
-		n.peers = &peerClient{sign: sign}
+		n.peers = &peerClient{sign: sign, metrics: newPeerMetrics(reg)}
 	}
 	if err := n.buildEngine(ctx, reg); err != nil {
 		return nil, err
@@ -214,7 +214,7 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	}
 	var peer http.Handler
 	if sign != nil {
-		peer = n.peerHandler(sign)
+		peer = n.peerHandler(sign, n.peers.metrics)
 	}
 	if err := n.listen(api, adminAPI, peer, reg); err != nil {
 		return nil, err
