@@ -37,11 +37,14 @@
 // again. A collection that takes longer than a minute from doom to delete
 // gives the content up instead.
 //
-// Writers that skip content already in the tier (the write-behind, an
-// upload of a blob that is there) do not make it newer; a collection marks
-// again, just before it sweeps, from the tags, links and last-read
-// records written since it began, and re-reads each candidate's time
-// before it deletes it.
+// An upload of a blob that is in the tier already, and a mount, take the
+// same hold (Reserve): the upload puts its blob again when a collection
+// took it meanwhile, the mount is refused and the client uploads.
+//
+// The write-behind skips content already in the tier, so it does not make
+// it newer; a collection marks again, just before it sweeps, from the
+// tags, links and last-read records written since it began, and re-reads
+// each candidate's time before it deletes it.
 //
 // Only one collection runs at a time: each writes a run object and gives
 // way to another that runs. Routes found in the tier that the options do

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/storjtier"
@@ -265,4 +266,52 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// An upload of a blob the record holds already, while a collection is
+// deleting it, puts it again: the push is answered only once its blob is
+// in the record. A mount of it meanwhile is refused (the client uploads).
+func TestAnUploadOutlivesACollectionOfItsBlob(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, rec, pull := newService(t)
+	content := []byte("a layer the collection is deleting")
+	d := digest.FromBytes(content)
+	if err := rec.PutBlob(ctx, d, bytes.NewReader(content), int64(len(content))); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Doom(ctx, d, "gc-test"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- push(ctx, s, "team/app", content, d) }() // its put is skipped: the blob is there
+	testkit.Eventually(t, "the push to take its hold", func() bool {
+		held, _ := rec.HeldSince(ctx, "team", d, time.Now().Add(-time.Minute))
+		return held
+	})
+	if err := rec.DeleteBlob(ctx, d); err != nil { // the collection deletes it, then takes its mark back
+		t.Fatal(err)
+	}
+	if err := rec.Spare(ctx, d, "gc-test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rec.StatBlob(ctx, d); err != nil {
+		t.Fatalf("the push was answered, its blob is not in the record: %v", err)
+	}
+	if ok, _ := rec.HasLink(ctx, "team", "team/app", d); !ok {
+		t.Fatal("the repository does not hold its pushed blob")
+	}
+
+	// A mount of a blob that is gone is refused.
+	gone := digest.FromString("gone")
+	pull.holds["team/src@"+string(gone)] = true
+	if ok, err := s.Mount(ctx, team, "team/dst", "team/src", gone); ok || err != nil {
+		t.Fatalf("mount of a blob the record does not hold: %v, %v", ok, err)
+	}
+	if ok, _ := rec.HasLink(ctx, "team", "team/dst", gone); ok {
+		t.Fatal("a refused mount left a link")
+	}
 }

@@ -92,7 +92,16 @@ func (s *Service) FinishUpload(ctx context.Context, rt *policy.Route, repo, id s
 		if err := rec.PutBlob(ctx, d, io.NewSectionReader(f, 0, up.Size), up.Size); err != nil {
 			return fmt.Errorf("global tier: %w", err)
 		}
-		if err := rec.PutLink(ctx, rt.Name, repo, d); err != nil {
+		// The put is skipped when the blob is there already; a collection
+		// may be about to delete that copy: the link is taken as a push's
+		// hold (Reserve), and a copy that went meanwhile is put again.
+		err := rec.Reserve(ctx, rt.Name, repo, d)
+		if isNotFound(err) {
+			if err = rec.PutBlob(ctx, d, io.NewSectionReader(f, 0, up.Size), up.Size); err == nil {
+				err = rec.Reserve(ctx, rt.Name, repo, d)
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("global tier: %w", err)
 		}
 		return nil
@@ -118,13 +127,12 @@ func (s *Service) Mount(ctx context.Context, rt *policy.Route, repo, from string
 		}
 		return false, err
 	}
-	if _, err := rec.StatBlob(ctx, d); err != nil {
+	// Linked as a push's hold (Reserve): a blob that a collection is
+	// deleting is not mounted, and the client uploads it.
+	if err := rec.Reserve(ctx, rt.Name, repo, d); err != nil {
 		if isNotFound(err) {
 			return false, nil
 		}
-		return false, err
-	}
-	if err := rec.PutLink(ctx, rt.Name, repo, d); err != nil {
 		return false, fmt.Errorf("global tier: %w", err)
 	}
 	s.pull.Link(ctx, rt, repo, d)
