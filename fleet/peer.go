@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -113,9 +114,26 @@ func (s *Signer) Check(r *http.Request) (string, error) {
 	return id, nil
 }
 
-// Blobs is what the peer listener serves from: the local tier's blobs,
-// files of exactly the blob, verified before they were committed.
-type Blobs func(ctx context.Context, d digest.Digest) (*os.File, error)
+// Content is a blob as the peer listener serves it: its bytes, seekable
+// over the whole blob, and the failure, if any, of a blob still being
+// filled as it is read, which breaks the response instead of completing
+// it.
+type Content interface {
+	io.ReadSeeker
+	io.Closer
+	Err() error
+}
+
+// Blobs is what the peer listener serves from: the node's blobs, from its
+// local tier or filled on the request from the tiers below.
+type Blobs func(ctx context.Context, d digest.Digest) (Content, error)
+
+// File is the Content of a file of exactly the blob, verified before it
+// was committed.
+type File struct{ *os.File }
+
+// Err is nil: the file was verified before it was committed.
+func (File) Err() error { return nil }
 
 // blobPath is the one path the peer listener answers, then a digest.
 const blobPath = "/peer/v1/blobs/"
@@ -159,5 +177,8 @@ func Handler(s *Signer, blobs Blobs, isNotFound func(error) bool) http.Handler {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Docker-Content-Digest", string(d))
 		http.ServeContent(w, r, "", time.Time{}, f)
+		if f.Err() != nil {
+			panic(http.ErrAbortHandler) // a broken transfer, never a short success
+		}
 	})
 }

@@ -29,10 +29,14 @@ func peerServer(t *testing.T, secret []byte, clock *testkit.Clock) (url string, 
 	if err := os.WriteFile(filepath.Join(dir, d.Encoded()), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	blobs := func(_ context.Context, want digest.Digest) (*os.File, error) {
+	blobs := func(_ context.Context, want digest.Digest) (Content, error) {
 		switch want {
 		case d:
-			return os.Open(filepath.Join(dir, d.Encoded()))
+			f, err := os.Open(filepath.Join(dir, d.Encoded()))
+			if err != nil {
+				return nil, err
+			}
+			return File{f}, nil
 		case digest.FromString("broken"):
 			return nil, errors.New("disk on fire")
 		}

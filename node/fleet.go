@@ -19,7 +19,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/fleet"
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/localtier"
 )
 
@@ -89,16 +91,45 @@ func newPeerMetrics(reg prometheus.Registerer) *peerMetrics {
 // peerHandler serves the fleet's signed requests for the local tier's
 // blobs, on the peer listener.
 func (n *Node) peerHandler(sign *fleet.Signer, m *peerMetrics) http.Handler {
-	blobs := func(ctx context.Context, d digest.Digest) (*os.File, error) {
-		f, _, err := n.store.OpenBlob(ctx, d)
-		return f, err
+	blobs := func(ctx context.Context, d digest.Digest) (fleet.Content, error) {
+		b, err := n.engine.PeerBlob(ctx, peerOf(ctx), d)
+		if err != nil {
+			return nil, err
+		}
+		rs, ok := b.Content.(io.ReadSeeker)
+		if !ok {
+			b.Close()
+			return nil, fmt.Errorf("blob %s: its size is not known yet", d)
+		}
+		return peerContent{ReadSeeker: rs, b: b}, nil
 	}
-	h := fleet.Handler(sign, blobs, func(err error) bool { return errors.Is(err, localtier.ErrNotFound) })
+	h := fleet.Handler(sign, blobs, func(err error) bool { return errors.Is(err, oci.ErrNotFound) })
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		defer func() { m.answered.WithLabelValues(strconv.Itoa(sw.code)).Inc() }()
+		if id, err := sign.Check(r); err == nil {
+			r = r.WithContext(context.WithValue(r.Context(), peerKey{}, id))
+		}
 		h.ServeHTTP(sw, r)
-		m.answered.WithLabelValues(strconv.Itoa(sw.code)).Inc()
 	})
+}
+
+// peerContent is a blob of the engine as the peer listener serves it.
+type peerContent struct {
+	io.ReadSeeker
+	b *cache.Blob
+}
+
+func (c peerContent) Close() error { return c.b.Close() }
+func (c peerContent) Err() error   { return c.b.Err() }
+
+type peerKey struct{}
+
+// peerOf is the member that signed the request of ctx, for the fill
+// slots; the peer handler puts it there.
+func peerOf(ctx context.Context) string {
+	p, _ := ctx.Value(peerKey{}).(string)
+	return p
 }
 
 // statusWriter notes the status of a response.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -70,8 +71,8 @@ fleet: {peer_listen: "127.0.0.1:0", secret_file: ` + secret + `, ttl: 3s}
 	if code := peerGet(t, a, d, bytes.Repeat([]byte("x"), 40)); code != http.StatusUnauthorized {
 		t.Fatalf("signed with another secret: %d", code)
 	}
-	if code := peerGet(t, b, d, key); code != http.StatusNotFound {
-		t.Fatalf("a blob b does not hold: %d", code)
+	if code := peerGet(t, b, digest.FromString("nowhere"), key); code != http.StatusNotFound {
+		t.Fatalf("a blob no tier holds: %d", code)
 	}
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+a.Addr("peer")+"/v2/library/app/blobs/"+d.String(), nil)
 	sign(t, key).Sign(req)
@@ -225,5 +226,78 @@ fleet: {peer_listen: "127.0.0.1:0", secret_file: ` + secret + `, ttl: 3s}
 	}
 	if got := testkit.Metric(t, a.Metrics(), "edge_peer_answers_total", map[string]string{"code": "200"}); got < 2 {
 		t.Fatalf("edge_peer_answers_total{code=200} on a = %v, want the test's and b's", got)
+	}
+}
+
+// The owner of a blob that a node asks for, and does not hold, fills it
+// from the global tier and keeps it: the region stores it once more, at
+// its owner, and the origin is not asked.
+func TestTheOwnerFillsFromTheGlobalTier(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key := bytes.Repeat([]byte("k"), 40)
+	secret := filepath.Join(dir, "fleet.secret")
+	if err := os.WriteFile(secret, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	registry := origintest.NewRegistry(t)
+	proxy := origintest.NewProxy(t, registry.URL)
+	conf := func(name string) string {
+		return `
+region: eu-west
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: ` + filepath.Join(dir, name) + `
+routes:
+  - {name: docker.io, origin: "` + proxy.URL + `", default: true}
+global: {backend: dir, dir: {path: ` + filepath.Join(dir, "global") + `}}
+fleet: {peer_listen: "127.0.0.1:0", secret_file: ` + secret + `, ttl: 3s}
+`
+	}
+	a, b, c := runFleetNode(t, conf("a")), runFleetNode(t, conf("b")), runFleetNode(t, conf("c"))
+	for _, n := range []*node.Node{a, b, c} {
+		testkit.Eventually(t, "the three nodes to see each other", func() bool { return len(n.Fleet().Live("eu-west")) == 3 })
+	}
+	var data []byte
+	var d digest.Digest
+	for { // a blob that a owns
+		data, d = origintest.RandomBlob(t, 64<<10)
+		if mustOwner(t, b, d).ID == a.Fleet().Self().ID {
+			break
+		}
+	}
+	origintest.PushBlob(t, registry.URL, "library/app", data)
+	get := func(n *node.Node) []byte {
+		t.Helper()
+		res, err := http.Get("http://" + n.Addr("api") + "/v2/library/app/blobs/" + d.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("GET: %d %v", res.StatusCode, err)
+		}
+		return body
+	}
+	get(b) // the owner does not have it, nor the global tier: b fills it from the origin
+	if err := b.WaitWriteBehind(t.Context(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Reset()
+	if !bytes.Equal(get(c), data) { // c asks a, which fills it from the global tier
+		t.Fatal("c served other bytes")
+	}
+	for _, r := range proxy.Requests() {
+		if r.Kind == origintest.KindBlob && r.Method == http.MethodGet {
+			t.Fatalf("the origin was asked for a blob the global tier holds: %+v", r)
+		}
+	}
+	testkit.Eventually(t, "the fills to be counted", func() bool {
+		return testkit.Metric(t, c.Metrics(), "edge_fill_bytes_total", map[string]string{"tier": "peer"}) == float64(len(data)) &&
+			testkit.Metric(t, a.Metrics(), "edge_fill_bytes_total", map[string]string{"tier": "global"}) == float64(len(data))
+	})
+	if code := peerGet(t, a, d, key); code != http.StatusOK {
+		t.Fatalf("the owner does not keep what it filled: %d", code)
 	}
 }
