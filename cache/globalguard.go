@@ -108,6 +108,9 @@ func (e *Engine) probeGlobal() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.probing = false
+	if e.base.Err() != nil {
+		return // closed: no verdict, and no next probe
+	}
 	if err == nil {
 		g.down = false
 		e.log.Info("global tier answers again")
@@ -164,11 +167,22 @@ func guard(e *Engine, g Global) Global {
 	return w
 }
 
+// skipped is the error of a call the guard did not make: the tier failed
+// lately and cools down. It is ErrGlobalUnavailable (errors.Is), and says
+// that the tier was not tried (the write-behind's NotTried).
+type skipped struct{ op string }
+
+func (e skipped) Error() string {
+	return e.op + ": " + ErrGlobalUnavailable.Error() + " (failed lately; a probe is under way or due)"
+}
+func (skipped) Unwrap() error  { return ErrGlobalUnavailable }
+func (skipped) NotTried() bool { return true }
+
 // call runs one call to the tier under the guard.
 func (w *guarded) call(ctx context.Context, op string, fn func(context.Context) error) error {
 	if !w.e.globalUp() {
 		w.e.m.globalErrors.WithLabelValues(op).Inc()
-		return fmt.Errorf("%s: %w (failed lately; a probe is under way or due)", op, ErrGlobalUnavailable)
+		return skipped{op: op}
 	}
 	err := fn(ctx)
 	if err == nil || !tierFailure(ctx, err) {

@@ -28,6 +28,7 @@ type faultyBackend struct {
 	down       atomic.Bool
 	hold       chan struct{} // if set, calls wait for it to close
 	refuseTags bool
+	putsFail   atomic.Bool // puts fail as a store that refuses writes does; reads answer
 	calls      atomic.Int64
 	tagPuts    atomic.Int64
 }
@@ -54,6 +55,9 @@ func (f *faultyBackend) Put(ctx context.Context, key string, r io.Reader, size i
 		if f.refuseTags {
 			return storjtier.ErrInvalidKey
 		}
+	}
+	if f.putsFail.Load() {
+		return errStoreDown
 	}
 	return f.Backend.Put(ctx, key, r, size, meta)
 }
@@ -288,4 +292,33 @@ func TestTheTierIsFoundBackWithoutAClient(t *testing.T) {
 	// The item's backoff has not passed on the clock: it goes because the
 	// tier is back.
 	waitFor(t, "the queue to drain", func() bool { return w.QueueLen() == 0 })
+}
+
+// A tier that answers reads but fails writes is not hit with the queue at
+// every recovery: the probe finds it back (it reads), and the items the
+// tier itself refused keep their backoff; only those that the guard
+// skipped are tried at once.
+func TestATierThatFailsWritesKeepsTheBackoff(t *testing.T) {
+	t.Parallel()
+	g := newGuardTest(t)
+	g.b.putsFail.Store(true)
+	ctx := t.Context()
+	rec := oci.TagRecord{Digest: digest.FromString("m"), MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 1, FetchedAt: g.clock.Now()}
+	if err := g.local.PutTag(ctx, "docker.io", "library/app", "v1", rec); err != nil {
+		t.Fatal(err)
+	}
+	g.e.enqueue(ctx, replication.TagItem("docker.io", "library/app", "v1"))
+	g.runWriteBehind(t)
+	waitFor(t, "the first put to fail", func() bool { return g.b.tagPuts.Load() == 1 && g.e.gate.isDown() })
+	// Two minutes of the clock, in steps that let the probes and the
+	// writer run: the cool-downs end by probes that find the tier
+	// answering, and the item's own backoff (2s, 4s, 8s, ...) is what paces
+	// it: about six tries. A slow machine runs fewer steps, never more.
+	for range 240 {
+		time.Sleep(5 * time.Millisecond)
+		g.clock.Advance(500 * time.Millisecond)
+	}
+	if n := g.b.tagPuts.Load(); n > 10 {
+		t.Fatalf("%d puts reached a tier that fails writes in 2 minutes: recoveries forgave what the tier refused", n)
+	}
 }

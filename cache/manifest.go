@@ -265,7 +265,9 @@ func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag strin
 	}
 	if desc.Digest != rec.Digest {
 		e.m.revalidated.WithLabelValues(rt.Name, "changed").Inc()
-		return e.fetchManifest(context.WithoutCancel(ctx), rt, repo, tag)
+		// The node's own fetch, not its client's miss: a client over its
+		// miss limit must not leave a moved tag stale for everyone.
+		return e.fetchManifest(WithClient(context.WithoutCancel(ctx), ""), rt, repo, tag)
 	}
 	e.m.revalidated.WithLabelValues(rt.Name, "unchanged").Inc()
 	rec.FetchedAt = e.now()

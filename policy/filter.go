@@ -29,7 +29,9 @@ func compilePatterns(rt *Route, list string, patterns []string) error {
 		if strings.ToLower(repo) != repo {
 			return fmt.Errorf("%s pattern %q: repository names are lower case; it would never match", list, p)
 		}
-		if !rt.Hosted && strings.HasPrefix(repo, rt.Name+"/") {
+		// A route named after its registry's host (docker.io, ghcr.io)
+		// never has that name at the start of a repository there.
+		if !rt.Hosted && strings.ContainsAny(rt.Name, ".:") && strings.HasPrefix(repo, rt.Name+"/") {
 			return fmt.Errorf("%s pattern %q: patterns name repositories as the origin does, without the route's name %q; it would never match", list, p, rt.Name)
 		}
 		for _, g := range []string{repo, tag} {

@@ -35,12 +35,17 @@ func TestPermits(t *testing.T) {
 	}
 	// Malformed, and patterns that could never match: upper case, or the
 	// route's own name before the repository.
-	for _, bad := range [][]string{{"["}, {":v1"}, {"library/*:["}, {"x:"}, {"a:b:c"}, {"Library/App"}, {"r/library/*"}} {
-		if _, err := NewRouter([]Route{{Name: "r", Origin: "https://o", Deny: bad}}); err == nil {
+	for _, bad := range [][]string{{"["}, {":v1"}, {"library/*:["}, {"x:"}, {"a:b:c"}, {"Library/App"}, {"r.io/library/*"}} {
+		if _, err := NewRouter([]Route{{Name: "r.io", Origin: "https://o", Deny: bad}}); err == nil {
 			t.Errorf("deny %q was taken", bad)
 		}
 	}
-	if _, err := NewRouter([]Route{{Name: "r", Origin: "https://o", Deny: []string{"*/*:Latest", "rr/x"}}}); err != nil {
+	if _, err := NewRouter([]Route{{Name: "r.io", Origin: "https://o", Deny: []string{"*/*:Latest", "r.iox/x"}}}); err != nil {
 		t.Errorf("an upper-case tag glob or a name merely starting like the route's: %v", err)
+	}
+	// A route named by a word, not a host: its name may well be a
+	// namespace at the origin (bitnami on Docker Hub).
+	if _, err := NewRouter([]Route{{Name: "bitnami", Origin: "https://o", Allow: []string{"bitnami/*"}}}); err != nil {
+		t.Errorf("allow bitnami/* on route bitnami: %v", err)
 	}
 }

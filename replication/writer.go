@@ -143,7 +143,12 @@ type retries struct {
 type retry struct {
 	at       time.Time
 	attempts int
+	notTried bool // the last try did not reach the tier: its guard skipped it
 }
+
+// notTried is the error of a try that the global tier's guard did not
+// make, because the tier failed lately (cache's fail-fast).
+type notTried interface{ NotTried() bool }
 
 // Run uploads queued content to the global tier with up to workers uploads
 // at once, until ctx ends. Failed items are retried with exponential
@@ -170,16 +175,24 @@ func (w *Writer) Run(ctx context.Context, workers int) {
 			continue // more may be queued behind the first page
 		}
 		if w.pause(ctx, next) {
-			r.forgive()
+			r.forgive(w.now())
 		}
 	}
 }
 
-// forgive makes every item that failed due now: the tier is back.
-func (r *retries) forgive() {
+// forgive makes due now the items whose last try the guard skipped while
+// the tier cooled down: the tier is back. Items the tier itself refused
+// keep their backoff, so that a tier that answers reads but fails writes
+// is not hit with the whole queue at every recovery.
+func (r *retries) forgive(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	clear(r.at)
+	for item, rt := range r.at {
+		if rt.notTried {
+			rt.at = now
+			r.at[item] = rt
+		}
+	}
 }
 
 // ready returns the items that may be tried at now, and when the next look
@@ -235,6 +248,8 @@ func (w *Writer) settle(ctx context.Context, r *retries, kind, item string, err 
 	rt := r.at[item]
 	rt.attempts++
 	rt.at = w.now().Add(min(retryBase<<min(rt.attempts, 9), retryMax))
+	var nt notTried
+	rt.notTried = errors.As(err, &nt) && nt.NotTried()
 	r.at[item] = rt
 	w.m.replicated.WithLabelValues(kind, "retry").Inc()
 	w.log.Warn("write-behind to the global tier failed; will retry", "item", item, "attempt", rt.attempts, "err", err)

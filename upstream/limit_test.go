@@ -152,4 +152,19 @@ func TestLowQuotaQueuesManifestGets(t *testing.T) {
 	if got := s.all(); len(got) != 2 {
 		t.Fatalf("a HEAD waited: %v", got)
 	}
+	// The quota comes back: the queue of the next low spell starts afresh.
+	proxy.SetHeaders(http.Header{"Ratelimit-Limit": {"100;w=21600"}, "Ratelimit-Remaining": {"90;w=21600"}})
+	if _, _, err := c.GetManifest(t.Context(), "library/app", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	proxy.SetHeaders(http.Header{"Ratelimit-Limit": {"100;w=21600"}, "Ratelimit-Remaining": {"4;w=21600"}})
+	if _, err := c.HeadManifest(t.Context(), "library/app", "v1"); err != nil { // low again
+		t.Fatal(err)
+	}
+	if _, _, err := c.GetManifest(t.Context(), "library/app", "v1"); err != nil {
+		t.Fatalf("the first GET of a new low spell: %v", err)
+	}
+	if got := s.all(); len(got) != 2 {
+		t.Fatalf("the first GET of a new low spell waited: %v", got)
+	}
 }

@@ -52,6 +52,9 @@ func (c *Client) observeQuota(op string, status int, h http.Header) {
 	q := &c.quota
 	q.mu.Lock()
 	q.limit, q.remaining, q.window, q.seen = limit, remaining, window, c.clock.Now()
+	if !q.lowLocked(c.clock.Now()) {
+		q.next = time.Time{} // the queue of a low quota starts afresh next time
+	}
 	q.mu.Unlock()
 	if c.m != nil {
 		c.m.quotaRemaining.WithLabelValues(c.cfg.Name).Set(float64(remaining))
@@ -100,6 +103,11 @@ func (c *Client) QuotaLow() bool {
 	q := &c.quota
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.lowLocked(c.clock.Now())
+}
+
+// lowLocked is QuotaLow at now; q.mu is held.
+func (q *quota) lowLocked(now time.Time) bool {
 	if q.seen.IsZero() {
 		return false
 	}
@@ -107,7 +115,7 @@ func (c *Client) QuotaLow() bool {
 	if window <= 0 {
 		window = time.Hour
 	}
-	if c.clock.Now().Sub(q.seen) > window {
+	if now.Sub(q.seen) > window {
 		return false
 	}
 	reserve := 5
