@@ -152,10 +152,14 @@ func TestLowQuotaQueuesManifestGets(t *testing.T) {
 	if got := s.all(); len(got) != 2 {
 		t.Fatalf("a HEAD waited: %v", got)
 	}
-	// The quota comes back: the queue of the next low spell starts afresh.
+	// The quota comes back (said by the answer to a GET that still took
+	// its turn): the queue of the next low spell starts afresh.
 	proxy.SetHeaders(http.Header{"Ratelimit-Limit": {"100;w=21600"}, "Ratelimit-Remaining": {"90;w=21600"}})
 	if _, _, err := c.GetManifest(t.Context(), "library/app", "v1"); err != nil {
 		t.Fatal(err)
+	}
+	if got := s.all(); len(got) != 3 || got[2] != 648*time.Second {
+		t.Fatalf("waits %v; want the GET that saw the quota back to wait its turn, 648s", got)
 	}
 	proxy.SetHeaders(http.Header{"Ratelimit-Limit": {"100;w=21600"}, "Ratelimit-Remaining": {"4;w=21600"}})
 	if _, err := c.HeadManifest(t.Context(), "library/app", "v1"); err != nil { // low again
@@ -164,7 +168,7 @@ func TestLowQuotaQueuesManifestGets(t *testing.T) {
 	if _, _, err := c.GetManifest(t.Context(), "library/app", "v1"); err != nil {
 		t.Fatalf("the first GET of a new low spell: %v", err)
 	}
-	if got := s.all(); len(got) != 2 {
+	if got := s.all(); len(got) != 3 {
 		t.Fatalf("the first GET of a new low spell waited: %v", got)
 	}
 }
