@@ -84,8 +84,8 @@ func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d dige
 	}
 	e.m.misses.WithLabelValues("local", "blob").Inc()
 
-	if e.global != nil {
-		// The blob may come from the global tier, which cannot speak for
+	if e.global != nil || e.peers != nil {
+		// The blob may come from the global tier or a peer, which cannot speak for
 		// the repository: the link must be known before.
 		if err := e.ConfirmLink(ctx, rt, repo, d, false); err != nil {
 			return nil, err
@@ -98,7 +98,7 @@ func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d dige
 	if err != nil {
 		return nil, err
 	}
-	if !started && e.global == nil && (f.route != rt.Name || f.repo != repo) {
+	if !started && e.global == nil && e.peers == nil && (f.route != rt.Name || f.repo != repo) {
 		// The fill's origin request speaks for its own repository only.
 		if err := e.ConfirmLink(ctx, rt, repo, d, false); err != nil {
 			e.leave(f)

@@ -208,6 +208,9 @@ func (e *Engine) startFill(ctx context.Context, client string, rt *policy.Route,
 		}
 	}()
 	o := e.origins[rt.Name] // none for hosted routes: the global tier is all
+	if rt == peerRoute {
+		o = nil // a peer's fill never reaches an origin, whatever route shares its name
+	}
 	e.fillMu.Lock()
 	defer e.fillMu.Unlock()
 	if e.closed {

@@ -200,7 +200,10 @@ func (p *peerClient) join(m *fleet.Membership) {
 		MaxIdleConnsPerHost:   16,
 		IdleConnTimeout:       time.Minute,
 	}
-	p.m, p.self, p.region, p.http = m, self.ID, self.Region, &http.Client{Transport: tr}
+	p.m, p.self, p.region = m, self.ID, self.Region
+	p.http = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse // a peer answers itself, or not at all
+	}}
 }
 
 // close drops the client's idle connections.
@@ -241,7 +244,8 @@ func (p *peerClient) OpenBlob(ctx context.Context, d digest.Digest, offset int64
 		return res.Body, res.ContentLength, nil
 	case offset > 0 && res.StatusCode == http.StatusPartialContent:
 		var start, end, size int64
-		if _, err := fmt.Sscanf(res.Header.Get("Content-Range"), "bytes %d-%d/%d", &start, &end, &size); err == nil && start == offset {
+		if _, err := fmt.Sscanf(res.Header.Get("Content-Range"), "bytes %d-%d/%d", &start, &end, &size); err == nil && start == offset &&
+			end == size-1 && size > offset && res.ContentLength == size-offset {
 			p.metrics.asked.WithLabelValues("hit").Inc()
 			return res.Body, size, nil
 		}
