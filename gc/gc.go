@@ -1,6 +1,7 @@
 package gc
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -412,7 +413,7 @@ func (c *collection) sweep(ctx context.Context) error {
 			cands = append(cands, candidate{Stored: s, kind: kind, reason: reason})
 		}
 	}
-	slices.SortFunc(cands, func(a, b candidate) int { return compare(a.Digest, b.Digest) })
+	slices.SortFunc(cands, func(a, b candidate) int { return cmp.Compare(a.Digest, b.Digest) })
 	var mu sync.Mutex
 	add := func(it Item) {
 		mu.Lock()
@@ -437,16 +438,6 @@ func (c *collection) sweep(ctx context.Context) error {
 		return err
 	}
 	return c.sweepRecords(ctx, add)
-}
-
-func compare(a, b digest.Digest) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // remove deletes a candidate, its links first, unless a push takes hold

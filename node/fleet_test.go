@@ -3,6 +3,7 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -25,30 +26,9 @@ import (
 // with the fleet secret, and nothing to others.
 func TestNodesOfARegionFindEachOther(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "fleet.secret")
-	key := bytes.Repeat([]byte("k"), 40)
-	if err := os.WriteFile(secret, key, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	origin := origintest.NewRegistry(t)
-	data, d := origintest.PushRandomBlob(t, origin.URL, "library/app", 4096)
-	conf := func(name string) string {
-		return `
-region: eu-west
-listen: "127.0.0.1:0"
-admin_listen: ""
-data_dir: ` + filepath.Join(dir, name) + `
-routes:
-  - {name: docker.io, origin: "` + origin.URL + `", default: true}
-global: {backend: dir, dir: {path: ` + filepath.Join(dir, "global") + `}}
-fleet: {peer_listen: "127.0.0.1:0", secret_file: ` + secret + `, ttl: 3s}
-`
-	}
-	a, b := runFleetNode(t, conf("a")), runFleetNode(t, conf("b"))
-	for _, n := range []*node.Node{a, b} {
-		testkit.Eventually(t, "the two nodes to see each other", func() bool { return len(n.Fleet().Live("eu-west")) == 2 })
-	}
+	r := newRegion(t, 2)
+	a, b, key := r.nodes[0], r.nodes[1], r.key
+	data, d := origintest.PushRandomBlob(t, r.registry.URL, "library/app", 4096)
 	if owner, ok := a.Fleet().Owner("eu-west", d); !ok || owner.ID != mustOwner(t, b, d).ID {
 		t.Fatalf("the nodes name different owners of %s: %+v", d, owner)
 	}
@@ -78,6 +58,56 @@ fleet: {peer_listen: "127.0.0.1:0", secret_file: ` + secret + `, ttl: 3s}
 	sign(t, key).Sign(req)
 	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != http.StatusNotFound {
 		t.Fatalf("a repository path on the peer listener: %v %v", res, err)
+	}
+}
+
+// region is n nodes of region eu-west in front of one origin (through a
+// counting proxy), sharing a directory global tier and a fleet secret,
+// each seeing all the others.
+type region struct {
+	nodes    []*node.Node
+	registry *origintest.Registry
+	proxy    *origintest.Proxy
+	key      []byte // the fleet secret
+}
+
+func newRegion(t *testing.T, n int) *region {
+	t.Helper()
+	dir := t.TempDir()
+	r := &region{registry: origintest.NewRegistry(t), key: bytes.Repeat([]byte("k"), 40)}
+	r.proxy = origintest.NewProxy(t, r.registry.URL)
+	secret := filepath.Join(dir, "fleet.secret")
+	if err := os.WriteFile(secret, r.key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		r.nodes = append(r.nodes, runFleetNode(t, `
+region: eu-west
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: `+filepath.Join(dir, fmt.Sprintf("node%d", i))+`
+routes:
+  - {name: docker.io, origin: "`+r.proxy.URL+`", default: true}
+global: {backend: dir, dir: {path: `+filepath.Join(dir, "global")+`}}
+fleet: {peer_listen: "127.0.0.1:0", secret_file: `+secret+`, ttl: 3s}
+`))
+	}
+	for _, nd := range r.nodes {
+		testkit.Eventually(t, "the nodes to see each other", func() bool { return len(nd.Fleet().Live("eu-west")) == n })
+	}
+	return r
+}
+
+// blobOwnedBy pushes to the origin a random blob that owner owns in the
+// region, and returns it.
+func (r *region) blobOwnedBy(t *testing.T, owner *node.Node) ([]byte, digest.Digest) {
+	t.Helper()
+	for {
+		data, d := origintest.RandomBlob(t, 64<<10)
+		if mustOwner(t, r.nodes[len(r.nodes)-1], d).ID == owner.Fleet().Self().ID {
+			origintest.PushBlob(t, r.registry.URL, "library/app", data)
+			return data, d
+		}
 	}
 }
 
@@ -160,39 +190,9 @@ func peerBody(t *testing.T, n *node.Node, d digest.Digest, key []byte) []byte {
 // asked again.
 func TestAMissIsAskedOfTheOwner(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "fleet.secret")
-	if err := os.WriteFile(secret, bytes.Repeat([]byte("k"), 40), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	registry := origintest.NewRegistry(t)
-	proxy := origintest.NewProxy(t, registry.URL)
-	conf := func(name string) string {
-		return `
-region: eu-west
-listen: "127.0.0.1:0"
-admin_listen: ""
-data_dir: ` + filepath.Join(dir, name) + `
-routes:
-  - {name: docker.io, origin: "` + proxy.URL + `", default: true}
-global: {backend: dir, dir: {path: ` + filepath.Join(dir, "global") + `}}
-fleet: {peer_listen: "127.0.0.1:0", secret_file: ` + secret + `, ttl: 3s}
-`
-	}
-	a, b := runFleetNode(t, conf("a")), runFleetNode(t, conf("b"))
-	for _, n := range []*node.Node{a, b} {
-		testkit.Eventually(t, "the two nodes to see each other", func() bool { return len(n.Fleet().Live("eu-west")) == 2 })
-	}
-	// A blob that a owns.
-	var data []byte
-	var d digest.Digest
-	for {
-		data, d = origintest.RandomBlob(t, 64<<10)
-		if mustOwner(t, b, d).ID == a.Fleet().Self().ID {
-			break
-		}
-	}
-	origintest.PushBlob(t, registry.URL, "library/app", data)
+	r := newRegion(t, 2)
+	a, b, proxy := r.nodes[0], r.nodes[1], r.proxy
+	data, d := r.blobOwnedBy(t, a)
 	get := func(n *node.Node) []byte {
 		t.Helper()
 		res, err := http.Get("http://" + n.Addr("api") + "/v2/library/app/blobs/" + d.String())
@@ -234,39 +234,9 @@ fleet: {peer_listen: "127.0.0.1:0", secret_file: ` + secret + `, ttl: 3s}
 // its owner, and the origin is not asked.
 func TestTheOwnerFillsFromTheGlobalTier(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	key := bytes.Repeat([]byte("k"), 40)
-	secret := filepath.Join(dir, "fleet.secret")
-	if err := os.WriteFile(secret, key, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	registry := origintest.NewRegistry(t)
-	proxy := origintest.NewProxy(t, registry.URL)
-	conf := func(name string) string {
-		return `
-region: eu-west
-listen: "127.0.0.1:0"
-admin_listen: ""
-data_dir: ` + filepath.Join(dir, name) + `
-routes:
-  - {name: docker.io, origin: "` + proxy.URL + `", default: true}
-global: {backend: dir, dir: {path: ` + filepath.Join(dir, "global") + `}}
-fleet: {peer_listen: "127.0.0.1:0", secret_file: ` + secret + `, ttl: 3s}
-`
-	}
-	a, b, c := runFleetNode(t, conf("a")), runFleetNode(t, conf("b")), runFleetNode(t, conf("c"))
-	for _, n := range []*node.Node{a, b, c} {
-		testkit.Eventually(t, "the three nodes to see each other", func() bool { return len(n.Fleet().Live("eu-west")) == 3 })
-	}
-	var data []byte
-	var d digest.Digest
-	for { // a blob that a owns
-		data, d = origintest.RandomBlob(t, 64<<10)
-		if mustOwner(t, b, d).ID == a.Fleet().Self().ID {
-			break
-		}
-	}
-	origintest.PushBlob(t, registry.URL, "library/app", data)
+	r := newRegion(t, 3)
+	a, b, c, key, proxy := r.nodes[0], r.nodes[1], r.nodes[2], r.key, r.proxy
+	data, d := r.blobOwnedBy(t, a)
 	get := func(n *node.Node) []byte {
 		t.Helper()
 		res, err := http.Get("http://" + n.Addr("api") + "/v2/library/app/blobs/" + d.String())
@@ -281,6 +251,9 @@ fleet: {peer_listen: "127.0.0.1:0", secret_file: ` + secret + `, ttl: 3s}
 		return body
 	}
 	get(b) // the owner does not have it, nor the global tier: b fills it from the origin
+	// The fill is committed, with its write-behind item, just after the
+	// last byte is sent.
+	testkit.Eventually(t, "the blob to be stored on b", func() bool { return peerGet(t, b, d, key) == http.StatusOK })
 	if err := b.WaitWriteBehind(t.Context(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
