@@ -180,38 +180,6 @@ type Breaker struct {
 	Disabled bool     `yaml:"disabled,omitempty"`
 }
 
-// Fleet is how the node finds the other nodes of the fleet and serves
-// them (package fleet). Without a peer listener the node is on its own.
-type Fleet struct {
-	// PeerListen is the peer listener's address ("": no fleet).
-	PeerListen string `yaml:"peer_listen,omitempty"`
-	// Advertise is the host:port the other nodes reach the peer listener
-	// at (default: the address it listens on).
-	Advertise string `yaml:"advertise,omitempty"`
-	// SecretFile holds the fleet secret, at least 32 bytes, shared by
-	// every node; $EDGE_FLEET_SECRET, when set, is the secret instead.
-	SecretFile string `yaml:"secret_file,omitempty"`
-	// TTL is how long a node counts as live after its last announcement
-	// (default 30s; it announces every third of it).
-	TTL Duration `yaml:"ttl,omitempty"`
-}
-
-// GC is the garbage collection of the global tier (package gc).
-type GC struct {
-	// Schedule runs a collection this often in serve (default 0: never;
-	// run edge gc, or give the schedule to one node of the fleet).
-	Schedule Duration `yaml:"schedule,omitempty"`
-	// Retention keeps pull-through content this long after its last read
-	// or write (default 720h).
-	Retention Duration `yaml:"retention,omitempty"`
-	// Grace keeps new hosted content this long before anything must
-	// reference it (default 24h).
-	Grace Duration `yaml:"grace,omitempty"`
-	// ReadsInterval is how often a node writes its last-read records to
-	// the global tier (default 1h).
-	ReadsInterval Duration `yaml:"reads_interval,omitempty"`
-}
-
 // Global is the global tier shared by all regions: its backend and the
 // backend's settings, as storjtier reads them.
 type Global = storjtier.Config
@@ -400,29 +368,9 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxUploadSize < 0 || c.Server.MinBodyRate < 0 {
 		errs = append(errs, errors.New("limits.max_upload_size and server.min_body_rate: want a size (unlimited is for local.max_size only)"))
 	}
-	if c.Fleet.PeerListen != "" {
-		host, _, err := net.SplitHostPort(c.Fleet.PeerListen)
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("fleet.peer_listen: %w", err))
-		case c.Global.Backend == "none":
-			errs = append(errs, errors.New("fleet: the nodes find each other through the global tier: global.backend must not be none"))
-		case c.Fleet.Advertise == "" && (host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()):
-			errs = append(errs, errors.New("fleet.advertise: peer_listen listens on every address; say which one the other nodes reach"))
-		}
-		if c.Fleet.TTL != 0 && c.Fleet.TTL < Duration(time.Second) {
-			errs = append(errs, errors.New("fleet.ttl: at least 1s"))
-		}
-	}
-	if c.GC.Schedule < 0 || c.GC.Retention < 0 || c.GC.Grace < 0 || c.GC.ReadsInterval < 0 {
-		errs = append(errs, errors.New("gc: durations must not be negative"))
-	}
-	if c.GC.Retention > 0 && c.GC.Retention < c.GC.Grace {
-		errs = append(errs, errors.New("gc: retention must not be shorter than grace"))
-	}
-	for _, r := range c.Routes {
-		if c.GC.Retention > 0 && r.TagTTL >= c.GC.Retention {
-			errs = append(errs, fmt.Errorf("routes (%s): tag_ttl %v is not shorter than gc.retention: a tag read all along would look unread to the collection", r.Name, time.Duration(r.TagTTL)))
+	for _, err := range []error{c.Fleet.validate(c.Global.Backend), c.GC.validate(c.Routes)} {
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.AdminListen != "" {
