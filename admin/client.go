@@ -13,6 +13,10 @@ import (
 	"strings"
 )
 
+// maxAnswer bounds an answer of the admin API that the client reads whole:
+// listings of a large node stay far below it.
+const maxAnswer = 256 << 20
+
 // Client calls a node's admin API.
 type Client struct {
 	// Base is the admin listener's URL, such as http://127.0.0.1:9102.
@@ -78,6 +82,9 @@ func (c *Client) Prefetch(ctx context.Context, req PrefetchRequest, on func(Even
 		}
 		var ev Event
 		if err := errors.Join(json.Unmarshal(sc.Bytes(), &last), json.Unmarshal(sc.Bytes(), &ev)); err != nil {
+			if cerr := ctx.Err(); cerr != nil { // a line cut short by the caller leaving
+				return Summary{}, fmt.Errorf("admin API: %w", cerr)
+			}
 			return Summary{}, fmt.Errorf("admin API: %w", err)
 		}
 		if last.Summary != nil {
@@ -103,7 +110,7 @@ func (c *Client) call(ctx context.Context, method, path string, body, out any) e
 	if out == nil {
 		return nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(out); err != nil {
 		return fmt.Errorf("admin API: %w", err)
 	}
 	return nil

@@ -253,6 +253,9 @@ func (s *Service) Unpin(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	if t.tag == "" && t.digest == "" {
+		return fmt.Errorf("%w: %s: unpin a tag or a digest, not a whole repository", ErrInvalid, t)
+	}
 	ok, err := s.local.Unpin(ctx, t.rt.Name, t.repo, t.ref())
 	if err == nil && !ok {
 		err = fmt.Errorf("%w: %s is not pinned", ErrNotFound, t)

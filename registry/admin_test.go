@@ -170,6 +170,9 @@ func TestPinAndPurge(t *testing.T) {
 	if err := ops.Unpin(ctx, "library/app:v1"); !errors.Is(err, admin.ErrNotFound) {
 		t.Fatalf("second unpin: %v, want ErrNotFound", err)
 	}
+	if err := ops.Unpin(ctx, "library/app"); !errors.Is(err, admin.ErrInvalid) {
+		t.Fatalf("unpin of a whole repository: %v, want ErrInvalid", err)
+	}
 	p, err := ops.Purge(ctx, "library/app", false)
 	if err != nil || p.Tags != 1 || p.Manifests != 1 || p.Blobs != 3 {
 		t.Fatalf("purge of the repository: %+v %v", p, err)
