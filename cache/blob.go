@@ -200,11 +200,17 @@ func (e *Engine) drop(f *fill, suspend bool) {
 	}
 }
 
-// fillFromLower fills f from its owner in the region (WithPeers), the
-// global tier, or else the origin, and says which one it used. A fill with a partial from before (see
-// engine.Close) asks for the rest only, from the byte the partial reached.
-// A hosted route has no origin: the global tier's failure or miss is the
-// fill's.
+// maxTakeovers bounds how often one fill moves to another source after a
+// peer broke off: each move starts from the byte reached.
+const maxTakeovers = 3
+
+// fillFromLower fills f from the tiers below, and says which one sent its
+// last bytes. A fill with a partial from before (see engine.Close) asks
+// for the rest only, from the byte the partial reached. When a peer breaks
+// off or stalls, the fill takes over from the byte reached: from the next
+// source in order, with the peer passed over, so that every node that
+// followed it names the same successor. A hosted route has no origin: the
+// global tier's failure or miss is the fill's.
 func (e *Engine) fillFromLower(ctx context.Context, f *fill, rt *policy.Route, repo string, o Origin) (string, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -212,32 +218,129 @@ func (e *Engine) fillFromLower(ctx context.Context, f *fill, rt *policy.Route, r
 	defer bound.Stop()
 	watchdog := e.afterFunc(e.fillIdle, func() { cancel(ErrFillStalled) })
 	defer watchdog.Stop()
+	hs := newHasher(f.d.Algorithm())
+	defer hs.stop()
 	var from int64
 	if f.w != nil {
 		from = f.w.Size()
 	}
-	if e.peers != nil {
-		if rc, size, err := e.peers.OpenBlob(ctx, f.d, from); err == nil {
-			return "peer", e.run(ctx, f, rc, from, size, "peer", watchdog)
-		} else if !isNotFound(err) {
-			e.log.Debug("the owner of a blob cannot send it; trying the other tiers", "digest", f.d, "err", err)
+	if from > 0 {
+		if err := rehash(f, hs, from); err != nil {
+			return "local", err
 		}
+		watchdog.Reset(e.fillIdle)
+	}
+	src, err := e.openLower(ctx, f, rt, repo, o, from)
+	if err != nil {
+		return src.tier, err
+	}
+	f.started(src.size, from)
+	var peers []string // every peer that sent bytes: blamed if the digest is wrong
+	n := from
+	for takeovers := 0; ; takeovers++ {
+		if src.peer != "" {
+			peers = append(peers, src.peer)
+		}
+		var err error
+		n, err = e.copyIn(ctx, f, hs, src, n, watchdog)
+		if err == nil {
+			break
+		}
+		if src.peer == "" || ctx.Err() != nil || takeovers == maxTakeovers {
+			if src.peer != "" && isVerifyError(err) {
+				e.peers.Failed(src.peer, f.d, err)
+			}
+			return src.tier, err
+		}
+		f.setVia("")
+		e.peers.Failed(src.peer, f.d, err)
+		e.m.takeovers.Inc()
+		e.log.Info("a peer broke off a blob; taking over from the byte reached", "digest", f.d, "peer", src.peer, "at", n, "err", err)
+		next, oerr := e.openLower(ctx, f, rt, repo, o, n)
+		if oerr != nil {
+			return next.tier, fmt.Errorf("taking over %s at byte %d after %w: %w", f.d, n, err, oerr)
+		}
+		if next.size != src.size {
+			closeQuietly(next.body)
+			return next.tier, &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s says %d bytes, %s said %d", next.tier, next.size, src.tier, src.size)}
+		}
+		src = next
+	}
+	if err := e.settleFill(f, hs, n, src); err != nil {
+		for _, p := range peers {
+			e.peers.Failed(p, f.d, err)
+		}
+		return src.tier, err
+	}
+	return src.tier, nil
+}
+
+// source is one lower tier's stream of a blob, from some byte on.
+type source struct {
+	body io.ReadCloser
+	size int64  // of the whole blob; -1: unknown
+	tier string // "peer" (the region's owner), "global", "fleet" (the fleet's filler), "origin"
+	peer string // the member that sends it, for "peer" and "fleet"
+}
+
+// openLower opens blob d from byte from on, in order: at its owner in the
+// region, in the global tier, at its filler for the fleet (which fetches it
+// from the origin once for all), and at the origin. The peers asked are
+// those Pick names, so a peer that failed is passed over. On an error,
+// the source names the tier of the last one tried.
+func (e *Engine) openLower(ctx context.Context, f *fill, rt *policy.Route, repo string, o Origin, from int64) (source, error) {
+	if src, ok := e.openPeer(ctx, f, false, "", "", from); ok {
+		return src, nil
 	}
 	rc, size, gerr := e.openGlobalBlob(ctx, rt, f.d, from)
 	if gerr == nil {
-		return "global", e.run(ctx, f, rc, from, size, "global", watchdog)
+		return source{body: rc, size: size, tier: "global"}, nil
 	}
 	if o == nil {
-		return "global", gerr
+		return source{tier: "global"}, gerr
+	}
+	if !f.forPeer { // a filler asked by a peer goes to the origin itself
+		if src, ok := e.openPeer(ctx, f, true, rt.Name, repo, from); ok {
+			return src, nil
+		}
 	}
 	b, err := o.GetBlob(ctx, repo, f.d, from)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-			return "origin", fmt.Errorf("%w: %w", cause, err)
+			return source{tier: "origin"}, fmt.Errorf("%w: %w", cause, err)
 		}
-		return "origin", err
+		return source{tier: "origin"}, err
 	}
-	return "origin", e.run(ctx, f, b, from, b.Size, "origin", watchdog)
+	return source{body: b, size: b.Size, tier: "origin"}, nil
+}
+
+// openPeer opens d at the peer Pick names: the region's owner, or with
+// fleet the fleet's filler, asked to fetch it from route's origin in repo.
+// false when there is none, it is this node, or it cannot send it; a peer
+// that fails, rather than miss, is passed over from then on.
+func (e *Engine) openPeer(ctx context.Context, f *fill, fleet bool, route, repo string, from int64) (source, bool) {
+	if e.peers == nil {
+		return source{}, false
+	}
+	peer, ok := e.peers.Pick(f.d, fleet)
+	if !ok {
+		return source{}, false
+	}
+	f.setVia(peer)
+	rc, size, err := e.peers.Open(ctx, peer, f.d, from, route, repo)
+	if err != nil {
+		f.setVia("")
+		if !isNotFound(err) && ctx.Err() == nil {
+			e.peers.Failed(peer, f.d, err)
+			e.log.Info("a peer cannot send a blob; trying the other tiers", "digest", f.d, "peer", peer, "err", err)
+		}
+		return source{}, false
+	}
+	tier := "peer"
+	if fleet {
+		tier = "fleet"
+	}
+	return source{body: rc, size: size, tier: tier, peer: peer}, true
 }
 
 // isVerifyError reports whether err says content failed its digest or

@@ -143,18 +143,30 @@ func WithFillLimits(maxFills, perClient int) Option {
 	return func(e *Engine) { e.maxFills, e.perClient = maxFills, perClient }
 }
 
-// Peers is the fleet as the pull path sees it: the node of this region
-// that owns a blob, when that is another node.
+// Peers is the fleet as the pull path sees it. A blob missing here is asked
+// of its owner in this region, which holds it or fills it from the global
+// tier; and, when no tier holds it, of its filler for the whole fleet,
+// which fetches it from the origin once for every node that asks.
 type Peers interface {
-	// OpenBlob opens blob d at its owner, from byte offset, with the
-	// blob's whole size; an error wrapping ErrNotFound when this node is
-	// the owner, there is none, or the owner does not hold it.
-	OpenBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
+	// Pick names the member to ask for blob d: its owner in this region
+	// (fleet false) or its filler for the fleet (fleet true), passing over
+	// the members that failed lately. false when that is this node, or
+	// there is none.
+	Pick(d digest.Digest, fleet bool) (peer string, ok bool)
+	// Open opens blob d at peer from byte offset on, with the blob's whole
+	// size. With a route and a repository, the peer fetches a blob that no
+	// tier holds from that route's origin; without, it answers from what
+	// it holds or its global tier. An error wrapping ErrNotFound when the
+	// peer does not have it.
+	Open(ctx context.Context, peer string, d digest.Digest, offset int64, route, repo string) (io.ReadCloser, int64, error)
+	// Failed tells the fleet that peer failed to send d: it broke off,
+	// stalled, sent bytes that did not verify, or did not answer. Pick
+	// passes over it for a while.
+	Failed(peer string, d digest.Digest, err error)
 }
 
-// WithPeers puts the fleet in front of the global tier: a blob missing
-// here is asked of its owner in the region first, and verified here as
-// any fill.
+// WithPeers puts the fleet in front of the global tier and the origin (see
+// Peers); what a peer sends is verified here as any fill.
 func WithPeers(p Peers) Option { return func(e *Engine) { e.peers = p } }
 
 // WithMissLimit bounds the manifest misses, each an origin request, that

@@ -52,6 +52,7 @@ type fill struct {
 	w           blobWriter // nil: the local tier refused the fill outright
 	ringSize    int        // passRing, but in tests
 	client      string     // whose fill slot it holds
+	forPeer     bool       // started for a peer that names this node the fleet's filler
 
 	// Guarded by the engine's fillMu.
 	readers int                     // requests following the fill
@@ -70,7 +71,22 @@ type fill struct {
 	ring    *ring // the latest bytes, once the disk has failed
 	done    bool
 	err     error
+	via     string        // the peer the fill is asking or reading now, if any
 	changed chan struct{} // closed and replaced on every change
+}
+
+// setVia notes the peer the fill asks or reads now ("" for none).
+func (f *fill) setVia(peer string) {
+	f.mu.Lock()
+	f.via = peer
+	f.mu.Unlock()
+}
+
+// viaPeer is the peer the fill asks or reads now, if any.
+func (f *fill) viaPeer() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.via
 }
 
 func newFill(d digest.Digest, route, repo string, w blobWriter, ringSize int) *fill {
@@ -228,63 +244,58 @@ func (e *Engine) diskFailed(f *fill, err error, written int, op string) {
 	}
 }
 
-// run copies src, the blob from byte from on, into the fill and verifies
-// size and digest. On success the fill is finished, so readers get the
-// held-back bytes at once, and then committed to the local tier. It owns
-// src. The watchdog cancels ctx, which the source's reads follow, when it
-// fires; every byte received resets it.
-func (e *Engine) run(ctx context.Context, f *fill, src io.ReadCloser, from, size int64, tier string, watchdog Timer) error {
-	defer closeQuietly(src)
-	// The digest is computed beside the copy: a hasher goroutine takes each
-	// buffer once it is written, while the next one is read.
-	hs := newHasher(f.d.Algorithm())
-	defer hs.stop()
-	if from > 0 {
-		if err := rehash(f, hs, from); err != nil {
-			return err
-		}
-		watchdog.Reset(e.fillIdle)
-	}
-	f.started(size, from)
-	n := from
+// copyIn copies src, the blob from byte n on, into the fill, feeding the
+// hasher, and returns the byte reached. It closes src's body. The watchdog
+// cancels ctx, which the source's reads follow, when it fires; every byte
+// received resets it.
+func (e *Engine) copyIn(ctx context.Context, f *fill, hs *hasher, src source, n int64, watchdog Timer) (int64, error) {
+	defer closeQuietly(src.body)
+	start := n
+	defer func() { e.m.bytes.WithLabelValues(src.tier).Add(float64(n - start)) }()
 	for {
 		buf := hs.buffer()
-		k, rerr := src.Read(buf)
+		k, rerr := src.body.Read(buf)
 		if k > 0 {
 			watchdog.Reset(e.fillIdle)
-			if size >= 0 && n+int64(k) > size {
-				return &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent more than %d bytes", tier, size)}
+			if src.size >= 0 && n+int64(k) > src.size {
+				return n, &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent more than %d bytes", src.tier, src.size)}
 			}
 			e.keep(f, buf[:k])
 			n += int64(k)
 		}
 		hs.hash(buf[:k])
 		if errors.Is(rerr, io.EOF) {
-			break
+			return n, nil
 		}
 		if rerr != nil {
 			if cause := context.Cause(ctx); cause != nil {
 				rerr = fmt.Errorf("%w (%w)", cause, rerr)
 			}
-			return fmt.Errorf("cache: reading %s from %s: %w", f.d, tier, rerr)
+			return n, fmt.Errorf("cache: reading %s from %s: %w", f.d, src.tier, rerr)
 		}
 	}
+}
+
+// settleFill checks the n bytes the fill received against its size and
+// digest. On success the fill is finished, so readers get the held-back
+// bytes at once, and then committed to the local tier, with what the last
+// source, src, calls for.
+func (e *Engine) settleFill(f *fill, hs *hasher, n int64, src source) error {
 	h := hs.sum()
-	if size >= 0 && n != size {
-		return &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent %d of %d bytes", tier, n, size)}
+	if src.size >= 0 && n != src.size {
+		return &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent %d of %d bytes", src.tier, n, src.size)}
 	}
 	if got := digest.NewDigestFromBytes(f.d.Algorithm(), h); got != f.d {
-		return &VerifyError{Digest: f.d, Err: ErrDigestMismatch, Detail: fmt.Sprintf("%s sent content with digest %s", tier, got)}
+		return &VerifyError{Digest: f.d, Err: ErrDigestMismatch, Detail: fmt.Sprintf("%s sent content with digest %s", src.tier, got)}
 	}
 	f.finish(nil)
 	if f.diskOK {
-		if err := f.w.CommitFill(n, "", e.fillRecord(f, tier)); err != nil {
+		if err := f.w.CommitFill(n, "", e.fillRecord(f, src.tier)); err != nil {
 			// The bytes are verified and readers hold the file open: the
 			// pull succeeds, only the cache is poorer.
 			e.diskFailed(f, err, 0, "commit")
 		}
 	}
-	e.m.bytes.WithLabelValues(tier).Add(float64(n - from))
 	return nil
 }
 

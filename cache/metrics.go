@@ -14,6 +14,8 @@ type metrics struct {
 	revalidated   *prometheus.CounterVec // route, result
 	writeFailure  *prometheus.CounterVec // what
 	globalErrors  *prometheus.CounterVec // op
+	takeovers     prometheus.Counter     // fills moved on after a peer broke off
+	conflicts     prometheus.Counter     // peers refused: they asked the node they feed
 
 	fillsInFlight, fillWaiters prometheus.Gauge
 
@@ -30,7 +32,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edge_tier_misses_total", Help: "Lookups a tier could not answer, by tier and kind.",
 		}, []string{"tier", "kind"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edge_fill_bytes_total", Help: "Blob bytes filled into the local tier, by the tier they came from.",
+			Name: "edge_fill_bytes_total", Help: "Blob bytes filled into the local tier, by the tier they came from (peer: the region's owner; fleet: the fleet's filler of the blob).",
 		}, []string{"tier"}),
 		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edge_coalesced_waiters_total", Help: "Requests that joined a fill already in progress instead of fetching again.",
@@ -53,6 +55,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		globalErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_global_errors_total", Help: "Global tier operations that failed; pulls went on without it.",
 		}, []string{"op"}),
+		takeovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_peer_takeovers_total", Help: "Fills that took over from the byte reached after a peer broke off, stalled or died.",
+		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_peer_conflicts_total", Help: "Peer requests answered not-found because the asking peer is the one this node's fill reads from (two nodes naming each other).",
+		}),
 		fillsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edge_fills_in_flight", Help: "Blob fills running now (limits.max_fills bounds them).",
 		}),
@@ -68,7 +76,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, result := range []string{"ok", "mismatch", "error", "suspended", "abandoned"} {
 		m.fills.WithLabelValues(result)
 	}
-	for _, tier := range []string{"global", "origin"} {
+	for _, tier := range []string{"peer", "global", "fleet", "origin"} {
 		m.bytes.WithLabelValues(tier) // filled from
 	}
 	for _, tier := range []string{"local", "global"} { // the origin answers what they miss
@@ -84,7 +92,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.localManifestHit = m.hits.WithLabelValues("local", "manifest")
 	if reg != nil {
 		reg.MustRegister(m.hits, m.misses, m.bytes, m.coalesced, m.fills, m.stale, m.revalidated, m.writeFailure,
-			m.globalErrors, m.fillsInFlight, m.fillWaiters, m.missesRefused)
+			m.globalErrors, m.fillsInFlight, m.fillWaiters, m.missesRefused, m.takeovers, m.conflicts)
 	}
 	return m
 }

@@ -11,17 +11,34 @@ import (
 )
 
 // peerRoute is the route of the fills this node runs for the other nodes
-// of its region: a digest alone names no repository, so such a fill reads
-// the global tier only, never an origin.
+// of its region as their owner: a digest alone names no repository, so
+// such a fill reads the global tier only, never an origin.
 var peerRoute = &policy.Route{Name: "fleet"}
 
-// PeerBlob opens blob d for another node of the region, which asks this
-// node as the blob's owner: from the local tier, or by a fill from the
-// global tier, which the owner then keeps, so that the region stores it
-// once. It is an error wrapping ErrNotFound when neither tier has it. The
-// asking node verifies what it reads, and has checked, as its API does,
-// that its client may read the blob. The caller must Close the blob.
-func (e *Engine) PeerBlob(ctx context.Context, peer string, d digest.Digest) (*Blob, error) {
+// forPeerKey marks the context of a fill started for a peer that names
+// this node the fleet's filler of the blob.
+type forPeerKey struct{}
+
+// PeerBlob opens blob d for another node, peer, that asks this node for
+// it. With no route, peer asks as the blob's owner in the region: from the
+// local tier, or by a fill from the global tier, which the owner then
+// keeps, so that the region stores it once; an error wrapping ErrNotFound
+// when neither has it. With a route and repository, peer names this node
+// the blob's filler for the whole fleet: a blob no tier holds is fetched
+// from that route's origin, in that repository, once for every node that
+// asks, and kept here. The asking node verifies what it reads, and has
+// checked, as its API does, that its client may read the blob in that
+// repository. A node never feeds the peer it reads the same blob from: it
+// answers not found, and peer goes on. The caller must Close the blob.
+func (e *Engine) PeerBlob(ctx context.Context, peer string, d digest.Digest, route, repo string) (*Blob, error) {
+	rt := peerRoute
+	if _, ok := e.origins[route]; ok && route != peerRoute.Name && repo != "" {
+		rt = &policy.Route{Name: route}
+	}
+	ctx = WithClient(ctx, "peer:"+peer)
+	if rt != peerRoute {
+		ctx = context.WithValue(ctx, forPeerKey{}, true)
+	}
 	for {
 		file, info, err := e.local.OpenBlob(ctx, d)
 		if err == nil {
@@ -30,28 +47,49 @@ func (e *Engine) PeerBlob(ctx context.Context, peer string, d digest.Digest) (*B
 		if !isNotFound(err) {
 			return nil, fmt.Errorf("cache: local tier: %w", err)
 		}
-		if e.global == nil || !e.globalUp() {
-			return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
+		if e.feeds(peer, d) {
+			e.m.conflicts.Inc()
+			return nil, fmt.Errorf("blob %s: this node reads it from %s: %w", d, peer, ErrNotFound)
 		}
-		// Not worth a fill slot when the global tier does not have it.
-		if st, ok := e.global.(statter); ok {
-			if _, err := st.StatBlob(ctx, d); err != nil {
-				return nil, err
+		if rt == peerRoute && !e.filling(d) {
+			if e.global == nil || !e.globalUp() {
+				return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
+			}
+			// Not worth a fill slot when the global tier does not have it.
+			if st, ok := e.global.(statter); ok {
+				if _, err := st.StatBlob(ctx, d); err != nil {
+					return nil, err
+				}
 			}
 		}
-		f, _, err := e.fillFor(WithClient(ctx, "peer:"+peer), peerRoute, "", d)
+		f, _, err := e.fillFor(ctx, rt, repo, d)
 		if errors.Is(err, errFilledMeanwhile) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		b, err := e.follow(ctx, peerRoute, "", f)
+		b, err := e.follow(ctx, rt, repo, f)
 		if err != nil {
 			e.leave(f)
 		}
 		return b, err
 	}
+}
+
+// feeds reports whether the fill of d here asks or reads peer now.
+func (e *Engine) feeds(peer string, d digest.Digest) bool {
+	e.fillMu.Lock()
+	f := e.fills[d]
+	e.fillMu.Unlock()
+	return f != nil && f.viaPeer() == peer
+}
+
+// filling reports whether a fill of d runs here now, which a peer joins.
+func (e *Engine) filling(d digest.Digest) bool {
+	e.fillMu.Lock()
+	defer e.fillMu.Unlock()
+	return e.fills[d] != nil
 }
 
 // statter is the global tier's stat of a blob (*storjtier.Tier, and the

@@ -7,8 +7,14 @@ import (
 	"io"
 	"testing"
 
+	"errors"
+	"slices"
+	"sync"
+	"testing/iotest"
+
 	"github.com/opencontainers/go-digest"
 
+	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/upstream"
@@ -36,15 +42,82 @@ func (reviewOrigin) Tags(context.Context, string, int, string) ([]string, string
 	return nil, "", ErrNotFound
 }
 
-// reviewPeers is an owner that sends body for every blob.
-type reviewPeers struct {
-	body  []byte
-	calls int
+// fakePeers is the fleet port: peers, in order, each sending body for
+// every blob; a peer with breakAt >= 0 breaks off at that byte. Pick names
+// the first one that has not failed.
+type fakePeers struct {
+	body []byte
+	mu   sync.Mutex
+	list []*fakePeer
+	// region: Pick(fleet=false) names them; else only Pick(fleet=true) does.
+	region bool
+	failed []string
+	opens  []string // "peer@offset route/repo"
 }
 
-func (p *reviewPeers) OpenBlob(_ context.Context, _ digest.Digest, off int64) (io.ReadCloser, int64, error) {
-	p.calls++
-	return io.NopCloser(bytes.NewReader(p.body[off:])), int64(len(p.body)), nil
+type fakePeer struct {
+	id      string
+	breakAt int64 // < 0: never
+	wrong   bool  // sends other bytes of the right size
+	hold    chan struct{}
+}
+
+func (p *fakePeers) Pick(_ digest.Digest, fleet bool) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if fleet == p.region {
+		return "", false
+	}
+	for _, pr := range p.list {
+		if !slices.Contains(p.failed, pr.id) {
+			return pr.id, true
+		}
+	}
+	return "", false
+}
+
+func (p *fakePeers) Open(_ context.Context, peer string, _ digest.Digest, off int64, route, repo string) (io.ReadCloser, int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.opens = append(p.opens, fmt.Sprintf("%s@%d %s/%s", peer, off, route, repo))
+	for _, pr := range p.list {
+		if pr.id != peer {
+			continue
+		}
+		body := p.body
+		if pr.wrong {
+			body = bytes.Repeat([]byte{'w'}, len(body))
+		}
+		var r io.Reader = bytes.NewReader(body[off:])
+		if pr.breakAt >= 0 {
+			r = io.MultiReader(io.LimitReader(r, pr.breakAt-off), iotest.ErrReader(errors.New("connection reset by peer")))
+		}
+		if pr.hold != nil {
+			r = io.MultiReader(holdReader(pr.hold), r)
+		}
+		return io.NopCloser(r), int64(len(p.body)), nil
+	}
+	return nil, 0, fmt.Errorf("no peer %s: %w", peer, ErrNotFound)
+}
+
+func (p *fakePeers) Failed(peer string, _ digest.Digest, _ error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failed = append(p.failed, peer)
+}
+
+func (p *fakePeers) record() (failed, opens []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.failed), slices.Clone(p.opens)
+}
+
+// holdReader reads nothing until hold is closed.
+type holdReader chan struct{}
+
+func (h holdReader) Read([]byte) (int, error) {
+	<-h
+	return 0, io.EOF
 }
 
 var hub = &policy.Route{Name: "hub"}
@@ -63,12 +136,12 @@ func reviewEngine(t *testing.T, opts ...Option) *Engine {
 	return e
 }
 
-// REVIEW: with peers and no global tier, Engine.Blob starts a fill without
-// ConfirmLink; the peer answers before the origin could refuse the repo.
+// With peers and no global tier, a fill from a peer still needs the
+// repository's link: the peer answers for the digest, not the repository.
 func TestAPeerFillChecksTheLinkWithoutAGlobalTier(t *testing.T) {
 	data := []byte("private layer of another repository")
 	d := digest.FromBytes(data)
-	e := reviewEngine(t, WithPeers(&reviewPeers{body: data}))
+	e := reviewEngine(t, WithPeers(&fakePeers{body: data, region: true, list: []*fakePeer{{id: "p", breakAt: -1}}}))
 	b, err := e.Blob(t.Context(), hub, "not-allowed", d)
 	if err == nil {
 		got, _ := io.ReadAll(b.Content)
@@ -88,9 +161,8 @@ func (o *recOrigin) GetBlob(_ context.Context, repo string, _ digest.Digest, _ i
 	return nil, fmt.Errorf("origin GetBlob: %w", ErrNotFound)
 }
 
-// REVIEW: PeerBlob's fill runs on peerRoute{Name: "fleet"}; startFill picks
-// e.origins[rt.Name], so a configured route named "fleet" makes a peer's
-// request reach that origin (repo "") whenever the global open fails.
+// A region's peer asking for a blob by digest alone never makes this node
+// ask an origin, even one of a route named as the peer route is.
 func TestAPeerFillNeverReachesAnOrigin(t *testing.T) {
 	data := []byte("x")
 	g := newFakeGlobal(data, -1)
@@ -106,8 +178,110 @@ func TestAPeerFillNeverReachesAnOrigin(t *testing.T) {
 	defer store.Close()
 	defer e.Close(context.Background())
 	e.distrust(t.Context(), g.d) // the global copy failed verification once
-	_, err = e.PeerBlob(t.Context(), "p", g.d)
+	_, err = e.PeerBlob(t.Context(), "p", g.d, "", "")
 	if len(o.repos) > 0 {
 		t.Fatalf("a peer's request reached the origin of route fleet, repo %q (err %v)", o.repos[0], err)
+	}
+}
+
+// A peer that breaks off mid-blob is passed over, and the fill takes over
+// from the byte it reached, here from the global tier: the blob completes,
+// verified, without a byte fetched twice.
+func TestATakeoverResumesFromTheByteReached(t *testing.T) {
+	t.Parallel()
+	data := testkit.RandomBytes(t, 1<<20)
+	g := newFakeGlobal(data, -1)
+	peers := &fakePeers{body: data, region: true, list: []*fakePeer{{id: "owner", breakAt: 300 << 10}}}
+	e, store, reg := newTestEngine(t, t.TempDir(), g, WithPeers(peers))
+	link(t, store, g.d)
+
+	got, err := fetch(t.Context(), e, g.d)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("fetch: %d bytes, %v", len(got), err)
+	}
+	failed, _ := peers.record()
+	if !slices.Equal(failed, []string{"owner"}) {
+		t.Fatalf("peers failed: %v, want [owner]", failed)
+	}
+	if opens := g.opens(); !slices.Equal(opens, []int64{300 << 10}) {
+		t.Fatalf("global tier opened at %v, want only at the byte the peer reached", opens)
+	}
+	if n := testkit.Metric(t, reg, "edge_peer_takeovers_total", nil); n != 1 {
+		t.Fatalf("takeovers = %v, want 1", n)
+	}
+	if n := testkit.Metric(t, reg, "edge_fill_bytes_total", map[string]string{"tier": "peer"}); n != 300<<10 {
+		t.Fatalf("peer bytes = %v, want %d", n, 300<<10)
+	}
+}
+
+// A peer whose bytes do not verify fails the fill, never completes it, and
+// is passed over: the next fetch comes from the global tier, whole.
+func TestAPeerThatSendsWrongBytesIsPassedOver(t *testing.T) {
+	t.Parallel()
+	data := testkit.RandomBytes(t, 256<<10)
+	g := newFakeGlobal(data, -1)
+	peers := &fakePeers{body: data, region: true, list: []*fakePeer{{id: "liar", breakAt: -1, wrong: true}}}
+	e, store, _ := newTestEngine(t, t.TempDir(), g, WithPeers(peers))
+	link(t, store, g.d)
+
+	if _, err := fetch(t.Context(), e, g.d); !isVerifyError(err) {
+		t.Fatalf("fetch from a lying peer: %v, want a verification error", err)
+	}
+	if failed, _ := peers.record(); !slices.Contains(failed, "liar") {
+		t.Fatalf("the lying peer was not passed over: %v", failed)
+	}
+	got, err := fetch(t.Context(), e, g.d)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("second fetch: %d bytes, %v", len(got), err)
+	}
+}
+
+// A node never feeds a blob to the peer its own fill of that blob asks or
+// reads: two nodes naming each other would wait on each other. It answers
+// not found, counted, and feeds any other peer.
+func TestANodeDoesNotFeedThePeerItReadsFrom(t *testing.T) {
+	t.Parallel()
+	data := testkit.RandomBytes(t, 256<<10)
+	g := newFakeGlobal(data, -1)
+	hold := make(chan struct{})
+	peers := &fakePeers{body: data, region: true, list: []*fakePeer{{id: "a", breakAt: -1, hold: hold}}}
+	e, store, reg := newTestEngine(t, t.TempDir(), g, WithPeers(peers))
+	link(t, store, g.d)
+
+	done := make(chan error, 1)
+	go func() {
+		got, err := fetch(t.Context(), e, g.d)
+		if err == nil && !bytes.Equal(got, data) {
+			err = errors.New("wrong bytes")
+		}
+		done <- err
+	}()
+	testkit.Eventually(t, "the fill to read from peer a", func() bool { return e.feeds("a", g.d) })
+	if _, err := e.PeerBlob(t.Context(), "a", g.d, "", ""); !isNotFound(err) {
+		t.Fatalf("PeerBlob for the peer the fill reads from: %v, want not found", err)
+	}
+	if n := testkit.Metric(t, reg, "edge_peer_conflicts_total", nil); n != 1 {
+		t.Fatalf("conflicts = %v, want 1", n)
+	}
+	close(hold)
+	b, err := e.PeerBlob(t.Context(), "b", g.d, "", "")
+	if err != nil {
+		t.Fatalf("PeerBlob for another peer: %v", err)
+	}
+	got, err := io.ReadAll(b.Content)
+	b.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("peer b read %d bytes, %v", len(got), err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// link links d to team/app, the repository fetch reads.
+func link(t *testing.T, store *localtier.Store, d digest.Digest) {
+	t.Helper()
+	if err := store.Link(t.Context(), team.Name, "team/app", d); err != nil {
+		t.Fatal(err)
 	}
 }

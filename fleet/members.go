@@ -62,6 +62,8 @@ type Membership struct {
 	mu      sync.Mutex
 	live    map[string][]Member // by region, self included, sorted by ID
 	regions map[string]*rendezvous.Rendezvous
+	all     []Member // every region's, sorted by ID
+	fleet   *rendezvous.Rendezvous
 }
 
 // Option configures a Membership.
@@ -247,17 +249,27 @@ func (m *Membership) setLive(live []Member) {
 		byRegion[mb.Region] = append(byRegion[mb.Region], mb)
 	}
 	regions := make(map[string]*rendezvous.Rendezvous, len(byRegion))
+	var all []Member
 	for r, mbs := range byRegion {
 		slices.SortFunc(mbs, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
-		ids := make([]string, len(mbs))
-		for i, mb := range mbs {
-			ids[i] = mb.ID
-		}
-		regions[r] = rendezvous.New(ids, xxhash.Sum64String)
+		regions[r] = ring(mbs)
+		all = append(all, mbs...)
 	}
+	slices.SortFunc(all, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
 	m.mu.Lock()
-	m.live, m.regions = byRegion, regions
+	m.live, m.regions, m.all, m.fleet = byRegion, regions, all, ring(all)
 	m.mu.Unlock()
+}
+
+// Member returns the live member id, of any region.
+func (m *Membership) Member(id string) (Member, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i, ok := slices.BinarySearchFunc(m.all, id, func(mb Member, id string) int { return strings.Compare(mb.ID, id) })
+	if !ok {
+		return Member{}, false
+	}
+	return m.all[i], true
 }
 
 // Live returns the live members of region, sorted by ID.
@@ -271,20 +283,52 @@ func (m *Membership) Live(region string) []Member {
 // and fetches it for the region. false when no member of the region is
 // live. Every node that knows the same live members names the same owner,
 // and a member joining or leaving moves only the blobs it takes or had.
-func (m *Membership) Owner(region string, d digest.Digest) (Member, bool) {
+// Members for which skip is true (nil: none) are passed over, as if they
+// had left: the next member in rendezvous order owns their blobs.
+func (m *Membership) Owner(region string, d digest.Digest, skip func(Member) bool) (Member, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	r := m.regions[region]
-	if r == nil {
+	return pick(m.live[region], m.regions[region], d, skip)
+}
+
+// Filler returns the member of the whole fleet, any region, that fetches
+// blob d from its origin for every other node: the rendezvous choice over
+// all live members, passing over those for which skip is true. Nodes that
+// know the same members and skip the same ones name the same filler.
+func (m *Membership) Filler(d digest.Digest, skip func(Member) bool) (Member, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return pick(m.all, m.fleet, d, skip)
+}
+
+// pick is the member of mbs that rendezvous hashing r over their IDs
+// names for d, once those for which skip is true are left out.
+func pick(mbs []Member, r *rendezvous.Rendezvous, d digest.Digest, skip func(Member) bool) (Member, bool) {
+	if skip != nil {
+		kept := slices.DeleteFunc(slices.Clone(mbs), skip)
+		if len(kept) < len(mbs) {
+			mbs, r = kept, ring(kept)
+		}
+	}
+	if len(mbs) == 0 || r == nil {
 		return Member{}, false
 	}
 	id := r.Lookup(string(d))
-	for _, mb := range m.live[region] {
+	for _, mb := range mbs {
 		if mb.ID == id {
 			return mb, true
 		}
 	}
 	return Member{}, false
+}
+
+// ring is the rendezvous hashing of members, sorted by ID.
+func ring(mbs []Member) *rendezvous.Rendezvous {
+	ids := make([]string, len(mbs))
+	for i, mb := range mbs {
+		ids[i] = mb.ID
+	}
+	return rendezvous.New(ids, xxhash.Sum64String)
 }
 
 // Run announces this node and refreshes the members every third of the

@@ -77,7 +77,7 @@ func owners(t *testing.T, m *Membership, region string, ds []digest.Digest) []st
 	t.Helper()
 	out := make([]string, len(ds))
 	for i, d := range ds {
-		o, ok := m.Owner(region, d)
+		o, ok := m.Owner(region, d, nil)
 		if !ok {
 			t.Fatalf("%s sees no owner of %s in %s", m.Self().ID, d, region)
 		}
@@ -142,10 +142,10 @@ func TestMembersAgreeOnOwnersAndOnlyAShareMoves(t *testing.T) {
 	if live := a.Live("eu"); len(live) != 1 || live[0].ID != "a" {
 		t.Fatalf("a sees %+v after b left", live)
 	}
-	if o, ok := a.Owner("eu", ds[0]); !ok || o.ID != "a" {
+	if o, ok := a.Owner("eu", ds[0], nil); !ok || o.ID != "a" {
 		t.Fatalf("the last node of a region owns everything: %+v %v", o, ok)
 	}
-	if _, ok := a.Owner("asia", ds[0]); ok {
+	if _, ok := a.Owner("asia", ds[0], nil); ok {
 		t.Fatal("an owner in a region with no member")
 	}
 }
@@ -220,5 +220,57 @@ func TestNewRejectsMembersThatCannotBeAnnounced(t *testing.T) {
 	}
 	if _, err := New(nil, fleetSigner(t, "a"), Member{ID: "a", Region: "eu", Peer: "a:1"}); err == nil {
 		t.Error("New took a nil backend")
+	}
+}
+
+// Every member, in every region, names the same filler of a blob for the
+// whole fleet; members that pass over the same failed one name the same
+// successor, and only the failed one's blobs move.
+func TestMembersAgreeOnTheFleetsFiller(t *testing.T) {
+	t.Parallel()
+	clock := testkit.NewClock(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC))
+	f := fleetOn(t, dirBackend(t), clock, "eu/a", "eu/b", "us/c", "us/d")
+	all := []*Membership{f["eu/a"], f["eu/b"], f["us/c"], f["us/d"]}
+	beat(t, all...)
+
+	ds := digests(400)
+	fillers := func(m *Membership, skip func(Member) bool) []string {
+		out := make([]string, len(ds))
+		for i, d := range ds {
+			mb, ok := m.Filler(d, skip)
+			if !ok {
+				t.Fatalf("%s names no filler of %s", m.Self().ID, d)
+			}
+			out[i] = mb.ID
+		}
+		return out
+	}
+	before := fillers(all[0], nil)
+	share := map[string]int{}
+	for _, id := range before {
+		share[id]++
+	}
+	for _, id := range []string{"a", "b", "c", "d"} {
+		if share[id] < 60 {
+			t.Fatalf("fleet shares %v: each of 4 should fill about a quarter", share)
+		}
+	}
+	skipC := func(mb Member) bool { return mb.ID == "c" }
+	after := fillers(all[0], skipC)
+	for _, m := range all[1:] {
+		if got := fillers(m, nil); strings.Join(got, ",") != strings.Join(before, ",") {
+			t.Fatalf("%s names other fillers than a", m.Self().ID)
+		}
+		if got := fillers(m, skipC); strings.Join(got, ",") != strings.Join(after, ",") {
+			t.Fatalf("%s names other successors of c than a", m.Self().ID)
+		}
+	}
+	for i := range ds {
+		if after[i] == "c" || before[i] != "c" && after[i] != before[i] {
+			t.Fatalf("blob %d: filler %s, with c passed over %s", i, before[i], after[i])
+		}
+	}
+	if _, ok := all[0].Filler(ds[0], func(Member) bool { return true }); ok {
+		t.Fatal("a filler with every member passed over")
 	}
 }

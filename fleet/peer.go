@@ -124,9 +124,20 @@ type Content interface {
 	Err() error
 }
 
+// Ask says what a peer asks for beyond a blob's digest. The zero Ask wants
+// what the node holds, or fills from the global tier. With a route and a
+// repository, the asking node names this node as the blob's filler for the
+// fleet: a blob that no tier holds is then fetched from that route's
+// origin, in that repository, once, and streamed to every node that asks.
+// The asking node has checked, as its API does, that its client may read
+// the blob in that repository.
+type Ask struct {
+	Route, Repo string
+}
+
 // Blobs is what the peer listener serves from: the node's blobs, from its
 // local tier or filled on the request from the tiers below.
-type Blobs func(ctx context.Context, d digest.Digest) (Content, error)
+type Blobs func(ctx context.Context, d digest.Digest, ask Ask) (Content, error)
 
 // File is the Content of a file of exactly the blob, verified before it
 // was committed.
@@ -139,13 +150,51 @@ func (File) Err() error { return nil }
 const blobPath = "/peer/v1/blobs/"
 
 // BlobURL is the URL of blob d at the peer listener at addr, a host:port
-// that checkPeer took.
-func BlobURL(addr string, d digest.Digest) string {
-	return (&url.URL{Scheme: "http", Host: addr, Path: blobPath + string(d)}).String()
+// that checkPeer took, asking for ask.
+func BlobURL(addr string, d digest.Digest, ask Ask) string {
+	u := &url.URL{Scheme: "http", Host: addr, Path: blobPath + string(d)}
+	if ask != (Ask{}) {
+		u.RawQuery = url.Values{"route": {ask.Route}, "repo": {ask.Repo}}.Encode()
+	}
+	return u.String()
+}
+
+// parseAsk reads the Ask of a request's query: nothing, or a route and a
+// repository, each a plain name.
+func parseAsk(q string) (Ask, bool) {
+	if q == "" {
+		return Ask{}, true
+	}
+	v, err := url.ParseQuery(q)
+	if err != nil || len(v) != 2 || len(v["route"]) != 1 || len(v["repo"]) != 1 {
+		return Ask{}, false
+	}
+	a := Ask{Route: v.Get("route"), Repo: v.Get("repo")}
+	return a, checkName("route", a.Route) == nil && repoName(a.Repo)
+}
+
+// repoName takes a repository name's characters, lower-case letters,
+// digits, '.', '_', '-' and '/', up to 255 of them, and no empty, "." or
+// ".." path segment: the origin's API checks the rest.
+func repoName(s string) bool {
+	if s == "" || len(s) > 255 {
+		return false
+	}
+	for seg := range strings.SplitSeq(s, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.ContainsRune("._-/", c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // Handler serves signed GET and HEAD requests of blobs by digest, with
-// ranges, from blobs; nothing else. A blob is named by its digest alone:
+// ranges and an optional Ask, from blobs; nothing else. A blob is named by its digest alone:
 // the node that asks has checked, as its API does, that its client may
 // read it. isNotFound tells the not-found errors of blobs from failures.
 func Handler(s *Signer, blobs Blobs, isNotFound func(error) bool) http.Handler {
@@ -160,11 +209,12 @@ func Handler(s *Signer, blobs Blobs, isNotFound func(error) bool) http.Handler {
 		}
 		rest, ok := strings.CutPrefix(r.URL.Path, blobPath)
 		d, err := digest.Parse(rest)
-		if !ok || err != nil || r.URL.RawQuery != "" {
+		ask, good := parseAsk(r.URL.RawQuery)
+		if !ok || err != nil || !good {
 			http.Error(w, "only blobs, by digest", http.StatusNotFound)
 			return
 		}
-		f, err := blobs(r.Context(), d)
+		f, err := blobs(r.Context(), d, ask)
 		switch {
 		case err != nil && isNotFound(err):
 			http.Error(w, "blob not here", http.StatusNotFound)

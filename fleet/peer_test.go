@@ -29,15 +29,15 @@ func peerServer(t *testing.T, secret []byte, clock *testkit.Clock) (url string, 
 	if err := os.WriteFile(filepath.Join(dir, d.Encoded()), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	blobs := func(_ context.Context, want digest.Digest) (Content, error) {
-		switch want {
-		case d:
+	blobs := func(_ context.Context, want digest.Digest, ask Ask) (Content, error) {
+		switch {
+		case want == d && ask == (Ask{}), want == d && ask == Ask{Route: "hub", Repo: "library/app"}:
 			f, err := os.Open(filepath.Join(dir, d.Encoded()))
 			if err != nil {
 				return nil, err
 			}
 			return File{f}, nil
-		case digest.FromString("broken"):
+		case want == digest.FromString("broken"):
 			return nil, errors.New("disk on fire")
 		}
 		return nil, errNotHere
@@ -89,6 +89,11 @@ func TestPeersGetBlobsByDigest(t *testing.T) {
 	member.Sign(req)
 	if code, body := send(t, req); code != http.StatusOK || !bytes.Equal(body, data) {
 		t.Fatalf("signed GET: %d, %d bytes", code, len(body))
+	}
+	req = newReq(t, http.MethodGet, BlobURL(url[len("http://"):], d, Ask{Route: "hub", Repo: "library/app"}))
+	member.Sign(req)
+	if code, body := send(t, req); code != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("signed GET asking for a fill from route hub: %d, %d bytes", code, len(body))
 	}
 	req = newReq(t, http.MethodGet, url+blobPath+string(d))
 	req.Header.Set("Range", "bytes=100-199")
@@ -159,12 +164,18 @@ func TestPeerListenerRefusesWhatIsNotASignedBlobRequest(t *testing.T) {
 	}
 
 	for path, want := range map[string]int{
-		"/v2/library/app/blobs/" + string(d):             http.StatusNotFound,
-		blobPath + "..%2F..%2Fetc%2Fpasswd":              http.StatusNotFound,
-		blobPath + "sha256:abc":                          http.StatusNotFound,
-		blobPath + string(d) + "?ns=docker.io":           http.StatusNotFound,
-		blobPath + string(digest.FromString("not here")): http.StatusNotFound,
-		blobPath + string(digest.FromString("broken")):   http.StatusInternalServerError,
+		"/v2/library/app/blobs/" + string(d):               http.StatusNotFound,
+		blobPath + "..%2F..%2Fetc%2Fpasswd":                http.StatusNotFound,
+		blobPath + "sha256:abc":                            http.StatusNotFound,
+		blobPath + string(d) + "?ns=docker.io":             http.StatusNotFound,
+		blobPath + string(d) + "?route=hub":                http.StatusNotFound,
+		blobPath + string(d) + "?route=hub&repo=..%2Fx":    http.StatusNotFound,
+		blobPath + string(d) + "?route=a%2Fb&repo=x":       http.StatusNotFound,
+		blobPath + string(d) + "?route=hub&repo=Upper":     http.StatusNotFound,
+		blobPath + string(d) + "?route=hub&repo=x&n=1":     http.StatusNotFound,
+		blobPath + string(d) + "?route=hub&route=x&repo=y": http.StatusNotFound,
+		blobPath + string(digest.FromString("not here")):   http.StatusNotFound,
+		blobPath + string(digest.FromString("broken")):     http.StatusInternalServerError,
 	} {
 		r := newReq(t, http.MethodGet, url+path)
 		member.Sign(r)

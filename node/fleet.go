@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -77,12 +78,14 @@ type peerMetrics struct {
 func newPeerMetrics(reg prometheus.Registerer) *peerMetrics {
 	m := &peerMetrics{
 		asked: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_peer_requests_total",
-			Help: "Blobs this node asked of their owner in the region, by result (hit, miss: the owner does not hold it, error)."}, []string{"result"}),
+			Help: "Blobs this node asked of peers, by path (region: the blob's owner in the region; fleet: its filler for the fleet) and result (hit, miss: the peer does not have it, error)."}, []string{"path", "result"}),
 		answered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_peer_answers_total",
 			Help: "Requests of other nodes on the peer listener, by status code."}, []string{"code"}),
 	}
-	for _, r := range []string{"hit", "miss", "error"} {
-		m.asked.WithLabelValues(r)
+	for _, path := range []string{"region", "fleet"} {
+		for _, r := range []string{"hit", "miss", "error"} {
+			m.asked.WithLabelValues(path, r)
+		}
 	}
 	reg.MustRegister(m.asked, m.answered)
 	return m
@@ -91,8 +94,8 @@ func newPeerMetrics(reg prometheus.Registerer) *peerMetrics {
 // peerHandler serves the fleet's signed requests for the local tier's
 // blobs, on the peer listener.
 func (n *Node) peerHandler(sign *fleet.Signer, m *peerMetrics) http.Handler {
-	blobs := func(ctx context.Context, d digest.Digest) (fleet.Content, error) {
-		b, err := n.engine.PeerBlob(ctx, peerOf(ctx), d)
+	blobs := func(ctx context.Context, d digest.Digest, ask fleet.Ask) (fleet.Content, error) {
+		b, err := n.engine.PeerBlob(ctx, peerOf(ctx), d, ask.Route, ask.Repo)
 		if err != nil {
 			return nil, err
 		}
@@ -175,8 +178,9 @@ func (n *Node) runFleet(ctx context.Context) {
 	}
 }
 
-// peerClient asks a blob's owner in this node's region for it, over the
-// peers' signed requests; cache.Peers.
+// peerClient asks the fleet for blobs over the peers' signed requests: a
+// blob's owner in this node's region, or its filler for the fleet;
+// cache.Peers.
 type peerClient struct {
 	metrics *peerMetrics
 	m       *fleet.Membership
@@ -184,11 +188,26 @@ type peerClient struct {
 	self    string
 	region  string
 	http    *http.Client
+	idle    time.Duration
+	passFor time.Duration // how long a peer that failed is passed over
+	now     func() time.Time
+
+	mu     sync.Mutex
+	failed map[string]time.Time // member ID: passed over until then
 }
 
-// peerTimeout bounds the wait for an owner's answer headers: a peer that
-// does not answer costs a cold pull this much once, then the other tiers.
-const peerTimeout = 2 * time.Second
+// Peer timeouts. A peer's headers may wait for a fill of its own, which
+// may wait for the origin's: a live peer that does not answer within
+// peerHeaders costs a cold pull that long once, then it is passed over. A
+// dead one refuses the connection at once. A peer that sends nothing for
+// peerIdle is taken over from the byte reached.
+const (
+	peerHeaders = 15 * time.Second
+	peerIdle    = 10 * time.Second
+)
+
+// errPeerStalled ends a peer's response that sent nothing for peerIdle.
+var errPeerStalled = errors.New("the peer sent nothing for too long")
 
 // join gives the client the node's membership, once the peer listener
 // listens; until then (New has not returned) it asks nobody.
@@ -196,7 +215,7 @@ func (p *peerClient) join(m *fleet.Membership) {
 	self := m.Self()
 	tr := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: time.Second}).DialContext,
-		ResponseHeaderTimeout: peerTimeout,
+		ResponseHeaderTimeout: peerHeaders,
 		MaxIdleConnsPerHost:   16,
 		IdleConnTimeout:       time.Minute,
 	}
@@ -204,6 +223,16 @@ func (p *peerClient) join(m *fleet.Membership) {
 	p.http = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse // a peer answers itself, or not at all
 	}}
+	if p.idle == 0 {
+		p.idle = peerIdle
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.passFor == 0 {
+		p.passFor = 30 * time.Second
+	}
+	p.failed = map[string]time.Time{}
 }
 
 // close drops the client's idle connections.
@@ -213,16 +242,57 @@ func (p *peerClient) close() {
 	}
 }
 
-func (p *peerClient) OpenBlob(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+// passedOver reports whether mb failed lately.
+func (p *peerClient) passedOver(mb fleet.Member) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	until, ok := p.failed[mb.ID]
+	return ok && p.now().Before(until)
+}
+
+func (p *peerClient) Pick(d digest.Digest, forFleet bool) (string, bool) {
 	if p.m == nil {
-		return nil, 0, fmt.Errorf("blob %s: not in a fleet yet: %w", d, localtier.ErrNotFound)
+		return "", false
 	}
-	owner, ok := p.m.Owner(p.region, d)
-	if !ok || owner.ID == p.self {
-		return nil, 0, fmt.Errorf("blob %s: this node owns it: %w", d, localtier.ErrNotFound)
+	var mb fleet.Member
+	var ok bool
+	if forFleet {
+		mb, ok = p.m.Filler(d, p.passedOver)
+	} else {
+		mb, ok = p.m.Owner(p.region, d, p.passedOver)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fleet.BlobURL(owner.Peer, d), nil)
+	if !ok || mb.ID == p.self {
+		return "", false
+	}
+	return mb.ID, true
+}
+
+func (p *peerClient) Failed(peer string, d digest.Digest, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	for id, until := range p.failed {
+		if !now.Before(until) {
+			delete(p.failed, id)
+		}
+	}
+	p.failed[peer] = now.Add(p.passFor)
+}
+
+func (p *peerClient) Open(ctx context.Context, peer string, d digest.Digest, offset int64, route, repo string) (io.ReadCloser, int64, error) {
+	path := "region"
+	if route != "" {
+		path = "fleet"
+	}
+	asked := func(result string) { p.metrics.asked.WithLabelValues(path, result).Inc() }
+	mb, ok := p.m.Member(peer)
+	if !ok {
+		return nil, 0, fmt.Errorf("peer %s: no longer a member", peer)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fleet.BlobURL(mb.Peer, d, fleet.Ask{Route: route, Repo: repo}), nil)
 	if err != nil {
+		cancel(nil)
 		return nil, 0, err
 	}
 	if offset > 0 {
@@ -231,26 +301,66 @@ func (p *peerClient) OpenBlob(ctx context.Context, d digest.Digest, offset int64
 	p.sign.Sign(req)
 	res, err := p.http.Do(req)
 	if err != nil {
-		p.metrics.asked.WithLabelValues("error").Inc()
-		return nil, 0, fmt.Errorf("peer %s: %w", owner.ID, err)
+		cancel(nil)
+		asked("error")
+		return nil, 0, fmt.Errorf("peer %s: %w", peer, err)
 	}
+	size := int64(-1)
 	switch {
 	case res.StatusCode == http.StatusNotFound:
 		res.Body.Close()
-		p.metrics.asked.WithLabelValues("miss").Inc()
-		return nil, 0, fmt.Errorf("blob %s: not at peer %s: %w", d, owner.ID, localtier.ErrNotFound)
+		cancel(nil)
+		asked("miss")
+		return nil, 0, fmt.Errorf("blob %s: not at peer %s: %w", d, peer, localtier.ErrNotFound)
 	case offset == 0 && res.StatusCode == http.StatusOK && res.ContentLength >= 0:
-		p.metrics.asked.WithLabelValues("hit").Inc()
-		return res.Body, res.ContentLength, nil
+		size = res.ContentLength
 	case offset > 0 && res.StatusCode == http.StatusPartialContent:
-		var start, end, size int64
-		if _, err := fmt.Sscanf(res.Header.Get("Content-Range"), "bytes %d-%d/%d", &start, &end, &size); err == nil && start == offset &&
-			end == size-1 && size > offset && res.ContentLength == size-offset {
-			p.metrics.asked.WithLabelValues("hit").Inc()
-			return res.Body, size, nil
+		var start, end, total int64
+		if _, err := fmt.Sscanf(res.Header.Get("Content-Range"), "bytes %d-%d/%d", &start, &end, &total); err == nil && start == offset &&
+			end == total-1 && total > offset && res.ContentLength == total-offset {
+			size = total
 		}
 	}
-	res.Body.Close()
-	p.metrics.asked.WithLabelValues("error").Inc()
-	return nil, 0, fmt.Errorf("peer %s: blob %s: %s", owner.ID, d, res.Status)
+	if size < 0 {
+		res.Body.Close()
+		cancel(nil)
+		asked("error")
+		return nil, 0, fmt.Errorf("peer %s: blob %s: %s", peer, d, res.Status)
+	}
+	asked("hit")
+	return newIdleBody(ctx, res.Body, p.idle, cancel), size, nil
+}
+
+// idleBody is a peer's response body that ends with errPeerStalled once
+// nothing arrived for idle: the fill then takes over from the byte reached,
+// which the engine's own watchdog, meant for origins, would not do.
+type idleBody struct {
+	io.ReadCloser
+	t      *time.Timer
+	idle   time.Duration
+	ctx    context.Context // the request's
+	cancel context.CancelCauseFunc
+}
+
+func newIdleBody(ctx context.Context, rc io.ReadCloser, idle time.Duration, cancel context.CancelCauseFunc) *idleBody {
+	b := &idleBody{ReadCloser: rc, idle: idle, ctx: ctx, cancel: cancel}
+	b.t = time.AfterFunc(idle, func() { cancel(errPeerStalled) })
+	return b
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.t.Reset(b.idle)
+	}
+	if cause := context.Cause(b.ctx); err != nil && cause != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("%w (%w)", cause, err)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.t.Stop()
+	b.cancel(nil)
+	return b.ReadCloser.Close()
 }

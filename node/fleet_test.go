@@ -9,8 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -29,7 +29,7 @@ func TestNodesOfARegionFindEachOther(t *testing.T) {
 	r := newRegion(t, 2)
 	a, b, key := r.nodes[0], r.nodes[1], r.key
 	data, d := origintest.PushRandomBlob(t, r.registry.URL, "library/app", 4096)
-	if owner, ok := a.Fleet().Owner("eu-west", d); !ok || owner.ID != mustOwner(t, b, d).ID {
+	if owner, ok := a.Fleet().Owner("eu-west", d, nil); !ok || owner.ID != mustOwner(t, b, d).ID {
 		t.Fatalf("the nodes name different owners of %s: %+v", d, owner)
 	}
 
@@ -61,8 +61,8 @@ func TestNodesOfARegionFindEachOther(t *testing.T) {
 	}
 }
 
-// region is n nodes of region eu-west in front of one origin (through a
-// counting proxy), sharing a directory global tier and a fleet secret,
+// region is nodes of one or more regions in front of one origin (through
+// a counting proxy), sharing a directory global tier and a fleet secret,
 // each seeing all the others.
 type region struct {
 	nodes    []*node.Node
@@ -71,7 +71,18 @@ type region struct {
 	key      []byte // the fleet secret
 }
 
+// newRegion is n nodes of region eu-west.
 func newRegion(t *testing.T, n int) *region {
+	t.Helper()
+	regions := make([]string, n)
+	for i := range regions {
+		regions[i] = "eu-west"
+	}
+	return newFleet(t, regions...)
+}
+
+// newFleet is a node in each of regions, in that order.
+func newFleet(t *testing.T, regions ...string) *region {
 	t.Helper()
 	dir := t.TempDir()
 	r := &region{registry: origintest.NewRegistry(t), key: bytes.Repeat([]byte("k"), 40)}
@@ -80,9 +91,9 @@ func newRegion(t *testing.T, n int) *region {
 	if err := os.WriteFile(secret, r.key, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for i := range n {
+	for i, name := range regions {
 		r.nodes = append(r.nodes, runFleetNode(t, `
-region: eu-west
+region: `+name+`
 listen: "127.0.0.1:0"
 admin_listen: ""
 data_dir: `+filepath.Join(dir, fmt.Sprintf("node%d", i))+`
@@ -93,22 +104,39 @@ fleet: {peer_listen: "127.0.0.1:0", secret_file: `+secret+`, ttl: 3s}
 `))
 	}
 	for _, nd := range r.nodes {
-		testkit.Eventually(t, "the nodes to see each other", func() bool { return len(nd.Fleet().Live("eu-west")) == n })
+		testkit.Eventually(t, "the nodes to see each other", func() bool {
+			n := 0
+			for _, name := range slices.Compact(slices.Sorted(slices.Values(regions))) {
+				n += len(nd.Fleet().Live(name))
+			}
+			return n == len(regions)
+		})
 	}
 	return r
 }
 
-// blobOwnedBy pushes to the origin a random blob that owner owns in the
-// region, and returns it.
-func (r *region) blobOwnedBy(t *testing.T, owner *node.Node) ([]byte, digest.Digest) {
+// blob pushes to the origin a random blob that owner owns in its region
+// and filler fills for the fleet, and returns it.
+func (r *region) blob(t *testing.T, owner, filler *node.Node) ([]byte, digest.Digest) {
 	t.Helper()
-	for {
+	for range 1000 {
 		data, d := origintest.RandomBlob(t, 64<<10)
-		if mustOwner(t, r.nodes[len(r.nodes)-1], d).ID == owner.Fleet().Self().ID {
+		o, _ := r.nodes[0].Fleet().Owner(owner.Fleet().Self().Region, d, nil)
+		f, _ := r.nodes[0].Fleet().Filler(d, nil)
+		if o.ID == owner.Fleet().Self().ID && f.ID == filler.Fleet().Self().ID {
 			origintest.PushBlob(t, r.registry.URL, "library/app", data)
 			return data, d
 		}
 	}
+	t.Fatal("no blob has that owner and filler: in one region, they are the same node")
+	return nil, ""
+}
+
+// blobOwnedBy pushes to the origin a random blob that owner owns in the
+// region and fills for the fleet, and returns it.
+func (r *region) blobOwnedBy(t *testing.T, owner *node.Node) ([]byte, digest.Digest) {
+	t.Helper()
+	return r.blob(t, owner, owner)
 }
 
 func runFleetNode(t *testing.T, yaml string) *node.Node {
@@ -136,7 +164,7 @@ func runFleetNode(t *testing.T, yaml string) *node.Node {
 
 func mustOwner(t *testing.T, n *node.Node, d digest.Digest) fleet.Member {
 	t.Helper()
-	m, ok := n.Fleet().Owner("eu-west", d)
+	m, ok := n.Fleet().Owner("eu-west", d, nil)
 	if !ok {
 		t.Fatal("no owner")
 	}
@@ -156,7 +184,7 @@ func sign(t *testing.T, key []byte) *fleet.Signer {
 // signed), and returns the status.
 func peerGet(t *testing.T, n *node.Node, d digest.Digest, key []byte) int {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, fleet.BlobURL(n.Addr("peer"), d), nil)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, fleet.BlobURL(n.Addr("peer"), d, fleet.Ask{}), nil)
 	if key != nil {
 		sign(t, key).Sign(req)
 	}
@@ -171,7 +199,7 @@ func peerGet(t *testing.T, n *node.Node, d digest.Digest, key []byte) int {
 
 func peerBody(t *testing.T, n *node.Node, d digest.Digest, key []byte) []byte {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, fleet.BlobURL(n.Addr("peer"), d), nil)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, fleet.BlobURL(n.Addr("peer"), d, fleet.Ask{}), nil)
 	sign(t, key).Sign(req)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -234,9 +262,9 @@ func TestAMissIsAskedOfTheOwner(t *testing.T) {
 // its owner, and the origin is not asked.
 func TestTheOwnerFillsFromTheGlobalTier(t *testing.T) {
 	t.Parallel()
-	r := newRegion(t, 3)
-	a, b, c, key, proxy := r.nodes[0], r.nodes[1], r.nodes[2], r.key, r.proxy
-	data, d := r.blobOwnedBy(t, a)
+	r := newFleet(t, "eu-west", "eu-west", "eu-west", "us-east")
+	a, b, c, far, key, proxy := r.nodes[0], r.nodes[1], r.nodes[2], r.nodes[3], r.key, r.proxy
+	data, d := r.blob(t, a, far)
 	get := func(n *node.Node) []byte {
 		t.Helper()
 		res, err := http.Get("http://" + n.Addr("api") + "/v2/library/app/blobs/" + d.String())
@@ -250,13 +278,16 @@ func TestTheOwnerFillsFromTheGlobalTier(t *testing.T) {
 		}
 		return body
 	}
-	get(b) // the owner does not have it, nor the global tier: b fills it from the origin
+	// The owner does not have it, nor the global tier: b asks the fleet's
+	// filler, in another region, which fills it from the origin and writes
+	// it behind to the global tier.
+	get(b)
 	// The fill is committed, with its write-behind item, just after the
 	// last byte is sent.
-	testkit.Eventually(t, "the blob to be stored on b", func() bool { return peerGet(t, b, d, key) == http.StatusOK })
-	if err := b.WaitWriteBehind(t.Context(), time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	testkit.Eventually(t, "the filler to write the blob to the global tier", func() bool {
+		return testkit.Metric(t, far.Metrics(), "edge_writebehind_total", map[string]string{"kind": "blob", "result": "ok"}) == 1
+	})
+
 	proxy.Reset()
 	if !bytes.Equal(get(c), data) { // c asks a, which fills it from the global tier
 		t.Fatal("c served other bytes")
@@ -272,5 +303,64 @@ func TestTheOwnerFillsFromTheGlobalTier(t *testing.T) {
 	})
 	if code := peerGet(t, a, d, key); code != http.StatusOK {
 		t.Fatalf("the owner does not keep what it filled: %d", code)
+	}
+}
+
+// Four nodes in two regions miss the same blob at the same moment: the
+// fleet fetches it from the origin once, at its filler, and every node
+// streams it from there, each verifying it.
+func TestTheFleetFetchesABlobFromTheOriginOnce(t *testing.T) {
+	t.Parallel()
+	r := newFleet(t, "eu-west", "eu-west", "us-east", "us-east")
+	data, d := origintest.RandomBlob(t, 1<<20)
+	origintest.PushBlob(t, r.registry.URL, "library/app", data)
+	gate := r.proxy.Hold(origintest.Match{Method: http.MethodGet, Kind: origintest.KindBlob}, 256<<10)
+
+	errs := make(chan error, len(r.nodes))
+	for _, n := range r.nodes {
+		go func() {
+			res, err := http.Get("http://" + n.Addr("api") + "/v2/library/app/blobs/" + d.String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer res.Body.Close()
+			body, err := io.ReadAll(res.Body)
+			switch {
+			case err != nil:
+				errs <- err
+			case res.StatusCode != http.StatusOK || digest.FromBytes(body) != d:
+				errs <- fmt.Errorf("%s: %d, %d bytes of another blob", n.Fleet().Self().ID, res.StatusCode, len(body))
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	<-gate.Reached()
+	// Every node but the filler streams from a peer before the origin
+	// sends the rest.
+	testkit.Eventually(t, "the other nodes to stream from their peers", func() bool {
+		hits := 0.0
+		for _, n := range r.nodes {
+			hits += testkit.Metric(t, n.Metrics(), "edge_peer_requests_total", map[string]string{"result": "hit"})
+		}
+		return hits >= 3
+	})
+	gate.Release()
+	for range r.nodes {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := r.proxy.CountMatch(origintest.Match{Method: http.MethodGet, Kind: origintest.KindBlob}); n != 1 {
+		t.Fatalf("the origin was asked %d times for the blob, want once for the fleet", n)
+	}
+	filler, _ := r.nodes[0].Fleet().Filler(d, nil)
+	for _, n := range r.nodes {
+		if n.Fleet().Self().ID == filler.ID {
+			testkit.Eventually(t, "the filler's fill to be counted", func() bool {
+				return testkit.Metric(t, n.Metrics(), "edge_fill_bytes_total", map[string]string{"tier": "origin"}) == float64(len(data))
+			})
+		}
 	}
 }

@@ -1,12 +1,15 @@
 package node
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,25 +18,13 @@ import (
 	"github.com/edgeregistry/edge/storjtier"
 )
 
-// REVIEW: the peer client follows redirects, so whoever answers on a
-// peer's address (a broken peer, or anyone on the path of this plain-HTTP
-// traffic, no secret needed) makes the node GET any URL, with the signed
-// headers attached.
-func TestThePeerClientFollowsNoRedirect(t *testing.T) {
-	var hits atomic.Int32
-	var gotSig atomic.Value
-	internal := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		gotSig.Store(r.Header.Get("X-Edge-Peer-Signature"))
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write([]byte("metadata"))
-	}))
-	defer internal.Close()
-	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, internal.URL+"/latest/meta-data/iam", http.StatusFound)
-	}))
-	defer evil.Close()
-
+// peerPair returns the peer client of member "self" of region r, whose one
+// other member, "other", is served by h, and a digest that other both owns
+// in the region and fills for the fleet.
+func peerPair(t *testing.T, h http.HandlerFunc) (*peerClient, digest.Digest) {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
 	b, err := storjtier.NewDir(storjtier.DirConfig{Path: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +39,7 @@ func TestThePeerClientFollowsNoRedirect(t *testing.T) {
 		return m, s
 	}
 	self, sign := mk("self", "127.0.0.1:1")
-	other, _ := mk("other", strings.TrimPrefix(evil.URL, "http://"))
+	other, _ := mk("other", strings.TrimPrefix(srv.URL, "http://"))
 	for _, m := range []*fleet.Membership{self, other} {
 		if err := m.Announce(t.Context()); err != nil {
 			t.Fatal(err)
@@ -60,18 +51,89 @@ func TestThePeerClientFollowsNoRedirect(t *testing.T) {
 	var d digest.Digest
 	for i := 0; ; i++ {
 		d = digest.FromString(fmt.Sprint(i))
-		if o, _ := self.Owner("r", d); o.ID == "other" {
+		o, _ := self.Owner("r", d, nil)
+		f, _ := self.Filler(d, nil)
+		if o.ID == "other" && f.ID == "other" {
 			break
 		}
 	}
 	p := &peerClient{sign: sign, metrics: newPeerMetrics(prometheus.NewRegistry())}
 	p.join(self)
-	defer p.close()
-	rc, size, err := p.OpenBlob(t.Context(), d, 0)
-	if err == nil {
-		rc.Close()
+	t.Cleanup(p.close)
+	return p, d
+}
+
+// The peer client follows no redirect: whoever answers on a peer's address
+// (a broken peer, or anyone on the path of plain-HTTP peer traffic, no
+// secret needed) cannot make the node GET another URL with the signed
+// headers attached.
+func TestThePeerClientFollowsNoRedirect(t *testing.T) {
+	var hits atomic.Int32
+	var gotSig atomic.Value
+	internal := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		gotSig.Store(r.Header.Get("X-Edge-Peer-Signature"))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("metadata"))
+	}))
+	defer internal.Close()
+	p, d := peerPair(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, internal.URL+"/latest/meta-data/iam", http.StatusFound)
+	})
+	for _, fleet := range []bool{false, true} {
+		peer, ok := p.Pick(d, fleet)
+		if !ok || peer != "other" {
+			t.Fatalf("Pick(fleet %v) named %q, %v; want other", fleet, peer, ok)
+		}
+		route, repo := "", ""
+		if fleet {
+			route, repo = "hub", "library/app"
+		}
+		rc, size, err := p.Open(t.Context(), peer, d, 0, route, repo)
+		if err == nil {
+			rc.Close()
+		}
+		if hits.Load() > 0 {
+			t.Fatalf("the node followed a peer's redirect to %s (size %d, err %v); signature forwarded: %q", internal.URL, size, err, gotSig.Load())
+		}
 	}
-	if hits.Load() > 0 {
-		t.Fatalf("the node followed a peer's redirect to %s (size %d, err %v); signature forwarded: %q", internal.URL, size, err, gotSig.Load())
+}
+
+// A peer that sends its headers and then nothing ends the read with
+// errPeerStalled, so that the fill takes over, and Failed makes Pick pass
+// it over: the node then owns and fills the blob itself.
+func TestAStalledPeerIsPassedOver(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	p, d := peerPair(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("first bytes"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	p.idle = 50 * time.Millisecond // any wait ends the same way; only later
+	peer, _ := p.Pick(d, false)
+	rc, size, err := p.Open(t.Context(), peer, d, 0, "", "")
+	if err != nil || size != 1000 {
+		t.Fatalf("Open: %d, %v", size, err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if !errors.Is(err, errPeerStalled) || string(got) != "first bytes" {
+		t.Fatalf("read %q, %v; want the first bytes, then errPeerStalled", got, err)
+	}
+	p.Failed(peer, d, err)
+	for _, fleet := range []bool{false, true} {
+		if peer, ok := p.Pick(d, fleet); ok {
+			t.Fatalf("Pick(fleet %v) still names %s after it failed", fleet, peer)
+		}
+	}
+	p.now = func() time.Time { return time.Now().Add(p.passFor) }
+	if peer, ok := p.Pick(d, false); !ok || peer != "other" {
+		t.Fatalf("after the pass-over: Pick named %q, %v", peer, ok)
 	}
 }
