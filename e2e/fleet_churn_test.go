@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -31,7 +32,7 @@ import (
 // joins, once A and B see C (each image has a blob that C owns, so A and B
 // ask C for it), right after C is gone (again with blobs C owned), and
 // once A and B no longer see C. No pull fails, and the origin is asked
-// for nothing.
+// for no blob, manifest or tag.
 func TestFleetJoinAndLeaveUnderLoad(t *testing.T) {
 	t.Parallel()
 	for _, how := range []string{"SIGTERM", "SIGKILL"} {
@@ -110,9 +111,16 @@ func testJoinAndLeave(t *testing.T, kill bool) {
 	for _, e := range l.failed() {
 		t.Errorf("a pull failed: %s", e)
 	}
+	// Content the fleet holds is never fetched from the origin again. A
+	// HEAD (a node confirming that a blob is the repository's) fetches
+	// nothing: it is logged.
 	for node, rs := range c.originRequests() {
 		for _, r := range rs {
-			t.Errorf("the origin was asked by %s, after the global tier held everything: %s %s (range %q) -> %d", node, r.Method, r.Path, r.Range, r.Status)
+			if r.Method == http.MethodGet && r.Kind != origintest.KindOther {
+				t.Errorf("the origin was asked by %s for content the global tier held: %s %s (range %q) -> %d", node, r.Method, r.Path, r.Range, r.Status)
+			} else {
+				t.Logf("the origin was asked by %s: %s %s -> %d", node, r.Method, r.Path, r.Status)
+			}
 		}
 	}
 }

@@ -209,9 +209,13 @@ func TestFleetFillerKilledMidStream(t *testing.T) {
 		return true, ""
 	})
 	mu.Lock()
-	t.Logf("killing %s, whose origin GET of layer %s is held at %d of %d bytes; bytes each node has sent its client: %v",
-		victim, held.Hex[:12], p.Sizes[held]/2, p.Sizes[held], got)
+	sent := map[string]int64{}
+	for _, m := range c.members {
+		sent[m.String()] = got[m.URL]
+	}
 	mu.Unlock()
+	t.Logf("killing %s, whose origin GET of layer %s is held at %d of %d bytes; bytes of it each node has sent its client: %v",
+		victim, held.Hex[:12], p.Sizes[held]/2, p.Sizes[held], sent)
 	c.kill(t, victim)
 	close(victimDown)
 	for _, m := range c.members {
