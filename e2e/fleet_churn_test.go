@@ -223,7 +223,7 @@ func (c *cluster) ownersAmong(t *testing.T, region string, ids ...string) func(v
 		t.Fatalf("the view holds %d members of %s, want %d", n, region, len(ids))
 	}
 	return func(d v1.Hash) string {
-		o, _ := view.Owner(region, digest.Digest(d.String()))
+		o, _ := view.Owner(region, digest.Digest(d.String()), nil)
 		return o.ID
 	}
 }

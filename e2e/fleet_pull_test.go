@@ -31,9 +31,9 @@ func newFleet2x2(t *testing.T) *cluster {
 
 // TestFleetColdPullFetchesEachBlobOnce has four clients, one per node of
 // two regions of two nodes, pull the same cold image at the same moment.
-// Every client gets every byte right. With fill leases (EDGE_FLEET_LEASES=1)
-// the origin sees one GET per blob for the whole fleet; without them, the
-// counts are logged.
+// Every client gets every byte right, and the origin sees one GET per blob
+// for the whole fleet: the blob's filler fetches it, the others stream it
+// from there.
 func TestFleetColdPullFetchesEachBlobOnce(t *testing.T) {
 	t.Parallel()
 	c := newFleet2x2(t)
@@ -62,9 +62,9 @@ func TestFleetColdPullFetchesEachBlobOnce(t *testing.T) {
 }
 
 // assertOneFetchPerBlob logs how often the origin was asked for each blob
-// of p, by node, and with leases built fails unless it was asked once per
-// blob, plus, when resumed is set, at most one ranged GET (the taking over
-// of a fill whose node died).
+// of p, by node, and fails unless it was asked once per blob, plus, when
+// resumed is set, at most one ranged GET (the taking over of a fill whose
+// node died).
 func assertOneFetchPerBlob(t *testing.T, c *cluster, p fleetImage, resumed bool) {
 	t.Helper()
 	byNode := map[string]map[string]int{}
@@ -89,9 +89,6 @@ func assertOneFetchPerBlob(t *testing.T, c *cluster, p fleetImage, resumed bool)
 			what = "config"
 		}
 		t.Logf("origin GETs of %s %s (%d bytes): %d whole, %d ranged: %v", what, d.Hex[:12], p.Sizes[d], whole, ranged, byNode[p.blobPath(d)])
-		if !leasesBuilt() {
-			continue
-		}
 		maxRanged := 0
 		if resumed {
 			maxRanged = 1
@@ -120,8 +117,8 @@ func (c *cluster) countOrigin(method string, kind origintest.Kind) int {
 // length, until the kill). Every client ends with every byte right: a
 // client whose pull breaks may pull again, on its own node if it runs,
 // else through the other node of its region, as a client behind the
-// region's address does. With leases built (EDGE_FLEET_LEASES=1), a client
-// of a node that runs needs no retry, and the origin sees one whole GET of
+// region's address does. A client of a node that runs needs no retry: its
+// node takes over from the byte reached. The origin sees one whole GET of
 // each blob and at most one ranged GET, the resumed fill.
 func TestFleetFillerKilledMidStream(t *testing.T) {
 	t.Parallel()
@@ -229,7 +226,7 @@ func TestFleetFillerKilledMidStream(t *testing.T) {
 		switch {
 		case r.err != nil:
 			t.Errorf("the client of %s did not get the image: %v", m, r.err)
-		case leasesBuilt() && m != victim && len(r.attempts) > 1:
+		case m != victim && len(r.attempts) > 1:
 			t.Errorf("the pull through %s broke although the node runs: %v", m, r.attempts)
 		}
 	}

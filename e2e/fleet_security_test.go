@@ -54,7 +54,7 @@ func TestFleetPeerListenerRefusesStrangers(t *testing.T) {
 		return req
 	}
 	peer := c.signer(t, "e2e-member", nil)
-	blobURL := fleet.BlobURL(a.Peer, d)
+	blobURL := fleet.BlobURL(a.Peer, d, fleet.Ask{})
 	waitFor(t, "node A's peer listener to serve the blob to a member", 60*time.Second, func() (bool, string) {
 		code, body := peerDo(t, signed(http.MethodGet, blobURL, peer))
 		return code == http.StatusOK && bytes.Equal(body, data), http.StatusText(code)
@@ -71,7 +71,7 @@ func TestFleetPeerListenerRefusesStrangers(t *testing.T) {
 	altered := signed(http.MethodGet, blobURL, peer)
 	flipSignature(t, altered)
 	// A request signed for node B's peer listener, sent to A's.
-	forB := signed(http.MethodGet, fleet.BlobURL(b.Peer, d), peer)
+	forB := signed(http.MethodGet, fleet.BlobURL(b.Peer, d, fleet.Ask{}), peer)
 	forB.URL.Host, forB.Host = a.Peer, a.Peer
 	base := "http://" + a.Peer
 	for _, tc := range []struct {

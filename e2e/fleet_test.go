@@ -39,12 +39,6 @@ import (
 // what the nodes wrote, never on this duration.
 const fleetTTL = 3 * time.Second
 
-// leasesBuilt reports whether the fleet's fill leases are expected to
-// work (EDGE_FLEET_LEASES=1): one origin fetch per blob for the whole
-// fleet, and takeover when the filler dies. Until they are built, the
-// tests measure and log those counts, and assert the rest.
-func leasesBuilt() bool { return os.Getenv("EDGE_FLEET_LEASES") == "1" }
-
 // cluster is a fleet of edge processes and the origin behind them.
 type cluster struct {
 	dir        string
@@ -247,7 +241,7 @@ func (c *cluster) owner(t *testing.T, region string, d v1.Hash) *member {
 	if err := c.observer.Refresh(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	o, ok := c.observer.Owner(region, digest.Digest(d.String()))
+	o, ok := c.observer.Owner(region, digest.Digest(d.String()), nil)
 	if !ok {
 		t.Fatalf("no owner of %s in region %s", d, region)
 	}
