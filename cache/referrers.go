@@ -68,8 +68,8 @@ func ReferrersTag(d digest.Digest) string {
 // tagged by the referrers tag schema; no referrers is an empty list. The
 // list is kept for the route's tag TTL and served stale when the origin
 // cannot answer. The manifests it names are fetched with it (up to
-// maxReferringFetch), linked to repo and written behind like any pull, so
-// a client that reads the list can pull them here.
+// maxReferringFetch), stored, linked to repo and written behind like any
+// pull, so a client that reads the list can pull them here.
 func (e *Engine) Referrers(ctx context.Context, rt *policy.Route, repo string, d digest.Digest, artifactType string) (Referrers, error) {
 	if rt.Hosted {
 		return Referrers{}, fmt.Errorf("cache: referrers of hosted route %s are the hosted service's: %w", rt.Name, ErrNotFound)
@@ -152,26 +152,19 @@ func (e *Engine) fetchReferrers(ctx context.Context, rt *policy.Route, repo stri
 	return Referrers{Manifests: descs, Stale: m.Stale}, nil
 }
 
-// fetchReferring links the manifests of a referrers list to repo (the
-// origin said they are its) and brings the first maxReferringFetch of
-// them into the tiers, as pulls by digest would. A failure is logged: the
-// list is still answered, and a client's pull tries again.
+// fetchReferring brings the first maxReferringFetch manifests of a
+// referrers list into the tiers, as pulls by digest would: each is linked
+// to repo once the origin served it there (or, one the node holds already,
+// confirmed it with a HEAD), never on the list's word alone, since a list
+// could name another repository's digest. A failure is logged: the list
+// is still answered, and a client's pull tries again.
 func (e *Engine) fetchReferring(ctx context.Context, rt *policy.Route, repo string, descs []ocispec.Descriptor) {
-	if len(descs) == 0 {
-		return
-	}
-	n := min(len(descs), maxReferringFetch)
-	ds := make([]digest.Digest, n)
-	for i := range n {
-		ds[i] = descs[i].Digest
-	}
-	e.Link(ctx, rt, repo, ds...)
 	var g errgroup.Group
 	g.SetLimit(referringFetchers)
-	for _, d := range ds {
+	for _, d := range descs[:min(len(descs), maxReferringFetch)] {
 		g.Go(func() error {
-			if _, err := e.manifestByDigest(ctx, rt, repo, d); err != nil {
-				e.log.Warn("cannot fetch a referring manifest", "route", rt.Name, "repo", repo, "digest", d, "err", err)
+			if _, err := e.manifestByDigest(ctx, rt, repo, d.Digest); err != nil {
+				e.log.Warn("cannot fetch a referring manifest", "route", rt.Name, "repo", repo, "digest", d.Digest, "err", err)
 			}
 			return nil
 		})
