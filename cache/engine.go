@@ -95,6 +95,9 @@ type Engine struct {
 	tagLists   *lru.Cache[tagListKey, tagList]
 	tagsFlight singleflight.Group
 
+	referrers       *lru.Cache[referrersKey, referrerList]
+	referrersFlight singleflight.Group
+
 	revalMu   sync.Mutex
 	revals    map[string]bool            // tag keys being revalidated now
 	retryAt   map[string]time.Time       // tag keys whose revalidation failed: not before
@@ -234,6 +237,7 @@ func New(local Local, origins map[string]Origin, opts ...Option) (*Engine, error
 	}
 	e.slots = newFillSlots(e.maxFills, e.perClient, e.m)
 	e.tagLists, _ = lru.New[tagListKey, tagList](keptTagLists) // errs only for a size <= 0
+	e.referrers, _ = lru.New[referrersKey, referrerList](keptReferrerLists)
 	e.slotWait = e.fillIdle
 	e.misses = newMissLimits(e.missPerMinute, e.now)
 	e.base, e.cancelBase = context.WithCancelCause(context.Background())

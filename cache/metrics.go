@@ -87,6 +87,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.misses.WithLabelValues("local", "taglist")
 	m.hits.WithLabelValues("local", "taglist")
+	m.misses.WithLabelValues("local", "referrers")
+	m.hits.WithLabelValues("local", "referrers")
 	m.localTagHit = m.hits.WithLabelValues("local", "tag")
 	m.localBlobHit = m.hits.WithLabelValues("local", "blob")
 	m.localManifestHit = m.hits.WithLabelValues("local", "manifest")

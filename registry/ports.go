@@ -18,6 +18,7 @@ type Puller interface {
 	Blob(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (*cache.Blob, error)
 	StatBlob(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (int64, error)
 	Tags(ctx context.Context, rt *policy.Route, repo string, n int, last string) ([]string, error)
+	Referrers(ctx context.Context, rt *policy.Route, repo string, d digest.Digest, artifactType string) (cache.Referrers, error)
 }
 
 // Pusher answers the pushes, deletes and referrer lists of hosted

@@ -334,19 +334,27 @@ func (s *Server) deleteContent(w http.ResponseWriter, req *request) error {
 	return nil
 }
 
-// referrers serves GET /v2/<name>/referrers/<digest>.
+// referrers serves GET /v2/<name>/referrers/<digest>: a hosted route's
+// from its record, a pull-through route's from its origin (through the
+// engine, which keeps them). No referrers is an empty index, never a 404.
 func (s *Server) referrers(w http.ResponseWriter, req *request) error {
 	r := req.client
 	d, err := parseDigest(req.ref)
 	if err != nil {
 		return err
 	}
-	if !req.route.Hosted {
-		return &apiError{Status: http.StatusNotFound, Code: errcode.ErrorCodeUnsupported,
-			Message: "the referrers API is served for hosted repositories"}
-	}
 	at := r.URL.Query().Get("artifactType")
-	descs, err := s.push.Referrers(r.Context(), req.route, req.repo, d, at)
+	var (
+		descs []ocispec.Descriptor
+		stale bool
+	)
+	if req.route.Hosted {
+		descs, err = s.push.Referrers(r.Context(), req.route, req.repo, d, at)
+	} else {
+		var refs cache.Referrers
+		refs, err = s.pull.Referrers(cache.WithClient(r.Context(), s.client(r)), req.route, req.repo, d, at)
+		descs, stale = refs.Manifests, refs.Stale
+	}
 	if err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return err
 	}
@@ -364,6 +372,9 @@ func (s *Server) referrers(w http.ResponseWriter, req *request) error {
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	if at != "" {
 		h.Set("OCI-Filters-Applied", "artifactType")
+	}
+	if stale {
+		h.Set("Warning", `110 - "Response is Stale"`)
 	}
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
