@@ -16,10 +16,13 @@ type Authorizer interface {
 	// capability) to repo on route.
 	Authorize(r *http.Request, route *policy.Route, repo string, need policy.Capability) (auth.Identity, error)
 	// Login checks the credentials of a request to /v2/, as docker login
-	// does.
-	Login(r *http.Request) (auth.Identity, error)
-	// Challenge sets the WWW-Authenticate header of a 401.
-	Challenge(w http.ResponseWriter)
+	// does; anonymousPull says whether some route lets anonymous clients
+	// pull, and an anonymous request is then fine unless the authorizer
+	// wants a challenge answered.
+	Login(r *http.Request, anonymousPull bool) (auth.Identity, error)
+	// Challenge sets the WWW-Authenticate header of a 401 to r; scope
+	// names what r needs (auth.Scope), "" for /v2/.
+	Challenge(w http.ResponseWriter, r *http.Request, scope string)
 	// Client names the client of a request, as limits count it.
 	Client(r *http.Request) string
 }
@@ -59,16 +62,32 @@ func (s *Server) client(r *http.Request) string {
 	return s.auth.Client(r)
 }
 
-// login answers GET /v2/: without credentials it is fine when some route
-// lets anonymous clients pull (Docker pings /v2/ before every pull); with
-// them, they must be right.
+// login answers GET /v2/, by the authorizer's Login: Docker pings /v2/
+// before every pull, and docker login checks its credentials there.
 func (s *Server) login(r *http.Request) error {
 	if s.auth == nil {
 		return nil
 	}
-	if _, sent := r.Header["Authorization"]; !sent && s.anonymous {
-		return nil
-	}
-	_, err := s.auth.Login(r)
+	_, err := s.auth.Login(r, s.anonymous)
 	return err
+}
+
+// scope is the token scope that the challenge of a 401 to req names: the
+// repository as the client can name it in a scope, which carries no ?ns=,
+// and the action it needs. A name that resolves elsewhere without the ?ns=
+// of the request is named by its route, as in a path
+// (/v2/<route>/<repo>/...), when that resolves to it.
+func (s *Server) scope(req *request) string {
+	if req.route == nil {
+		return ""
+	}
+	c := need(req.op, req.client.Method)
+	if rt, repo, err := s.router.Resolve("", req.name); err == nil && rt == req.route && repo == req.repo {
+		return auth.Scope(req.name, c)
+	}
+	qualified := req.route.Name + "/" + req.repo
+	if rt, repo, err := s.router.Resolve("", qualified); err == nil && rt == req.route && repo == req.repo {
+		return auth.Scope(qualified, c)
+	}
+	return auth.Scope(req.name, c)
 }

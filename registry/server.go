@@ -311,7 +311,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if sw.status == 0 {
 			if ae.Status == http.StatusUnauthorized && s.auth != nil {
-				s.auth.Challenge(w)
+				s.auth.Challenge(w, r, s.scope(req))
 			}
 			writeError(w, r, ae)
 		}
