@@ -195,7 +195,7 @@ func (a *Authorizer) Authorize(r *http.Request, rt *policy.Route, repo string, n
 	if err == nil && tok != nil && !a.covers(tok, rt, repo, need) {
 		// 401, so that the client asks for a token with the scope of the
 		// challenge and comes back.
-		err = fmt.Errorf("%w: the token does not cover %s of %s", ErrUnauthenticated, need, repo)
+		err = fmt.Errorf("%w: %w: %s of %s", ErrUnauthenticated, ErrInsufficientScope, need, repo)
 	}
 	if c, ok := a.m.allowed[need]; ok && err == nil {
 		c.Inc()

@@ -27,11 +27,14 @@ const (
 	MinTokenTTL     = time.Minute
 	MaxTokenTTL     = 24 * time.Hour
 	DefaultTokenTTL = 5 * time.Minute
-	// maxScopes bounds the repository scopes one token request may ask.
-	maxScopes = 32
+	// maxScopes bounds the repository scopes one token request may ask,
+	// and maxScopeName the length of the name of each: a route's name and
+	// a repository name. Together they keep a token under maxTokenBytes.
+	maxScopes    = 16
+	maxScopeName = 512
 	// maxTokenBytes bounds a bearer token read from a request, before any
 	// parsing.
-	maxTokenBytes = 8 << 10
+	maxTokenBytes = 16 << 10
 	// tokenLeeway is the clock skew allowed between the nodes that issue
 	// and accept a token.
 	tokenLeeway = 5 * time.Second
@@ -253,6 +256,9 @@ func parseScopes(values []string) ([]scope, error) {
 			}
 			if typ != "repository" {
 				continue
+			}
+			if i > maxScopeName {
+				return nil, fmt.Errorf("scope names a repository of more than %d characters", maxScopeName)
 			}
 			sc := scope{name: rest[:i]}
 			for act := range strings.SplitSeq(rest[i+1:], ",") {

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -184,6 +185,12 @@ func TestTokenGrants(t *testing.T) {
 	if id, err := f.authorize(ci, "team", "team/app", policy.CapPush); err != nil || id.User != "ci" {
 		t.Errorf("ci's token: push team/app = %v, %v", id, err)
 	}
+	// A token that does not cover what its user may do: a 401 that asks
+	// for a token with the request's scope.
+	pullOnly := f.token(t, "ci", "ci-secret", "repository:team/app:pull")
+	if _, err := f.authorize(pullOnly, "team", "team/app", policy.CapPush); !errors.Is(err, auth.ErrInsufficientScope) || !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Errorf("ci's pull token: push team/app = %v, want ErrInsufficientScope", err)
+	}
 	anon := f.token(t, "", "", "repository:team/app:pull,push", "repository:alpine:pull")
 	if id, err := f.authorize(anon, "team", "team/app", policy.CapPull); err != nil || !id.Anonymous() {
 		t.Errorf("anonymous token: pull team/app = %v, %v", id, err)
@@ -192,7 +199,7 @@ func TestTokenGrants(t *testing.T) {
 	if _, err := f.authorize(anon, "docker.io", "library/alpine", policy.CapPull); err != nil {
 		t.Errorf("anonymous token for alpine: pull library/alpine = %v", err)
 	}
-	if _, err := f.authorize(anon, "team", "team/app", policy.CapPush); !errors.Is(err, auth.ErrUnauthenticated) {
+	if _, err := f.authorize(anon, "team", "team/app", policy.CapPush); !errors.Is(err, auth.ErrUnauthenticated) || errors.Is(err, auth.ErrInsufficientScope) {
 		t.Errorf("anonymous token: push team/app = %v, want ErrUnauthenticated", err)
 	}
 	if got := f.metric(t, "edge_auth_tokens_total", map[string]string{"result": "issued_anonymous"}); got != 2 {
@@ -271,7 +278,7 @@ func TestTokenRefused(t *testing.T) {
 		{"another action", good, "team", "team/app", policy.CapPush},
 		{"anonymous token claiming push", hs(claims(func(c jwt.MapClaims) { delete(c, "sub"); delete(c, "edge_entry") })), "team", "team/app", policy.CapPush},
 		{"not a token", "abc", "team", "team/app", policy.CapPull},
-		{"huge", strings.Repeat("a", 10<<10), "team", "team/app", policy.CapPull},
+		{"huge", strings.Repeat("a", 20<<10), "team", "team/app", policy.CapPull},
 	}
 	for _, tt := range tests {
 		if _, err := f.authorize(tt.token, tt.route, tt.repo, tt.need); !errors.Is(err, auth.ErrUnauthenticated) {
@@ -390,7 +397,10 @@ func TestTokenEndpointRequests(t *testing.T) {
 		}, http.StatusBadRequest},
 		{"malformed scope", func() *http.Request { return httptest.NewRequest(http.MethodGet, "/token?scope=team/app", nil) }, http.StatusBadRequest},
 		{"too many scopes", func() *http.Request {
-			return httptest.NewRequest(http.MethodGet, "/token?scope="+url.QueryEscape(strings.Repeat("repository:a:pull ", 33)), nil)
+			return httptest.NewRequest(http.MethodGet, "/token?scope="+url.QueryEscape(strings.Repeat("repository:a:pull ", 17)), nil)
+		}, http.StatusBadRequest},
+		{"long name", func() *http.Request {
+			return httptest.NewRequest(http.MethodGet, "/token?scope=repository:team/"+strings.Repeat("a", 510)+":pull", nil)
 		}, http.StatusBadRequest},
 		{"account of another user", func() *http.Request {
 			r := httptest.NewRequest(http.MethodGet, "/token?account=dev", nil)
@@ -553,5 +563,26 @@ func TestTokenConfigRefused(t *testing.T) {
 		if _, err := auth.New(auth.Config{}, auth.WithTokens(tt.tc)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want an error with %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// TestLargestToken checks that the largest token the endpoint issues, all
+// its scopes granted with names as long as allowed, is accepted.
+func TestLargestToken(t *testing.T) {
+	t.Parallel()
+	f := newTokenFixture(t, auth.TokenConfig{})
+	var scopes []string
+	for i := range 16 {
+		name := fmt.Sprintf("team/%02d", i)
+		name += "/" + strings.Repeat("a", 512-len(name)-1)
+		scopes = append(scopes, "repository:"+name+":pull,push,delete")
+	}
+	tok := f.token(t, "ci", "ci-secret", scopes...)
+	if got := len(grantedAccess(t, tok)); got != 16 {
+		t.Fatalf("%d scopes granted, want 16", got)
+	}
+	name := scopes[15][len("repository:") : len(scopes[15])-len(":pull,push,delete")]
+	if _, err := f.authorize(tok, "team", name, policy.CapDelete); err != nil {
+		t.Errorf("the largest token (%d bytes): %v", len(tok), err)
 	}
 }

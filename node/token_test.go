@@ -113,6 +113,23 @@ auth:
 		t.Errorf("anonymous pull of a closed route by ?ns=: %d %q", res.StatusCode, c)
 	}
 
+	// A mount from a repository the token was not issued for: a 401 that
+	// asks for both, then, with a token for both, the mount.
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, _ := layers[0].Digest()
+	mount := n.api + "/v2/team/copy/blobs/uploads/?mount=" + layer.String() + "&from=team/app"
+	res = send(t, http.MethodPost, mount, "Bearer "+token(t, n.api, "ci", "ci-secret", "repository:team/copy:pull,push"))
+	if c := res.Header.Get("WWW-Authenticate"); res.StatusCode != http.StatusUnauthorized || !strings.HasSuffix(c, `scope="repository:team/copy:pull,push repository:team/app:pull"`) {
+		t.Errorf("mount with a token for the destination alone: %d %q, want 401 asking for both", res.StatusCode, c)
+	}
+	both := token(t, n.api, "ci", "ci-secret", "repository:team/copy:pull,push", "repository:team/app:pull")
+	if res := send(t, http.MethodPost, mount, "Bearer "+both); res.StatusCode != http.StatusCreated {
+		t.Errorf("mount with a token for both: %d, want 201", res.StatusCode)
+	}
+
 	key := filepath.Join(dir, "data", "token.key")
 	fi, err := os.Stat(key)
 	if err != nil {

@@ -73,21 +73,29 @@ func (s *Server) login(r *http.Request) error {
 }
 
 // scope is the token scope that the challenge of a 401 to req names: the
-// repository as the client can name it in a scope, which carries no ?ns=,
-// and the action it needs. A name that resolves elsewhere without the ?ns=
-// of the request is named by its route, as in a path
-// (/v2/<route>/<repo>/...), when that resolves to it.
+// repository and the action it needs, and what else it asks for.
 func (s *Server) scope(req *request) string {
 	if req.route == nil {
 		return ""
 	}
-	c := need(req.op, req.client.Method)
-	if rt, repo, err := s.router.Resolve("", req.name); err == nil && rt == req.route && repo == req.repo {
-		return auth.Scope(req.name, c)
+	sc := auth.Scope(s.scopeName(req.route, req.name, req.repo), need(req.op, req.client.Method))
+	if req.also != "" {
+		sc += " " + req.also
 	}
-	qualified := req.route.Name + "/" + req.repo
-	if rt, repo, err := s.router.Resolve("", qualified); err == nil && rt == req.route && repo == req.repo {
-		return auth.Scope(qualified, c)
+	return sc
+}
+
+// scopeName is how a scope, which carries no ?ns=, names repo of route rt,
+// which the client called name: that name, when it resolves to the same
+// without ?ns=, else the route's name and repo, as a path
+// (/v2/<route>/<repo>/...) names them, when that does.
+func (s *Server) scopeName(rt *policy.Route, name, repo string) string {
+	if r, p, err := s.router.Resolve("", name); err == nil && r == rt && p == repo {
+		return name
 	}
-	return auth.Scope(req.name, c)
+	qualified := rt.Name + "/" + repo
+	if r, p, err := s.router.Resolve("", qualified); err == nil && r == rt && p == repo {
+		return qualified
+	}
+	return name
 }

@@ -96,6 +96,9 @@ type request struct {
 	route  *policy.Route
 	repo   string // repository name at the route's origin
 	client *http.Request
+	// also is a scope a 401 to the request asks for besides its own: the
+	// source of a mount that the client's token does not cover.
+	also string
 }
 
 // parsePath splits /v2/<name>/<op>/<ref>. The operation is the one whose
