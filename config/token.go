@@ -29,7 +29,8 @@ type AuthToken struct {
 	// TTL is how long a token is valid (default 5m, 1m to 24h).
 	TTL Duration `yaml:"ttl,omitempty"`
 	// KeyFile holds the key that signs tokens (HMAC-SHA256), at least 32
-	// characters, readable by its owner only. Default: token.key in the
+	// characters, readable by its owner only. Default: for a node of a
+	// fleet, a key derived from the fleet secret; else token.key in the
 	// data directory, made at first start. Nodes behind one address must
 	// share one key.
 	KeyFile string `yaml:"key_file,omitempty"`

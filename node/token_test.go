@@ -190,3 +190,47 @@ func token(t *testing.T, api, user, pw string, scopes ...string) string {
 	}
 	return tr.Token
 }
+
+// TestTokenAcrossTheFleet runs two nodes of a fleet with the token flow
+// and no key file: both derive the signing key from the fleet secret, so
+// a token that one issues is taken by the other, as behind one address;
+// a node of another fleet refuses it.
+func TestTokenAcrossTheFleet(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	htpasswd := htpasswdFile(t, dir, map[string]string{"ci": "ci-secret"})
+	start := func(name, secret string) string {
+		path := filepath.Join(dir, name+".secret")
+		if err := os.WriteFile(path, []byte(secret), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n := runFleetNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: `+filepath.Join(dir, name)+`
+routes:
+  - {name: team, hosted: true, prefix: team/}
+global: {backend: dir, dir: {path: `+filepath.Join(dir, "global-"+secret[:1])+`}}
+fleet: {peer_listen: "127.0.0.1:0", secret_file: `+path+`}
+auth:
+  htpasswd: `+htpasswd+`
+  grants: [{user: ci, prefix: team/, actions: [pull, push]}]
+`)
+		return "http://" + n.Addr("api")
+	}
+	a := start("a", strings.Repeat("s", 40))
+	b := start("b", strings.Repeat("s", 40))
+	other := start("c", strings.Repeat("o", 40))
+	tok := token(t, a, "ci", "ci-secret", "repository:team/app:pull,push")
+	if res := send(t, http.MethodPost, b+"/v2/team/app/blobs/uploads/", "Bearer "+tok); res.StatusCode != http.StatusAccepted {
+		t.Errorf("an upload on b with a's token: %d, want 202", res.StatusCode)
+	}
+	if res := send(t, http.MethodPost, other+"/v2/team/app/blobs/uploads/", "Bearer "+tok); res.StatusCode != http.StatusUnauthorized {
+		t.Errorf("an upload on another fleet's node with a's token: %d, want 401", res.StatusCode)
+	}
+	for _, name := range []string{"a", "b"} {
+		if _, err := os.Stat(filepath.Join(dir, name, "token.key")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("node %s wrote a token key beside the fleet secret: %v", name, err)
+		}
+	}
+}

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"crypto/hkdf"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,7 +24,18 @@ func TokenKeyPath(cfg *config.Config) string {
 // readable by its owner only, not a symbolic link, of at least 32
 // characters. With create, a missing default file is made with a random
 // key; a configured file must exist.
+//
+// A node of a fleet without a key file derives the key from the fleet
+// secret, so that the nodes behind one address, which share that secret,
+// take each other's tokens.
 func tokenKey(cfg *config.Config, create bool) ([]byte, error) {
+	if cfg.Auth.Token.KeyFile == "" && cfg.Fleet.PeerListen != "" {
+		secret, err := fleetSecret(cfg.Fleet.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("token key: %w", err)
+		}
+		return hkdf.Key(sha256.New, secret, nil, "edge registry token key", 32)
+	}
 	path := TokenKeyPath(cfg)
 	k, err := readTokenFile(path)
 	if errors.Is(err, fs.ErrNotExist) && create && cfg.Auth.Token.KeyFile == "" {
