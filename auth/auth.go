@@ -182,6 +182,12 @@ func (a *Authorizer) Challenge(w http.ResponseWriter, r *http.Request, scope str
 // grant; a name outside the route's namespace is denied to everyone. An
 // anonymous request that needs a user gets ErrUnauthenticated, a user
 // without the grant ErrDenied.
+//
+// With the token flow on, the credentials may be a bearer token: its user
+// (or an anonymous client, for an anonymous token) is held to the same
+// rule, and the token must name repo and need besides, or the request gets
+// ErrInsufficientScope (an ErrUnauthenticated): the client asks for a token
+// with the challenge's scope and comes back.
 func (a *Authorizer) Authorize(r *http.Request, rt *policy.Route, repo string, need policy.Capability) (Identity, error) {
 	var id Identity
 	var tok *claims
