@@ -70,6 +70,7 @@ type Authorizer struct {
 	addrs    *limiter           // failures from one client address, whatever the user
 	users    *budget            // checks of a user name from addresses it has not logged in from
 	trusted  *trust             // (address, user) pairs that logged in lately
+	tokens   *tokens            // the token flow; nil when off
 }
 
 // verification is a password that verified: the cache holds it under a
@@ -158,9 +159,15 @@ func quote(s string) string {
 // Realm is the realm of the Basic challenge.
 func (a *Authorizer) Realm() string { return a.realm }
 
-// Challenge sets the WWW-Authenticate header that goes with a 401 answer.
-func (a *Authorizer) Challenge(w http.ResponseWriter) {
-	w.Header().Set("WWW-Authenticate", a.challenge)
+// Challenge sets the WWW-Authenticate header that goes with a 401 answer
+// to r: HTTP Basic, or, with the token flow on, Bearer naming the token
+// endpoint, the service and scope (as Scope writes it) when it is not "".
+func (a *Authorizer) Challenge(w http.ResponseWriter, r *http.Request, scope string) {
+	if a.tokens == nil {
+		w.Header().Set("WWW-Authenticate", a.challenge)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", a.bearerChallenge(r, scope))
 }
 
 // Authorize authenticates r, when it carries credentials, and decides
@@ -175,14 +182,26 @@ func (a *Authorizer) Challenge(w http.ResponseWriter) {
 // grant; a name outside the route's namespace is denied to everyone. An
 // anonymous request that needs a user gets ErrUnauthenticated, a user
 // without the grant ErrDenied.
+//
+// With the token flow on, the credentials may be a bearer token: its user
+// (or an anonymous client, for an anonymous token) is held to the same
+// rule, and the token must name repo and need besides, or the request gets
+// ErrInsufficientScope (an ErrUnauthenticated): the client asks for a token
+// with the challenge's scope and comes back.
 func (a *Authorizer) Authorize(r *http.Request, rt *policy.Route, repo string, need policy.Capability) (Identity, error) {
 	var id Identity
+	var tok *claims
 	var err error
 	if hasCredentials(r) {
-		id, err = a.authenticate(r)
+		id, tok, err = a.credentials(r)
 	}
 	if err == nil {
 		err = a.Allow(id, rt, repo, need)
+	}
+	if err == nil && tok != nil && !a.covers(tok, rt, repo, need) {
+		// 401, so that the client asks for a token with the scope of the
+		// challenge and comes back.
+		err = fmt.Errorf("%w: %w: %s of %s", ErrUnauthenticated, ErrInsufficientScope, need, repo)
 	}
 	if c, ok := a.m.allowed[need]; ok && err == nil {
 		c.Inc()
@@ -193,17 +212,38 @@ func (a *Authorizer) Authorize(r *http.Request, rt *policy.Route, repo string, n
 }
 
 // Login authenticates r as docker login checks credentials: GET /v2/ with
-// HTTP Basic. A request without credentials gets ErrUnauthenticated.
+// HTTP Basic or a bearer token. anonymousPull says whether some route lets
+// anonymous clients pull.
 //
-// For GET /v2/ without credentials, answer 200 when some route lets
-// anonymous clients pull, or anonymous Docker pulls fail ("no basic auth
-// credentials"), and 401 with the challenge otherwise; with credentials,
-// answer by Login.
-func (a *Authorizer) Login(r *http.Request) (Identity, error) {
+// A request without credentials is anonymous when anonymousPull is set and
+// the token flow is off: anonymous Docker pulls fail when the ping is
+// refused ("no basic auth credentials"), and docker login cannot log in.
+// With the token flow on it gets ErrUnauthenticated: the Bearer challenge
+// is what makes docker login work, and anonymous clients fetch an
+// anonymous token after it.
+func (a *Authorizer) Login(r *http.Request, anonymousPull bool) (Identity, error) {
 	if !hasCredentials(r) {
+		if anonymousPull && a.tokens == nil {
+			return Identity{}, nil
+		}
 		return Identity{}, fmt.Errorf("%w: no credentials", ErrUnauthenticated)
 	}
-	return a.authenticate(r)
+	id, _, err := a.credentials(r)
+	return id, err
+}
+
+// credentials authenticates a request that carries an Authorization
+// header: a bearer token when the token flow is on, else HTTP Basic.
+func (a *Authorizer) credentials(r *http.Request) (Identity, *claims, error) {
+	if raw, ok := bearer(r); ok && a.tokens != nil {
+		c, err := a.verifyToken(raw, a.now())
+		if err != nil {
+			return Identity{}, nil, err
+		}
+		return Identity{User: c.Subject}, c, nil
+	}
+	id, err := a.authenticate(r)
+	return id, nil, err
 }
 
 // Allow decides whether id may do need on repo of route rt, without looking
@@ -259,10 +299,16 @@ var errBadCredentials = fmt.Errorf("%w: invalid user name or password", ErrUnaut
 // out. Concurrent requests with the same credentials from one address
 // share one check.
 func (a *Authorizer) authenticate(r *http.Request) (Identity, error) {
+	user, pw, ok := r.BasicAuth()
+	return a.authenticateUser(r, user, pw, ok)
+}
+
+// authenticateUser is authenticate for credentials read from r by the
+// caller; ok is false when r had none that could be read.
+func (a *Authorizer) authenticateUser(r *http.Request, user, pw string, ok bool) (Identity, error) {
 	now := a.now()
 	ip := a.clientIP(r)
 	addr := addrName(ip)
-	user, pw, ok := r.BasicAuth()
 	if !ok || user == "" {
 		// Nobody is called "": refused at once, as no guess at anyone.
 		a.m.failures.WithLabelValues(reasonMalformed).Inc()

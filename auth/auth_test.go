@@ -158,14 +158,10 @@ func TestLogin(t *testing.T) {
 	for _, anon := range []bool{true, false} {
 		f := newFixture(t, auth.Config{Htpasswd: path, Realm: "edge-test"})
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Header.Get("Authorization") == "" && anon {
-				w.WriteHeader(http.StatusOK)
-				return
-			}
-			id, err := f.a.Login(r)
+			id, err := f.a.Login(r, anon)
 			switch {
 			case errors.Is(err, auth.ErrUnauthenticated):
-				f.a.Challenge(w)
+				f.a.Challenge(w, r, "")
 				http.Error(w, err.Error(), http.StatusUnauthorized)
 			case err != nil:
 				http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -208,7 +204,7 @@ func TestLogin(t *testing.T) {
 				}
 			}
 		}
-		if _, err := f.a.Login(request("192.0.2.9:1", "", "")); !errors.Is(err, auth.ErrUnauthenticated) {
+		if _, err := f.a.Login(request("192.0.2.9:1", "", ""), false); !errors.Is(err, auth.ErrUnauthenticated) {
 			t.Errorf("Login without credentials = %v", err)
 		}
 	}
@@ -227,7 +223,7 @@ func TestChallenge(t *testing.T) {
 			t.Fatal(err)
 		}
 		w := httptest.NewRecorder()
-		a.Challenge(w)
+		a.Challenge(w, httptest.NewRequest(http.MethodGet, "/v2/", nil), "repository:a:pull")
 		if got := w.Header().Get("WWW-Authenticate"); got != tt.want {
 			t.Errorf("realm %q: challenge %s, want %s", tt.realm, got, tt.want)
 		}

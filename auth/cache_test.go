@@ -22,7 +22,7 @@ func TestVerifyCache(t *testing.T) {
 	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "pw1", "dev": "pw1"})
 	f := newFixture(t, auth.Config{Htpasswd: path}, auth.WithVerifyCache(8, 10*time.Minute))
 	login := func(user, pw string) error {
-		_, err := f.a.Login(request("192.0.2.1:1", user, pw))
+		_, err := f.a.Login(request("192.0.2.1:1", user, pw), false)
 		return err
 	}
 	for range 100 {
@@ -107,7 +107,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 	r := request("192.0.2.5:1", "", "")
 	r.Header.Set("Authorization", "Bearer "+bearer)
 	do(r, policy.CapPull)
-	if _, err := f.a.Login(request("192.0.2.1:1", "ci", wrongPassword)); err != nil {
+	if _, err := f.a.Login(request("192.0.2.1:1", "ci", wrongPassword), false); err != nil {
 		errs = append(errs, err)
 	}
 	logs := f.logs.String()
@@ -157,7 +157,7 @@ func TestConcurrent(t *testing.T) {
 				case 2:
 					_, err = f.a.Authorize(request(addr, "", ""), openRoute, "library/alpine", policy.CapPull)
 				case 3:
-					_, err = f.a.Login(request(addr, "dev", "pw"))
+					_, err = f.a.Login(request(addr, "dev", "pw"), false)
 				}
 				if err != nil {
 					errc <- fmt.Errorf("goroutine %d request %d: %w", g, i, err)

@@ -10,7 +10,19 @@
 // are.
 //
 // The HTTP layer calls [Authorizer.Authorize] once per request, and
-// [Authorizer.Login] for GET /v2/ with credentials (what docker login sends).
+// [Authorizer.Login] for GET /v2/ (what docker login checks).
+//
+// With [WithTokens], the registry token flow is on as well: 401 answers
+// carry a Bearer challenge naming the token endpoint ([Authorizer.ServeToken]),
+// which checks HTTP Basic credentials as every login is checked and issues
+// short-lived JWTs, signed with HMAC-SHA256 by a key the nodes behind one
+// address share, for the repository actions asked that the route and the
+// grants allow (an anonymous client: pull where the route allows it). A
+// bearer token is accepted for a request when its signature, issuer,
+// audience (the service) and expiry check out, the user's password entry is
+// the one it was issued against, its access names the request's repository
+// and action, and the grants allow it now. HTTP Basic keeps working on
+// every request.
 // Errors are checked with errors.Is: [ErrUnauthenticated] is answered 401
 // with the challenge of [Authorizer.Challenge], [ErrDenied] 403, and
 // [ErrRateLimited] 429 with the wait of [RetryAfter].

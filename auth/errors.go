@@ -19,6 +19,11 @@ var (
 	// a Retry-After of [RetryAfter]. Errors that match it are a
 	// [*RateLimitError].
 	ErrRateLimited = errors.New("too many failed logins")
+	// ErrInsufficientScope means a bearer token is good, and its user may
+	// do what the request needs, but the token was not issued for it: the
+	// client should ask for a token with the scope of the challenge. Errors
+	// that match it match ErrUnauthenticated as well.
+	ErrInsufficientScope = errors.New("the token does not cover the request")
 )
 
 // RateLimitError refuses a login without checking it, after too many

@@ -24,7 +24,7 @@ var limitOpts = []auth.Option{
 }
 
 func login(f *fixture, addr, user, pw string) error {
-	_, err := f.a.Login(request(addr, user, pw))
+	_, err := f.a.Login(request(addr, user, pw), false)
 	return err
 }
 
@@ -361,7 +361,7 @@ func TestTrustedNetworksAndProxies(t *testing.T) {
 	viaProxy := func(xff, pw string) error {
 		r := request("192.0.2.10:1", "ci", pw)
 		r.Header.Set("X-Forwarded-For", xff)
-		_, err := f.a.Login(r)
+		_, err := f.a.Login(r, false)
 		return err
 	}
 	if err := viaProxy("203.0.113.50, 10.1.9.9", "good"); err != nil {
@@ -381,7 +381,7 @@ func TestTrustedNetworksAndProxies(t *testing.T) {
 	// From outside the proxies, X-Forwarded-For is not believed.
 	r := request("203.0.113.60:1", "ci", "good")
 	r.Header.Set("X-Forwarded-For", "10.1.2.3")
-	if _, err := f.a.Login(r); !errors.Is(err, auth.ErrRateLimited) {
+	if _, err := f.a.Login(r, false); !errors.Is(err, auth.ErrRateLimited) {
 		t.Fatalf("a forged X-Forwarded-For: %v", err)
 	}
 }

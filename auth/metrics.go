@@ -23,6 +23,7 @@ type metrics struct {
 	cache     *prometheus.CounterVec                   // result: hit, miss
 	reloads   *prometheus.CounterVec                   // result: ok, error
 	users     prometheus.Gauge
+	tokens    *prometheus.CounterVec // result: issued, refused
 }
 
 func newMetrics() *metrics {
@@ -51,6 +52,13 @@ func newMetrics() *metrics {
 			Name: "edge_auth_users",
 			Help: "Users with a usable bcrypt entry in the htpasswd file.",
 		}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_auth_tokens_total",
+			Help: "Bearer tokens issued by the token endpoint (issued, by anonymous clients: issued_anonymous) and tokens refused by the API (refused).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"issued", "issued_anonymous", "refused"} {
+		m.tokens.WithLabelValues(r)
 	}
 	for _, r := range []string{reasonUnknownUser, reasonBadPassword, reasonMalformed, reasonRateLimited} {
 		m.failures.WithLabelValues(r)
@@ -66,7 +74,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	cs := []prometheus.Collector{m.failures, m.lockouts, m.decisions, m.cache, m.reloads, m.users}
+	cs := []prometheus.Collector{m.failures, m.lockouts, m.decisions, m.cache, m.reloads, m.users, m.tokens}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, done := range cs[:i] {

@@ -115,6 +115,9 @@ func (a *Authorizer) check() error {
 	if strings.ContainsFunc(a.realm, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		errs = append(errs, errors.New("realm has control characters"))
 	}
+	if a.tokens != nil {
+		errs = append(errs, a.tokens.check(a.now)...)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}

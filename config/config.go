@@ -197,6 +197,8 @@ type Auth struct {
 	// TrustedProxies are the proxies (CIDRs) in front of the node whose
 	// X-Forwarded-For names the client.
 	TrustedProxies []string `yaml:"trusted_proxies,omitempty"`
+	// Token is the registry token flow (see AuthToken).
+	Token AuthToken `yaml:"token,omitempty"`
 }
 
 // AuthLimits bound failed logins. Zero values keep the defaults (10, 50,
@@ -389,6 +391,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.checkRoutes()...)
 	errs = append(errs, c.checkAuth()...)
+	errs = append(errs, c.checkToken()...)
 	errs = append(errs, c.checkGlobal()...)
 	errs = append(errs, c.Server.check()...)
 	if err := c.Global.Check(); err != nil {

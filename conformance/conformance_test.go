@@ -2,6 +2,7 @@ package conformance_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -42,9 +43,27 @@ const (
 )
 
 // TestHostedNamespace runs the suite against `edge serve` with one hosted
-// route, conformance/, behind htpasswd authentication.
+// route, conformance/, behind htpasswd authentication (HTTP Basic).
 func TestHostedNamespace(t *testing.T) {
 	t.Parallel()
+	runHosted(t, "anonymous_pull: false", "basic")
+}
+
+// TestHostedNamespaceToken runs the suite against `edge serve` with the
+// registry token flow: the suite meets Bearer challenges and fetches its
+// tokens from the node's token endpoint with the test's credentials, on a
+// route that lets anonymous clients pull (where the flow is on by
+// default).
+func TestHostedNamespaceToken(t *testing.T) {
+	t.Parallel()
+	runHosted(t, "anonymous_pull: true", "bearer")
+}
+
+// runHosted runs the suite against a node with the hosted route
+// conformance/, htpasswd users and the auth settings extra; its 401s carry
+// challenges of scheme.
+func runHosted(t *testing.T, extra, scheme string) {
+	t.Helper()
 	suite := suiteBinary(t)
 	root := moduleRoot(t)
 	dir := t.TempDir()
@@ -61,12 +80,12 @@ routes:
 global: {backend: dir, dir: {path: %q}}
 auth:
   htpasswd: %q
-  anonymous_pull: false
+  %s
   grants: [{user: %s, prefix: conformance/, actions: [pull, push, delete]}]
-`, filepath.Join(dir, "data"), filepath.Join(dir, "global"), filepath.Join(dir, "htpasswd"), username)
+`, filepath.Join(dir, "data"), filepath.Join(dir, "global"), filepath.Join(dir, "htpasswd"), extra, username)
 
 	edge := nodetest.Start(t, nodetest.Binary(t), cfg, nodetest.InDir(dir))
-	runSuite(t, root, suite, &server{Process: edge.Process, addr: edge.Host}, password)
+	runSuite(t, root, suite, &server{Process: edge.Process, addr: edge.Host, scheme: scheme}, password)
 }
 
 // TestReferenceRegistry runs the same suite against distribution's registry
@@ -282,9 +301,11 @@ func suiteEnv(addr, password, results string) []string {
 // checkAuth makes sure the registry authenticates as configured, since the
 // suite passes just as well against one that lets everybody in: without
 // credentials, or with a wrong password, /v2/ and a push get a 401 with a
-// Basic challenge (what `docker login` needs); with them, /v2/ answers 200.
-func checkAuth(t *testing.T, addr, password string) {
+// challenge of the server's scheme, Basic or Bearer (what `docker login`
+// needs); with them, /v2/ answers 200.
+func checkAuth(t *testing.T, srv *server, password string) {
 	t.Helper()
+	addr, scheme := srv.addr, cmp.Or(srv.scheme, "basic")
 	client := http.Client{Timeout: 10 * time.Second}
 	tests := []struct {
 		name, method, path, user, pass string
@@ -315,8 +336,8 @@ func checkAuth(t *testing.T, addr, password string) {
 		case resp.StatusCode != tt.want:
 			t.Errorf("authentication: %s: got %s, want %d %s; body: %s",
 				tt.name, resp.Status, tt.want, http.StatusText(tt.want), bytes.TrimSpace(body))
-		case tt.want == http.StatusUnauthorized && !strings.HasPrefix(strings.ToLower(challenge), "basic "):
-			t.Errorf("authentication: %s: 401 with WWW-Authenticate %q, want a Basic challenge", tt.name, challenge)
+		case tt.want == http.StatusUnauthorized && !strings.HasPrefix(strings.ToLower(challenge), scheme+" "):
+			t.Errorf("authentication: %s: 401 with WWW-Authenticate %q, want a %s challenge", tt.name, challenge, scheme)
 		}
 	}
 }
@@ -325,7 +346,7 @@ func checkAuth(t *testing.T, addr, password string) {
 // with the failed checks.
 func runSuite(t *testing.T, root, suite string, srv *server, password string) {
 	t.Helper()
-	checkAuth(t, srv.addr, password)
+	checkAuth(t, srv, password)
 	work := filepath.Join(t.TempDir(), "suite")
 	results := filepath.Join(work, "results")
 	if err := os.MkdirAll(work, 0o755); err != nil {

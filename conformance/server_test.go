@@ -25,6 +25,8 @@ func TestMain(m *testing.M) {
 type server struct {
 	*nodetest.Process
 	addr string // 127.0.0.1:PORT of its API
+	// scheme is the scheme of its 401 challenges: "basic" unless set.
+	scheme string
 }
 
 const (

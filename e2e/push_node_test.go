@@ -35,8 +35,8 @@ type hosted struct {
 	Region   string // "test" if empty
 	Global   string // the global: section as a YAML flow mapping
 	Htpasswd string // path of the users file
-	// AnonPull lets clients without credentials pull; docker login needs
-	// it off, since docker sends credentials only after a 401 on /v2/.
+	// AnonPull lets clients without credentials pull; with it on, the
+	// registry token flow is on too (what docker login needs then).
 	AnonPull bool
 	// Origin is the origin of a pull-through default route docker.io;
 	// "" for none.

@@ -71,29 +71,41 @@ func readTokenFile(path string) (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
-// newAdminToken writes a random token to path, whole or not at all: a
-// temporary file is written and synced, then linked into place (a token
-// made meanwhile by another process wins).
+// newAdminToken writes a random token to path, whole or not at all (a
+// token made meanwhile by another process wins).
 func newAdminToken(path string) (string, error) {
+	t, err := newSecretFile(path)
+	if errors.Is(err, fs.ErrExist) {
+		return AdminToken(&config.Config{AdminTokenFile: path}, false)
+	}
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	return t, nil
+}
+
+// newSecretFile writes a random secret of 64 hex characters to path, mode
+// 0600, whole or not at all: a temporary file is written and synced, then
+// linked into place. A file made meanwhile by another process wins: the
+// error is then fs.ErrExist.
+func newSecretFile(path string) (string, error) {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	t := hex.EncodeToString(b)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
+		return "", err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".admin.token-*")
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
 	if err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
+		return "", err
 	}
 	defer os.Remove(f.Name())
 	_, err = f.WriteString(t + "\n")
 	if err := errors.Join(err, f.Chmod(0o600), f.Sync(), f.Close()); err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
+		return "", err
 	}
-	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
-		return AdminToken(&config.Config{AdminTokenFile: path}, false)
-	} else if err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
+	if err := os.Link(f.Name(), path); err != nil {
+		return "", err
 	}
 	return t, nil
 }

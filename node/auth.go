@@ -2,23 +2,73 @@ package node
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"io/fs"
+	"net/http"
 	"net/netip"
 	"time"
 
 	"github.com/edgeregistry/edge/auth"
 	"github.com/edgeregistry/edge/config"
 	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/registry"
 )
 
 // newAuthorizer builds the authorizer that cfg's auth section describes,
-// with extra options; New and Check build it the same way.
-func newAuthorizer(cfg *config.Config, extra ...auth.Option) (*auth.Authorizer, error) {
-	a, err := auth.New(authConfig(cfg.Auth, "edge "+cfg.Region), append(authOptions(cfg.Auth), extra...)...)
+// over the routes of router, with extra options; New and Check build it the
+// same way. With createKey, a missing default token key is made; without,
+// a key is only read where one exists.
+func newAuthorizer(cfg *config.Config, router *policy.Router, createKey bool, extra ...auth.Option) (*auth.Authorizer, error) {
+	opts := authOptions(cfg.Auth)
+	if cfg.TokenEnabled() {
+		tc, err := tokenConfig(cfg, router, createKey)
+		if err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		opts = append(opts, auth.WithTokens(tc))
+	}
+	a, err := auth.New(authConfig(cfg.Auth, "edge "+cfg.Region), append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	return a, nil
+}
+
+// tokenConfig is auth's configuration of the token flow of cfg: scopes
+// name repositories as a path does without ?ns=.
+func tokenConfig(cfg *config.Config, router *policy.Router, createKey bool) (auth.TokenConfig, error) {
+	t := cfg.Auth.Token
+	key, err := tokenKey(cfg, createKey)
+	if errors.Is(err, fs.ErrNotExist) && !createKey && t.KeyFile == "" {
+		key, err = make([]byte, 32), nil // made at the first start
+	}
+	if err != nil {
+		return auth.TokenConfig{}, err
+	}
+	return auth.TokenConfig{
+		Key: key, Service: t.Service, Realm: t.Realm, TTL: time.Duration(t.TTL),
+		Resolve: func(name string) (*policy.Route, string, error) { return router.Resolve("", name) },
+	}, nil
+}
+
+// tokenEndpoint serves the token endpoint of authz, when it has one that
+// is on, beside the API.
+func tokenEndpoint(api http.Handler, authz registry.Authorizer) http.Handler {
+	t, ok := authz.(interface {
+		Tokens() bool
+		ServeToken(http.ResponseWriter, *http.Request)
+	})
+	if !ok || !t.Tokens() {
+		return api
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == auth.TokenPath {
+			t.ServeToken(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
 }
 
 // authConfig is auth's configuration of the node's auth section.

@@ -129,7 +129,9 @@ func Check(cfg *config.Config) error {
 			errs = append(errs, err)
 		}
 	}
-	if _, err := newAuthorizer(cfg); err != nil {
+	if router, err := policy.NewRouter(cfg.PolicyRoutes()); err != nil {
+		errs = append(errs, err)
+	} else if _, err := newAuthorizer(cfg, router, false); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.AdminTokenFile != "" {
@@ -197,7 +199,7 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	}
 	authz := o.authz
 	if authz == nil {
-		a, err := newAuthorizer(cfg, auth.WithLogger(n.log.With("component", "auth")), auth.WithRegisterer(reg))
+		a, err := newAuthorizer(cfg, router, true, auth.WithLogger(n.log.With("component", "auth")), auth.WithRegisterer(reg))
 		if err != nil {
 			return nil, err
 		}
@@ -206,7 +208,7 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	api := registry.New(router, n.engine, n.hosted, registry.WithLogger(n.log.With("component", "registry")), registry.WithRegisterer(reg),
 		registry.WithAccessLog(cfg.Log.Access),
 		registry.WithAuthorizer(authz))
-	n.api = api
+	n.api = tokenEndpoint(api, authz)
 	n.ops = admin.New(n.store, n.engine, adminGlobal(n.global), router)
 	adminAPI, err := n.admin(promReg, reg)
 	if err != nil {
@@ -216,7 +218,7 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	if sign != nil {
 		peer = n.peerHandler(sign, n.peers.metrics)
 	}
-	if err := n.listen(api, adminAPI, peer, reg); err != nil {
+	if err := n.listen(n.api, adminAPI, peer, reg); err != nil {
 		return nil, err
 	}
 	if sign != nil {

@@ -16,10 +16,13 @@ type Authorizer interface {
 	// capability) to repo on route.
 	Authorize(r *http.Request, route *policy.Route, repo string, need policy.Capability) (auth.Identity, error)
 	// Login checks the credentials of a request to /v2/, as docker login
-	// does.
-	Login(r *http.Request) (auth.Identity, error)
-	// Challenge sets the WWW-Authenticate header of a 401.
-	Challenge(w http.ResponseWriter)
+	// does; anonymousPull says whether some route lets anonymous clients
+	// pull, and an anonymous request is then fine unless the authorizer
+	// wants a challenge answered.
+	Login(r *http.Request, anonymousPull bool) (auth.Identity, error)
+	// Challenge sets the WWW-Authenticate header of a 401 to r; scope
+	// names what r needs (auth.Scope), "" for /v2/.
+	Challenge(w http.ResponseWriter, r *http.Request, scope string)
 	// Client names the client of a request, as limits count it.
 	Client(r *http.Request) string
 }
@@ -59,16 +62,40 @@ func (s *Server) client(r *http.Request) string {
 	return s.auth.Client(r)
 }
 
-// login answers GET /v2/: without credentials it is fine when some route
-// lets anonymous clients pull (Docker pings /v2/ before every pull); with
-// them, they must be right.
+// login answers GET /v2/, by the authorizer's Login: Docker pings /v2/
+// before every pull, and docker login checks its credentials there.
 func (s *Server) login(r *http.Request) error {
 	if s.auth == nil {
 		return nil
 	}
-	if _, sent := r.Header["Authorization"]; !sent && s.anonymous {
-		return nil
-	}
-	_, err := s.auth.Login(r)
+	_, err := s.auth.Login(r, s.anonymous)
 	return err
+}
+
+// scope is the token scope that the challenge of a 401 to req names: the
+// repository and the action it needs, and what else it asks for.
+func (s *Server) scope(req *request) string {
+	if req.route == nil {
+		return ""
+	}
+	sc := auth.Scope(s.scopeName(req.route, req.name, req.repo), need(req.op, req.client.Method))
+	if req.also != "" {
+		sc += " " + req.also
+	}
+	return sc
+}
+
+// scopeName is how a scope, which carries no ?ns=, names repo of route rt,
+// which the client called name: that name, when it resolves to the same
+// without ?ns=, else the route's name and repo, as a path
+// (/v2/<route>/<repo>/...) names them, when that does.
+func (s *Server) scopeName(rt *policy.Route, name, repo string) string {
+	if r, p, err := s.router.Resolve("", name); err == nil && r == rt && p == repo {
+		return name
+	}
+	qualified := rt.Name + "/" + repo
+	if r, p, err := s.router.Resolve("", qualified); err == nil && r == rt && p == repo {
+		return qualified
+	}
+	return name
 }

@@ -119,9 +119,9 @@ type allowAll struct{}
 func (allowAll) Authorize(*http.Request, *policy.Route, string, policy.Capability) (auth.Identity, error) {
 	return auth.Identity{}, nil
 }
-func (allowAll) Login(*http.Request) (auth.Identity, error) { return auth.Identity{}, nil }
-func (allowAll) Challenge(http.ResponseWriter)              {}
-func (allowAll) Client(r *http.Request) string              { return auth.PeerClient(r) }
+func (allowAll) Login(*http.Request, bool) (auth.Identity, error)     { return auth.Identity{}, nil }
+func (allowAll) Challenge(http.ResponseWriter, *http.Request, string) {}
+func (allowAll) Client(r *http.Request) string                        { return auth.PeerClient(r) }
 
 // nodeYAMLConfig is the configuration of the test node n, as an operator
 // would write it.

@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/edgeregistry/edge/auth"
 	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/hosted"
 	"github.com/edgeregistry/edge/internal/oci"
@@ -192,6 +193,13 @@ func (s *Server) mount(req *request, from string, d digest.Digest) (bool, error)
 		return false, nil // the route's lists keep what they refuse out of mounts too
 	}
 	if err := s.authorize(req.client, rt, fromRepo, policy.CapPull); err != nil {
+		if errors.Is(err, auth.ErrInsufficientScope) {
+			// The client may pull the source, but its token was issued
+			// for the destination alone: a 401 that asks for both gets it
+			// the token for the mount, as distribution's registry does.
+			req.also = auth.Scope(s.scopeName(rt, from, fromRepo), policy.CapPull)
+			return false, err
+		}
 		return false, nil
 	}
 	return s.push.Mount(req.client.Context(), req.route, req.repo, fromRepo, d)

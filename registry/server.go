@@ -96,6 +96,9 @@ type request struct {
 	route  *policy.Route
 	repo   string // repository name at the route's origin
 	client *http.Request
+	// also is a scope a 401 to the request asks for besides its own: the
+	// source of a mount that the client's token does not cover.
+	also string
 }
 
 // parsePath splits /v2/<name>/<op>/<ref>. The operation is the one whose
@@ -311,7 +314,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if sw.status == 0 {
 			if ae.Status == http.StatusUnauthorized && s.auth != nil {
-				s.auth.Challenge(w)
+				s.auth.Challenge(w, r, s.scope(req))
 			}
 			writeError(w, r, ae)
 		}
