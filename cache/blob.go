@@ -70,6 +70,9 @@ func (b *Blob) Stored(ctx context.Context) error {
 // Blob opens blob d of repo on route rt: from the local tier, or by joining
 // or starting a fill from the tiers below. The caller must Close it.
 func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (*Blob, error) {
+	if err := e.admit(ctx, rt, repo, d.String(), true); err != nil {
+		return nil, err
+	}
 	file, info, err := e.local.OpenBlob(ctx, d)
 	switch {
 	case err == nil:
@@ -248,6 +251,9 @@ func isVerifyError(err error) bool {
 
 // StatBlob returns the size of blob d of repo on route rt without reading it.
 func (e *Engine) StatBlob(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (int64, error) {
+	if err := e.admit(ctx, rt, repo, d.String(), true); err != nil {
+		return 0, err
+	}
 	info, err := e.local.StatBlob(ctx, d)
 	switch {
 	case err == nil:

@@ -52,6 +52,7 @@ type fill struct {
 	w           blobWriter // nil: the local tier refused the fill outright
 	ringSize    int        // passRing, but in tests
 	client      string     // whose fill slot it holds
+	private     bool       // fetched with a client's own credentials: kept out of the global tier
 
 	// Guarded by the engine's fillMu.
 	readers int                     // requests following the fill
@@ -297,7 +298,7 @@ func (e *Engine) fillRecord(f *fill, tier string) localtier.FillRecord {
 		return localtier.FillRecord{}
 	}
 	rec := localtier.FillRecord{Route: f.route, Repo: f.repo}
-	if e.global != nil {
+	if e.global != nil && !f.private {
 		rec.Queue = replication.BlobItem(f.d)
 	}
 	return rec

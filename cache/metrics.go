@@ -14,6 +14,7 @@ type metrics struct {
 	revalidated   *prometheus.CounterVec // route, result
 	writeFailure  *prometheus.CounterVec // what
 	globalErrors  *prometheus.CounterVec // op
+	admissions    *prometheus.CounterVec // result: of routes that forward credentials
 
 	fillsInFlight, fillWaiters prometheus.Gauge
 
@@ -53,6 +54,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		globalErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_global_errors_total", Help: "Global tier operations that failed; pulls went on without it.",
 		}, []string{"op"}),
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_forwarded_admissions_total",
+			Help: "Requests to routes that forward their clients' credentials, by the origin's answer (admitted, refused, not_found, error), one kept (kept), or none asked (anonymous).",
+		}, []string{"result"}),
 		fillsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edge_fills_in_flight", Help: "Blob fills running now (limits.max_fills bounds them).",
 		}),
@@ -77,6 +82,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.misses.WithLabelValues(tier, kind)
 		}
 	}
+	for _, result := range []string{"admitted", "refused", "not_found", "error", "kept", "anonymous"} {
+		m.admissions.WithLabelValues(result)
+	}
 	m.misses.WithLabelValues("local", "taglist")
 	m.hits.WithLabelValues("local", "taglist")
 	m.localTagHit = m.hits.WithLabelValues("local", "tag")
@@ -84,7 +92,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.localManifestHit = m.hits.WithLabelValues("local", "manifest")
 	if reg != nil {
 		reg.MustRegister(m.hits, m.misses, m.bytes, m.coalesced, m.fills, m.stale, m.revalidated, m.writeFailure,
-			m.globalErrors, m.fillsInFlight, m.fillWaiters, m.missesRefused)
+			m.globalErrors, m.fillsInFlight, m.fillWaiters, m.missesRefused, m.admissions)
 	}
 	return m
 }

@@ -1,10 +1,13 @@
 package registry
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/edgeregistry/edge/auth"
+	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/upstream"
 )
 
 // Authorizer decides who may do what; *auth.Authorizer is one. A server
@@ -71,4 +74,33 @@ func (s *Server) login(r *http.Request) error {
 	}
 	_, err := s.auth.Login(r)
 	return err
+}
+
+// forwardCredentials readies a request to a route that forwards its
+// clients' credentials: the origin, not the node's users, judges them, so
+// they are not checked here but handed on, in the request's context, to
+// the engine (which has the origin admit each request) and the origin
+// client (which uses them there). A request without Basic credentials is
+// refused: such a route has no anonymous pulls.
+func forwardCredentials(r *http.Request) (*http.Request, error) {
+	user, pass, ok := r.BasicAuth()
+	if !ok || user == "" && pass == "" {
+		return r, fmt.Errorf("registry: %w (with HTTP Basic)", cache.ErrCredentialsNeeded)
+	}
+	return r.WithContext(upstream.WithCredentials(r.Context(), upstream.Credentials{Username: user, Password: pass})), nil
+}
+
+// defaultChallenge is the challenge of a 401 on a node without users.
+const defaultChallenge = `Basic realm="edge", charset="UTF-8"`
+
+// challenge sets the WWW-Authenticate header of a 401: the node's own, and
+// a Basic one on a route that asks for a client's credentials to forward
+// when the node has none to give.
+func (s *Server) challenge(w http.ResponseWriter, rt *policy.Route) {
+	if s.auth != nil {
+		s.auth.Challenge(w)
+	}
+	if rt != nil && rt.ForwardCredentials && w.Header().Get("WWW-Authenticate") == "" {
+		w.Header().Set("WWW-Authenticate", defaultChallenge)
+	}
 }
