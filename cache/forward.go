@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/time/rate"
 
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/upstream"
@@ -27,7 +29,25 @@ var (
 	// ErrCredentialsRefused: the origin knows the client's credentials
 	// and refused them this repository (it answered 403).
 	ErrCredentialsRefused = errors.New("the origin refused this client's credentials this repository")
+	// ErrTooManyRefusals: the origin refused the credentials of this
+	// client address too often lately, and is not asked again for it yet
+	// (a *RefusalsError says when): a guesser behind the node must not
+	// make the origin block the node, nor spend its rate limit.
+	ErrTooManyRefusals = errors.New("the origin refused this client's credentials too often lately")
 )
+
+// RefusalsError says when a client whose credentials the origin refused
+// too often may be checked again.
+type RefusalsError struct {
+	Client     string
+	RetryAfter time.Duration
+}
+
+func (e *RefusalsError) Error() string {
+	return fmt.Sprintf("the origin refused the credentials of client %s too often lately; it may try again in %v", e.Client, e.RetryAfter)
+}
+
+func (e *RefusalsError) Unwrap() error { return ErrTooManyRefusals }
 
 // How long an origin's answer about a client's credentials and a
 // repository is kept: a yes for a minute, so that the layers of an image
@@ -40,7 +60,29 @@ const (
 	refusedTTL  = 5 * time.Second
 	// accessEntries bounds the answers kept (about 150 bytes each).
 	accessEntries = 16384
+	// One client address may have the origin refuse its credentials
+	// refusalBurst times, then once every 60/refusalsPerMinute seconds.
+	refusalsPerMinute = 10
+	refusalBurst      = 10
 )
+
+func newRefusalLimits(now func() time.Time) *missLimits {
+	c, _ := lru.New[string, *rate.Limiter](missClients)
+	return &missLimits{perMinute: refusalsPerMinute, burst: refusalBurst, now: now, clients: c}
+}
+
+// spent reports how long client must wait before it may spend one more,
+// without spending it; 0 when it may.
+func (m *missLimits) spent(client string) time.Duration {
+	lim, ok := m.clients.Get(client)
+	if !ok {
+		return 0
+	}
+	now := m.now()
+	r := lim.ReserveN(now, 1)
+	defer r.CancelAt(now)
+	return r.DelayFrom(now)
+}
 
 // accessKey names an answer: the credentials by their keyed hash, never
 // the credentials.
@@ -73,6 +115,11 @@ func (e *Engine) admit(ctx context.Context, rt *policy.Route, repo, ref string, 
 		e.m.admissions.WithLabelValues("kept").Inc()
 		return a.err
 	}
+	client := clientOf(ctx)
+	if wait := e.refusals.spent(client); wait > 0 && client != "" {
+		e.m.admissions.WithLabelValues("throttled").Inc()
+		return &RefusalsError{Client: client, RetryAfter: wait}
+	}
 	ch := e.accessFlight.DoChan(key.id+"\x00"+key.route+"\x00"+repo+"\x00"+ref, func() (any, error) {
 		mctx, cancel := e.meta(context.WithoutCancel(ctx))
 		defer cancel()
@@ -91,6 +138,7 @@ func (e *Engine) admit(ctx context.Context, rt *policy.Route, repo, ref string, 
 			e.access.Add(key, accessAnswer{until: e.now().Add(admittedTTL)})
 		case errors.Is(err, ErrCredentialsNeeded), errors.Is(err, ErrCredentialsRefused):
 			e.access.Add(key, accessAnswer{until: e.now().Add(refusedTTL), err: err})
+			_ = e.refusals.allow(client) // spends one: the error is for the next
 		}
 		return nil, err
 	})

@@ -56,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"op"}),
 		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_forwarded_admissions_total",
-			Help: "Requests to routes that forward their clients' credentials, by the origin's answer (admitted, refused, not_found, error), one kept (kept), or none asked (anonymous).",
+			Help: "Requests to routes that forward their clients' credentials, by the origin's answer (admitted, refused, not_found, error), one kept (kept), or none asked (anonymous; throttled: the client's credentials were refused too often lately).",
 		}, []string{"result"}),
 		fillsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edge_fills_in_flight", Help: "Blob fills running now (limits.max_fills bounds them).",
@@ -82,7 +82,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.misses.WithLabelValues(tier, kind)
 		}
 	}
-	for _, result := range []string{"admitted", "refused", "not_found", "error", "kept", "anonymous"} {
+	for _, result := range []string{"admitted", "refused", "not_found", "error", "kept", "anonymous", "throttled"} {
 		m.admissions.WithLabelValues(result)
 	}
 	m.misses.WithLabelValues("local", "taglist")

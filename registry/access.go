@@ -82,12 +82,16 @@ func (s *Server) login(r *http.Request) error {
 // the engine (which has the origin admit each request) and the origin
 // client (which uses them there). A request without Basic credentials is
 // refused: such a route has no anonymous pulls.
-func forwardCredentials(r *http.Request) (*http.Request, error) {
+//
+// The client is named in the context too: the origin's refusals of its
+// credentials are counted against its address.
+func (s *Server) forwardCredentials(r *http.Request) (*http.Request, error) {
 	user, pass, ok := r.BasicAuth()
 	if !ok || user == "" && pass == "" {
 		return r, fmt.Errorf("registry: %w (with HTTP Basic)", cache.ErrCredentialsNeeded)
 	}
-	return r.WithContext(upstream.WithCredentials(r.Context(), upstream.Credentials{Username: user, Password: pass})), nil
+	ctx := upstream.WithCredentials(r.Context(), upstream.Credentials{Username: user, Password: pass})
+	return r.WithContext(cache.WithClient(ctx, s.client(r))), nil
 }
 
 // defaultChallenge is the challenge of a 401 on a node without users.

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -367,4 +368,39 @@ func mustLayer(t *testing.T, img v1.Image) string {
 		t.Fatalf("image without layers: %v", err)
 	}
 	return m.Layers[0].Digest.String()
+}
+
+func TestForwardedCredentialsGuessesAreThrottled(t *testing.T) {
+	t.Parallel()
+	p := newPrivate(t, nodeConfig{})
+	manifest := p.url("private/app/manifests/v1")
+	p.pullAll(t, p.requests(t)[:1]) // alice, admitted for a minute
+
+	// Ten wrong passwords from one address reach the origin; the next is
+	// refused here, with a Retry-After, and the origin is not asked.
+	for i := range 10 {
+		r := do(t, http.MethodGet, manifest, basicAuth("alice", "guess-"+strconv.Itoa(i))...)
+		wantRefused(t, "guesser", r, http.MethodGet, "manifest")
+	}
+	denied := p.origin.TokenDenials()
+	if denied != 10 {
+		t.Fatalf("the origin refused %d guesses, want 10", denied)
+	}
+	r := do(t, http.MethodGet, manifest, basicAuth("alice", "guess-10")...)
+	wantError(t, r, http.StatusTooManyRequests, "TOOMANYREQUESTS")
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	if got := p.origin.TokenDenials(); got != denied {
+		t.Fatalf("a throttled guess reached the origin (%d refusals)", got)
+	}
+	// alice, from the same address, is still served: her admission is kept.
+	p.pullAll(t, p.requests(t)[:1])
+
+	// Later, a guess is checked again.
+	p.n.clock.Advance(10 * time.Second)
+	wantRefused(t, "guesser", do(t, http.MethodGet, manifest, basicAuth("alice", "guess-11")...), http.MethodGet, "manifest")
+	if got := p.origin.TokenDenials(); got != denied+1 {
+		t.Fatalf("after the wait: %d refusals at the origin, want %d", got, denied+1)
+	}
 }

@@ -284,7 +284,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			c := need(op, r.Method)
 			if err = s.routeAllows(req, c); err == nil {
 				if req.route.ForwardCredentials {
-					req.client, err = forwardCredentials(r)
+					req.client, err = s.forwardCredentials(r)
 				} else {
 					err = s.authorize(r, req.route, req.repo, c)
 				}
