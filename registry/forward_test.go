@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/edgeregistry/edge/admin"
 	"github.com/edgeregistry/edge/internal/origintest"
 	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/policy"
@@ -402,5 +403,23 @@ func TestForwardedCredentialsGuessesAreThrottled(t *testing.T) {
 	wantRefused(t, "guesser", do(t, http.MethodGet, manifest, basicAuth("alice", "guess-11")...), http.MethodGet, "manifest")
 	if got := p.origin.TokenDenials(); got != denied+1 {
 		t.Fatalf("after the wait: %d refusals at the origin, want %d", got, denied+1)
+	}
+}
+
+func TestForwardedCredentialsAreNotPrefetched(t *testing.T) {
+	t.Parallel()
+	p := newPrivate(t, nodeConfig{})
+	for _, warm := range []bool{false, true} {
+		if warm {
+			p.pullAll(t, p.requests(t)) // cached: the prefetch may not read it either
+		}
+		p.proxy.Reset()
+		sum, err := p.n.n.Admin().Prefetch(context.Background(), admin.PrefetchRequest{Images: []string{privateRoute + "/private/app:v1"}}, func(admin.Event) {})
+		if err == nil && sum.Failed == 0 {
+			t.Fatalf("prefetch of the private route (warm %v): %+v", warm, sum)
+		}
+		if n := p.proxy.Count(http.MethodGet, origintest.KindBlob) + p.proxy.Count(http.MethodGet, origintest.KindManifest); n != 0 {
+			t.Fatalf("the prefetch fetched %d manifests and blobs", n)
+		}
 	}
 }
