@@ -120,7 +120,11 @@ func (e *Engine) admit(ctx context.Context, rt *policy.Route, repo, ref string, 
 		e.m.admissions.WithLabelValues("throttled").Inc()
 		return &RefusalsError{Client: client, RetryAfter: wait}
 	}
-	ch := e.accessFlight.DoChan(key.id+"\x00"+key.route+"\x00"+repo+"\x00"+ref, func() (any, error) {
+	kind := "m"
+	if blob {
+		kind = "b" // a manifest's digest asked as a blob is another question
+	}
+	ch := e.accessFlight.DoChan(kind+key.id+"\x00"+key.route+"\x00"+repo+"\x00"+ref, func() (any, error) {
 		mctx, cancel := e.meta(context.WithoutCancel(ctx))
 		defer cancel()
 		var err error

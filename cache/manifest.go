@@ -34,7 +34,7 @@ func (e *Engine) Manifest(ctx context.Context, rt *policy.Route, repo, ref strin
 	}
 	if d, err := digest.Parse(ref); err == nil {
 		m, err := e.manifestByDigest(ctx, rt, repo, d)
-		if err == nil && !rt.Hosted {
+		if err == nil && !rt.Hosted && !rt.ForwardCredentials { // what the global tier holds, not a private route's digests
 			e.reads.note(d)
 		}
 		return m, err

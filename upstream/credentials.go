@@ -65,12 +65,18 @@ func (c *Client) forwarded(ctx context.Context) (Credentials, bool) {
 	return CredentialsFrom(ctx)
 }
 
+// clientTokenTTL bounds how long a client's token is used, however long
+// the origin lets it live: a client whose access the origin revokes is
+// asked for a new one, and refused, within a minute.
+const clientTokenTTL = time.Minute
+
 // clientTransport is transportFor for the client's own credentials: a
 // Basic origin gets them on every request, through a transport made for
 // this request and dropped after it; a Bearer origin gets them once per
 // repository in exchange for a pull token, and the transport kept for the
-// token's life holds the token alone (a refresh it attempts is anonymous),
-// filed under the credentials' ID and the repository.
+// token's life (a minute at most) holds the token alone (a refresh it
+// attempts is anonymous), filed under the credentials' ID and the
+// repository.
 func (c *Client) clientTransport(ctx context.Context, ch *transport.Challenge, repo string, cr Credentials) (http.RoundTripper, error) {
 	basic := &authn.Basic{Username: cr.Username, Password: cr.Password}
 	if !strings.EqualFold(ch.Scheme, "bearer") {
@@ -102,7 +108,7 @@ func (c *Client) clientTransport(ctx context.Context, ch *transport.Challenge, r
 		if err != nil {
 			return nil, c.newError("token", repo, "", err)
 		}
-		c.repos.Add(key, &repoAuth{rt: rt, expires: c.clock.Now().Add(tokenTTL(tok))})
+		c.repos.Add(key, &repoAuth{rt: rt, expires: c.clock.Now().Add(min(tokenTTL(tok), clientTokenTTL))})
 		return rt, nil
 	})
 	if err != nil {

@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgeregistry/edge/internal/origintest"
+	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/upstream"
 )
 
@@ -89,5 +91,35 @@ func TestCredentialsIDHidesThem(t *testing.T) {
 		if len(a.ID()) != 64 || strings.Contains(a.ID(), s) {
 			t.Fatalf("ID %q shows %q", a.ID(), s)
 		}
+	}
+}
+
+// A client's token is used a minute at most, whatever its own life: access
+// the origin revokes is noticed within a minute.
+func TestForwardedTokensLastAMinute(t *testing.T) {
+	t.Parallel()
+	r := origintest.NewRegistry(t, origintest.WithTokenAuth("owner", "owner-pw"),
+		origintest.WithTokenUser("alice", "alice-pw", "private/app"), origintest.WithTokenTTL(time.Hour))
+	origintest.PushImage(t, r.URL, "private/app", "v1", 1, 1024)
+	clock := testkit.NewClock(time.Now())
+	c, _ := newClient(t, r.URL, forward, func(cfg *upstream.Config) { cfg.Clock = testkit.StopClock{Clock: clock} })
+	ctx := as(t.Context(), "alice", "alice-pw")
+	head := func() {
+		t.Helper()
+		if _, err := c.HeadManifest(ctx, "private/app", "v1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head()
+	issued := r.TokensIssued()
+	clock.Advance(50 * time.Second)
+	head()
+	if got := r.TokensIssued(); got != issued {
+		t.Fatalf("a token of 50s was replaced (%d issued, want %d)", got, issued)
+	}
+	clock.Advance(15 * time.Second)
+	head()
+	if got := r.TokensIssued(); got != issued+1 {
+		t.Fatalf("a client's token was used past a minute (%d issued, want %d)", got, issued+1)
 	}
 }
