@@ -423,3 +423,32 @@ func TestForwardedCredentialsAreNotPrefetched(t *testing.T) {
 		}
 	}
 }
+
+// The origin's answer to the admission is the client's: 403 is a 403, 404
+// a 404, and an origin that cannot answer is an error, never the copy held
+// here.
+func TestForwardedCredentialsTakeTheOriginsAnswer(t *testing.T) {
+	t.Parallel()
+	p := newPrivate(t, nodeConfig{})
+	reqs := p.requests(t)
+	p.pullAll(t, reqs) // cached
+
+	heads := origintest.Match{Method: http.MethodHead, Kind: origintest.KindManifest}
+	p.proxy.FailStatus(heads, http.StatusForbidden, 1)
+	wantError(t, do(t, http.MethodGet, p.url("private/app/manifests/v1"), bob...), http.StatusForbidden, "DENIED")
+
+	wantError(t, do(t, http.MethodGet, p.url("private/app/manifests/nope"), alice...), http.StatusNotFound, "MANIFEST_UNKNOWN")
+
+	// A minute on, alice's admission is asked again, of an origin that
+	// fails: she is not served what is cached.
+	p.n.clock.Advance(2 * time.Minute)
+	p.proxy.FailStatus(origintest.AnyRequest, http.StatusServiceUnavailable, 100)
+	for _, q := range reqs {
+		if q.method != http.MethodGet || q.path == "private/app/tags/list" {
+			continue
+		}
+		if r := do(t, q.method, p.url(q.path), append(alice, "Accept", allManifestTypes)...); r.Status < 500 {
+			t.Fatalf("alice %s %s with the origin failing: %d, want a 5xx", q.method, q.path, r.Status)
+		}
+	}
+}
