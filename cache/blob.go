@@ -70,6 +70,9 @@ func (b *Blob) Stored(ctx context.Context) error {
 // Blob opens blob d of repo on route rt: from the local tier, or by joining
 // or starting a fill from the tiers below. The caller must Close it.
 func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (*Blob, error) {
+	if err := e.admit(ctx, rt, repo, d.String(), true); err != nil {
+		return nil, err
+	}
 	file, info, err := e.local.OpenBlob(ctx, d)
 	switch {
 	case err == nil:
@@ -299,7 +302,9 @@ func (e *Engine) openLower(ctx context.Context, f *fill, rt *policy.Route, repo 
 	if o == nil {
 		return source{tier: "global"}, gerr
 	}
-	if !f.forPeer { // a filler asked by a peer goes to the origin itself
+	// A filler asked by a peer goes to the origin itself; and a fill with a
+	// client's own credentials has nothing to hand a filler.
+	if !f.forPeer && !rt.ForwardCredentials {
 		if src, ok := e.openPeer(ctx, f, true, rt.Name, repo, from); ok {
 			return src, nil
 		}
@@ -351,6 +356,9 @@ func isVerifyError(err error) bool {
 
 // StatBlob returns the size of blob d of repo on route rt without reading it.
 func (e *Engine) StatBlob(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (int64, error) {
+	if err := e.admit(ctx, rt, repo, d.String(), true); err != nil {
+		return 0, err
+	}
 	info, err := e.local.StatBlob(ctx, d)
 	switch {
 	case err == nil:

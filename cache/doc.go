@@ -12,4 +12,9 @@
 // against its digest before it is committed, and the last bytes of a
 // streamed response are held back until the check passes, so a client never
 // receives a complete wrong blob.
+//
+// A route that forwards its clients' credentials to its origin admits each
+// request only once the origin has answered a HEAD of what it asks for
+// under that client's credentials (forward.go), whatever tier holds it, and
+// keeps what it fetches out of the global tier.
 package cache

@@ -113,6 +113,10 @@ type Engine struct {
 
 	peers Peers // nil: no fleet
 
+	access       *lru.Cache[accessKey, accessAnswer] // the origin's answers about clients' credentials
+	accessFlight singleflight.Group
+	refusals     *missLimits // the origin's refusals of clients' credentials, by client address
+
 	gate globalGate // the global tier's health: failures, cool-down, probe
 }
 
@@ -238,6 +242,8 @@ func New(local Local, origins map[string]Origin, opts ...Option) (*Engine, error
 	e.slots = newFillSlots(e.maxFills, e.perClient, e.m)
 	e.tagLists, _ = lru.New[tagListKey, tagList](keptTagLists) // errs only for a size <= 0
 	e.referrers, _ = lru.New[referrersKey, referrerList](keptReferrerLists)
+	e.access, _ = lru.New[accessKey, accessAnswer](accessEntries)
+	e.refusals = newRefusalLimits(e.now)
 	e.slotWait = e.fillIdle
 	e.misses = newMissLimits(e.missPerMinute, e.now)
 	e.base, e.cancelBase = context.WithCancelCause(context.Background())

@@ -2,6 +2,8 @@ package cache
 
 import (
 	"context"
+
+	"github.com/edgeregistry/edge/policy"
 )
 
 // enqueue queues content fetched from an origin for the global tier and
@@ -16,6 +18,18 @@ func (e *Engine) enqueue(ctx context.Context, item string) {
 		return
 	}
 	e.wakeWriteBehind()
+}
+
+// enqueueFrom is enqueue for content of route rt. What a route that
+// forwards its clients' credentials fetched is not written behind: the
+// global tier is read by every region, whatever its configuration, and
+// content that only some clients may read stays on the nodes that check
+// them (each region fetches it from the origin for its own clients).
+func (e *Engine) enqueueFrom(ctx context.Context, rt *policy.Route, item string) {
+	if rt.ForwardCredentials {
+		return
+	}
+	e.enqueue(ctx, item)
 }
 
 // wakeWriteBehind nudges the write-behind: something is queued.

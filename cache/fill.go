@@ -53,6 +53,7 @@ type fill struct {
 	ringSize    int        // passRing, but in tests
 	client      string     // whose fill slot it holds
 	forPeer     bool       // started for a peer that names this node the fleet's filler
+	private     bool       // fetched with a client's own credentials: kept out of the global tier
 
 	// Guarded by the engine's fillMu.
 	readers int                     // requests following the fill
@@ -308,7 +309,7 @@ func (e *Engine) fillRecord(f *fill, tier string) localtier.FillRecord {
 		return localtier.FillRecord{}
 	}
 	rec := localtier.FillRecord{Route: f.route, Repo: f.repo}
-	if e.global != nil {
+	if e.global != nil && !f.private {
 		rec.Queue = replication.BlobItem(f.d)
 	}
 	return rec

@@ -29,9 +29,12 @@ type Manifest struct {
 
 // Manifest returns manifest ref (a tag or a digest) of repo on route rt.
 func (e *Engine) Manifest(ctx context.Context, rt *policy.Route, repo, ref string) (Manifest, error) {
+	if err := e.admit(ctx, rt, repo, ref, false); err != nil {
+		return Manifest{}, err
+	}
 	if d, err := digest.Parse(ref); err == nil {
 		m, err := e.manifestByDigest(ctx, rt, repo, d)
-		if err == nil && !rt.Hosted {
+		if err == nil && !rt.Hosted && !rt.ForwardCredentials { // what the global tier holds, not a private route's digests
 			e.reads.note(d)
 		}
 		return m, err
@@ -186,7 +189,7 @@ func (e *Engine) revalidate(ctx context.Context, rt *policy.Route, repo, tag str
 		// Served stale, the tag is still read: its record in the global
 		// tier is rewritten as a revalidation would, so that the tier's
 		// collection sees it read.
-		e.enqueue(ctx, replication.TagItem(rt.Name, repo, tag))
+		e.enqueueFrom(ctx, rt, replication.TagItem(rt.Name, repo, tag))
 	}
 	switch {
 	case err == nil:
@@ -275,7 +278,7 @@ func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag strin
 		e.m.writeFailure.WithLabelValues("tag").Inc()
 		e.log.Warn("cannot record a revalidated tag", "route", rt.Name, "repo", repo, "tag", tag, "err", err)
 	} else {
-		e.enqueue(ctx, replication.TagItem(rt.Name, repo, tag))
+		e.enqueueFrom(ctx, rt, replication.TagItem(rt.Name, repo, tag))
 	}
 	m, err := e.local.GetManifest(mctx, rec.Digest)
 	if err != nil {
@@ -307,10 +310,10 @@ func (e *Engine) fetchManifest(ctx context.Context, rt *policy.Route, repo, ref 
 		}
 		m := Manifest{Digest: desc.Digest, MediaType: desc.MediaType, Body: body}
 		e.storeManifest(mctx, rt, repo, m)
-		e.enqueue(mctx, replication.ManifestItem(m.Digest))
+		e.enqueueFrom(mctx, rt, replication.ManifestItem(m.Digest))
 		if _, err := digest.Parse(ref); err != nil {
 			e.storeTag(mctx, rt, repo, ref, m)
-			e.enqueue(mctx, replication.TagItem(rt.Name, repo, ref))
+			e.enqueueFrom(mctx, rt, replication.TagItem(rt.Name, repo, ref))
 		}
 		return m, nil
 	})
@@ -399,6 +402,9 @@ func References(body []byte) []digest.Digest {
 func (e *Engine) Tags(ctx context.Context, rt *policy.Route, repo string, n int, last string) ([]string, error) {
 	if rt.Hosted {
 		return e.hostedTags(ctx, rt, repo, n, last)
+	}
+	if rt.ForwardCredentials {
+		return e.forwardedTags(ctx, rt, repo, n, last)
 	}
 	o, err := e.origin(rt)
 	if err != nil {

@@ -16,6 +16,7 @@ type metrics struct {
 	globalErrors  *prometheus.CounterVec // op
 	takeovers     prometheus.Counter     // fills moved on after a peer broke off
 	conflicts     prometheus.Counter     // peers refused: they asked the node they feed
+	admissions    *prometheus.CounterVec // result: of routes that forward credentials
 
 	fillsInFlight, fillWaiters prometheus.Gauge
 
@@ -61,6 +62,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edge_peer_conflicts_total", Help: "Peer requests answered not-found because the asking peer is the one this node's fill reads from (two nodes naming each other).",
 		}),
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_forwarded_admissions_total",
+			Help: "Requests to routes that forward their clients' credentials, by the origin's answer (admitted, refused, not_found, error), one kept (kept), or none asked (anonymous; throttled: the client's credentials were refused too often lately).",
+		}, []string{"result"}),
 		fillsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edge_fills_in_flight", Help: "Blob fills running now (limits.max_fills bounds them).",
 		}),
@@ -85,6 +90,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.misses.WithLabelValues(tier, kind)
 		}
 	}
+	for _, result := range []string{"admitted", "refused", "not_found", "error", "kept", "anonymous", "throttled"} {
+		m.admissions.WithLabelValues(result)
+	}
 	m.misses.WithLabelValues("local", "taglist")
 	m.hits.WithLabelValues("local", "taglist")
 	m.misses.WithLabelValues("local", "referrers")
@@ -94,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.localManifestHit = m.hits.WithLabelValues("local", "manifest")
 	if reg != nil {
 		reg.MustRegister(m.hits, m.misses, m.bytes, m.coalesced, m.fills, m.stale, m.revalidated, m.writeFailure,
-			m.globalErrors, m.fillsInFlight, m.fillWaiters, m.missesRefused, m.takeovers, m.conflicts)
+			m.globalErrors, m.fillsInFlight, m.fillWaiters, m.missesRefused, m.takeovers, m.conflicts, m.admissions)
 	}
 	return m
 }

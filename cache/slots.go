@@ -232,7 +232,8 @@ func (e *Engine) startFill(ctx context.Context, client string, rt *policy.Route,
 	f = newFill(d, rt.Name, repo, w, e.ringSize)
 	f.client, f.readers = client, 1
 	f.forPeer, _ = ctx.Value(forPeerKey{}).(bool)
-	fctx, cancel := context.WithCancelCause(e.base)
+	f.private = rt.ForwardCredentials
+	fctx, cancel := context.WithCancelCause(fillContext(e.base, ctx))
 	f.cancel = cancel
 	e.fills[d] = f
 	e.running[f] = struct{}{}

@@ -145,6 +145,10 @@ type Route struct {
 	// OriginLimits bound what the route asks of its origin (zero values:
 	// unbounded).
 	OriginLimits OriginLimits `yaml:"origin_limits,omitempty"`
+	// ForwardCredentials sends each client's own Basic credentials to the
+	// origin of a pull-through route, which then decides alone who pulls
+	// what: see the README, "Private origin repositories".
+	ForwardCredentials bool `yaml:"forward_credentials,omitempty"`
 }
 
 // OriginLimits bound a route's requests to its origin.
@@ -392,6 +396,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.checkRoutes()...)
 	errs = append(errs, c.checkAuth()...)
 	errs = append(errs, c.checkToken()...)
+	errs = append(errs, c.checkForwardGrants()...)
 	errs = append(errs, c.checkGlobal()...)
 	errs = append(errs, c.Server.check()...)
 	if err := c.Global.Check(); err != nil {
@@ -431,6 +436,7 @@ func (c *Config) checkRoutes() []error {
 			errs = append(errs, fmt.Errorf("routes[%d] (%s): origin_deletes applies to pull-through routes only", i, r.Name))
 		}
 		errs = append(errs, r.checkOrigin(i)...)
+		errs = append(errs, r.checkForward(i)...)
 	}
 	if _, err := policy.NewRouter(c.PolicyRoutes()); err != nil {
 		errs = append(errs, err)
@@ -538,6 +544,9 @@ func (c *Config) PolicyRoutes() []policy.Route {
 		}
 		if r.AnonymousPull != nil {
 			pr.AnonymousPull = *r.AnonymousPull
+		}
+		if r.ForwardCredentials {
+			pr.ForwardCredentials, pr.AnonymousPull = true, false
 		}
 		if r.Hosted {
 			pr.Caps = policy.CapPull | policy.CapPush

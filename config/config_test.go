@@ -86,6 +86,10 @@ func TestParseRejects(t *testing.T) {
 		"negative failures":       {"routes: [{name: a, origin: 'https://a', breaker: {failures: -2}}]\n", "breaker.failures"},
 		"unknown timeout":         {"routes: [{name: a, origin: 'https://a', timeouts: {read: 1s}}]\n", "read"},
 		"breaker on hosted":       {"routes: [{name: t, hosted: true, prefix: t/, breaker: {failures: 1}}]\nglobal: {backend: dir}\n", "pull-through routes only"},
+		"forward with password":   {"routes: [{name: a, origin: 'https://a', forward_credentials: true, username: u, password: p}]\n", "takes no username or password"},
+		"forward on hosted":       {"routes: [{name: t, hosted: true, prefix: t/, forward_credentials: true}]\nglobal: {backend: dir}\n", "forward_credentials applies to pull-through routes only"},
+		"forward anonymous":       {"routes: [{name: a, origin: 'https://a', forward_credentials: true, anonymous_pull: true}]\n", "anonymous_pull cannot be true"},
+		"forward with grant":      {"routes: [{name: a, origin: 'https://a', forward_credentials: true}]\nauth: {grants: [{user: ci, route: a, actions: [pull]}]}\n", "not grants"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -183,6 +187,14 @@ auth:
 	_, err := Parse([]byte("routes: [{name: a, origin: \"https://a.example\"}]\nauth: {grants: [{user: ci, route: nope, actions: [pull]}]}\n"))
 	if err == nil || !strings.Contains(err.Error(), `route "nope" is not configured`) {
 		t.Fatalf("a grant of an unknown route: %v", err)
+	}
+}
+
+func TestForwardCredentialsRoute(t *testing.T) {
+	t.Parallel()
+	c := mustParse(t, "routes: [{name: a, origin: \"https://a.example\", default: true, forward_credentials: true}]\n")
+	if r := c.PolicyRoutes()[0]; !r.ForwardCredentials || r.AnonymousPull {
+		t.Fatalf("route %+v: want credentials forwarded and no anonymous pulls (whatever auth.anonymous_pull says)", r)
 	}
 }
 

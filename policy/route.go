@@ -94,6 +94,11 @@ type Route struct {
 	// 404 on revalidation) from what the node holds, marked stale, instead
 	// of answering 404: an image deleted upstream keeps running here.
 	KeepDeleted bool
+	// ForwardCredentials makes a pull-through route send each client's own
+	// Basic credentials to its origin, and serve a client only what the
+	// origin lets those credentials read: the origin, not the node's users
+	// and grants, decides who pulls, and anonymous clients are refused.
+	ForwardCredentials bool
 }
 
 // Holds reports whether repo falls inside the route's namespace: under the
@@ -161,6 +166,9 @@ func NewRouter(routes []Route) (*Router, error) {
 			}
 		} else if rt.Origin == "" {
 			return nil, fmt.Errorf("policy: route %q needs an origin or hosted: true", rt.Name)
+		}
+		if rt.ForwardCredentials && (rt.Hosted || rt.AnonymousPull || rt.Caps&^CapPull != 0) {
+			return nil, fmt.Errorf("policy: route %q forwards its clients' credentials: it must be a pull-through route, pull only, without anonymous pulls", rt.Name)
 		}
 		if err := errors.Join(compilePatterns(&rt, "allow", rt.Allow), compilePatterns(&rt, "deny", rt.Deny)); err != nil {
 			return nil, fmt.Errorf("policy: route %q: %w", rt.Name, err)

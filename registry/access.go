@@ -1,10 +1,13 @@
 package registry
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/edgeregistry/edge/auth"
+	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/policy"
+	"github.com/edgeregistry/edge/upstream"
 )
 
 // Authorizer decides who may do what; *auth.Authorizer is one. A server
@@ -98,4 +101,39 @@ func (s *Server) scopeName(rt *policy.Route, name, repo string) string {
 		return qualified
 	}
 	return name
+}
+
+// forwardCredentials readies a request to a route that forwards its
+// clients' credentials: the origin, not the node's users, judges them, so
+// they are not checked here but handed on, in the request's context, to
+// the engine (which has the origin admit each request) and the origin
+// client (which uses them there). A request without Basic credentials is
+// refused: such a route has no anonymous pulls.
+//
+// The client is named in the context too: the origin's refusals of its
+// credentials are counted against its address.
+func (s *Server) forwardCredentials(r *http.Request) (*http.Request, error) {
+	user, pass, ok := r.BasicAuth()
+	if !ok || user == "" && pass == "" {
+		return r, fmt.Errorf("registry: %w (with HTTP Basic)", cache.ErrCredentialsNeeded)
+	}
+	ctx := upstream.WithCredentials(r.Context(), upstream.Credentials{Username: user, Password: pass})
+	return r.WithContext(cache.WithClient(ctx, s.client(r))), nil
+}
+
+// defaultChallenge is the challenge of a 401 on a node without users.
+const defaultChallenge = `Basic realm="edge", charset="UTF-8"`
+
+// challenge sets the WWW-Authenticate header of a 401 to r: the node's own,
+// naming the scope req needs; but a Basic one on a route that forwards its
+// clients' credentials, which the origin, not the node, judges (a token of
+// the node's would carry none).
+func (s *Server) challenge(w http.ResponseWriter, r *http.Request, req *request) {
+	if req.route != nil && req.route.ForwardCredentials {
+		w.Header().Set("WWW-Authenticate", defaultChallenge)
+		return
+	}
+	if s.auth != nil {
+		s.auth.Challenge(w, r, s.scope(req))
+	}
 }

@@ -98,6 +98,20 @@ func toAPIError(err error, about subject) *apiError {
 		return &apiError{Status: http.StatusUnauthorized, Code: errcode.ErrorCodeUnauthorized, Message: "authentication required", Err: err}
 	case errors.Is(err, auth.ErrDenied):
 		return &apiError{Status: http.StatusForbidden, Code: errcode.ErrorCodeDenied, Message: "requested access to the resource is denied", Err: err}
+	case errors.Is(err, cache.ErrCredentialsNeeded):
+		return &apiError{Status: http.StatusUnauthorized, Code: errcode.ErrorCodeUnauthorized,
+			Message: "authentication required: this route serves only clients whose credentials its origin accepts", Err: err}
+	case errors.Is(err, cache.ErrCredentialsRefused):
+		return &apiError{Status: http.StatusForbidden, Code: errcode.ErrorCodeDenied,
+			Message: "the origin denies these credentials access to the repository", Err: err}
+	case errors.Is(err, cache.ErrTooManyRefusals):
+		after := time.Minute
+		if re := (*cache.RefusalsError)(nil); errors.As(err, &re) {
+			after = re.RetryAfter
+		}
+		return &apiError{Status: http.StatusTooManyRequests, Code: errcode.ErrorCodeTooManyRequests,
+			Message:    "the origin refused this client's credentials too often; try again later",
+			RetryAfter: max(int((after+time.Second-1)/time.Second), 1), Err: err}
 	case errors.Is(err, auth.ErrRateLimited):
 		d, _ := auth.RetryAfter(err)
 		return &apiError{Status: http.StatusTooManyRequests, Code: errcode.ErrorCodeTooManyRequests,

@@ -91,7 +91,9 @@ func newNode(t testing.TB, cfg nodeConfig) *node {
 	opts := []edgenode.Option{edgenode.WithLogger(slog.New(slog.DiscardHandler)), edgenode.WithAuthorizer(allowAll{}),
 		edgenode.WithClock(n.clock.Now, func(d time.Duration, f func()) edgenode.Timer { return n.clock.AfterFunc(d, f) }),
 		edgenode.WithOriginConfig(func(oc *upstream.Config) {
-			oc.Username, oc.Password = n.origin.Username, n.origin.Password
+			if !oc.ForwardCredentials {
+				oc.Username, oc.Password = n.origin.Username, n.origin.Password
+			}
 			if cfg.originCfg != nil {
 				cfg.originCfg(oc)
 			}
@@ -139,7 +141,7 @@ func nodeYAMLConfig(t testing.TB, n *node, cfg nodeConfig) *config.Config {
 	c.Routes = nil
 	for _, r := range n.routes {
 		cr := config.Route{Name: r.Name, Origin: r.Origin, Default: r.Default, Hosted: r.Hosted, Prefix: r.Prefix, TagTTL: config.Duration(r.TagTTL),
-			Allow: r.Allow, Deny: r.Deny}
+			Allow: r.Allow, Deny: r.Deny, ForwardCredentials: r.ForwardCredentials}
 		if !r.Hosted {
 			cr.Timeouts.Metadata = config.Duration(meta)
 		}

@@ -286,7 +286,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h["Oci-Namespace"] = s.namespaces[req.route.Name]
 			c := need(op, r.Method)
 			if err = s.routeAllows(req, c); err == nil {
-				err = s.authorize(r, req.route, req.repo, c)
+				if req.route.ForwardCredentials {
+					req.client, err = s.forwardCredentials(r)
+				} else {
+					err = s.authorize(r, req.route, req.repo, c)
+				}
 			}
 		}
 	} else if op == "base" {
@@ -313,8 +317,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 		if sw.status == 0 {
-			if ae.Status == http.StatusUnauthorized && s.auth != nil {
-				s.auth.Challenge(w, r, s.scope(req))
+			if ae.Status == http.StatusUnauthorized {
+				s.challenge(w, r, req)
 			}
 			writeError(w, r, ae)
 		}

@@ -26,9 +26,14 @@ import (
 // Config configures a Client. Only Name and Origin are required; zero
 // durations and counts take their defaults.
 type Config struct {
-	Name               string            // route name, for metrics labels and errors
-	Origin             string            // base URL of the origin, e.g. https://registry-1.docker.io or http://127.0.0.1:1234
-	Username, Password string            // optional; Basic credentials for the origin or its token server
+	Name               string // route name, for metrics labels and errors
+	Origin             string // base URL of the origin, e.g. https://registry-1.docker.io or http://127.0.0.1:1234
+	Username, Password string // optional; Basic credentials for the origin or its token server
+	// ForwardCredentials makes the Client use, for a call whose context
+	// carries a client's Credentials (WithCredentials), those instead of
+	// Username and Password; a call without them goes out anonymous.
+	// Username and Password must then be empty.
+	ForwardCredentials bool
 	Transport          http.RoundTripper // nil means NewTransport(DialTimeout); one's own cannot take a DialTimeout
 	// DialTimeout bounds the TCP connect and the TLS handshake; default 5s.
 	DialTimeout time.Duration
@@ -166,6 +171,9 @@ func New(cfg Config) (*Client, error) {
 func (cfg *Config) check() error {
 	if cfg.Name == "" {
 		return errors.New("upstream: config needs a route name")
+	}
+	if cfg.ForwardCredentials && (cfg.Username != "" || cfg.Password != "") {
+		return fmt.Errorf("upstream %s: a route that forwards its clients' credentials has none of its own", cfg.Name)
 	}
 	if cfg.Transport != nil && cfg.DialTimeout != 0 {
 		return fmt.Errorf("upstream %s: a dial timeout cannot apply to a transport of one's own", cfg.Name)
@@ -351,9 +359,14 @@ func (c *Client) transportFor(ctx context.Context, repo string) (rt http.RoundTr
 	if err != nil {
 		return nil, false, err
 	}
-	switch strings.ToLower(ch.Scheme) {
-	case "":
+	if strings.ToLower(ch.Scheme) == "" {
 		return c.base, true, nil
+	}
+	if cr, ok := c.forwarded(ctx); ok {
+		rt, err := c.clientTransport(ctx, ch, repo, cr)
+		return rt, false, err
+	}
+	switch strings.ToLower(ch.Scheme) {
 	case "bearer":
 	default: // Basic, on every request
 		key := "\x00basic"
@@ -387,12 +400,7 @@ func (c *Client) transportFor(ctx context.Context, repo string) (rt http.RoundTr
 		if err != nil {
 			return nil, c.newError("token", repo, "", err)
 		}
-		ttl := time.Duration(tok.ExpiresIn) * time.Second
-		if ttl <= 0 {
-			ttl = 60 * time.Second // the token spec's default
-		}
-		// Renew a little early, so a token does not expire in flight.
-		ttl -= min(ttl/10, 30*time.Second)
+		ttl := tokenTTL(tok)
 		c.repos.Add(repo, &repoAuth{rt: rt, expires: c.clock.Now().Add(ttl)})
 		c.log.Debug("origin token", "route", c.cfg.Name, "repo", repo, "ttl", ttl)
 		return rt, nil
@@ -401,6 +409,17 @@ func (c *Client) transportFor(ctx context.Context, repo string) (rt http.RoundTr
 		return nil, false, err
 	}
 	return v.(http.RoundTripper), false, nil
+}
+
+// tokenTTL is how long a token is used: its expires_in (the token spec's
+// default of 60s when it has none), renewed a little early so that it does
+// not expire in flight.
+func tokenTTL(tok *transport.Token) time.Duration {
+	ttl := time.Duration(tok.ExpiresIn) * time.Second
+	if ttl <= 0 {
+		ttl = 60 * time.Second
+	}
+	return ttl - min(ttl/10, 30*time.Second)
 }
 
 func tokenCode(err error) string {

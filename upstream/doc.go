@@ -5,7 +5,10 @@
 // Auth: the origin is pinged once per Client; a Bearer challenge is answered
 // through go-containerregistry's transport package (anonymous or Basic
 // credentials of the route), and the token of each repository is kept and
-// reused until it expires. Metadata calls (HEAD, manifest GET, tags) get their
+// reused until it expires. A Client with Config.ForwardCredentials uses,
+// instead, the credentials of the client a call is made for (carried in its
+// context, see Credentials), and keeps their tokens under a keyed hash of
+// them, a minute at most. Metadata calls (HEAD, manifest GET, tags) get their
 // own timeout, retry 5xx and network errors a couple of times, and wait out a
 // 429 when its Retry-After fits in that timeout. Blobs are streamed, never
 // buffered; a body that breaks, or sends nothing for the idle timeout, is

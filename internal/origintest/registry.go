@@ -47,6 +47,7 @@ type registryConfig struct {
 	auth       string // "", "token", "basic"
 	user, pass string
 	tokenTTL   time.Duration
+	others     map[string]tokenUser
 }
 
 // WithTokenAuth protects the registry with distribution's token access
@@ -58,6 +59,20 @@ type registryConfig struct {
 // (anonymous pulls of public images).
 func WithTokenAuth(user, pass string) Option {
 	return func(c *registryConfig) { c.auth, c.user, c.pass = "token", user, pass }
+}
+
+// WithTokenUser adds to a registry WithTokenAuth a user who may pull the
+// repositories named (exactly) and nothing else: for others its tokens
+// grant no action, and the registry answers 401 insufficient_scope, as
+// Docker Hub does for a private repository of someone else. Without a main
+// user, anonymous token requests are then refused.
+func WithTokenUser(user, pass string, repos ...string) Option {
+	return func(c *registryConfig) {
+		if c.others == nil {
+			c.others = map[string]tokenUser{}
+		}
+		c.others[user] = tokenUser{pass: pass, repos: append([]string{}, repos...)}
+	}
 }
 
 // WithBasicAuth protects the registry with distribution's htpasswd access
@@ -110,6 +125,7 @@ func NewRegistry(t testing.TB, opts ...Option) *Registry {
 		if err != nil {
 			t.Fatalf("origintest: token server: %v", err)
 		}
+		ts.others = rc.others
 		r.tokens = ts
 		cfg.Auth = configuration.Auth{"token": configuration.Parameters{
 			"realm":            "unused: autoredirect builds it from the request",

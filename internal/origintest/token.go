@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,9 +38,52 @@ type tokenServer struct {
 	rootBundle string // path of the PEM certificate distribution trusts
 	signer     jose.Signer
 
+	// others are users besides user, each allowed to pull the
+	// repositories it names and nothing else (WithTokenUser).
+	others map[string]tokenUser
+
 	mu      sync.Mutex
 	scopes  []string
 	refused int
+}
+
+// tokenUser is a user of WithTokenUser.
+type tokenUser struct {
+	pass  string
+	repos []string
+}
+
+// login checks the Basic credentials of r: the subject, whether they are
+// right, and the user's repositories (nil: every one, for the main user).
+func (ts *tokenServer) login(r *http.Request) (subject string, ok bool, repos []string) {
+	if ts.user == "" && len(ts.others) == 0 {
+		return "anonymous", true, nil
+	}
+	u, p, sent := r.BasicAuth()
+	if !sent {
+		return "", false, nil
+	}
+	if ts.user != "" && subtle.ConstantTimeCompare([]byte(u), []byte(ts.user)) == 1 &&
+		subtle.ConstantTimeCompare([]byte(p), []byte(ts.pass)) == 1 {
+		return u, true, nil
+	}
+	if o, known := ts.others[u]; known && subtle.ConstantTimeCompare([]byte(p), []byte(o.pass)) == 1 {
+		return u, true, o.repos
+	}
+	return "", false, nil
+}
+
+// grant cuts ra down to what a user of repos may do: pull on those
+// repositories, nothing elsewhere. The main user (repos nil) keeps all.
+func grant(ra *token.ResourceActions, repos []string) *token.ResourceActions {
+	if repos == nil {
+		return ra
+	}
+	out := &token.ResourceActions{Type: ra.Type, Name: ra.Name, Actions: []string{}}
+	if ra.Type == "repository" && slices.Contains(repos, ra.Name) && slices.Contains(ra.Actions, "pull") {
+		out.Actions = []string{"pull"}
+	}
+	return out
 }
 
 func newTokenServer(dir, user, pass string, ttl time.Duration) (*tokenServer, error) {
@@ -74,21 +118,16 @@ func newTokenServer(dir, user, pass string, ttl time.Duration) (*tokenServer, er
 }
 
 func (ts *tokenServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	subject := "anonymous"
-	if ts.user != "" {
-		u, p, ok := r.BasicAuth()
-		if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(ts.user)) != 1 ||
-			subtle.ConstantTimeCompare([]byte(p), []byte(ts.pass)) != 1 {
-			ts.mu.Lock()
-			ts.refused++
-			ts.mu.Unlock()
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("WWW-Authenticate", `Basic realm="origintest"`)
-			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = w.Write([]byte(`{"details":"incorrect username or password"}` + "\n"))
-			return
-		}
-		subject = u
+	subject, ok, repos := ts.login(r)
+	if !ok {
+		ts.mu.Lock()
+		ts.refused++
+		ts.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("WWW-Authenticate", `Basic realm="origintest"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"details":"incorrect username or password"}` + "\n"))
+		return
 	}
 	if svc := r.URL.Query().Get("service"); svc != "" && svc != tokenService {
 		http.Error(w, "unknown service", http.StatusBadRequest)
@@ -105,7 +144,7 @@ func (ts *tokenServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			scopes = append(scopes, s)
-			access = append(access, ra)
+			access = append(access, grant(ra, repos))
 		}
 	}
 

@@ -1,0 +1,38 @@
+package config
+
+import "fmt"
+
+// checkForward checks forward_credentials on routes[i]: the clients'
+// credentials go to the origin, so the route has none of its own, no
+// anonymous pulls, and an origin (not a hosted namespace).
+func (r Route) checkForward(i int) []error {
+	if !r.ForwardCredentials {
+		return nil
+	}
+	var errs []error
+	if r.Hosted {
+		errs = append(errs, fmt.Errorf("routes[%d] (%s): forward_credentials applies to pull-through routes only", i, r.Name))
+	}
+	if r.Username != "" || r.Password != "" {
+		errs = append(errs, fmt.Errorf("routes[%d] (%s): forward_credentials sends each client's credentials to the origin: the route takes no username or password", i, r.Name))
+	}
+	if r.AnonymousPull != nil && *r.AnonymousPull {
+		errs = append(errs, fmt.Errorf("routes[%d] (%s): forward_credentials refuses anonymous clients: anonymous_pull cannot be true", i, r.Name))
+	}
+	return errs
+}
+
+// checkForwardGrants refuses grants that name a route forwarding its
+// clients' credentials: its origin decides who pulls, and a grant there
+// would only seem to.
+func (c *Config) checkForwardGrants() []error {
+	var errs []error
+	for i, g := range c.Auth.Grants {
+		for _, r := range c.Routes {
+			if r.ForwardCredentials && g.Route == r.Name {
+				errs = append(errs, fmt.Errorf("auth.grants[%d]: route %s forwards its clients' credentials: its origin decides who pulls, not grants", i, r.Name))
+			}
+		}
+	}
+	return errs
+}

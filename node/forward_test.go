@@ -1,0 +1,73 @@
+package node_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/edgeregistry/edge/internal/origintest"
+)
+
+// TestForwardedCredentialsAndTheNodesUsers checks how a route that
+// forwards its clients' credentials sits beside the node's own users: on
+// it the origin alone decides (a node user the origin does not know is
+// refused, an origin user the node does not know is served); on the other
+// routes the node's users and grants decide, as ever, and an origin user
+// is nobody there.
+func TestForwardedCredentialsAndTheNodesUsers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	htpasswd := htpasswdFile(t, dir, map[string]string{"ci": "ci-secret"})
+	public := origintest.NewRegistry(t)
+	origintest.PushImage(t, public.URL, "library/app", "v1", 1, 512)
+	private := origintest.NewRegistry(t, origintest.WithTokenAuth("owner", "owner-pw"),
+		origintest.WithTokenUser("alice", "alice-pw", "team/secret"))
+	origintest.PushImage(t, private.URL, "team/secret", "v1", 1, 512)
+	url := startNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: `+dir+`/data
+routes:
+  - {name: docker.io, origin: "`+public.URL+`", default: true, anonymous_pull: false}
+  - {name: private.example, origin: "`+private.URL+`", forward_credentials: true}
+global: {backend: none}
+auth:
+  htpasswd: `+htpasswd+`
+  grants: [{user: ci, prefix: "", actions: [pull]}]
+`)
+	get := func(user, pass, path string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url+path, nil)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res
+	}
+	const (
+		secret = "/v2/private.example/team/secret/manifests/v1"
+		app    = "/v2/library/app/manifests/v1"
+	)
+	for _, tc := range []struct {
+		what, user, pass, path string
+		want                   int
+	}{
+		{"an origin user on the forwarding route", "alice", "alice-pw", secret, http.StatusOK},
+		{"a node user on the forwarding route", "ci", "ci-secret", secret, http.StatusUnauthorized},
+		{"nobody on the forwarding route", "", "", secret, http.StatusUnauthorized},
+		{"an origin user on the node's route", "alice", "alice-pw", app, http.StatusUnauthorized},
+		{"a node user on the node's route", "ci", "ci-secret", app, http.StatusOK},
+	} {
+		res := get(tc.user, tc.pass, tc.path)
+		if res.StatusCode != tc.want {
+			t.Errorf("%s: %d, want %d", tc.what, res.StatusCode, tc.want)
+		}
+		if res.StatusCode == http.StatusUnauthorized && !strings.HasPrefix(res.Header.Get("WWW-Authenticate"), "Basic ") {
+			t.Errorf("%s: 401 with challenge %q", tc.what, res.Header.Get("WWW-Authenticate"))
+		}
+	}
+}

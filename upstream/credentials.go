@@ -1,0 +1,118 @@
+package upstream
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// Credentials are a client's own Basic credentials, which a Client made
+// with Config.ForwardCredentials uses at its origin, in the origin's own
+// token dance, instead of the route's. They travel in a request's context
+// (WithCredentials) and are never kept: what a Client keeps for them (a
+// token of one repository) is filed under their ID, a keyed hash.
+type Credentials struct {
+	Username, Password string
+}
+
+type credentialsKey struct{}
+
+// WithCredentials returns ctx carrying the client's credentials c. A
+// Client forwards them only when its Config says so; others ignore them.
+func WithCredentials(ctx context.Context, c Credentials) context.Context {
+	return context.WithValue(ctx, credentialsKey{}, c)
+}
+
+// CredentialsFrom returns the client's credentials that ctx carries.
+func CredentialsFrom(ctx context.Context) (Credentials, bool) {
+	c, ok := ctx.Value(credentialsKey{}).(Credentials)
+	return c, ok
+}
+
+// credentialsIDKey keys the hashes of credentials for this process: an ID
+// learnt from a memory dump or a log cannot be tested against guesses
+// elsewhere, nor recognised after a restart.
+var credentialsIDKey = func() []byte {
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	return k
+}()
+
+// ID names c without holding it: an HMAC-SHA256 of user and password under
+// a key drawn for this process. Caches of what a client's credentials may
+// do are keyed by it, never by the credentials.
+func (c Credentials) ID() string {
+	m := hmac.New(sha256.New, credentialsIDKey)
+	m.Write([]byte(c.Username))
+	m.Write([]byte{0})
+	m.Write([]byte(c.Password))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// forwarded returns the client credentials of ctx when c forwards them.
+func (c *Client) forwarded(ctx context.Context) (Credentials, bool) {
+	if !c.cfg.ForwardCredentials {
+		return Credentials{}, false
+	}
+	return CredentialsFrom(ctx)
+}
+
+// clientTokenTTL bounds how long a client's token is used, however long
+// the origin lets it live: a client whose access the origin revokes is
+// asked for a new one, and refused, within a minute.
+const clientTokenTTL = time.Minute
+
+// clientTransport is transportFor for the client's own credentials: a
+// Basic origin gets them on every request, through a transport made for
+// this request and dropped after it; a Bearer origin gets them once per
+// repository in exchange for a pull token, and the transport kept for the
+// token's life (a minute at most) holds the token alone (a refresh it
+// attempts is anonymous), filed under the credentials' ID and the
+// repository.
+func (c *Client) clientTransport(ctx context.Context, ch *transport.Challenge, repo string, cr Credentials) (http.RoundTripper, error) {
+	basic := &authn.Basic{Username: cr.Username, Password: cr.Password}
+	if !strings.EqualFold(ch.Scheme, "bearer") {
+		rt, err := transport.FromToken(c.reg, basic, c.base, ch, &transport.Token{})
+		if err != nil {
+			return nil, c.newError("token", repo, "", err)
+		}
+		return rt, nil
+	}
+	key := "\x01" + cr.ID() + "\x00" + repo // repository names never start with \x01
+	if ra, ok := c.repos.Get(key); ok && c.clock.Now().Before(ra.expires) {
+		return ra.rt, nil
+	}
+	v, err := c.shared(ctx, "token", repo, key, func(ctx context.Context) (any, error) {
+		if ra, ok := c.repos.Get(key); ok && c.clock.Now().Before(ra.expires) {
+			return ra.rt, nil
+		}
+		start := time.Now()
+		tok, err := transport.Exchange(ctx, c.reg, basic, c.base, []string{"repository:" + repo + ":pull"}, ch)
+		c.observeCode("token", tokenCode(err), start)
+		if err != nil {
+			return nil, c.failure(ctx, "token", repo, "", err)
+		}
+		if tok.Token == "" {
+			tok.Token = tok.AccessToken
+		}
+		tok.RefreshToken = "" // a refresh is a credential too: not kept
+		rt, err := transport.FromToken(c.reg, authn.Anonymous, c.base, ch, tok)
+		if err != nil {
+			return nil, c.newError("token", repo, "", err)
+		}
+		c.repos.Add(key, &repoAuth{rt: rt, expires: c.clock.Now().Add(min(tokenTTL(tok), clientTokenTTL))})
+		return rt, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(http.RoundTripper), nil
+}
