@@ -261,6 +261,17 @@ func (m *Membership) setLive(live []Member) {
 	m.mu.Unlock()
 }
 
+// Counts returns how many members of each region are live, self included.
+func (m *Membership) Counts() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]int, len(m.live))
+	for r, mbs := range m.live {
+		out[r] = len(mbs)
+	}
+	return out
+}
+
 // Member returns the live member id, of any region.
 func (m *Membership) Member(id string) (Member, bool) {
 	m.mu.Lock()

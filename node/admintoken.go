@@ -85,27 +85,34 @@ func newAdminToken(path string) (string, error) {
 }
 
 // newSecretFile writes a random secret of 64 hex characters to path, mode
-// 0600, whole or not at all: a temporary file is written and synced, then
-// linked into place. A file made meanwhile by another process wins: the
-// error is then fs.ErrExist.
+// 0600, whole or not at all (see createWhole). A file made meanwhile by
+// another process wins: the error is then fs.ErrExist.
 func newSecretFile(path string) (string, error) {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	t := hex.EncodeToString(b)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return "", err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.WriteString(t + "\n")
-	if err := errors.Join(err, f.Chmod(0o600), f.Sync(), f.Close()); err != nil {
-		return "", err
-	}
-	if err := os.Link(f.Name(), path); err != nil {
+	if err := createWhole(path, []byte(t+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	return t, nil
+}
+
+// createWhole creates path with data and mode, whole or not at all: a
+// temporary file is written and synced, then linked into place, so no
+// reader ever sees a part of it. An existing file wins: the error is then
+// fs.ErrExist.
+func createWhole(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(data)
+	if err := errors.Join(err, f.Chmod(mode), f.Sync(), f.Close()); err != nil {
+		return err
+	}
+	return os.Link(f.Name(), path)
 }

@@ -47,26 +47,32 @@ func fleetSecret(path string) ([]byte, error) {
 }
 
 // nodeIdentity is this node's ID in the fleet, stable across restarts:
-// made once, at random, and kept in the data directory.
+// made once, at random, and kept in the data directory, written whole.
 func nodeIdentity(dataDir string) (string, error) {
 	path := filepath.Join(dataDir, "node.id")
-	b, err := os.ReadFile(path)
-	if err == nil {
-		return strings.TrimSpace(string(b)), nil
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			id := strings.TrimSpace(string(b))
+			if id == "" {
+				return "", fmt.Errorf("node id: %s is empty", path)
+			}
+			return id, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("node id: %w", err)
+		}
+		r := make([]byte, 8)
+		_, _ = rand.Read(r)
+		id := "n" + hex.EncodeToString(r)
+		err = createWhole(path, []byte(id+"\n"), 0o644)
+		if err == nil {
+			return id, nil
+		}
+		if !errors.Is(err, fs.ErrExist) { // else another process made one: read it
+			return "", fmt.Errorf("node id: %w", err)
+		}
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("node id: %w", err)
-	}
-	r := make([]byte, 8)
-	_, _ = rand.Read(r)
-	id := "n" + hex.EncodeToString(r)
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
-		return "", fmt.Errorf("node id: %w", err)
-	}
-	if err := os.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
-		return "", fmt.Errorf("node id: %w", err)
-	}
-	return id, nil
 }
 
 // peerMetrics count the peer traffic: what this node asked of its peers,
@@ -91,6 +97,29 @@ func newPeerMetrics(reg prometheus.Registerer) *peerMetrics {
 	return m
 }
 
+// membersCollector exports the live members of each region as this node
+// sees them: edge_fleet_members{peer_region}; every series of the node carries its own region.
+type membersCollector struct {
+	n    *Node
+	desc *prometheus.Desc
+}
+
+func newMembersCollector(n *Node) *membersCollector {
+	return &membersCollector{n: n, desc: prometheus.NewDesc("edge_fleet_members",
+		"Live members of each region (peer_region) as this node sees them, itself included.", []string{"peer_region"}, nil)}
+}
+
+func (c *membersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *membersCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.n.fleet == nil {
+		return
+	}
+	for region, n := range c.n.fleet.Counts() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), region)
+	}
+}
+
 // peerHandler serves the fleet's signed requests for the local tier's
 // blobs, on the peer listener.
 func (n *Node) peerHandler(sign *fleet.Signer, m *peerMetrics) http.Handler {
@@ -110,6 +139,12 @@ func (n *Node) peerHandler(sign *fleet.Signer, m *peerMetrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		defer func() { m.answered.WithLabelValues(strconv.Itoa(sw.code)).Inc() }()
+		// A signature covers the host it was made for: a request signed for
+		// another member is not this one's to answer.
+		if n.fleet == nil || r.Host != n.fleet.Self().Peer {
+			http.Error(sw, "not this member's address", http.StatusMisdirectedRequest)
+			return
+		}
 		if id, err := sign.Check(r); err == nil {
 			r = r.WithContext(context.WithValue(r.Context(), peerKey{}, id))
 		}

@@ -29,6 +29,9 @@ func TestNodesOfARegionFindEachOther(t *testing.T) {
 	r := newRegion(t, 2)
 	a, b, key := r.nodes[0], r.nodes[1], r.key
 	data, d := origintest.PushRandomBlob(t, r.registry.URL, "library/app", 4096)
+	if got := testkit.Metric(t, a.Metrics(), "edge_fleet_members", map[string]string{"peer_region": "eu-west"}); got != 2 {
+		t.Fatalf("edge_fleet_members{peer_region=eu-west} on a = %v, want 2", got)
+	}
 	if owner, ok := a.Fleet().Owner("eu-west", d, nil); !ok || owner.ID != mustOwner(t, b, d).ID {
 		t.Fatalf("the nodes name different owners of %s: %+v", d, owner)
 	}
@@ -53,6 +56,13 @@ func TestNodesOfARegionFindEachOther(t *testing.T) {
 	}
 	if code := peerGet(t, b, digest.FromString("nowhere"), key); code != http.StatusNotFound {
 		t.Fatalf("a blob no tier holds: %d", code)
+	}
+	// A request signed for b, sent to a with b's address as its host.
+	forB, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, fleet.BlobURL(b.Addr("peer"), d, fleet.Ask{}), nil)
+	sign(t, key).Sign(forB)
+	forB.URL.Host = a.Addr("peer")
+	if res, err := http.DefaultClient.Do(forB); err != nil || res.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("a request signed for b, sent to a: %v %v", res, err)
 	}
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+a.Addr("peer")+"/v2/library/app/blobs/"+d.String(), nil)
 	sign(t, key).Sign(req)

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeregistry/edge/config"
@@ -23,6 +25,9 @@ type listener struct {
 	api   *h1.Server
 	admin *http.Server
 }
+
+// maxPeerConns bounds the peer listener's open connections.
+const maxPeerConns = 512
 
 // listen builds the API's server, the admin's and the peers' (peer nil:
 // none), and opens their sockets.
@@ -41,13 +46,18 @@ func (n *Node) listen(api, admin, peer http.Handler, reg prometheus.Registerer) 
 	}
 	if peer != nil {
 		servers = append(servers, &listener{name: "peer",
-			admin: &http.Server{Handler: peer, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}})
+			admin: &http.Server{Handler: peer, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10}})
 		addrs = append(addrs, cfg.Fleet.PeerListen)
 	}
 	for i, l := range servers {
 		ln, err := net.Listen("tcp", addrs[i])
 		if err != nil {
 			return fmt.Errorf("%s listener: %w", l.name, err)
+		}
+		if l.name == "peer" {
+			// Members keep a few connections each (MaxIdleConnsPerHost):
+			// more than this many at once is not a fleet's traffic.
+			ln = netutil.LimitListener(ln, maxPeerConns)
 		}
 		l.ln = ln
 		n.servers = append(n.servers, l)

@@ -193,6 +193,7 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 			return nil, err
 		}
 		n.peers = &peerClient{sign: sign, metrics: newPeerMetrics(reg)}
+		reg.MustRegister(newMembersCollector(n))
 	}
 	if err := n.buildEngine(ctx, reg); err != nil {
 		return nil, err
