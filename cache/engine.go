@@ -113,6 +113,8 @@ type Engine struct {
 
 	peers Peers // nil: no fleet
 
+	tagMoved func(rt *policy.Route, repo, tag string, d digest.Digest) // nil: nobody asks
+
 	access       *lru.Cache[accessKey, accessAnswer] // the origin's answers about clients' credentials
 	accessFlight singleflight.Group
 	refusals     *missLimits // the origin's refusals of clients' credentials, by client address

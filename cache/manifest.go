@@ -270,7 +270,11 @@ func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag strin
 		e.m.revalidated.WithLabelValues(rt.Name, "changed").Inc()
 		// The node's own fetch, not its client's miss: a client over its
 		// miss limit must not leave a moved tag stale for everyone.
-		return e.fetchManifest(WithClient(context.WithoutCancel(ctx), ""), rt, repo, tag)
+		m, err := e.fetchManifest(WithClient(context.WithoutCancel(ctx), ""), rt, repo, tag)
+		if err == nil && e.tagMoved != nil {
+			e.tagMoved(rt, repo, tag, m.Digest)
+		}
+		return m, err
 	}
 	e.m.revalidated.WithLabelValues(rt.Name, "unchanged").Inc()
 	rec.FetchedAt = e.now()
@@ -342,11 +346,13 @@ func (e *Engine) Remember(ctx context.Context, rt *policy.Route, repo, tag strin
 }
 
 func (e *Engine) storeManifest(ctx context.Context, rt *policy.Route, repo string, m Manifest) {
+	// The links first: a request that finds the manifest here then finds
+	// its blobs linked too, and asks the origin nothing about them.
+	e.Link(ctx, rt, repo, append(References(m.Body), m.Digest)...)
 	if err := e.local.PutManifest(ctx, m.Digest, localtier.Manifest{MediaType: m.MediaType, Body: m.Body}); err != nil {
 		e.m.writeFailure.WithLabelValues("manifest").Inc()
 		e.log.Warn("cannot store a manifest", "digest", m.Digest, "err", err)
 	}
-	e.Link(ctx, rt, repo, append(References(m.Body), m.Digest)...)
 }
 
 func (e *Engine) storeTag(ctx context.Context, rt *policy.Route, repo, tag string, m Manifest) {

@@ -149,6 +149,19 @@ type Route struct {
 	// origin of a pull-through route, which then decides alone who pulls
 	// what: see the README, "Private origin repositories".
 	ForwardCredentials bool `yaml:"forward_credentials,omitempty"`
+	// Prewarm fetches what a tag of this pull-through route moved to,
+	// ahead of the clients, when a node of another region of the fleet
+	// finds it moved at the origin (off by default).
+	Prewarm Prewarm `yaml:"prewarm,omitempty"`
+}
+
+// Prewarm is a route's rollout prewarm: see the README, "Rollout prewarm".
+type Prewarm struct {
+	Enabled bool `yaml:"enabled,omitempty"`
+	// Budget bounds the blob bytes fetched for one moved tag (default 2GiB).
+	Budget Size `yaml:"budget,omitempty"`
+	// Window is how lately this node must have served the tag (default 24h).
+	Window Duration `yaml:"window,omitempty"`
 }
 
 // OriginLimits bound a route's requests to its origin.
@@ -422,6 +435,7 @@ func (c *Config) checkRoutes() []error {
 		if r.Deletes != nil && !r.Hosted {
 			errs = append(errs, fmt.Errorf("routes[%d] (%s): deletes applies to hosted routes only", i, r.Name))
 		}
+		errs = append(errs, r.Prewarm.check(fmt.Sprintf("routes[%d] (%s)", i, r.Name), r, c.Fleet.PeerListen != "")...)
 		if r.TagTTL < 0 {
 			errs = append(errs, fmt.Errorf("routes[%d] (%s): tag_ttl must not be negative", i, r.Name))
 		}
@@ -547,6 +561,15 @@ func (c *Config) PolicyRoutes() []policy.Route {
 		}
 		if r.ForwardCredentials {
 			pr.ForwardCredentials, pr.AnonymousPull = true, false
+		}
+		if r.Prewarm.Enabled && !r.Hosted && !r.ForwardCredentials {
+			pr.Prewarm = policy.Prewarm{Budget: int64(r.Prewarm.Budget), Window: time.Duration(r.Prewarm.Window)}
+			if pr.Prewarm.Budget <= 0 {
+				pr.Prewarm.Budget = 2 << 30
+			}
+			if pr.Prewarm.Window <= 0 {
+				pr.Prewarm.Window = 24 * time.Hour
+			}
 		}
 		if r.Hosted {
 			pr.Caps = policy.CapPull | policy.CapPush

@@ -363,10 +363,12 @@ func TestUnlimitedLocalSize(t *testing.T) {
 func TestFleetSection(t *testing.T) {
 	t.Parallel()
 	for yaml, want := range map[string]string{
-		"fleet: {peer_listen: \"127.0.0.1:9103\"}\nglobal: {backend: none}\n": "global.backend must not be none",
-		"fleet: {peer_listen: \":9103\"}\n":                                   "fleet.advertise",
-		"fleet: {peer_listen: \"0.0.0.0:9103\"}\n":                            "fleet.advertise",
-		"fleet: {peer_listen: \"127.0.0.1:9103\", ttl: 10ms}\n":               "fleet.ttl",
+		"fleet: {peer_listen: \"127.0.0.1:9103\"}\nglobal: {backend: none}\n":                                        "global.backend must not be none",
+		"fleet: {peer_listen: \":9103\"}\n":                                                                          "fleet.advertise",
+		"fleet: {peer_listen: \"0.0.0.0:9103\"}\n":                                                                   "fleet.advertise",
+		"fleet: {peer_listen: \"127.0.0.1:9103\", ttl: 10ms}\n":                                                      "fleet.ttl",
+		"routes: [{name: hub, origin: \"https://r.example\", default: true, prewarm: {enabled: true}}]\n":            "prewarm needs the fleet",
+		"fleet: {peer_listen: \"127.0.0.1:9103\"}\nroutes: [{name: team, hosted: true, prewarm: {enabled: true}}]\n": "prewarm applies to pull-through routes",
 	} {
 		if _, err := Parse([]byte(yaml)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", yaml, err, want)
@@ -375,5 +377,12 @@ func TestFleetSection(t *testing.T) {
 	c := mustParse(t, "fleet: {peer_listen: \":9103\", advertise: \"edge-0.edge:9103\"}\n")
 	if c.Fleet.Advertise != "edge-0.edge:9103" {
 		t.Fatalf("fleet %+v", c.Fleet)
+	}
+	c = mustParse(t, "fleet: {peer_listen: \"127.0.0.1:9103\"}\nroutes: [{name: hub, origin: \"https://r.example\", default: true, prewarm: {enabled: true, window: 1h}}]\n")
+	if p := c.PolicyRoutes()[0].Prewarm; p.Budget != 2<<30 || p.Window != time.Hour {
+		t.Fatalf("prewarm %+v, want the default budget and a window of 1h", p)
+	}
+	if p := mustParse(t, "routes: [{name: hub, origin: \"https://r.example\", default: true}]\n").PolicyRoutes()[0].Prewarm; p.Budget != 0 {
+		t.Fatalf("prewarm %+v on a route without it", p)
 	}
 }

@@ -76,3 +76,23 @@ func (g GC) validate(routes []Route) error {
 	}
 	return errors.Join(errs...)
 }
+
+// check returns the errors of a route's prewarm: it needs a fleet, a
+// pull-through route whose content the global tier may hold, and sizes
+// that make sense.
+func (p Prewarm) check(at string, r Route, fleet bool) []error {
+	if !p.Enabled {
+		return nil
+	}
+	var errs []error
+	if r.Hosted || r.ForwardCredentials {
+		errs = append(errs, fmt.Errorf("%s: prewarm applies to pull-through routes that do not forward credentials", at))
+	}
+	if !fleet {
+		errs = append(errs, fmt.Errorf("%s: prewarm needs the fleet (fleet.peer_listen): hints travel through its members", at))
+	}
+	if p.Budget < 0 || p.Window < 0 {
+		errs = append(errs, fmt.Errorf("%s: prewarm budget and window must not be negative", at))
+	}
+	return errs
+}

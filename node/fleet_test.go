@@ -94,6 +94,12 @@ func newRegion(t *testing.T, n int) *region {
 // newFleet is a node in each of regions, in that order.
 func newFleet(t *testing.T, regions ...string) *region {
 	t.Helper()
+	return newFleetWith(t, "", regions...)
+}
+
+// newFleetWith is newFleet with route, more settings of the route.
+func newFleetWith(t *testing.T, route string, regions ...string) *region {
+	t.Helper()
 	dir := t.TempDir()
 	r := &region{registry: origintest.NewRegistry(t), key: bytes.Repeat([]byte("k"), 40)}
 	r.proxy = origintest.NewProxy(t, r.registry.URL)
@@ -108,7 +114,7 @@ listen: "127.0.0.1:0"
 admin_listen: ""
 data_dir: `+filepath.Join(dir, fmt.Sprintf("node%d", i))+`
 routes:
-  - {name: docker.io, origin: "`+r.proxy.URL+`", default: true}
+  - {name: docker.io, origin: "`+r.proxy.URL+`", default: true`+route+`}
 global: {backend: dir, dir: {path: `+filepath.Join(dir, "global")+`}}
 fleet: {peer_listen: "127.0.0.1:0", secret_file: `+secret+`, ttl: 3s}
 `))

@@ -47,6 +47,8 @@ type Node struct {
 	peers   *peerClient       // the pull path's way to the fleet; nil without one
 	id      string            // this process, in the global tier's last-read records
 	gcm     *gcMetrics
+	prewarm *prewarmMetrics
+	router  *policy.Router
 	ready   atomic.Bool
 	servers []*listener // the API's first
 	closers []func()    // in the order to call them, at the end of Run or by Close
@@ -174,11 +176,13 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"region": cfg.Region}, promReg)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.gcm = newGCMetrics(reg)
+	n.prewarm = newPrewarmMetrics(reg)
 
 	router, err := policy.NewRouter(cfg.PolicyRoutes())
 	if err != nil {
 		return nil, err
 	}
+	n.router = router
 	var sign *fleet.Signer
 	var id string
 	if cfg.Fleet.PeerListen != "" {
@@ -283,7 +287,7 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 		opts = append(opts, cache.WithGlobal(global))
 	}
 	if n.peers != nil {
-		opts = append(opts, cache.WithPeers(n.peers))
+		opts = append(opts, cache.WithPeers(n.peers), cache.WithTagMoved(n.tagMoved))
 	}
 	if n.engine, err = cache.New(store, origins, opts...); err != nil {
 		return err
@@ -495,7 +499,7 @@ func (n *Node) Run(ctx context.Context) error {
 	side := []func(context.Context){
 		func(ctx context.Context) { n.writer.Run(ctx, 4) },
 		func(ctx context.Context) { cleanUploads(ctx, n.store, n.log) },
-		n.reportReads, n.collectGarbage, n.runFleet,
+		n.reportReads, n.collectGarbage, n.runFleet, n.runPrewarm,
 	}
 	sideDone := make(chan struct{}, len(side))
 	for _, f := range side {

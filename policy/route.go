@@ -99,6 +99,15 @@ type Route struct {
 	// origin lets those credentials read: the origin, not the node's users
 	// and grants, decides who pulls, and anonymous clients are refused.
 	ForwardCredentials bool
+	// Prewarm, when its budget is set, fetches what a tag moved to ahead
+	// of the clients when another region of the fleet finds it moved.
+	Prewarm Prewarm
+}
+
+// Prewarm is a route's rollout prewarm; the zero value is off.
+type Prewarm struct {
+	Budget int64         // blob bytes fetched for one moved tag, at most
+	Window time.Duration // how lately the node must have served the tag
 }
 
 // Holds reports whether repo falls inside the route's namespace: under the
