@@ -233,7 +233,7 @@ func (e *Engine) fillFromLower(ctx context.Context, f *fill, rt *policy.Route, r
 		}
 		watchdog.Reset(e.fillIdle)
 	}
-	src, err := e.openLower(ctx, f, rt, repo, o, from)
+	src, err := e.openLower(ctx, f, rt, repo, o, from, false)
 	if err != nil {
 		return src.tier, err
 	}
@@ -257,16 +257,19 @@ func (e *Engine) fillFromLower(ctx context.Context, f *fill, rt *policy.Route, r
 		}
 		f.setVia("")
 		e.peers.Failed(src.peer, f.d, err)
-		e.m.takeovers.Inc()
 		e.log.Info("a peer broke off a blob; taking over from the byte reached", "digest", f.d, "peer", src.peer, "at", n, "err", err)
-		next, oerr := e.openLower(ctx, f, rt, repo, o, n)
+		next, oerr := e.openLower(ctx, f, rt, repo, o, n, true)
 		if oerr != nil {
 			return next.tier, fmt.Errorf("taking over %s at byte %d after %w: %w", f.d, n, err, oerr)
 		}
-		if next.size != src.size {
+		switch {
+		case next.size < 0: // an origin that does not say: the size known holds
+			next.size = src.size
+		case next.size != src.size:
 			closeQuietly(next.body)
 			return next.tier, &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s says %d bytes, %s said %d", next.tier, next.size, src.tier, src.size)}
 		}
+		e.m.takeovers.Inc()
 		src = next
 	}
 	if err := e.settleFill(f, hs, n, src); err != nil {
@@ -291,8 +294,8 @@ type source struct {
 // from the origin once for all), and at the origin. The peers asked are
 // those Pick names, so a peer that failed is passed over. On an error,
 // the source names the tier of the last one tried.
-func (e *Engine) openLower(ctx context.Context, f *fill, rt *policy.Route, repo string, o Origin, from int64) (source, error) {
-	if src, ok := e.openPeer(ctx, f, false, "", "", from); ok {
+func (e *Engine) openLower(ctx context.Context, f *fill, rt *policy.Route, repo string, o Origin, from int64, takeover bool) (source, error) {
+	if src, ok := e.openPeer(ctx, f, PeerAsk{}, from); ok {
 		return src, nil
 	}
 	rc, size, gerr := e.openGlobalBlob(ctx, rt, f.d, from)
@@ -305,7 +308,7 @@ func (e *Engine) openLower(ctx context.Context, f *fill, rt *policy.Route, repo 
 	// A filler asked by a peer goes to the origin itself; and a fill with a
 	// client's own credentials has nothing to hand a filler.
 	if !f.forPeer && !rt.ForwardCredentials {
-		if src, ok := e.openPeer(ctx, f, true, rt.Name, repo, from); ok {
+		if src, ok := e.openPeer(ctx, f, PeerAsk{Route: rt.Name, Repo: repo, Join: takeover}, from); ok {
 			return src, nil
 		}
 	}
@@ -319,20 +322,21 @@ func (e *Engine) openLower(ctx context.Context, f *fill, rt *policy.Route, repo 
 	return source{body: b, size: b.Size, tier: "origin"}, nil
 }
 
-// openPeer opens d at the peer Pick names: the region's owner, or with
-// fleet the fleet's filler, asked to fetch it from route's origin in repo.
-// false when there is none, it is this node, or it cannot send it; a peer
-// that fails, rather than miss, is passed over from then on.
-func (e *Engine) openPeer(ctx context.Context, f *fill, fleet bool, route, repo string, from int64) (source, bool) {
+// openPeer opens d at the peer Pick names: the region's owner, or, asked
+// with a route, the fleet's filler. false when there is none, it is this
+// node, or it does not send it; a peer that fails, rather than miss, is
+// passed over from then on.
+func (e *Engine) openPeer(ctx context.Context, f *fill, ask PeerAsk, from int64) (source, bool) {
 	if e.peers == nil {
 		return source{}, false
 	}
+	fleet := ask.Route != ""
 	peer, ok := e.peers.Pick(f.d, fleet)
 	if !ok {
 		return source{}, false
 	}
 	f.setVia(peer)
-	rc, size, err := e.peers.Open(ctx, peer, f.d, from, route, repo)
+	rc, size, err := e.peers.Open(ctx, peer, f.d, from, ask)
 	if err != nil {
 		f.setVia("")
 		if !isNotFound(err) && ctx.Err() == nil {

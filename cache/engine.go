@@ -163,15 +163,26 @@ type Peers interface {
 	// there is none.
 	Pick(d digest.Digest, fleet bool) (peer string, ok bool)
 	// Open opens blob d at peer from byte offset on, with the blob's whole
-	// size. With a route and a repository, the peer fetches a blob that no
-	// tier holds from that route's origin; without, it answers from what
-	// it holds or its global tier. An error wrapping ErrNotFound when the
-	// peer does not have it.
-	Open(ctx context.Context, peer string, d digest.Digest, offset int64, route, repo string) (io.ReadCloser, int64, error)
+	// size, as ask says. An error wrapping ErrNotFound when the peer does
+	// not have it, is busy, or its own lower tiers failed: none of those
+	// is the peer's fault.
+	Open(ctx context.Context, peer string, d digest.Digest, offset int64, ask PeerAsk) (io.ReadCloser, int64, error)
 	// Failed tells the fleet that peer failed to send d: it broke off,
 	// stalled, sent bytes that did not verify, or did not answer. Pick
 	// passes over it for a while.
 	Failed(peer string, d digest.Digest, err error)
+}
+
+// PeerAsk says what a peer is asked beyond a blob's digest. The zero value
+// asks the region's owner, which answers from what it holds or its global
+// tier. With a route and repository, the fleet's filler is asked, which
+// fetches a blob no tier holds from that route's origin; with Join too,
+// only if it holds or is filling the blob already (a takeover, which has
+// bytes of its own: it asks the origin from there rather than have the
+// next filler start from byte 0).
+type PeerAsk struct {
+	Route, Repo string
+	Join        bool
 }
 
 // WithPeers puts the fleet in front of the global tier and the origin (see

@@ -259,6 +259,7 @@ func (e *Engine) copyIn(ctx context.Context, f *fill, hs *hasher, src source, n 
 		if k > 0 {
 			watchdog.Reset(e.fillIdle)
 			if src.size >= 0 && n+int64(k) > src.size {
+				hs.hash(buf[:0]) // the buffer goes back to the hasher
 				return n, &VerifyError{Digest: f.d, Err: ErrSizeMismatch, Detail: fmt.Sprintf("%s sent more than %d bytes", src.tier, src.size)}
 			}
 			e.keep(f, buf[:k])

@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edge_tier_misses_total", Help: "Lookups a tier could not answer, by tier and kind.",
 		}, []string{"tier", "kind"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edge_fill_bytes_total", Help: "Blob bytes filled into the local tier, by the tier they came from (peer: the region's owner; fleet: the fleet's filler of the blob).",
+			Name: "edge_fill_bytes_total", Help: "Blob bytes received by fills, by the tier they came from (peer: the region's owner; fleet: the fleet's filler of the blob); a fill that fails verification counts too.",
 		}, []string{"tier"}),
 		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edge_coalesced_waiters_total", Help: "Requests that joined a fill already in progress instead of fetching again.",

@@ -21,21 +21,23 @@ type forPeerKey struct{}
 
 // PeerBlob opens blob d for another node, peer, that asks this node for
 // it. With no route, peer asks as the blob's owner in the region: from the
-// local tier, or by a fill from the global tier, which the owner then
-// keeps, so that the region stores it once; an error wrapping ErrNotFound
-// when neither has it. With a route and repository, peer names this node
-// the blob's filler for the whole fleet: a blob no tier holds is fetched
-// from that route's origin, in that repository, once for every node that
-// asks, and kept here. The asking node verifies what it reads, and has
-// checked, as its API does, that its client may read the blob in that
-// repository. A node never feeds the peer it reads the same blob from: it
-// answers not found, and peer goes on. The caller must Close the blob.
-func (e *Engine) PeerBlob(ctx context.Context, peer string, d digest.Digest, route, repo string) (*Blob, error) {
-	rt := peerRoute
-	if _, ok := e.origins[route]; ok && route != peerRoute.Name && repo != "" {
-		rt = &policy.Route{Name: route}
+// local tier, a fill running here, or a fill from the global tier, which
+// the owner then keeps, so that the region stores it once; an error
+// wrapping ErrNotFound when none has it. With route rt (the caller checked
+// that this node serves repo there, as a pull-through route that may share
+// its content with the fleet), peer names this node the blob's filler for
+// the whole fleet: a blob no tier holds is fetched from rt's origin once
+// for every node that asks, and kept here; with join, only a blob held or
+// being filled here is sent. The asking node verifies what it reads, and
+// has checked, as its API does, that its client may read the blob in that
+// repository. A peer's fill never waits for a fill slot: ErrFillsBusy
+// tells it to go on to the next tier. A node never feeds the peer it reads
+// the same blob from. The caller must Close the blob.
+func (e *Engine) PeerBlob(ctx context.Context, peer string, d digest.Digest, rt *policy.Route, repo string, join bool) (*Blob, error) {
+	if rt == nil {
+		rt, repo = peerRoute, ""
 	}
-	ctx = WithClient(ctx, "peer:"+peer)
+	ctx = context.WithValue(WithClient(ctx, "peer:"+peer), noSlotWaitKey{}, true)
 	if rt != peerRoute {
 		ctx = context.WithValue(ctx, forPeerKey{}, true)
 	}
@@ -51,7 +53,11 @@ func (e *Engine) PeerBlob(ctx context.Context, peer string, d digest.Digest, rou
 			e.m.conflicts.Inc()
 			return nil, fmt.Errorf("blob %s: this node reads it from %s: %w", d, peer, ErrNotFound)
 		}
-		if rt == peerRoute && !e.filling(d) {
+		filling := e.filling(d)
+		if join && !filling {
+			return nil, fmt.Errorf("blob %s: not being filled here: %w", d, ErrNotFound)
+		}
+		if rt == peerRoute && !filling {
 			if e.global == nil || !e.globalUp() {
 				return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
 			}
@@ -76,6 +82,10 @@ func (e *Engine) PeerBlob(ctx context.Context, peer string, d digest.Digest, rou
 		return b, err
 	}
 }
+
+// noSlotWaitKey marks the context of a request that does not wait for a
+// fill slot: a peer's, which has other tiers to go to.
+type noSlotWaitKey struct{}
 
 // feeds reports whether the fill of d here asks or reads peer now.
 func (e *Engine) feeds(peer string, d digest.Digest) bool {

@@ -60,6 +60,7 @@ type fakePeer struct {
 	breakAt int64 // < 0: never
 	wrong   bool  // sends other bytes of the right size
 	hold    chan struct{}
+	idle    bool // fills nothing: a Join ask is not found
 }
 
 func (p *fakePeers) Pick(_ digest.Digest, fleet bool) (string, bool) {
@@ -76,13 +77,16 @@ func (p *fakePeers) Pick(_ digest.Digest, fleet bool) (string, bool) {
 	return "", false
 }
 
-func (p *fakePeers) Open(_ context.Context, peer string, _ digest.Digest, off int64, route, repo string) (io.ReadCloser, int64, error) {
+func (p *fakePeers) Open(_ context.Context, peer string, _ digest.Digest, off int64, ask PeerAsk) (io.ReadCloser, int64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.opens = append(p.opens, fmt.Sprintf("%s@%d %s/%s", peer, off, route, repo))
+	p.opens = append(p.opens, fmt.Sprintf("%s@%d %s/%s join=%v", peer, off, ask.Route, ask.Repo, ask.Join))
 	for _, pr := range p.list {
 		if pr.id != peer {
 			continue
+		}
+		if pr.idle && ask.Join {
+			return nil, 0, fmt.Errorf("not filling it: %w", ErrNotFound)
 		}
 		body := p.body
 		if pr.wrong {
@@ -153,11 +157,16 @@ func TestAPeerFillChecksTheLinkWithoutAGlobalTier(t *testing.T) {
 
 type recOrigin struct {
 	reviewOrigin
-	repos []string
+	mu      sync.Mutex
+	repos   []string
+	offsets []int64
 }
 
-func (o *recOrigin) GetBlob(_ context.Context, repo string, _ digest.Digest, _ int64) (*upstream.Blob, error) {
+func (o *recOrigin) GetBlob(_ context.Context, repo string, _ digest.Digest, off int64) (*upstream.Blob, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	o.repos = append(o.repos, repo)
+	o.offsets = append(o.offsets, off)
 	return nil, fmt.Errorf("origin GetBlob: %w", ErrNotFound)
 }
 
@@ -178,7 +187,7 @@ func TestAPeerFillNeverReachesAnOrigin(t *testing.T) {
 	defer store.Close()
 	defer e.Close(context.Background())
 	e.distrust(t.Context(), g.d) // the global copy failed verification once
-	_, err = e.PeerBlob(t.Context(), "p", g.d, "", "")
+	_, err = e.PeerBlob(t.Context(), "p", g.d, nil, "", false)
 	if len(o.repos) > 0 {
 		t.Fatalf("a peer's request reached the origin of route fleet, repo %q (err %v)", o.repos[0], err)
 	}
@@ -257,14 +266,14 @@ func TestANodeDoesNotFeedThePeerItReadsFrom(t *testing.T) {
 		done <- err
 	}()
 	testkit.Eventually(t, "the fill to read from peer a", func() bool { return e.feeds("a", g.d) })
-	if _, err := e.PeerBlob(t.Context(), "a", g.d, "", ""); !isNotFound(err) {
+	if _, err := e.PeerBlob(t.Context(), "a", g.d, nil, "", false); !isNotFound(err) {
 		t.Fatalf("PeerBlob for the peer the fill reads from: %v, want not found", err)
 	}
 	if n := testkit.Metric(t, reg, "edge_peer_conflicts_total", nil); n != 1 {
 		t.Fatalf("conflicts = %v, want 1", n)
 	}
 	close(hold)
-	b, err := e.PeerBlob(t.Context(), "b", g.d, "", "")
+	b, err := e.PeerBlob(t.Context(), "b", g.d, nil, "", false)
 	if err != nil {
 		t.Fatalf("PeerBlob for another peer: %v", err)
 	}
@@ -284,4 +293,78 @@ func link(t *testing.T, store *localtier.Store, d digest.Digest) {
 	if err := store.Link(t.Context(), team.Name, "team/app", d); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// When the fleet's filler breaks off, the next one is asked to join only:
+// it sends the blob if it holds or fills it, else the node asks the origin
+// itself, from the byte reached, rather than have another node start a
+// second whole fetch.
+func TestATakeoverAsksTheNextFillerToJoin(t *testing.T) {
+	t.Parallel()
+	data := testkit.RandomBytes(t, 512<<10)
+	d := digest.FromBytes(data)
+	o := &recOrigin{}
+	peers := &fakePeers{body: data, list: []*fakePeer{{id: "f1", breakAt: 100 << 10}, {id: "f2", breakAt: -1, idle: true}}}
+	e := originEngine(t, o, WithPeers(peers))
+
+	b, err := e.Blob(t.Context(), hub, "allowed", d)
+	if err == nil {
+		_, _ = io.Copy(io.Discard, b.Content)
+		err = b.Wait(t.Context())
+		b.Close()
+	}
+	if err == nil {
+		t.Fatal("the fill completed, though the origin has nothing")
+	}
+	_, opens := peers.record()
+	want := []string{"f1@0 hub/allowed join=false", fmt.Sprintf("f2@%d hub/allowed join=true", 100<<10)}
+	if !slices.Equal(opens, want) {
+		t.Fatalf("peers asked %q, want %q", opens, want)
+	}
+	if !slices.Equal(o.offsets, []int64{100 << 10}) {
+		t.Fatalf("origin asked from %v, want only from the byte reached", o.offsets)
+	}
+}
+
+// A node that a peer names the fleet's filler goes to the origin itself:
+// it never asks another filler, whose view might name it back.
+func TestAFillerAskedByAPeerGoesToTheOrigin(t *testing.T) {
+	t.Parallel()
+	data := testkit.RandomBytes(t, 64<<10)
+	d := digest.FromBytes(data)
+	o := &recOrigin{}
+	peers := &fakePeers{body: data, list: []*fakePeer{{id: "other", breakAt: -1}}}
+	e := originEngine(t, o, WithPeers(peers))
+
+	if _, err := e.PeerBlob(t.Context(), "asker", d, hub, "allowed", false); !isNotFound(err) {
+		t.Fatalf("PeerBlob: %v, want the origin's not found", err)
+	}
+	if _, opens := peers.record(); len(opens) != 0 {
+		t.Fatalf("the filler asked peers %q", opens)
+	}
+	if !slices.Equal(o.repos, []string{"allowed"}) || !slices.Equal(o.offsets, []int64{0}) {
+		t.Fatalf("origin asked for %v from %v, want allowed from 0", o.repos, o.offsets)
+	}
+	// With join, a blob not being filled is not fetched at all.
+	if _, err := e.PeerBlob(t.Context(), "asker", d, hub, "allowed", true); !isNotFound(err) {
+		t.Fatalf("PeerBlob with join: %v, want not found", err)
+	}
+	if len(o.offsets) != 1 {
+		t.Fatalf("a join ask reached the origin: %v", o.offsets)
+	}
+}
+
+// originEngine is an engine with route hub to o and no global tier.
+func originEngine(t *testing.T, o Origin, opts ...Option) *Engine {
+	t.Helper()
+	store, err := localtier.Open(t.TempDir(), localtier.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(store, map[string]Origin{"hub": o}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close(context.Background()); _ = store.Close() })
+	return e
 }

@@ -154,6 +154,9 @@ func (e *Engine) fillFor(ctx context.Context, rt *policy.Route, repo string, d d
 		if expired && !shareFull {
 			return nil, false, fmt.Errorf("cache: %s waited %v for a fill slot: %w", client, e.slotWait, ErrFillsBusy)
 		}
+		if noWait, _ := ctx.Value(noSlotWaitKey{}).(bool); noWait {
+			return nil, false, fmt.Errorf("cache: no fill slot free for %s: %w", client, ErrFillsBusy)
+		}
 		victim = e.yieldAbandoned(client, shareFull, victim)
 		if timer == nil && !expired {
 			timedOut := make(chan struct{})

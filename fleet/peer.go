@@ -133,6 +133,11 @@ type Content interface {
 // the blob in that repository.
 type Ask struct {
 	Route, Repo string
+	// Join asks the filler for a blob it holds or is filling already, and
+	// nothing else: the asking node takes over a fill from the byte it
+	// reached, and goes to the origin itself rather than have another
+	// node start from byte 0.
+	Join bool
 }
 
 // Blobs is what the peer listener serves from: the node's blobs, from its
@@ -154,7 +159,11 @@ const blobPath = "/peer/v1/blobs/"
 func BlobURL(addr string, d digest.Digest, ask Ask) string {
 	u := &url.URL{Scheme: "http", Host: addr, Path: blobPath + string(d)}
 	if ask != (Ask{}) {
-		u.RawQuery = url.Values{"route": {ask.Route}, "repo": {ask.Repo}}.Encode()
+		q := url.Values{"route": {ask.Route}, "repo": {ask.Repo}}
+		if ask.Join {
+			q.Set("join", "1")
+		}
+		u.RawQuery = q.Encode()
 	}
 	return u.String()
 }
@@ -166,10 +175,14 @@ func parseAsk(q string) (Ask, bool) {
 		return Ask{}, true
 	}
 	v, err := url.ParseQuery(q)
+	join := v.Get("join") == "1" && len(v["join"]) == 1
+	if join {
+		delete(v, "join")
+	}
 	if err != nil || len(v) != 2 || len(v["route"]) != 1 || len(v["repo"]) != 1 {
 		return Ask{}, false
 	}
-	a := Ask{Route: v.Get("route"), Repo: v.Get("repo")}
+	a := Ask{Route: v.Get("route"), Repo: v.Get("repo"), Join: join}
 	return a, checkName("route", a.Route) == nil && repoName(a.Repo)
 }
 
@@ -194,10 +207,14 @@ func repoName(s string) bool {
 }
 
 // Handler serves signed GET and HEAD requests of blobs by digest, with
-// ranges and an optional Ask, from blobs; nothing else. A blob is named by its digest alone:
-// the node that asks has checked, as its API does, that its client may
-// read it. isNotFound tells the not-found errors of blobs from failures.
-func Handler(s *Signer, blobs Blobs, isNotFound func(error) bool) http.Handler {
+// ranges and an optional Ask, from blobs; nothing else. A blob is named by
+// its digest alone: the node that asks has checked, as its API does, that
+// its client may read it. status gives the status of an error of blobs:
+// http.StatusNotFound (not here), http.StatusServiceUnavailable (busy:
+// no fill slot free), http.StatusBadGateway (a tier below failed); an
+// asking node goes on to its next tier for each, and blames this node only
+// for other failures.
+func Handler(s *Signer, blobs Blobs, status func(error) int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := s.Check(r); err != nil {
 			http.Error(w, "not signed by a member of the fleet", http.StatusUnauthorized)
@@ -215,12 +232,9 @@ func Handler(s *Signer, blobs Blobs, isNotFound func(error) bool) http.Handler {
 			return
 		}
 		f, err := blobs(r.Context(), d, ask)
-		switch {
-		case err != nil && isNotFound(err):
-			http.Error(w, "blob not here", http.StatusNotFound)
-			return
-		case err != nil:
-			http.Error(w, "cannot open the blob", http.StatusInternalServerError)
+		if err != nil {
+			code := status(err)
+			http.Error(w, http.StatusText(code), code)
 			return
 		}
 		defer f.Close()

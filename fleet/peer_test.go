@@ -31,7 +31,7 @@ func peerServer(t *testing.T, secret []byte, clock *testkit.Clock) (url string, 
 	}
 	blobs := func(_ context.Context, want digest.Digest, ask Ask) (Content, error) {
 		switch {
-		case want == d && ask == (Ask{}), want == d && ask == Ask{Route: "hub", Repo: "library/app"}:
+		case want == d && ask == (Ask{}), want == d && ask == Ask{Route: "hub", Repo: "library/app", Join: true}:
 			f, err := os.Open(filepath.Join(dir, d.Encoded()))
 			if err != nil {
 				return nil, err
@@ -46,7 +46,12 @@ func peerServer(t *testing.T, secret []byte, clock *testkit.Clock) (url string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(server, blobs, func(err error) bool { return errors.Is(err, errNotHere) }))
+	srv := httptest.NewServer(Handler(server, blobs, func(err error) int {
+		if errors.Is(err, errNotHere) {
+			return http.StatusNotFound
+		}
+		return http.StatusInternalServerError
+	}))
 	t.Cleanup(srv.Close)
 	member, err = NewSigner(secret, "eu-2", clock.Now, time.Minute)
 	if err != nil {
@@ -90,7 +95,7 @@ func TestPeersGetBlobsByDigest(t *testing.T) {
 	if code, body := send(t, req); code != http.StatusOK || !bytes.Equal(body, data) {
 		t.Fatalf("signed GET: %d, %d bytes", code, len(body))
 	}
-	req = newReq(t, http.MethodGet, BlobURL(url[len("http://"):], d, Ask{Route: "hub", Repo: "library/app"}))
+	req = newReq(t, http.MethodGet, BlobURL(url[len("http://"):], d, Ask{Route: "hub", Repo: "library/app", Join: true}))
 	member.Sign(req)
 	if code, body := send(t, req); code != http.StatusOK || !bytes.Equal(body, data) {
 		t.Fatalf("signed GET asking for a fill from route hub: %d, %d bytes", code, len(body))
@@ -174,6 +179,8 @@ func TestPeerListenerRefusesWhatIsNotASignedBlobRequest(t *testing.T) {
 		blobPath + string(d) + "?route=hub&repo=Upper":     http.StatusNotFound,
 		blobPath + string(d) + "?route=hub&repo=x&n=1":     http.StatusNotFound,
 		blobPath + string(d) + "?route=hub&route=x&repo=y": http.StatusNotFound,
+		blobPath + string(d) + "?route=hub&repo=x&join=2":  http.StatusNotFound,
+		blobPath + string(d) + "?join=1":                   http.StatusNotFound,
 		blobPath + string(digest.FromString("not here")):   http.StatusNotFound,
 		blobPath + string(digest.FromString("broken")):     http.StatusInternalServerError,
 	} {

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -24,6 +25,7 @@ import (
 	"github.com/edgeregistry/edge/fleet"
 	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/localtier"
+	"github.com/edgeregistry/edge/policy"
 )
 
 // FleetSecretEnv, when set, is the fleet secret, whatever fleet.secret_file
@@ -84,12 +86,12 @@ type peerMetrics struct {
 func newPeerMetrics(reg prometheus.Registerer) *peerMetrics {
 	m := &peerMetrics{
 		asked: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_peer_requests_total",
-			Help: "Blobs this node asked of peers, by path (region: the blob's owner in the region; fleet: its filler for the fleet) and result (hit, miss: the peer does not have it, error)."}, []string{"path", "result"}),
+			Help: "Blobs this node asked of peers, by path (region: the blob's owner in the region; fleet: its filler for the fleet) and result (hit; miss: the peer does not have it, or its own tiers failed; busy: no fill slot free there; error: the peer failed, and is passed over for a while)."}, []string{"path", "result"}),
 		answered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_peer_answers_total",
 			Help: "Requests of other nodes on the peer listener, by status code."}, []string{"code"}),
 	}
 	for _, path := range []string{"region", "fleet"} {
-		for _, r := range []string{"hit", "miss", "error"} {
+		for _, r := range []string{"hit", "miss", "busy", "error"} {
 			m.asked.WithLabelValues(path, r)
 		}
 	}
@@ -124,7 +126,17 @@ func (c *membersCollector) Collect(ch chan<- prometheus.Metric) {
 // blobs, on the peer listener.
 func (n *Node) peerHandler(sign *fleet.Signer, m *peerMetrics) http.Handler {
 	blobs := func(ctx context.Context, d digest.Digest, ask fleet.Ask) (fleet.Content, error) {
-		b, err := n.engine.PeerBlob(ctx, peerOf(ctx), d, ask.Route, ask.Repo)
+		var rt *policy.Route
+		if ask.Route != "" {
+			// The filler fetches only what this node would serve: a
+			// pull-through route it has, which shares its content with the
+			// fleet and lets the repository through.
+			rt = n.router.Route(ask.Route)
+			if rt == nil || rt.Hosted || rt.ForwardCredentials || !rt.Permits(ask.Repo, "") {
+				return nil, fmt.Errorf("route %q, repository %q: not served here for the fleet: %w", ask.Route, ask.Repo, oci.ErrNotFound)
+			}
+		}
+		b, err := n.engine.PeerBlob(ctx, peerOf(ctx), d, rt, ask.Repo, ask.Join)
 		if err != nil {
 			return nil, err
 		}
@@ -135,7 +147,15 @@ func (n *Node) peerHandler(sign *fleet.Signer, m *peerMetrics) http.Handler {
 		}
 		return peerContent{ReadSeeker: rs, b: b}, nil
 	}
-	h := fleet.Handler(sign, blobs, func(err error) bool { return errors.Is(err, oci.ErrNotFound) })
+	h := fleet.Handler(sign, blobs, func(err error) int {
+		switch {
+		case errors.Is(err, oci.ErrNotFound):
+			return http.StatusNotFound
+		case errors.Is(err, cache.ErrFillsBusy):
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusBadGateway // the tiers below failed, not this node
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		defer func() { m.answered.WithLabelValues(strconv.Itoa(sw.code)).Inc() }()
@@ -228,17 +248,19 @@ type peerClient struct {
 	now     func() time.Time
 
 	mu     sync.Mutex
-	failed map[string]time.Time // member ID: passed over until then
+	failed map[string]time.Time // member ID, or ID and digest: passed over until then
 }
 
 // Peer timeouts. A peer's headers may wait for a fill of its own, which
 // may wait for the origin's: a live peer that does not answer within
 // peerHeaders costs a cold pull that long once, then it is passed over. A
-// dead one refuses the connection at once. A peer that sends nothing for
-// peerIdle is taken over from the byte reached.
+// dead one refuses the connection at once, and one killed mid-stream
+// breaks it. A peer that sends nothing for longer than its own fill waits
+// for its source (the fill idle timeout), plus peerIdleMargin, is taken
+// over from the byte reached: a filler whose origin is merely slow is not.
 const (
-	peerHeaders = 15 * time.Second
-	peerIdle    = 10 * time.Second
+	peerHeaders    = 15 * time.Second
+	peerIdleMargin = 15 * time.Second
 )
 
 // errPeerStalled ends a peer's response that sent nothing for peerIdle.
@@ -259,7 +281,7 @@ func (p *peerClient) join(m *fleet.Membership) {
 		return http.ErrUseLastResponse // a peer answers itself, or not at all
 	}}
 	if p.idle == 0 {
-		p.idle = peerIdle
+		p.idle = 60*time.Second + peerIdleMargin
 	}
 	if p.now == nil {
 		p.now = time.Now
@@ -277,12 +299,20 @@ func (p *peerClient) close() {
 	}
 }
 
-// passedOver reports whether mb failed lately.
-func (p *peerClient) passedOver(mb fleet.Member) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	until, ok := p.failed[mb.ID]
-	return ok && p.now().Before(until)
+// passedOver returns whether a member failed lately: for any blob, or for
+// blob d.
+func (p *peerClient) passedOver(d digest.Digest) func(fleet.Member) bool {
+	return func(mb fleet.Member) bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		now := p.now()
+		for _, k := range []string{mb.ID, mb.ID + " " + string(d)} {
+			if until, ok := p.failed[k]; ok && now.Before(until) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 func (p *peerClient) Pick(d digest.Digest, forFleet bool) (string, bool) {
@@ -292,9 +322,9 @@ func (p *peerClient) Pick(d digest.Digest, forFleet bool) (string, bool) {
 	var mb fleet.Member
 	var ok bool
 	if forFleet {
-		mb, ok = p.m.Filler(d, p.passedOver)
+		mb, ok = p.m.Filler(d, p.passedOver(d))
 	} else {
-		mb, ok = p.m.Owner(p.region, d, p.passedOver)
+		mb, ok = p.m.Owner(p.region, d, p.passedOver(d))
 	}
 	if !ok || mb.ID == p.self {
 		return "", false
@@ -302,21 +332,32 @@ func (p *peerClient) Pick(d digest.Digest, forFleet bool) (string, bool) {
 	return mb.ID, true
 }
 
+// Failed passes peer over for a while: for every blob when it cannot be
+// reached (the connection is refused, reset, or times out: it is down or
+// cut off), for d alone otherwise (it stalled on d, or sent bytes of d that
+// did not verify), so that one bad transfer does not move every blob it
+// owns or fills.
 func (p *peerClient) Failed(peer string, d digest.Digest, err error) {
+	key := peer + " " + string(d)
+	var ne net.Error
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EHOSTUNREACH) ||
+		errors.As(err, &ne) && ne.Timeout() {
+		key = peer
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
-	for id, until := range p.failed {
+	for k, until := range p.failed {
 		if !now.Before(until) {
-			delete(p.failed, id)
+			delete(p.failed, k)
 		}
 	}
-	p.failed[peer] = now.Add(p.passFor)
+	p.failed[key] = now.Add(p.passFor)
 }
 
-func (p *peerClient) Open(ctx context.Context, peer string, d digest.Digest, offset int64, route, repo string) (io.ReadCloser, int64, error) {
+func (p *peerClient) Open(ctx context.Context, peer string, d digest.Digest, offset int64, ask cache.PeerAsk) (io.ReadCloser, int64, error) {
 	path := "region"
-	if route != "" {
+	if ask.Route != "" {
 		path = "fleet"
 	}
 	asked := func(result string) { p.metrics.asked.WithLabelValues(path, result).Inc() }
@@ -325,7 +366,7 @@ func (p *peerClient) Open(ctx context.Context, peer string, d digest.Digest, off
 		return nil, 0, fmt.Errorf("peer %s: no longer a member", peer)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fleet.BlobURL(mb.Peer, d, fleet.Ask{Route: route, Repo: repo}), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fleet.BlobURL(mb.Peer, d, fleet.Ask{Route: ask.Route, Repo: ask.Repo, Join: ask.Join}), nil)
 	if err != nil {
 		cancel(nil)
 		return nil, 0, err
@@ -342,11 +383,14 @@ func (p *peerClient) Open(ctx context.Context, peer string, d digest.Digest, off
 	}
 	size := int64(-1)
 	switch {
-	case res.StatusCode == http.StatusNotFound:
+	case res.StatusCode == http.StatusNotFound || res.StatusCode == http.StatusServiceUnavailable || res.StatusCode == http.StatusBadGateway:
+		// Not there, busy, or its own tiers failed: nothing to blame
+		// the peer for; the next tier answers.
 		res.Body.Close()
 		cancel(nil)
-		asked("miss")
-		return nil, 0, fmt.Errorf("blob %s: not at peer %s: %w", d, peer, localtier.ErrNotFound)
+		result := map[int]string{http.StatusNotFound: "miss", http.StatusServiceUnavailable: "busy", http.StatusBadGateway: "miss"}[res.StatusCode]
+		asked(result)
+		return nil, 0, fmt.Errorf("blob %s: peer %s: %s: %w", d, peer, res.Status, localtier.ErrNotFound)
 	case offset == 0 && res.StatusCode == http.StatusOK && res.ContentLength >= 0:
 		size = res.ContentLength
 	case offset > 0 && res.StatusCode == http.StatusPartialContent:

@@ -94,11 +94,12 @@ func newRegion(t *testing.T, n int) *region {
 // newFleet is a node in each of regions, in that order.
 func newFleet(t *testing.T, regions ...string) *region {
 	t.Helper()
-	return newFleetWith(t, "", regions...)
+	return newFleetWith(t, "", "", regions...)
 }
 
-// newFleetWith is newFleet with route, more settings of the route.
-func newFleetWith(t *testing.T, route string, regions ...string) *region {
+// newFleetWith is newFleet with route, more settings of the route, and
+// extra, more lines of each node's configuration.
+func newFleetWith(t *testing.T, route, extra string, regions ...string) *region {
 	t.Helper()
 	dir := t.TempDir()
 	r := &region{registry: origintest.NewRegistry(t), key: bytes.Repeat([]byte("k"), 40)}
@@ -117,7 +118,7 @@ routes:
   - {name: docker.io, origin: "`+r.proxy.URL+`", default: true`+route+`}
 global: {backend: dir, dir: {path: `+filepath.Join(dir, "global")+`}}
 fleet: {peer_listen: "127.0.0.1:0", secret_file: `+secret+`, ttl: 3s}
-`))
+`+extra))
 	}
 	for _, nd := range r.nodes {
 		testkit.Eventually(t, "the nodes to see each other", func() bool {
@@ -378,5 +379,50 @@ func TestTheFleetFetchesABlobFromTheOriginOnce(t *testing.T) {
 				return testkit.Metric(t, n.Metrics(), "edge_fill_bytes_total", map[string]string{"tier": "origin"}) == float64(len(data))
 			})
 		}
+	}
+}
+
+// A filler whose fill slots are all taken says so at once: the asking node
+// goes on to the origin itself, and does not pass the filler over as
+// failed. Nodes whose only slots hold fills that ask each other do not
+// wait on each other.
+func TestABusyFillerIsNotAFailedOne(t *testing.T) {
+	t.Parallel()
+	r := newFleetWith(t, "", "limits: {max_fills: 1, max_fills_per_client: 1}\n", "eu-west", "eu-west")
+	n0, n1 := r.nodes[0], r.nodes[1]
+	_, held := r.blobOwnedBy(t, n1)
+	data, d := r.blobOwnedBy(t, n1)
+	gate := r.proxy.Hold(origintest.Match{Method: http.MethodGet, Kind: origintest.KindBlob, Path: "/v2/library/app/blobs/" + held.String()}, -1)
+	done := make(chan struct{})
+	defer func() {
+		gate.Release()
+		<-done
+		http.DefaultClient.CloseIdleConnections()
+	}()
+	go func() {
+		defer close(done)
+		if res, err := http.Get("http://" + n1.Addr("api") + "/v2/library/app/blobs/" + held.String()); err == nil {
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+		}
+	}()
+	<-gate.Reached() // n1's one slot is taken
+
+	res, err := http.Get("http://" + n0.Addr("api") + "/v2/library/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || res.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("GET through n0: %d, %d bytes, %v", res.StatusCode, len(body), err)
+	}
+	busy := testkit.Metric(t, n0.Metrics(), "edge_peer_requests_total", map[string]string{"result": "busy"})
+	failed := testkit.Metric(t, n0.Metrics(), "edge_peer_requests_total", map[string]string{"result": "error"})
+	if busy < 1 || failed != 0 {
+		t.Fatalf("n0's asks of its busy filler: %v busy, %v failed; want busy, not failed", busy, failed)
+	}
+	if peer, ok := n0.Fleet().Owner("eu-west", d, nil); !ok || peer.ID != n1.Fleet().Self().ID {
+		t.Fatalf("owner %+v", peer)
 	}
 }

@@ -196,7 +196,10 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 		if sign, err = fleet.NewSigner(secret, id, nil, 0); err != nil {
 			return nil, err
 		}
-		n.peers = &peerClient{sign: sign, metrics: newPeerMetrics(reg)}
+		n.peers = &peerClient{sign: sign, metrics: newPeerMetrics(reg), idle: 60*time.Second + peerIdleMargin}
+		if d := time.Duration(cfg.Limits.FillIdleTimeout); d > 0 {
+			n.peers.idle = d + peerIdleMargin
+		}
 		reg.MustRegister(newMembersCollector(n))
 	}
 	if err := n.buildEngine(ctx, reg); err != nil {

@@ -4,16 +4,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/fleet"
 	"github.com/edgeregistry/edge/storjtier"
 )
@@ -85,11 +88,11 @@ func TestThePeerClientFollowsNoRedirect(t *testing.T) {
 		if !ok || peer != "other" {
 			t.Fatalf("Pick(fleet %v) named %q, %v; want other", fleet, peer, ok)
 		}
-		route, repo := "", ""
+		var ask cache.PeerAsk
 		if fleet {
-			route, repo = "hub", "library/app"
+			ask = cache.PeerAsk{Route: "hub", Repo: "library/app"}
 		}
-		rc, size, err := p.Open(t.Context(), peer, d, 0, route, repo)
+		rc, size, err := p.Open(t.Context(), peer, d, 0, ask)
 		if err == nil {
 			rc.Close()
 		}
@@ -101,7 +104,8 @@ func TestThePeerClientFollowsNoRedirect(t *testing.T) {
 
 // A peer that sends its headers and then nothing ends the read with
 // errPeerStalled, so that the fill takes over, and Failed makes Pick pass
-// it over: the node then owns and fills the blob itself.
+// it over for that blob, not for others; a peer that cannot be reached is
+// passed over for every blob.
 func TestAStalledPeerIsPassedOver(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
@@ -117,7 +121,7 @@ func TestAStalledPeerIsPassedOver(t *testing.T) {
 	})
 	p.idle = 50 * time.Millisecond // any wait ends the same way; only later
 	peer, _ := p.Pick(d, false)
-	rc, size, err := p.Open(t.Context(), peer, d, 0, "", "")
+	rc, size, err := p.Open(t.Context(), peer, d, 0, cache.PeerAsk{})
 	if err != nil || size != 1000 {
 		t.Fatalf("Open: %d, %v", size, err)
 	}
@@ -131,6 +135,21 @@ func TestAStalledPeerIsPassedOver(t *testing.T) {
 		if peer, ok := p.Pick(d, fleet); ok {
 			t.Fatalf("Pick(fleet %v) still names %s after it failed", fleet, peer)
 		}
+	}
+	// Another blob of the same owner still goes to it.
+	var other digest.Digest
+	for i := 0; ; i++ {
+		other = digest.FromString(fmt.Sprint("other ", i))
+		if o, _ := p.m.Owner("r", other, nil); o.ID == "other" {
+			break
+		}
+	}
+	if peer, ok := p.Pick(other, false); !ok || peer != "other" {
+		t.Fatalf("a stall on one blob passed the peer over for another: %q, %v", peer, ok)
+	}
+	p.Failed("other", other, &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED})
+	if peer, ok := p.Pick(other, false); ok {
+		t.Fatalf("a peer refusing connections is still named: %s", peer)
 	}
 	p.now = func() time.Time { return time.Now().Add(p.passFor) }
 	if peer, ok := p.Pick(d, false); !ok || peer != "other" {

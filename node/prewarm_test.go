@@ -18,7 +18,7 @@ import (
 // node that never served the tag fetches nothing.
 func TestARolloutIsPrewarmedInOtherRegions(t *testing.T) {
 	t.Parallel()
-	r := newFleetWith(t, ", tag_ttl: 1s, prewarm: {enabled: true}", "eu-west", "us-east", "ap-south")
+	r := newFleetWith(t, ", tag_ttl: 1s, prewarm: {enabled: true}", "", "eu-west", "us-east", "ap-south")
 	eu, us, ap := r.nodes[0], r.nodes[1], r.nodes[2]
 	origintest.PushImage(t, r.registry.URL, "library/app", "stable", 2, 64<<10)
 	pull(t, eu, "stable")
