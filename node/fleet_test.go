@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -424,5 +426,52 @@ func TestABusyFillerIsNotAFailedOne(t *testing.T) {
 	}
 	if peer, ok := n0.Fleet().Owner("eu-west", d, nil); !ok || peer.ID != n1.Fleet().Self().ID {
 		t.Fatalf("owner %+v", peer)
+	}
+}
+
+// Every series the Grafana dashboard draws is one a fleet node exports,
+// from its start: a renamed metric leaves no panel empty unnoticed.
+func TestTheDashboardDrawsWhatNodesExport(t *testing.T) {
+	t.Parallel()
+	r := newFleetWith(t, ", prewarm: {enabled: true}", "", "eu-west")
+	raw, err := os.ReadFile("../deploy/grafana/edge-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Series with labels appear with their first event: a pull, its
+	// write-behind and a peer's request make those.
+	n := r.nodes[0]
+	_, d := r.blobOwnedBy(t, n)
+	res, err := http.Get("http://" + n.Addr("api") + "/v2/library/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	testkit.Eventually(t, "the blob to be written behind", func() bool {
+		return testkit.Metric(t, n.Metrics(), "edge_writebehind_total", map[string]string{"result": "ok"}) == 1
+	})
+	peerGet(t, n, d, r.key)
+	firstFailure := map[string]bool{"edge_global_errors_total": true, "edge_stale_serves_total": true} // by op or route, from the first one on
+	mfs, err := n.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, mf := range mfs {
+		exported[mf.GetName()] = true
+	}
+	names := regexp.MustCompile(`edge_[a-z_]+`).FindAllString(string(raw), -1)
+	if len(names) < 10 {
+		t.Fatalf("the dashboard names %d series", len(names))
+	}
+	for _, name := range names {
+		base := name
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			base = strings.TrimSuffix(base, suffix)
+		}
+		if !exported[name] && !exported[base] && !firstFailure[name] {
+			t.Errorf("the dashboard draws %s, which a node does not export", name)
+		}
 	}
 }
