@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgeregistry/edge/cache"
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/policy"
 )
 
@@ -117,22 +118,22 @@ func (s *Service) prefetchImage(ctx context.Context, image string, platforms []s
 	if err != nil {
 		return err
 	}
-	var doc manifestDoc
+	var doc oci.Walk
 	if err := json.Unmarshal(m.Body, &doc); err != nil {
 		return fmt.Errorf("manifest %s: %w", m.Digest, err)
 	}
-	images := []manifestDoc{doc}
+	images := []oci.Walk{doc}
 	if len(doc.Manifests) > 0 {
 		images = images[:0]
 		for _, c := range doc.Manifests {
-			if !c.platformIn(platforms) {
+			if !platformIn(c, platforms) {
 				continue
 			}
 			cm, err := s.pull.Manifest(ctx, t.rt, t.repo, string(c.Digest))
 			if err != nil {
 				return err
 			}
-			var child manifestDoc
+			var child oci.Walk
 			if err := json.Unmarshal(cm.Body, &child); err != nil {
 				return fmt.Errorf("manifest %s: %w", c.Digest, err)
 			}
@@ -145,7 +146,7 @@ func (s *Service) prefetchImage(ctx context.Context, image string, platforms []s
 	blobs := map[digest.Digest]int64{}
 	var total int64
 	for _, im := range images {
-		for _, b := range im.blobs() {
+		for _, b := range im.Blobs() {
 			if _, ok := blobs[b.Digest]; !ok {
 				blobs[b.Digest] = b.Size
 				total += b.Size
@@ -223,42 +224,9 @@ func (p *progress) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// manifestDoc is what a prefetch reads of a manifest or an index.
-type manifestDoc struct {
-	Config    *descriptor  `json:"config"`
-	Layers    []descriptor `json:"layers"`
-	Manifests []descriptor `json:"manifests"`
-}
-
-type descriptor struct {
-	Digest   digest.Digest `json:"digest"`
-	Size     int64         `json:"size"`
-	URLs     []string      `json:"urls"`
-	Platform *struct {
-		OS           string `json:"os"`
-		Architecture string `json:"architecture"`
-		Variant      string `json:"variant"`
-	} `json:"platform"`
-}
-
-// blobs are the config and the layers, except layers that live elsewhere
-// (foreign layers, fetched by clients from their URLs).
-func (m manifestDoc) blobs() []descriptor {
-	var out []descriptor
-	if m.Config != nil {
-		out = append(out, *m.Config)
-	}
-	for _, l := range m.Layers {
-		if len(l.URLs) == 0 {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
 // platformIn reports whether an index entry is one of the platforms; with
 // none, every entry is.
-func (c descriptor) platformIn(platforms []string) bool {
+func platformIn(c oci.Ref, platforms []string) bool {
 	if len(platforms) == 0 {
 		return true
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/edgeregistry/edge/internal/oci"
 	"github.com/edgeregistry/edge/localtier"
 	"github.com/edgeregistry/edge/policy"
 )
@@ -44,17 +45,17 @@ func (e *Engine) Warm(ctx context.Context, rt *policy.Route, repo, tag string, d
 	if err != nil {
 		return true, 0, err
 	}
-	var doc warmDoc
+	var doc oci.Walk
 	if err := json.Unmarshal(m.Body, &doc); err != nil {
 		return true, 0, fmt.Errorf("manifest %s: %w", d, err)
 	}
-	docs := []warmDoc{doc}
+	docs := []oci.Walk{doc}
 	for _, c := range doc.Manifests {
 		cm, err := e.warmManifest(ctx, rt, repo, c.Digest)
 		if err != nil {
 			return true, 0, err
 		}
-		var child warmDoc
+		var child oci.Walk
 		if err := json.Unmarshal(cm.Body, &child); err != nil {
 			return true, 0, fmt.Errorf("manifest %s: %w", c.Digest, err)
 		}
@@ -62,7 +63,7 @@ func (e *Engine) Warm(ctx context.Context, rt *policy.Route, repo, tag string, d
 	}
 	seen := map[digest.Digest]bool{}
 	for _, doc := range docs {
-		for _, b := range doc.blobs() {
+		for _, b := range doc.Blobs() {
 			if seen[b.Digest] {
 				continue
 			}
@@ -134,31 +135,4 @@ func (e *Engine) warmBlob(ctx context.Context, rt *policy.Route, repo string, d 
 	}
 	e.Link(ctx, rt, repo, d)
 	return n, nil
-}
-
-// warmDoc is what a warm reads of a manifest or an index.
-type warmDoc struct {
-	Config    *warmDesc  `json:"config"`
-	Layers    []warmDesc `json:"layers"`
-	Manifests []warmDesc `json:"manifests"`
-}
-
-type warmDesc struct {
-	Digest digest.Digest `json:"digest"`
-	Size   int64         `json:"size"`
-	URLs   []string      `json:"urls"`
-}
-
-// blobs are the config and the layers, but foreign layers.
-func (m warmDoc) blobs() []warmDesc {
-	var out []warmDesc
-	if m.Config != nil {
-		out = append(out, *m.Config)
-	}
-	for _, l := range m.Layers {
-		if len(l.URLs) == 0 {
-			out = append(out, l)
-		}
-	}
-	return out
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -114,20 +113,8 @@ func hintTime(key string) (time.Time, bool) {
 }
 
 func (m *Membership) readHint(ctx context.Context, key string) (Hint, error) {
-	rc, _, err := m.b.Get(ctx, key, 0, -1)
-	if err != nil {
-		return Hint{}, err
-	}
-	defer rc.Close()
-	body, err := io.ReadAll(io.LimitReader(rc, maxRecord+1))
-	if err != nil {
-		return Hint{}, err
-	}
-	if len(body) > maxRecord {
-		return Hint{}, errors.New("hint too large")
-	}
 	var h Hint
-	if err := json.Unmarshal(body, &h); err != nil {
+	if err := m.readJSON(ctx, key, &h); err != nil {
 		return Hint{}, err
 	}
 	if at, _ := hintTime(key); !at.Equal(h.At) || !strings.HasSuffix(key, "-"+h.By) {

@@ -210,21 +210,27 @@ func (m *Membership) Refresh(ctx context.Context) error {
 	return nil
 }
 
-func (m *Membership) read(ctx context.Context, k string) (Member, error) {
+// readJSON reads the small record under key k into v: at most maxRecord
+// bytes of JSON.
+func (m *Membership) readJSON(ctx context.Context, k string, v any) error {
 	rc, _, err := m.b.Get(ctx, k, 0, -1)
 	if err != nil {
-		return Member{}, err
+		return err
 	}
 	defer rc.Close()
 	body, err := io.ReadAll(io.LimitReader(rc, maxRecord+1))
 	if err != nil {
-		return Member{}, err
+		return err
 	}
 	if len(body) > maxRecord {
-		return Member{}, errors.New("record too large")
+		return errors.New("record too large")
 	}
+	return json.Unmarshal(body, v)
+}
+
+func (m *Membership) read(ctx context.Context, k string) (Member, error) {
 	var mb Member
-	if err := json.Unmarshal(body, &mb); err != nil {
+	if err := m.readJSON(ctx, k, &mb); err != nil {
 		return Member{}, err
 	}
 	if err := checkMember(mb); err != nil {
