@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"time"
@@ -47,9 +48,16 @@ func tokenConfig(cfg *config.Config, router *policy.Router, createKey bool) (aut
 		return auth.TokenConfig{}, err
 	}
 	return auth.TokenConfig{
-		Key: key, Service: t.Service, Realm: t.Realm, TTL: time.Duration(t.TTL),
+		Key: key, Service: t.Service, Realm: t.Realm, TTL: time.Duration(t.TTL), Hosts: t.Hosts,
 		Resolve: func(name string) (*policy.Route, string, error) { return router.Resolve("", name) },
 	}, nil
+}
+
+// warnToken logs the risks of the token flow of cfg.
+func warnToken(log *slog.Logger, cfg *config.Config) {
+	for _, w := range cfg.TokenWarnings() {
+		log.Warn(w)
+	}
 }
 
 // tokenEndpoint serves the token endpoint of authz, when it has one that
