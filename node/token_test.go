@@ -55,6 +55,9 @@ auth:
 	if res.StatusCode != http.StatusUnauthorized || res.Header.Get("WWW-Authenticate") != wantRealm {
 		t.Fatalf("anonymous GET /v2/: %d %q, want 401 %q", res.StatusCode, res.Header.Get("WWW-Authenticate"), wantRealm)
 	}
+	if cc := res.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("a 401 with a realm derived from the request: Cache-Control %q, want no-store", cc)
+	}
 
 	img, err := random.Image(1<<10, 2)
 	if err != nil {
