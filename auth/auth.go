@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -71,6 +72,9 @@ type Authorizer struct {
 	users    *budget            // checks of a user name from addresses it has not logged in from
 	trusted  *trust             // (address, user) pairs that logged in lately
 	tokens   *tokens            // the token flow; nil when off
+	// untrustedProto logs once an X-Forwarded-Proto from a peer that is
+	// not a trusted proxy.
+	untrustedProto sync.Once
 }
 
 // verification is a password that verified: the cache holds it under a
@@ -160,12 +164,17 @@ func quote(s string) string {
 func (a *Authorizer) Realm() string { return a.realm }
 
 // Challenge sets the WWW-Authenticate header that goes with a 401 answer
-// to r: HTTP Basic, or, with the token flow on, Bearer naming the token
-// endpoint, the service and scope (as Scope writes it) when it is not "".
+// to r: HTTP Basic, or, with the token flow on (for r's host), Bearer
+// naming the token endpoint, the service and scope (as Scope writes it)
+// when it is not "". An answer whose realm is derived from r is not to be
+// stored by caches.
 func (a *Authorizer) Challenge(w http.ResponseWriter, r *http.Request, scope string) {
-	if a.tokens == nil {
+	if !a.bearerOn(r) {
 		w.Header().Set("WWW-Authenticate", a.challenge)
 		return
+	}
+	if a.tokens.Realm == "" {
+		w.Header().Set("Cache-Control", "no-store")
 	}
 	w.Header().Set("WWW-Authenticate", a.bearerChallenge(r, scope))
 }
@@ -218,12 +227,12 @@ func (a *Authorizer) Authorize(r *http.Request, rt *policy.Route, repo string, n
 // A request without credentials is anonymous when anonymousPull is set and
 // the token flow is off: anonymous Docker pulls fail when the ping is
 // refused ("no basic auth credentials"), and docker login cannot log in.
-// With the token flow on it gets ErrUnauthenticated: the Bearer challenge
+// With the token flow on (for r's host) it gets ErrUnauthenticated: the Bearer challenge
 // is what makes docker login work, and anonymous clients fetch an
 // anonymous token after it.
 func (a *Authorizer) Login(r *http.Request, anonymousPull bool) (Identity, error) {
 	if !hasCredentials(r) {
-		if anonymousPull && a.tokens == nil {
+		if anonymousPull && !a.bearerOn(r) {
 			return Identity{}, nil
 		}
 		return Identity{}, fmt.Errorf("%w: no credentials", ErrUnauthenticated)

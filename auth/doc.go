@@ -22,7 +22,9 @@
 // audience (the service) and expiry check out, the user's password entry is
 // the one it was issued against, its access names the request's repository
 // and action, and the grants allow it now. HTTP Basic keeps working on
-// every request.
+// every request. [TokenConfig.Hosts] limits the Bearer challenge to some
+// host names: a daemon pulling through a mirror by another name is never
+// sent to the token endpoint.
 // Errors are checked with errors.Is: [ErrUnauthenticated] is answered 401
 // with the challenge of [Authorizer.Challenge], [ErrDenied] 403, and
 // [ErrRateLimited] 429 with the wait of [RetryAfter].

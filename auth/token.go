@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -35,9 +36,12 @@ const (
 	// maxTokenBytes bounds a bearer token read from a request, before any
 	// parsing.
 	maxTokenBytes = 16 << 10
-	// tokenLeeway is the clock skew allowed between the nodes that issue
-	// and accept a token.
-	tokenLeeway = 5 * time.Second
+	// tokenSkew is the clock skew allowed between the nodes that issue
+	// and accept a token: a token issued by a node that runs ahead is good
+	// on its peers (iat, nbf and the bound of its life by the TTL).
+	tokenSkew = time.Minute
+	// expiryLeeway is how long a token is taken after its expiry.
+	expiryLeeway = 5 * time.Second
 )
 
 // TokenConfig turns on the registry token flow (Docker's token
@@ -57,8 +61,18 @@ type TokenConfig struct {
 	// Issuer is the issuer of the tokens; "" means "edge".
 	Issuer string
 	// Realm is the URL of the token endpoint in the challenge; "" derives
-	// it from each request: its scheme and host, path TokenPath.
+	// it from each request: its scheme and host, path TokenPath. A request
+	// that says it came over https (X-Forwarded-Proto: https), from a
+	// peer that is not a trusted proxy, gets an https realm: a password is
+	// never sent to an http endpoint on the word of a proxy in front.
 	Realm string
+	// Hosts are the host names, without port, on which 401s carry the
+	// Bearer challenge and an anonymous /v2/ is refused; requests to other
+	// names are answered as with the flow off (Basic challenges, an
+	// anonymous /v2/ as anonymous pull allows), so that a daemon pulling
+	// through a mirror by one name is never sent to the token endpoint.
+	// Tokens are taken on every name. Empty: every name.
+	Hosts []string
 	// TTL is how long a token is valid; 0 means DefaultTokenTTL.
 	TTL time.Duration
 	// Resolve maps a repository name of a scope, as a client writes it in
@@ -118,7 +132,7 @@ func (t *tokens) check(now func() time.Time) []error {
 		jwt.WithIssuer(t.Issuer),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
-		jwt.WithLeeway(tokenLeeway),
+		jwt.WithLeeway(tokenSkew),
 		jwt.WithTimeFunc(now),
 	)
 	return errs
@@ -173,7 +187,12 @@ func (a *Authorizer) verifyToken(raw string, now time.Time) (*claims, error) {
 		}
 		return t.Key, nil
 	})
-	if err == nil && c.ExpiresAt.Sub(now) > t.TTL+tokenLeeway {
+	// The parser allows tokenSkew on exp as on iat and nbf: an expired
+	// token gets expiryLeeway alone.
+	if err == nil && now.Sub(c.ExpiresAt.Time) > expiryLeeway {
+		err = errors.New("token expired")
+	}
+	if err == nil && c.ExpiresAt.Sub(now) > t.TTL+tokenSkew {
 		err = errors.New("token outlives the configured ttl")
 	}
 	if err == nil && c.Subject != "" && !a.entryMatches(c.Subject, c.Entry, now) {
@@ -326,33 +345,78 @@ func (a *Authorizer) issue(user string, acc []access, now time.Time) (string, er
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(t.Key)
 }
 
-// realm is the token endpoint's URL for the client of r: the configured
-// realm, or the scheme and host r came to (a trusted proxy's
-// X-Forwarded-Proto and X-Forwarded-Host when it sets them).
+// realmURL is the token endpoint's URL for the client of r: the
+// configured realm, or the scheme and host r came to.
 func (a *Authorizer) realmURL(r *http.Request) string {
 	if a.tokens.Realm != "" {
 		return a.tokens.Realm
 	}
-	scheme, host := "http", r.Host
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	if inAny(a.proxies, peerIP(r.RemoteAddr)) {
-		switch p := strings.ToLower(strings.TrimSpace(firstValue(r.Header.Get("X-Forwarded-Proto")))); p {
-		case "http", "https":
-			scheme = p
-		}
-		if h := strings.TrimSpace(firstValue(r.Header.Get("X-Forwarded-Host"))); h != "" {
-			host = h
-		}
-	}
+	scheme, host := a.origin(r)
 	u := url.URL{Scheme: scheme, Host: host, Path: TokenPath}
 	return u.String()
 }
 
-func firstValue(s string) string {
-	v, _, _ := strings.Cut(s, ",")
-	return v
+// origin is the scheme and host the client of r came to: the request's,
+// or those a trusted proxy in front set in X-Forwarded-Proto and
+// X-Forwarded-Host (the values the nearest proxy appended, the last).
+// X-Forwarded-Proto: https from another peer makes the scheme https, never
+// the host: a proxy that terminates TLS and is missing from the trusted
+// proxies must not get its clients sent to an http endpoint.
+func (a *Authorizer) origin(r *http.Request) (scheme, host string) {
+	scheme, host = "http", r.Host
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	proto := strings.ToLower(lastValue(r.Header.Values("X-Forwarded-Proto")))
+	if !inAny(a.proxies, peerIP(r.RemoteAddr)) {
+		if proto == "https" && scheme == "http" {
+			scheme = "https"
+			a.untrustedProto.Do(func() {
+				a.log.Warn("auth: X-Forwarded-Proto: https from a peer that is not a trusted proxy: "+
+					"the token realm is https; list the proxy in auth.trusted_proxies or set auth.token.realm",
+					"peer", peerIP(r.RemoteAddr))
+			})
+		}
+		return scheme, host
+	}
+	if proto == "http" || proto == "https" {
+		scheme = proto
+	}
+	if h := lastValue(r.Header.Values("X-Forwarded-Host")); h != "" {
+		host = h
+	}
+	return scheme, host
+}
+
+// lastValue is the last of the comma-separated values of a header that
+// may appear several times, trimmed.
+func lastValue(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	v := vs[len(vs)-1]
+	if i := strings.LastIndexByte(v, ','); i >= 0 {
+		v = v[i+1:]
+	}
+	return strings.TrimSpace(v)
+}
+
+// bearerOn reports whether 401s to r carry the Bearer challenge: the flow
+// is on and r came to one of its hosts.
+func (a *Authorizer) bearerOn(r *http.Request) bool {
+	t := a.tokens
+	if t == nil {
+		return false
+	}
+	if len(t.Hosts) == 0 {
+		return true
+	}
+	_, host := a.origin(r)
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(host, ".")
+	return slices.ContainsFunc(t.Hosts, func(h string) bool { return strings.EqualFold(h, host) })
 }
 
 // bearerChallenge is the Bearer challenge for r, with scope when not "".

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -58,10 +59,17 @@ func newTokenFixture(t *testing.T, tc auth.TokenConfig, opts ...auth.Option) *to
 		tc.Service = "edge.test"
 	}
 	tc.Resolve = func(name string) (*policy.Route, string, error) { return router.Resolve("", name) }
-	path := writeHtpasswd(t, t.TempDir(), testUsers)
-	f := newFixture(t, auth.Config{Htpasswd: path, Grants: testGrants}, append([]auth.Option{auth.WithTokens(tc)}, opts...)...)
+	path := writeHtpasswd(t, t.TempDir(), tokenUsers)
+	f := newFixture(t, auth.Config{Htpasswd: path, Grants: tokenGrants}, append([]auth.Option{auth.WithTokens(tc)}, opts...)...)
 	return &tokenFixture{fixture: f, router: router, users: path}
 }
+
+// tokenUsers and tokenGrants are testUsers and testGrants and ops, who
+// may push and delete everywhere: what refuses ops is the route.
+var (
+	tokenUsers  = func() map[string]string { m := maps.Clone(testUsers); m["ops"] = "ops-secret"; return m }()
+	tokenGrants = append(slices.Clone(testGrants), policy.Grant{User: "ops", Prefix: "", Actions: []string{"pull", "push", "delete"}})
+)
 
 // tokenAnswer is an answer of the token endpoint.
 type tokenAnswer struct {
@@ -158,8 +166,11 @@ func TestTokenGrants(t *testing.T) {
 		{name: "reader never pushes", user: "reader", pw: "reader-secret",
 			scopes: []string{"repository:team/app:pull,push,delete repository:ghcr.io/org/app:pull"},
 			want:   map[string][]string{"repository:team/app": {"pull"}, "repository:ghcr.io/org/app": {"pull"}}},
-		{name: "no push on a pull-through route", user: "ci", pw: "ci-secret",
-			scopes: []string{"repository:library/alpine:pull,push"},
+		{name: "ops pushes where the route allows it", user: "ops", pw: "ops-secret",
+			scopes: []string{"repository:team/app:pull,push"},
+			want:   map[string][]string{"repository:team/app": {"pull", "push"}}},
+		{name: "no push on a pull-through route, whatever the grants", user: "ops", pw: "ops-secret",
+			scopes: []string{"repository:library/alpine:pull,push,delete"},
 			want:   map[string][]string{"repository:library/alpine": {"pull"}}},
 		{name: "anonymous: pull where open, never push", scopes: []string{
 			"repository:team/app:pull,push,delete", "repository:alpine:*", "repository:ghcr.io/org/app:pull",
@@ -251,6 +262,38 @@ func TestTokenRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	none := sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims(nil))
+	// A token signed with the key, good but for its size: 40 entries of
+	// names of 512 characters, more than the endpoint issues. With 20 of
+	// them it is taken.
+	padded := func(n int) string {
+		return hs(claims(func(c jwt.MapClaims) {
+			acc := c["access"].([]map[string]any)
+			for i := range n {
+				name := fmt.Sprintf("team/%02d/%s", i, strings.Repeat("a", 500))
+				acc = append(acc, map[string]any{"type": "repository", "name": name, "actions": []string{"pull"}})
+			}
+			c["access"] = acc
+		}))
+	}
+	oversized := padded(40)
+	if len(oversized) <= 16<<10 {
+		t.Fatalf("oversized token of %d bytes", len(oversized))
+	}
+	if fits := padded(20); len(fits) > 16<<10 {
+		t.Fatalf("token of %d bytes, want at most 16 KiB", len(fits))
+	} else if _, err := f.authorize(fits, "team", "team/app", policy.CapPull); err != nil {
+		t.Fatalf("a signed token of %d bytes: %v", len(fits), err)
+	}
+	// A token signed with the key is held to the grants as they are, not
+	// as its access claim says: an anonymous one claiming push on a
+	// route open to anonymous pull is good for the pull alone.
+	anonPush := hs(claims(func(c jwt.MapClaims) { delete(c, "sub"); delete(c, "edge_entry") }))
+	if _, err := f.authorize(anonPush, "team", "team/app", policy.CapPull); err != nil {
+		t.Fatalf("an anonymous token claiming pull,push: pull = %v", err)
+	}
+	if _, err := f.authorize(anonPush, "team", "team/app", policy.CapPush); !errors.Is(err, auth.ErrUnauthenticated) || errors.Is(err, auth.ErrInsufficientScope) {
+		t.Errorf("an anonymous token claiming pull,push: push = %v, want ErrUnauthenticated (no user)", err)
+	}
 	tests := []struct {
 		name  string
 		token string
@@ -269,16 +312,16 @@ func TestTokenRefused(t *testing.T) {
 		{"another issuer", hs(claims(func(c jwt.MapClaims) { c["iss"] = "someone" })), "team", "team/app", policy.CapPull},
 		{"no expiry", hs(claims(func(c jwt.MapClaims) { delete(c, "exp") })), "team", "team/app", policy.CapPull},
 		{"expired", hs(claims(func(c jwt.MapClaims) { c["exp"] = now.Add(-time.Minute).Unix() })), "team", "team/app", policy.CapPull},
-		{"not yet valid", hs(claims(func(c jwt.MapClaims) { c["nbf"] = now.Add(time.Minute).Unix() })), "team", "team/app", policy.CapPull},
+		{"not yet valid, beyond the skew", hs(claims(func(c jwt.MapClaims) { c["nbf"] = now.Add(2 * time.Minute).Unix() })), "team", "team/app", policy.CapPull},
+		{"issued beyond the skew", hs(claims(func(c jwt.MapClaims) { c["iat"] = now.Add(2 * time.Minute).Unix() })), "team", "team/app", policy.CapPull},
 		{"outlives the ttl", hs(claims(func(c jwt.MapClaims) { c["exp"] = now.Add(time.Hour).Unix() })), "team", "team/app", policy.CapPull},
 		{"no password entry", hs(claims(func(c jwt.MapClaims) { delete(c, "edge_entry") })), "team", "team/app", policy.CapPull},
 		{"another user's entry", hs(claims(func(c jwt.MapClaims) { c["sub"] = "dev" })), "team", "team/app", policy.CapPull},
 		{"another repository", good, "team", "team/lib", policy.CapPull},
 		{"a repository of the same name on another route", good, "ghcr.io", "team/app", policy.CapPull},
 		{"another action", good, "team", "team/app", policy.CapPush},
-		{"anonymous token claiming push", hs(claims(func(c jwt.MapClaims) { delete(c, "sub"); delete(c, "edge_entry") })), "team", "team/app", policy.CapPush},
 		{"not a token", "abc", "team", "team/app", policy.CapPull},
-		{"huge", strings.Repeat("a", 20<<10), "team", "team/app", policy.CapPull},
+		{"signed, over 16 KiB", oversized, "team", "team/app", policy.CapPull},
 	}
 	for _, tt := range tests {
 		if _, err := f.authorize(tt.token, tt.route, tt.repo, tt.need); !errors.Is(err, auth.ErrUnauthenticated) {
@@ -361,8 +404,21 @@ func TestTokenChallenge(t *testing.T) {
 		t.Errorf("behind a trusted proxy: challenge %s, want %s", got, want)
 	}
 	r.RemoteAddr = "192.0.2.40:1"
-	if got, want := challenge(r, ""), `Bearer realm="http://10.1.1.1:5000/token",service="edge.test"`; got != want {
+	// From a peer that is not a trusted proxy, X-Forwarded-Host is
+	// ignored, and X-Forwarded-Proto may only make the realm https: a
+	// proxy that terminates TLS and is missing from the trusted proxies
+	// never gets its clients sent to an http endpoint.
+	if got, want := challenge(r, ""), `Bearer realm="https://10.1.1.1:5000/token",service="edge.test"`; got != want {
 		t.Errorf("X-Forwarded-* from a client: challenge %s, want %s", got, want)
+	}
+	r.Header.Set("X-Forwarded-Proto", "http")
+	if got, want := challenge(r, ""), `Bearer realm="http://10.1.1.1:5000/token",service="edge.test"`; got != want {
+		t.Errorf("X-Forwarded-Proto: http from a client: challenge %s, want %s", got, want)
+	}
+	tlsReq := r.Clone(r.Context())
+	tlsReq.TLS = &tls.ConnectionState{}
+	if got, want := challenge(tlsReq, ""), `Bearer realm="https://10.1.1.1:5000/token",service="edge.test"`; got != want {
+		t.Errorf("X-Forwarded-Proto: http from a client over TLS: challenge %s, want %s", got, want)
 	}
 	g := newTokenFixture(t, auth.TokenConfig{Realm: "https://auth.example/token"})
 	if got, want := challengeOf(g, r, ""), `Bearer realm="https://auth.example/token",service="edge.test"`; got != want {

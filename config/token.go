@@ -14,11 +14,22 @@ import (
 // ones included. It is what lets docker login and docker push work on a
 // node whose routes allow anonymous pull. HTTP Basic keeps working on
 // every request.
+//
+// It is off unless turned on: a Bearer challenge to an anonymous /v2/
+// makes dockerd, pulling through a registry mirror, send its Docker Hub
+// credentials to the mirror's token endpoint (moby issue 42022), where
+// they fail: the pull leaves the mirror for Docker Hub, and the failures
+// count against the client's address. Hosts limits the challenge to the
+// names the node is logged in to by.
 type AuthToken struct {
-	// Enabled turns the flow on or off. Unset, it is on when the node has
-	// users (auth.htpasswd) and some route allows anonymous pull: the case
-	// where docker login cannot work without it.
-	Enabled *bool `yaml:"enabled,omitempty"`
+	// Enabled turns the flow on (default off).
+	Enabled bool `yaml:"enabled,omitempty"`
+	// Hosts are the host names (as clients write them, without the port)
+	// on which an anonymous /v2/ and other 401s carry the Bearer
+	// challenge; requests to other names keep the answers of the flow
+	// off: 200 to an anonymous /v2/ where anonymous pull is on, Basic
+	// challenges. Tokens are taken on every name. Empty: every name.
+	Hosts []string `yaml:"hosts,omitempty"`
 	// Realm is the token endpoint's URL that clients are sent to (default:
 	// the scheme and host each request came to, path /token; behind a proxy
 	// that is not in auth.trusted_proxies, set it).
@@ -36,21 +47,21 @@ type AuthToken struct {
 	KeyFile string `yaml:"key_file,omitempty"`
 }
 
-// TokenEnabled reports whether the token flow is on: as configured, or,
-// unset, when the node has users and some route allows anonymous pull.
-func (c *Config) TokenEnabled() bool {
-	if e := c.Auth.Token.Enabled; e != nil {
-		return *e
+// TokenEnabled reports whether the token flow is on.
+func (c *Config) TokenEnabled() bool { return c.Auth.Token.Enabled }
+
+// TokenWarnings are the risks of the token flow as configured: a realm
+// derived from requests that reach a listener without TLS, with no
+// trusted proxy to say that the client came over https, is an http URL,
+// to which clients send their passwords in the clear.
+func (c *Config) TokenWarnings() []string {
+	t := c.Auth.Token
+	if !t.Enabled || t.Realm != "" || c.TLS != nil || len(c.Auth.TrustedProxies) > 0 {
+		return nil
 	}
-	if c.Auth.Htpasswd == "" {
-		return false
-	}
-	for _, r := range c.PolicyRoutes() {
-		if r.AnonymousPull {
-			return true
-		}
-	}
-	return false
+	return []string{"auth.token: the realm is derived from requests to a listener without TLS and no auth.trusted_proxies: " +
+		"clients are sent to an http:// token endpoint unless they come with X-Forwarded-Proto: https; " +
+		"set auth.token.realm, tls, or auth.trusted_proxies"}
 }
 
 // checkToken checks the auth.token section.
@@ -66,7 +77,12 @@ func (c *Config) checkToken() []error {
 			errs = append(errs, fmt.Errorf("auth.token.realm %q: want an http or https URL", t.Realm))
 		}
 	}
-	for _, s := range []string{t.Realm, t.Service} {
+	for _, h := range t.Hosts {
+		if h == "" || strings.ContainsAny(h, ":/ ") {
+			errs = append(errs, fmt.Errorf("auth.token.hosts: %q: want a host name without port", h))
+		}
+	}
+	for _, s := range append([]string{t.Realm, t.Service}, t.Hosts...) {
 		if strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 			errs = append(errs, fmt.Errorf("auth.token: %q has control characters", s))
 		}

@@ -52,11 +52,10 @@ func TestHostedNamespace(t *testing.T) {
 // TestHostedNamespaceToken runs the suite against `edge serve` with the
 // registry token flow: the suite meets Bearer challenges and fetches its
 // tokens from the node's token endpoint with the test's credentials, on a
-// route that lets anonymous clients pull (where the flow is on by
-// default).
+// route that lets anonymous clients pull.
 func TestHostedNamespaceToken(t *testing.T) {
 	t.Parallel()
-	runHosted(t, "anonymous_pull: true", "bearer")
+	runHosted(t, "anonymous_pull: true\n  token: {enabled: true}", "bearer")
 }
 
 // runHosted runs the suite against a node with the hosted route

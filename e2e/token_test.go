@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"fmt"
+	"net"
 	"net/http"
 	"path/filepath"
 	"runtime"
@@ -13,11 +15,11 @@ import (
 )
 
 // tokenConfig is the configuration of a node whose routes allow anonymous
-// pull and which has users, where the registry token flow is on by
-// default: a pull-through default route docker.io, the hosted namespace
+// pull and which has users, with the registry token flow turned on as
+// token (a YAML flow mapping) says: a pull-through default route docker.io, the hosted namespace
 // team/ (anonymous pull on) and the hosted namespace private/ (anonymous
 // pull off); ci may push to both, reader may pull.
-func tokenConfig(dataDir, global, htpasswd, origin string) string {
+func tokenConfig(dataDir, global, htpasswd, origin, token string) string {
 	return fmt.Sprintf(`region: test
 listen: "127.0.0.1:0"
 admin_listen: "127.0.0.1:0"
@@ -31,31 +33,59 @@ global: %s
 auth:
   htpasswd: %q
   anonymous_pull: true
+  token: %s
   grants:
     - {user: %s, prefix: team/, actions: [pull, push, delete]}
     - {user: %s, prefix: private/, actions: [pull, push]}
     - {user: %s, prefix: private/, actions: [pull]}
-`, dataDir, origin, global, htpasswd, ciUser, ciUser, readerUser)
+`, dataDir, origin, global, htpasswd, token, ciUser, ciUser, readerUser)
 }
 
-func startTokenNode(t *testing.T, origin string) *node {
+func startTokenNode(t *testing.T, origin, token string) *node {
 	t.Helper()
 	dir := t.TempDir()
-	return startNode(t, dir, tokenConfig(filepath.Join(dir, "data"), dirGlobal(t.TempDir()), newHtpasswd(t), origin))
+	return startNode(t, dir, tokenConfig(filepath.Join(dir, "data"), dirGlobal(t.TempDir()), newHtpasswd(t), origin, token))
 }
 
 // TestTokenDocker runs dockerd against a node that allows anonymous pull,
-// with the token flow on by default: docker login refuses a wrong password
-// and logs in with the right one, docker push writes an image to team/,
-// docker pull reads it back (after docker rmi), anonymously too once
-// logged out, and an anonymous docker pull through registry-mirrors still
-// works; a pull of private/ needs the login.
+// with the token flow on for one of its names (auth.token.hosts:
+// localhost): by that name, docker login refuses a wrong password and logs
+// in with the right one, docker push writes an image to team/, docker pull
+// reads it back (after docker rmi), anonymously too once logged out; a
+// pull of private/ needs the login. By the other name, 127.0.0.1, the
+// daemon's registry-mirrors, an anonymous /v2/ answers 200: a daemon
+// logged in to Docker Hub pulls through the mirror anonymously, never
+// sending its Hub credentials to the node (moby #42022), and costs no
+// failed login. (With the Bearer challenge on that name too, that pull
+// fails: dockerd sends the Hub credentials to the token endpoint and,
+// refused, falls back to Docker Hub.)
 func TestTokenDocker(t *testing.T) {
 	t.Parallel()
 	dockerTools(t) // before the node starts: skip at once without them
 	o := newOrigin(t)
-	n := startTokenNode(t, o.URL)
-	d := startDockerd(t, n)
+	mirror := startTokenNode(t, o.URL, "{enabled: true, hosts: [localhost]}")
+	_, port, err := net.SplitHostPort(mirror.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{Host: "localhost:" + port, URL: "http://localhost:" + port, Admin: mirror.Admin, Routing: true}
+	d := startDockerd(t, mirror)
+	// The client is logged in to Docker Hub (never contacted: the entry
+	// is only what dockerd would send).
+	hub := base64.StdEncoding.EncodeToString([]byte("hubuser:dckr_pat_not-for-the-mirror"))
+	for _, e := range d.env {
+		if dir, ok := strings.CutPrefix(e, "DOCKER_CONFIG="); ok {
+			write(t, filepath.Join(dir, "config.json"), `{"auths": {"https://index.docker.io/v1/": {"auth": "`+hub+`"}}}`)
+		}
+	}
+	for _, tt := range []struct {
+		n      *node
+		status int
+	}{{mirror, http.StatusOK}, {n, http.StatusUnauthorized}} {
+		if ans := call(t, tt.n, http.MethodGet, "/v2/", anonymous); ans.Status != tt.status {
+			t.Fatalf("anonymous GET %s/v2/: %d, want %d", tt.n.URL, ans.Status, tt.status)
+		}
+	}
 
 	if out, err := d.login(n.Host, ciUser, "not-"+ciPassword); err == nil {
 		t.Fatalf("docker login with a wrong password succeeded:\n%s", out)
@@ -101,11 +131,16 @@ func TestTokenDocker(t *testing.T) {
 	if out, err := tryRun(time.Minute, d.env, d.docker, "pull", nodeRef(t, n, "private/tok", "v1").String()); err == nil {
 		t.Errorf("anonymous docker pull of private/ succeeded:\n%s", out)
 	}
-	// Docker's registry-mirrors, anonymous, by a bare docker.io name.
+	// Docker's registry-mirrors, by a bare docker.io name, with the Hub
+	// login: anonymous on the mirror's name, no failed login.
+	failures := metric(t, n, "edge_auth_failures_total", nil)
 	idx := pushIndex(t, o, "library/e2e-token", "v1")
 	d.run(t, "pull", idx.Repo+":"+idx.Tag)
 	if got := o.Count("GET", "blob"); got == 0 {
 		t.Errorf("the mirror pull of %s:%s fetched no blob from the origin", idx.Repo, idx.Tag)
+	}
+	if after := metric(t, n, "edge_auth_failures_total", nil); after != failures {
+		t.Errorf("the mirror pull with a Docker Hub login: %v failed logins, want none", after-failures)
 	}
 	if got := metric(t, n, "edge_auth_tokens_total", map[string]string{"result": "issued"}); got == 0 {
 		t.Error("no token issued to a user: did docker log in with a token?")
@@ -126,7 +161,7 @@ func TestTokenClients(t *testing.T) {
 	skopeoBin := tool(t, "EDGE_SKOPEO", "skopeo")
 	c := startContainerd(t)
 	o := newOrigin(t)
-	n := startTokenNode(t, o.URL)
+	n := startTokenNode(t, o.URL, "{enabled: true}")
 	single := pushImage(t, o, "library/e2e-token", "single")
 
 	anonTokens := func() float64 {

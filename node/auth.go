@@ -4,9 +4,12 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/edgeregistry/edge/auth"
@@ -47,9 +50,16 @@ func tokenConfig(cfg *config.Config, router *policy.Router, createKey bool) (aut
 		return auth.TokenConfig{}, err
 	}
 	return auth.TokenConfig{
-		Key: key, Service: t.Service, Realm: t.Realm, TTL: time.Duration(t.TTL),
+		Key: key, Service: t.Service, Realm: t.Realm, TTL: time.Duration(t.TTL), Hosts: t.Hosts,
 		Resolve: func(name string) (*policy.Route, string, error) { return router.Resolve("", name) },
 	}, nil
+}
+
+// warnToken logs the risks of the token flow of cfg.
+func warnToken(log *slog.Logger, cfg *config.Config) {
+	for _, w := range cfg.TokenWarnings() {
+		log.Warn(w)
+	}
 }
 
 // tokenEndpoint serves the token endpoint of authz, when it has one that
@@ -67,9 +77,27 @@ func tokenEndpoint(api http.Handler, authz registry.Authorizer) http.Handler {
 			t.ServeToken(w, r)
 			return
 		}
-		api.ServeHTTP(w, r)
+		api.ServeHTTP(&noStore401{ResponseWriter: w}, r)
 	})
 }
+
+// noStore401 makes a 401 that carries a Bearer challenge uncacheable: its
+// realm may be derived from the request (the API's error answers drop the
+// Cache-Control that the challenge set).
+type noStore401 struct{ http.ResponseWriter }
+
+func (w *noStore401) WriteHeader(code int) {
+	h := w.Header()
+	if code == http.StatusUnauthorized && strings.HasPrefix(h.Get("WWW-Authenticate"), "Bearer ") {
+		h.Set("Cache-Control", "no-store")
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// ReadFrom keeps the sendfile path of the underlying writer.
+func (w *noStore401) ReadFrom(r io.Reader) (int64, error) { return io.Copy(w.ResponseWriter, r) }
+
+func (w *noStore401) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // authConfig is auth's configuration of the node's auth section.
 func authConfig(cfg config.Auth, realm string) auth.Config {

@@ -207,6 +207,7 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 	}
 	authz := o.authz
 	if authz == nil {
+		warnToken(n.log.With("component", "auth"), cfg)
 		a, err := newAuthorizer(cfg, router, true, auth.WithLogger(n.log.With("component", "auth")), auth.WithRegisterer(reg))
 		if err != nil {
 			return nil, err

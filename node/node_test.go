@@ -108,7 +108,7 @@ routes:
 global: {backend: dir}
 auth:
   htpasswd: `+htpasswd+`
-  token: {enabled: false} # HTTP Basic alone: TestTokenFlow has the token flow
+  # no auth.token: HTTP Basic alone, the default; TestTokenFlow has the token flow
   grants:
     - {user: ci, prefix: team/, actions: [pull, push, delete]}
     - {user: ci, prefix: private/, actions: [pull, push, delete]}

@@ -19,8 +19,8 @@ import (
 	"github.com/edgeregistry/edge/internal/origintest"
 )
 
-// TestTokenFlow runs a node with users and anonymous pull, where the token
-// flow is on by default: an anonymous ping is answered 401 with a Bearer
+// TestTokenFlow runs a node with users and anonymous pull, with the token
+// flow turned on: an anonymous ping is answered 401 with a Bearer
 // challenge naming the node's token endpoint; go-containerregistry's client
 // pushes with a user's credentials and pulls anonymously through it; a
 // token covers what it was issued for and no more; the signing key is kept
@@ -42,6 +42,7 @@ routes:
 global: {backend: dir}
 auth:
   htpasswd: ` + htpasswd + `
+  token: {enabled: true}
   grants:
     - {user: ci, prefix: team/, actions: [pull, push, delete]}
     - {user: reader, prefix: team/, actions: [pull]}
@@ -53,6 +54,9 @@ auth:
 	wantRealm := `Bearer realm="http://` + host + `/token",service="edge"`
 	if res.StatusCode != http.StatusUnauthorized || res.Header.Get("WWW-Authenticate") != wantRealm {
 		t.Fatalf("anonymous GET /v2/: %d %q, want 401 %q", res.StatusCode, res.Header.Get("WWW-Authenticate"), wantRealm)
+	}
+	if cc := res.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("a 401 with a realm derived from the request: Cache-Control %q, want no-store", cc)
 	}
 
 	img, err := random.Image(1<<10, 2)
@@ -214,6 +218,7 @@ global: {backend: dir, dir: {path: `+filepath.Join(dir, "global-"+secret[:1])+`}
 fleet: {peer_listen: "127.0.0.1:0", secret_file: `+path+`}
 auth:
   htpasswd: `+htpasswd+`
+  token: {enabled: true}
   grants: [{user: ci, prefix: team/, actions: [pull, push]}]
 `)
 		return "http://" + n.Addr("api")

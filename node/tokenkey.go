@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"errors"
@@ -26,15 +27,18 @@ func TokenKeyPath(cfg *config.Config) string {
 // key; a configured file must exist.
 //
 // A node of a fleet without a key file derives the key from the fleet
-// secret, so that the nodes behind one address, which share that secret,
-// take each other's tokens.
+// secret and the token service (auth.token.service), so that the nodes
+// behind one address, which share that secret, take each other's tokens,
+// and a fleet's services have keys of their own. The region is not part
+// of it: the fleet's nodes of every region share the key (a key_file per
+// region keeps tokens in their region).
 func tokenKey(cfg *config.Config, create bool) ([]byte, error) {
 	if cfg.Auth.Token.KeyFile == "" && cfg.Fleet.PeerListen != "" {
 		secret, err := fleetSecret(cfg.Fleet.SecretFile)
 		if err != nil {
 			return nil, fmt.Errorf("token key: %w", err)
 		}
-		return hkdf.Key(sha256.New, secret, nil, "edge registry token key", 32)
+		return hkdf.Key(sha256.New, secret, nil, "edge registry token key\x00"+cmp.Or(cfg.Auth.Token.Service, "edge"), 32)
 	}
 	path := TokenKeyPath(cfg)
 	k, err := readTokenFile(path)

@@ -77,6 +77,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if err := node.Check(cfg); err != nil {
 			return err
 		}
+		for _, w := range cfg.TokenWarnings() {
+			fmt.Fprintln(stderr, "warning:", w)
+		}
 		out, err := yaml.Marshal(cfg.Redacted())
 		if err != nil {
 			return err

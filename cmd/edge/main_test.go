@@ -54,3 +54,29 @@ func TestHelpVersionAndConfigCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigCheckTokenWarning checks that config check warns of a token
+// flow whose realm would be an http:// URL, and passes.
+func TestConfigCheckTokenWarning(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		section string
+		warn    bool
+	}{
+		{"auth: {token: {enabled: true}}\n", true},
+		{"auth: {token: {enabled: true, realm: \"https://registry.example/token\"}}\n", false},
+	} {
+		path := filepath.Join(dir, "edge.yaml")
+		if err := os.WriteFile(path, []byte("data_dir: "+dir+"\n"+tt.section), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out, errOut bytes.Buffer
+		if err := run([]string{"config", "check", "--config", path}, &out, &errOut); err != nil {
+			t.Fatalf("config check of %q: %v", tt.section, err)
+		}
+		if got := strings.Contains(errOut.String(), "warning: auth.token"); got != tt.warn {
+			t.Errorf("config check of %q: stderr %q, want a warning: %v", tt.section, errOut.String(), tt.warn)
+		}
+	}
+}
