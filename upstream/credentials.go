@@ -154,13 +154,13 @@ func (c *Client) realmAtOrigin(ch *transport.Challenge) error {
 	return nil
 }
 
-// CredentialsUntil returns when the pull token that the client's
-// credentials cr got for repo stops being used, if one is kept: an answer
+// CredentialsLeft returns how much longer the pull token that the
+// client's credentials cr got for repo is used, if one is kept: an answer
 // about cr that used the token is worth nothing past it.
-func (c *Client) CredentialsUntil(cr Credentials, repo string) (time.Time, bool) {
+func (c *Client) CredentialsLeft(cr Credentials, repo string) (time.Duration, bool) {
 	ra, ok := c.repos.Peek(clientTokenKey(cr, repo))
 	if !ok || ra.expires.IsZero() {
-		return time.Time{}, false
+		return 0, false
 	}
-	return ra.expires, true
+	return max(ra.expires.Sub(c.clock.Now()), 0), true
 }
