@@ -117,7 +117,8 @@ type Engine struct {
 
 	access       *lru.Cache[accessKey, accessAnswer] // the origin's answers about clients' credentials
 	accessFlight singleflight.Group
-	refusals     *missLimits // the origin's refusals of clients' credentials, by client address
+	guesses      *guessLimits                     // the origin's refusals of clients' credentials
+	nodeUser     func(user, password string) bool // nil: no node users
 
 	gate globalGate // the global tier's health: failures, cool-down, probe
 }
@@ -256,7 +257,7 @@ func New(local Local, origins map[string]Origin, opts ...Option) (*Engine, error
 	e.tagLists, _ = lru.New[tagListKey, tagList](keptTagLists) // errs only for a size <= 0
 	e.referrers, _ = lru.New[referrersKey, referrerList](keptReferrerLists)
 	e.access, _ = lru.New[accessKey, accessAnswer](accessEntries)
-	e.refusals = newRefusalLimits(e.now)
+	e.guesses = newGuessLimits(e.now)
 	e.slotWait = e.fillIdle
 	e.misses = newMissLimits(e.missPerMinute, e.now)
 	e.base, e.cancelBase = context.WithCancelCause(context.Background())

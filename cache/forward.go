@@ -7,9 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/time/rate"
 
 	"github.com/edgeregistry/edge/policy"
 	"github.com/edgeregistry/edge/upstream"
@@ -51,38 +49,38 @@ func (e *RefusalsError) Unwrap() error { return ErrTooManyRefusals }
 
 // How long an origin's answer about a client's credentials and a
 // repository is kept: a yes for a minute, so that the layers of an image
-// cost one HEAD; a no (401 or 403) for a few seconds, so that a client
-// retrying at once does not ask the origin again, and one just granted
-// access waits little. Nothing else is kept: a 404, or an origin that did
-// not answer, is the request's own answer.
+// cost one HEAD, and never past the pull token that it was given with (so
+// that access revoked at the origin ends here within a minute); a no (401
+// or 403) for a few seconds, so that a client retrying at once does not ask
+// the origin again, and one just granted access waits little. Nothing else
+// is kept: a 404, or an origin that did not answer, is the request's own
+// answer.
 const (
 	admittedTTL = time.Minute
 	refusedTTL  = 5 * time.Second
 	// accessEntries bounds the answers kept (about 150 bytes each).
 	accessEntries = 16384
-	// One client address may have the origin refuse its credentials
-	// refusalBurst times, then once every 60/refusalsPerMinute seconds.
-	refusalsPerMinute = 10
-	refusalBurst      = 10
 )
 
-func newRefusalLimits(now func() time.Time) *missLimits {
-	c, _ := lru.New[string, *rate.Limiter](missClients)
-	return &missLimits{perMinute: refusalsPerMinute, burst: refusalBurst, now: now, clients: c}
+// tokenExpiry is an origin that says how much longer the pull token that
+// a client's credentials got for a repository is used; *upstream.Client
+// is one.
+type tokenExpiry interface {
+	CredentialsLeft(cr upstream.Credentials, repo string) (time.Duration, bool)
 }
 
-// spent reports how long client must wait before it may spend one more,
-// without spending it; 0 when it may.
-func (m *missLimits) spent(client string) time.Duration {
-	lim, ok := m.clients.Get(client)
-	if !ok {
-		return 0
-	}
-	now := m.now()
-	r := lim.ReserveN(now, 1)
-	defer r.CancelAt(now)
-	return r.DelayFrom(now)
+// WithNodeUsers names the node's own users' credentials: isUser reports
+// whether a user name and password are those of a node user, without
+// counting a mismatch as a failed login (*auth.Authorizer.Owns). A route
+// that forwards its clients' credentials refuses those, as if the origin
+// had: a node user's password, which may push to the node, is not sent to
+// another party.
+func WithNodeUsers(isUser func(user, password string) bool) Option {
+	return func(e *Engine) { e.nodeUser = isUser }
 }
+
+// errNodeUser: the credentials are a node user's, and not forwarded.
+var errNodeUser = fmt.Errorf("%w: the node's own users' credentials are not sent to the origin", ErrCredentialsNeeded)
 
 // accessKey names an answer: the credentials by their keyed hash, never
 // the credentials.
@@ -101,6 +99,46 @@ func (e *Engine) admit(ctx context.Context, rt *policy.Route, repo, ref string, 
 	if !rt.ForwardCredentials {
 		return nil
 	}
+	kind := "m"
+	if blob {
+		kind = "b" // a manifest's digest asked as a blob is another question
+	}
+	return e.askOrigin(ctx, rt, repo, true, func(o Origin, cr upstream.Credentials) error {
+		key := accessKey{cr.ID(), rt.Name, repo}
+		ch := e.accessFlight.DoChan(kind+key.id+"\x00"+key.route+"\x00"+repo+"\x00"+ref, func() (any, error) {
+			mctx, cancel := e.meta(context.WithoutCancel(ctx))
+			defer cancel()
+			var err error
+			if blob {
+				var d digest.Digest
+				if d, err = digest.Parse(ref); err == nil {
+					_, err = o.HeadBlob(mctx, repo, d)
+				}
+			} else {
+				_, err = o.HeadManifest(mctx, repo, ref)
+			}
+			return nil, err
+		})
+		select {
+		case res := <-ch:
+			return res.Err
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	})
+}
+
+// askOrigin runs ask, a question to the origin of rt under the client
+// credentials of ctx about repo, within the bounds on guessing, and keeps
+// the answer about the credentials and repo. With keep, an answer kept
+// from before is the answer and ask is not run (an admission); without it
+// (a tag list, which is the origin's answer itself), only a kept refusal
+// is.
+//
+// Questions about one client's credentials go one at a time (guessLimits):
+// a guess waits for the answers to the ones before it, and is refused once
+// the origin refused too many.
+func (e *Engine) askOrigin(ctx context.Context, rt *policy.Route, repo string, keep bool, ask func(Origin, upstream.Credentials) error) error {
 	cr, ok := upstream.CredentialsFrom(ctx)
 	if !ok || cr.Username == "" && cr.Password == "" {
 		e.m.admissions.WithLabelValues("anonymous").Inc()
@@ -111,48 +149,71 @@ func (e *Engine) admit(ctx context.Context, rt *policy.Route, repo, ref string, 
 		return err
 	}
 	key := accessKey{cr.ID(), rt.Name, repo}
-	if a, ok := e.access.Get(key); ok && e.now().Before(a.until) {
+	kept := func() (accessAnswer, bool) {
+		a, ok := e.access.Get(key)
+		if !ok || !e.now().Before(a.until) || !keep && a.err == nil {
+			return accessAnswer{}, false
+		}
 		e.m.admissions.WithLabelValues("kept").Inc()
+		return a, true
+	}
+	if a, ok := kept(); ok {
 		return a.err
 	}
+	if a, ok := e.access.Get(key); ok && a.err == nil && e.now().Before(a.until) {
+		// Admitted to repo lately: the question (a tag list) is no guess.
+		return refusal(ask(o, cr))
+	}
 	client := clientOf(ctx)
-	if wait := e.refusals.spent(client); wait > 0 && client != "" {
-		e.m.admissions.WithLabelValues("throttled").Inc()
-		return &RefusalsError{Client: client, RetryAfter: wait}
+	var q *guess
+	if client != "" {
+		pair := client + "\x00" + cr.Username
+		release, err := e.guesses.enter(ctx, pair)
+		if err != nil {
+			return err
+		}
+		defer release()
+		if a, ok := kept(); ok { // answered while this one waited its turn
+			return a.err
+		}
+		var wait time.Duration
+		if q, wait = e.guesses.take(pair, client, e.guesses.isGood(key.id)); wait > 0 {
+			e.m.admissions.WithLabelValues("throttled").Inc()
+			return &RefusalsError{Client: client, RetryAfter: wait}
+		}
 	}
-	kind := "m"
-	if blob {
-		kind = "b" // a manifest's digest asked as a blob is another question
+	if e.nodeUser != nil && e.nodeUser(cr.Username, cr.Password) {
+		err = fmt.Errorf("cache: %s/%s: %w", rt.Name, repo, errNodeUser)
+	} else {
+		err = refusal(ask(o, cr))
 	}
-	ch := e.accessFlight.DoChan(kind+key.id+"\x00"+key.route+"\x00"+repo+"\x00"+ref, func() (any, error) {
-		mctx, cancel := e.meta(context.WithoutCancel(ctx))
-		defer cancel()
-		var err error
-		if blob {
-			var d digest.Digest
-			if d, err = digest.Parse(ref); err == nil {
-				_, err = o.HeadBlob(mctx, repo, d)
+	good := e.guesses.isGood(key.id)
+	switch {
+	case err == nil:
+		ttl := admittedTTL
+		if te, ok := o.(tokenExpiry); ok {
+			if left, ok := te.CredentialsLeft(cr, repo); ok {
+				ttl = min(ttl, left)
 			}
-		} else {
-			_, err = o.HeadManifest(mctx, repo, ref)
 		}
-		err = refusal(err)
-		switch {
-		case err == nil:
-			e.access.Add(key, accessAnswer{until: e.now().Add(admittedTTL)})
-		case errors.Is(err, ErrCredentialsNeeded), errors.Is(err, ErrCredentialsRefused):
-			e.access.Add(key, accessAnswer{until: e.now().Add(refusedTTL), err: err})
-			_ = e.refusals.allow(client) // spends one: the error is for the next
+		until := e.now().Add(ttl)
+		e.access.Add(key, accessAnswer{until: until})
+		e.guesses.admitted(key.id)
+	case errors.Is(err, ErrCredentialsNeeded), errors.Is(err, ErrCredentialsRefused):
+		e.access.Add(key, accessAnswer{until: e.now().Add(refusedTTL), err: err})
+		if good && errors.Is(err, ErrCredentialsRefused) {
+			break // good credentials refused one repository: no guess
 		}
-		return nil, err
-	})
-	select {
-	case res := <-ch:
-		e.m.admissions.WithLabelValues(admissionResult(res.Err)).Inc()
-		return res.Err
-	case <-ctx.Done():
-		return context.Cause(ctx)
+		if q != nil {
+			q.refused()
+			q = nil // the address's share stays taken
+		}
 	}
+	if q != nil {
+		q.answered()
+	}
+	e.m.admissions.WithLabelValues(admissionResult(err)).Inc()
+	return err
 }
 
 // refusal names an origin's 401 and 403 as the client's, not the route's.
@@ -184,26 +245,34 @@ func admissionResult(err error) string {
 
 // forwardedTags lists the tags of repo on a route that forwards
 // credentials: from the origin, under the client's credentials, every
-// time. A list kept for one client is not another's to read, and an origin
-// that refuses or fails is the answer: nothing known here stands in.
+// time, within the bounds on guessing as an admission is (the list is the
+// origin's admission). A list kept for one client is not another's to
+// read, and an origin that refuses or fails is the answer: nothing known
+// here stands in.
 func (e *Engine) forwardedTags(ctx context.Context, rt *policy.Route, repo string, n int, last string) ([]string, error) {
-	if cr, ok := upstream.CredentialsFrom(ctx); !ok || cr.Username == "" && cr.Password == "" {
-		return nil, fmt.Errorf("cache: %s/%s: %w", rt.Name, repo, ErrCredentialsNeeded)
-	}
-	o, err := e.origin(rt)
+	var tags []string
+	err := e.askOrigin(ctx, rt, repo, false, func(o Origin, _ upstream.Credentials) error {
+		mctx, cancel := e.meta(ctx)
+		defer cancel()
+		var err error
+		tags, _, err = o.Tags(mctx, repo, n, last)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	mctx, cancel := e.meta(ctx)
-	defer cancel()
-	tags, _, err := o.Tags(mctx, repo, n, last)
-	return tags, refusal(err)
+	return tags, nil
 }
 
 // fillContext gives a fill's context the credentials of the request that
 // starts it: the fill (and the resumption of its stream) reaches the
 // origin as that client, whose admission was checked. Requests that join
 // the fill were admitted on their own.
+//
+// The fill holds the client's password, in memory only, until it ends
+// (fills are bounded by the fill timeout): a Basic origin needs it on
+// every request, and a Bearer one to get a new token when a resumption
+// comes after the minute that the client's token is used.
 func fillContext(base, req context.Context) context.Context {
 	if cr, ok := upstream.CredentialsFrom(req); ok {
 		return upstream.WithCredentials(base, cr)

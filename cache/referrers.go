@@ -77,6 +77,9 @@ func (e *Engine) Referrers(ctx context.Context, rt *policy.Route, repo string, d
 	if _, err := e.origin(rt); err != nil {
 		return Referrers{}, err
 	}
+	if rt.ForwardCredentials {
+		return e.forwardedReferrers(ctx, rt, repo, d, artifactType)
+	}
 	key := referrersKey{rt.Name, repo, d}
 	kept, ok := e.referrers.Get(key)
 	if ok && rt.Fresh(kept.fetched, e.now()) {
@@ -102,6 +105,25 @@ func (e *Engine) Referrers(ctx context.Context, rt *policy.Route, repo string, d
 		return Referrers{Manifests: filterArtifactType(kept.manifests, artifactType), Stale: true}, nil
 	}
 	return Referrers{}, err
+}
+
+// forwardedReferrers lists the referrers of d on a route that forwards
+// its clients' credentials: once the origin admitted the client to the
+// subject, from the origin, under the client's credentials, every time,
+// as a tag list is: a list is neither kept nor shared with another
+// client's request. (Once the client is admitted, the list of the
+// referrers tag schema is a tag like any other, and may be served stale
+// as one.)
+func (e *Engine) forwardedReferrers(ctx context.Context, rt *policy.Route, repo string, d digest.Digest, artifactType string) (Referrers, error) {
+	if err := e.admit(ctx, rt, repo, d.String(), false); err != nil {
+		return Referrers{}, err
+	}
+	r, err := e.fetchReferrers(ctx, rt, repo, d)
+	if err != nil {
+		return Referrers{}, err
+	}
+	r.Manifests = filterArtifactType(r.Manifests, artifactType)
+	return r, nil
 }
 
 // fetchReferrers asks the origin for the referrers of d: its referrers API

@@ -89,6 +89,7 @@ func TestParseRejects(t *testing.T) {
 		"forward with password":   {"routes: [{name: a, origin: 'https://a', forward_credentials: true, username: u, password: p}]\n", "takes no username or password"},
 		"forward on hosted":       {"routes: [{name: t, hosted: true, prefix: t/, forward_credentials: true}]\nglobal: {backend: dir}\n", "forward_credentials applies to pull-through routes only"},
 		"forward anonymous":       {"routes: [{name: a, origin: 'https://a', forward_credentials: true, anonymous_pull: true}]\n", "anonymous_pull cannot be true"},
+		"forward in clear":        {"routes: [{name: a, origin: 'http://registry.example', forward_credentials: true}]\n", "must be https"},
 		"forward with grant":      {"routes: [{name: a, origin: 'https://a', forward_credentials: true}]\nauth: {grants: [{user: ci, route: a, actions: [pull]}]}\n", "not grants"},
 	}
 	for name, tt := range tests {
@@ -195,6 +196,15 @@ func TestForwardCredentialsRoute(t *testing.T) {
 	c := mustParse(t, "routes: [{name: a, origin: \"https://a.example\", default: true, forward_credentials: true}]\n")
 	if r := c.PolicyRoutes()[0]; !r.ForwardCredentials || r.AnonymousPull {
 		t.Fatalf("route %+v: want credentials forwarded and no anonymous pulls (whatever auth.anonymous_pull says)", r)
+	}
+}
+
+// Clients' passwords cross no network in clear: an http origin is
+// accepted only on loopback.
+func TestForwardCredentialsOriginOnLoopbackMayBeHTTP(t *testing.T) {
+	t.Parallel()
+	for _, o := range []string{"http://127.0.0.1:5001", "http://localhost:5001", "http://[::1]:5001"} {
+		mustParse(t, "routes: [{name: a, origin: \""+o+"\", forward_credentials: true}]\n")
 	}
 }
 

@@ -1,10 +1,17 @@
 package config
 
-import "fmt"
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+)
 
 // checkForward checks forward_credentials on routes[i]: the clients'
 // credentials go to the origin, so the route has none of its own, no
-// anonymous pulls, and an origin (not a hosted namespace).
+// anonymous pulls, and an origin (not a hosted namespace) reached over
+// https, unless it is on this host (loopback): clients' passwords do not
+// cross a network in clear.
 func (r Route) checkForward(i int) []error {
 	if !r.ForwardCredentials {
 		return nil
@@ -19,7 +26,20 @@ func (r Route) checkForward(i int) []error {
 	if r.AnonymousPull != nil && *r.AnonymousPull {
 		errs = append(errs, fmt.Errorf("routes[%d] (%s): forward_credentials refuses anonymous clients: anonymous_pull cannot be true", i, r.Name))
 	}
+	if u, err := url.Parse(r.Origin); err == nil && strings.EqualFold(u.Scheme, "http") && !loopbackHost(u.Hostname()) {
+		errs = append(errs, fmt.Errorf("routes[%d] (%s): forward_credentials sends clients' passwords to the origin: origin %s must be https (http only on loopback)", i, r.Name, r.Origin))
+	}
 	return errs
+}
+
+// loopbackHost reports whether host names this host: localhost, or a
+// loopback address.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // checkForwardGrants refuses grants that name a route forwarding its

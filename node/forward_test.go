@@ -71,3 +71,61 @@ auth:
 		}
 	}
 }
+
+// TestForwardedCredentialsNeverCarryANodeUsersPassword checks that a node
+// user's credentials, which a client that has them stored for the node's
+// host sends with any request (a FROM line or a ?ns= that someone else
+// chose is enough to name the forwarding route), are refused there and
+// never reach the origin, even one that knows them; an origin user of the
+// same name with another password is served, and the node user's failure
+// there counts against nothing of the node's own logins.
+func TestForwardedCredentialsNeverCarryANodeUsersPassword(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	private := origintest.NewRegistry(t, origintest.WithTokenAuth("owner", "owner-pw"),
+		origintest.WithTokenUser("ci", "ci-secret", "team/secret"),
+		origintest.WithTokenUser("ops", "ops-origin-pw", "team/secret"))
+	origintest.PushImage(t, private.URL, "team/secret", "v1", 1, 512)
+	htpasswd := htpasswdFile(t, dir, map[string]string{"ci": "ci-secret", "ops": "ops-node-pw"})
+	url := startNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: `+dir+`/data
+routes:
+  - {name: team, hosted: true, prefix: team/}
+  - {name: private.example, origin: "`+private.URL+`", forward_credentials: true}
+global: {backend: dir, dir: {path: `+dir+`/global}}
+auth:
+  htpasswd: `+htpasswd+`
+  grants: [{user: ci, prefix: team/, actions: [pull, push, delete]}]
+`)
+	get := func(user, pass, path string) int {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url+path, nil)
+		req.SetBasicAuth(user, pass)
+		req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	const secret = "/v2/private.example/team/secret/manifests/v1"
+	issued, denied := private.TokensIssued(), private.TokenDenials() // the push's
+	for range 3 {
+		if got := get("ci", "ci-secret", secret); got != http.StatusUnauthorized {
+			t.Fatalf("a node user's credentials on the forwarding route: %d, want 401", got)
+		}
+	}
+	if n, d := private.TokensIssued()-issued, private.TokenDenials()-denied; n+d != 0 {
+		t.Fatalf("the node user's credentials reached the origin (%d tokens issued, %d refused)", n, d)
+	}
+	if got := get("ops", "ops-origin-pw", secret); got != http.StatusOK {
+		t.Fatalf("an origin user named as a node user, with the origin's password: %d, want 200", got)
+	}
+	// The node user's own logins are untouched.
+	if got := get("ci", "ci-secret", "/v2/team/app/tags/list"); got == http.StatusUnauthorized || got == http.StatusTooManyRequests {
+		t.Fatalf("the node user on the node's own route: %d", got)
+	}
+}

@@ -202,9 +202,6 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 		}
 		reg.MustRegister(newMembersCollector(n))
 	}
-	if err := n.buildEngine(ctx, reg); err != nil {
-		return nil, err
-	}
 	authz := o.authz
 	if authz == nil {
 		warnToken(n.log.With("component", "auth"), cfg)
@@ -213,6 +210,9 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 			return nil, err
 		}
 		authz = a
+	}
+	if err := n.buildEngine(ctx, reg, authz); err != nil {
+		return nil, err
 	}
 	api := registry.New(router, n.engine, n.hosted, registry.WithLogger(n.log.With("component", "registry")), registry.WithRegisterer(reg),
 		registry.WithAccessLog(cfg.Log.Access),
@@ -247,7 +247,7 @@ func New(ctx context.Context, cfg *config.Config, opts ...Option) (n *Node, err 
 // buildEngine opens the local tier, the origins and the global tier, puts
 // the pull path (the engine) over them, and the push path and the
 // write-behind beside it.
-func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error {
+func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer, authz registry.Authorizer) error {
 	cfg, o := n.cfg, n.opts
 	// The budget is set once the tier is open: by default it is a share
 	// of what the tier may use, its own blobs included.
@@ -292,6 +292,11 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer) error
 	}
 	if n.peers != nil {
 		opts = append(opts, cache.WithPeers(n.peers), cache.WithTagMoved(n.tagMoved))
+	}
+	if u, ok := authz.(interface {
+		Owns(user, password string) bool
+	}); ok {
+		opts = append(opts, cache.WithNodeUsers(u.Owns)) // never forwarded to an origin
 	}
 	if n.engine, err = cache.New(store, origins, opts...); err != nil {
 		return err

@@ -183,6 +183,9 @@ func TestForwardedCredentialsServeOnlyWhomTheOriginLetsIn(t *testing.T) {
 	if fetched == 0 {
 		t.Fatal("alice's pull fetched no blob from the origin")
 	}
+	// A fill commits (with its link) just after its client has the last
+	// byte: a HEAD before that asks the origin, as it should.
+	testkit.Eventually(t, "alice's fills committed", func() bool { return p.n.metric(t, "edge_fills_in_flight") == 0 })
 
 	// Everything is cached now: still refused, each of them.
 	p.refuseAll(t, reqs)

@@ -69,6 +69,7 @@ func (realClock) AfterFunc(d time.Duration, f func()) func() bool { return time.
 type Client struct {
 	cfg    Config
 	origin string // scheme://host, as in errors
+	host   string // host[:port] of the origin: the only one whose challenge is learnt
 	reg    name.Registry
 	auth   authn.Authenticator
 	inner  http.RoundTripper // to the origin, past the breaker: the probe's
@@ -133,6 +134,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg:    cfg,
 		origin: u.Scheme + "://" + u.Host,
+		host:   u.Host,
 		reg:    reg,
 		auth:   authn.Anonymous,
 		inner:  cfg.Transport,
@@ -435,7 +437,10 @@ func tokenCode(err error) string {
 
 // send does one request for repo with its auth. A 401 on an origin that
 // answered the ping anonymously carries the real challenge: learn it and
-// try once more. While the breaker is open it fails at once.
+// try once more, when the origin itself answered (a 401 from the host a
+// redirect led to, a blob store or CDN, names nothing about the origin's
+// auth, and a realm it named would be sent the route's or its clients'
+// credentials). While the breaker is open it fails at once.
 func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, hdr http.Header) (*http.Response, error) {
 	for try := 0; ; try++ {
 		if retryAfter, ok := c.brk.allow(); !ok {
@@ -467,7 +472,7 @@ func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, h
 		}
 		holdPlace(resp, release)
 		c.observeQuota(op, resp.StatusCode, resp.Header)
-		if resp.StatusCode == http.StatusUnauthorized && anonymous && try == 0 {
+		if resp.StatusCode == http.StatusUnauthorized && anonymous && try == 0 && c.answeredBy(resp) {
 			if ch, ok := challengeOf(resp, c.reg.Scheme() == "http"); ok {
 				drain(resp.Body)
 				c.setChallenge(ch)
@@ -476,6 +481,12 @@ func (c *Client) send(ctx context.Context, op, repo, ref, method, path string, h
 		}
 		return resp, nil
 	}
+}
+
+// answeredBy reports whether resp came from the origin's own host, not
+// from one that a redirect led to.
+func (c *Client) answeredBy(resp *http.Response) bool {
+	return resp.Request != nil && resp.Request.URL != nil && strings.EqualFold(resp.Request.URL.Host, c.host)
 }
 
 // retry runs one idempotent call until it succeeds, fails for good, or the

@@ -5,8 +5,12 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -51,9 +55,11 @@ var credentialsIDKey = func() []byte {
 // do are keyed by it, never by the credentials.
 func (c Credentials) ID() string {
 	m := hmac.New(sha256.New, credentialsIDKey)
-	m.Write([]byte(c.Username))
-	m.Write([]byte{0})
-	m.Write([]byte(c.Password))
+	for _, f := range []string{c.Username, c.Password} {
+		var n [binary.MaxVarintLen64]byte
+		m.Write(n[:binary.PutUvarint(n[:], uint64(len(f)))]) // length first: no two pairs hash alike
+		m.Write([]byte(f))
+	}
 	return hex.EncodeToString(m.Sum(nil))
 }
 
@@ -80,13 +86,17 @@ const clientTokenTTL = time.Minute
 func (c *Client) clientTransport(ctx context.Context, ch *transport.Challenge, repo string, cr Credentials) (http.RoundTripper, error) {
 	basic := &authn.Basic{Username: cr.Username, Password: cr.Password}
 	if !strings.EqualFold(ch.Scheme, "bearer") {
+		// ggcr's Basic transport sends them to the origin's host only.
 		rt, err := transport.FromToken(c.reg, basic, c.base, ch, &transport.Token{})
 		if err != nil {
 			return nil, c.newError("token", repo, "", err)
 		}
 		return rt, nil
 	}
-	key := "\x01" + cr.ID() + "\x00" + repo // repository names never start with \x01
+	if err := c.realmAtOrigin(ch); err != nil {
+		return nil, c.newError("token", repo, "", err)
+	}
+	key := clientTokenKey(cr, repo)
 	if ra, ok := c.repos.Get(key); ok && c.clock.Now().Before(ra.expires) {
 		return ra.rt, nil
 	}
@@ -115,4 +125,42 @@ func (c *Client) clientTransport(ctx context.Context, ch *transport.Challenge, r
 		return nil, err
 	}
 	return v.(http.RoundTripper), nil
+}
+
+// clientTokenKey files the token of cr for repo; repository names never
+// start with \x01.
+func clientTokenKey(cr Credentials, repo string) string { return "\x01" + cr.ID() + "\x00" + repo }
+
+// ErrRealmElsewhere: the origin's token realm is not on the origin's own
+// host, and a client's credentials are sent nowhere else.
+var ErrRealmElsewhere = errors.New("the origin's token realm is on another host; clients' credentials are not sent there")
+
+// realmAtOrigin checks that the realm of a Bearer challenge, to which a
+// client's credentials are about to go, is on the origin's own host, and
+// is https unless the origin itself is http: the challenge was learnt from
+// the origin, but a client's password goes to the party that the client
+// named to the node, and to no other.
+func (c *Client) realmAtOrigin(ch *transport.Challenge) error {
+	realm := ch.Parameters["realm"]
+	u, err := url.Parse(realm)
+	switch {
+	case err != nil || u.Host == "":
+		return fmt.Errorf("%w: realm %q", ErrRealmElsewhere, realm)
+	case !strings.EqualFold(u.Host, c.host):
+		return fmt.Errorf("%w: realm %q, origin %s", ErrRealmElsewhere, realm, c.host)
+	case u.Scheme != "https" && (u.Scheme != "http" || c.reg.Scheme() != "http"):
+		return fmt.Errorf("%w: realm %q is not https", ErrRealmElsewhere, realm)
+	}
+	return nil
+}
+
+// CredentialsLeft returns how much longer the pull token that the
+// client's credentials cr got for repo is used, if one is kept: an answer
+// about cr that used the token is worth nothing past it.
+func (c *Client) CredentialsLeft(cr Credentials, repo string) (time.Duration, bool) {
+	ra, ok := c.repos.Peek(clientTokenKey(cr, repo))
+	if !ok || ra.expires.IsZero() {
+		return 0, false
+	}
+	return max(ra.expires.Sub(c.clock.Now()), 0), true
 }

@@ -123,3 +123,14 @@ func TestForwardedTokensLastAMinute(t *testing.T) {
 		t.Fatalf("a client's token was used past a minute (%d issued, want %d)", got, issued+1)
 	}
 }
+
+// Fields are length-prefixed in the ID: no user name and password pair
+// can be shifted into another's.
+func TestCredentialsIDKeepsTheFieldsApart(t *testing.T) {
+	t.Parallel()
+	a := upstream.Credentials{Username: "a\x00b", Password: "c"}
+	b := upstream.Credentials{Username: "a", Password: "b\x00c"}
+	if a.ID() == b.ID() {
+		t.Fatal("two credentials have one ID")
+	}
+}
