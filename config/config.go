@@ -149,6 +149,10 @@ type Route struct {
 	// origin of a pull-through route, which then decides alone who pulls
 	// what: see the README, "Private origin repositories".
 	ForwardCredentials bool `yaml:"forward_credentials,omitempty"`
+	// TokenHosts are hosts besides the origin's own whose token realm a
+	// forwarding route may send its clients' credentials to, when the
+	// origin names it (default for a Docker Hub origin: auth.docker.io).
+	TokenHosts []string `yaml:"token_hosts,omitempty"`
 	// Prewarm fetches what a tag of this pull-through route moved to,
 	// ahead of the clients, when a node of another region of the fleet
 	// finds it moved at the origin (off by default).
@@ -586,6 +590,14 @@ func (c *Config) PolicyRoutes() []policy.Route {
 		out = append(out, pr)
 	}
 	return out
+}
+
+// ForwardTokenHosts are the token hosts of route r (see Route.TokenHosts).
+func (r Route) ForwardTokenHosts() []string {
+	if len(r.TokenHosts) == 0 && r.ForwardCredentials && isDockerHub(r.Origin) {
+		return []string{"auth.docker.io"}
+	}
+	return r.TokenHosts
 }
 
 func isDockerHub(origin string) bool {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,8 @@ func TestParseRejects(t *testing.T) {
 		"forward with password":   {"routes: [{name: a, origin: 'https://a', forward_credentials: true, username: u, password: p}]\n", "takes no username or password"},
 		"forward on hosted":       {"routes: [{name: t, hosted: true, prefix: t/, forward_credentials: true}]\nglobal: {backend: dir}\n", "forward_credentials applies to pull-through routes only"},
 		"forward anonymous":       {"routes: [{name: a, origin: 'https://a', forward_credentials: true, anonymous_pull: true}]\n", "anonymous_pull cannot be true"},
+		"token hosts alone":       {"routes: [{name: a, origin: 'https://a', token_hosts: [auth.a]}]\n", "token_hosts applies with forward_credentials only"},
+		"token host a URL":        {"routes: [{name: a, origin: 'https://a', forward_credentials: true, token_hosts: ['https://auth.a/']}]\n", "is not a host[:port]"},
 		"forward in clear":        {"routes: [{name: a, origin: 'http://registry.example', forward_credentials: true}]\n", "must be https"},
 		"forward with grant":      {"routes: [{name: a, origin: 'https://a', forward_credentials: true}]\nauth: {grants: [{user: ci, route: a, actions: [pull]}]}\n", "not grants"},
 	}
@@ -394,5 +397,18 @@ func TestFleetSection(t *testing.T) {
 	}
 	if p := mustParse(t, "routes: [{name: hub, origin: \"https://r.example\", default: true}]\n").PolicyRoutes()[0].Prewarm; p.Budget != 0 {
 		t.Fatalf("prewarm %+v on a route without it", p)
+	}
+}
+
+// A forwarding route to Docker Hub may send its clients' credentials to
+// auth.docker.io, which Docker Hub's origin names as its realm; other
+// routes name their token hosts themselves.
+func TestForwardTokenHosts(t *testing.T) {
+	t.Parallel()
+	c := mustParse(t, "routes:\n  - {name: hub, origin: 'https://registry-1.docker.io', forward_credentials: true}\n  - {name: b, origin: 'https://b.example', forward_credentials: true}\n  - {name: c, origin: 'https://c.example', forward_credentials: true, token_hosts: [auth.c.example]}\n")
+	for i, want := range [][]string{{"auth.docker.io"}, nil, {"auth.c.example"}} {
+		if got := c.Routes[i].ForwardTokenHosts(); !slices.Equal(got, want) {
+			t.Errorf("route %s: token hosts %v, want %v", c.Routes[i].Name, got, want)
+		}
 	}
 }

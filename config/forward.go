@@ -14,11 +14,19 @@ import (
 // cross a network in clear.
 func (r Route) checkForward(i int) []error {
 	if !r.ForwardCredentials {
+		if len(r.TokenHosts) > 0 {
+			return []error{fmt.Errorf("routes[%d] (%s): token_hosts applies with forward_credentials only", i, r.Name)}
+		}
 		return nil
 	}
 	var errs []error
 	if r.Hosted {
 		errs = append(errs, fmt.Errorf("routes[%d] (%s): forward_credentials applies to pull-through routes only", i, r.Name))
+	}
+	for _, h := range r.TokenHosts {
+		if h == "" || strings.ContainsAny(h, "/?#@ ") {
+			errs = append(errs, fmt.Errorf("routes[%d] (%s): token_hosts: %q is not a host[:port]", i, r.Name, h))
+		}
 	}
 	if r.Username != "" || r.Password != "" {
 		errs = append(errs, fmt.Errorf("routes[%d] (%s): forward_credentials sends each client's credentials to the origin: the route takes no username or password", i, r.Name))

@@ -422,7 +422,7 @@ func metaTimeout(routes []config.Route) time.Duration {
 // originConfig is the origin client's configuration of route r.
 func originConfig(r config.Route, log *slog.Logger, m *upstream.Metrics) upstream.Config {
 	return upstream.Config{
-		Name: r.Name, Origin: r.Origin, Username: r.Username, Password: r.Password, ForwardCredentials: r.ForwardCredentials,
+		Name: r.Name, Origin: r.Origin, Username: r.Username, Password: r.Password, ForwardCredentials: r.ForwardCredentials, TokenHosts: r.ForwardTokenHosts(),
 		DialTimeout: time.Duration(r.Timeouts.Dial), MetaTimeout: time.Duration(r.Timeouts.Metadata),
 		BlobIdleTimeout: time.Duration(r.Timeouts.BlobIdle),
 		Limits:          upstream.Limits{Concurrent: r.OriginLimits.Concurrent, PerMinute: r.OriginLimits.PerMinute},

@@ -34,7 +34,11 @@ type Config struct {
 	// Username and Password; a call without them goes out anonymous.
 	// Username and Password must then be empty.
 	ForwardCredentials bool
-	Transport          http.RoundTripper // nil means NewTransport(DialTimeout); one's own cannot take a DialTimeout
+	// TokenHosts are hosts besides the origin's own whose token realm may
+	// be sent a client's forwarded credentials (Docker Hub's origin names
+	// auth.docker.io); only a realm the origin itself named is used.
+	TokenHosts []string
+	Transport  http.RoundTripper // nil means NewTransport(DialTimeout); one's own cannot take a DialTimeout
 	// DialTimeout bounds the TCP connect and the TLS handshake; default 5s.
 	DialTimeout time.Duration
 	// MetaTimeout bounds a metadata call (manifest HEAD and GET, tags, the

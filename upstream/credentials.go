@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -136,7 +137,8 @@ func clientTokenKey(cr Credentials, repo string) string { return "\x01" + cr.ID(
 var ErrRealmElsewhere = errors.New("the origin's token realm is on another host; clients' credentials are not sent there")
 
 // realmAtOrigin checks that the realm of a Bearer challenge, to which a
-// client's credentials are about to go, is on the origin's own host, and
+// client's credentials are about to go, is on the origin's own host or one
+// of the route's token hosts, and
 // is https unless the origin itself is http: the challenge was learnt from
 // the origin, but a client's password goes to the party that the client
 // named to the node, and to no other.
@@ -146,8 +148,8 @@ func (c *Client) realmAtOrigin(ch *transport.Challenge) error {
 	switch {
 	case err != nil || u.Host == "":
 		return fmt.Errorf("%w: realm %q", ErrRealmElsewhere, realm)
-	case !strings.EqualFold(u.Host, c.host):
-		return fmt.Errorf("%w: realm %q, origin %s", ErrRealmElsewhere, realm, c.host)
+	case !strings.EqualFold(u.Host, c.host) && !slices.ContainsFunc(c.cfg.TokenHosts, func(h string) bool { return strings.EqualFold(h, u.Host) }):
+		return fmt.Errorf("%w: realm %q, origin %s (route token_hosts: %v)", ErrRealmElsewhere, realm, c.host, c.cfg.TokenHosts)
 	case u.Scheme != "https" && (u.Scheme != "http" || c.reg.Scheme() != "http"):
 		return fmt.Errorf("%w: realm %q is not https", ErrRealmElsewhere, realm)
 	}

@@ -107,3 +107,26 @@ func TestForwardedCredentialsGoToTheOriginsHostOnly(t *testing.T) {
 	}
 	th.wantNothing(t)
 }
+
+// A route's token hosts are the exception: a realm that the origin's own
+// challenge names on one of them (Docker Hub's origin names auth.docker.io)
+// is sent the client's credentials.
+func TestForwardedCredentialsGoToARouteTokenHost(t *testing.T) {
+	t.Parallel()
+	th := newThief(t)
+	origin := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+th.URL+`/token",service="x"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	})
+	host := strings.TrimPrefix(th.URL, "http://")
+	c, _ := newClient(t, origin, forward, func(c *upstream.Config) { c.TokenHosts = []string{host} })
+	_, err := c.HeadManifest(as(t.Context(), "alice", "alice-pw"), "app", "v1")
+	if errors.Is(err, upstream.ErrRealmElsewhere) {
+		t.Fatalf("a realm on a token host of the route: %v", err)
+	}
+	th.mu.Lock()
+	defer th.mu.Unlock()
+	if len(th.seen) == 0 || th.seen[0] != "alice:alice-pw" {
+		t.Fatalf("the token host saw %v, want alice's credentials", th.seen)
+	}
+}
