@@ -53,10 +53,21 @@ func (e *Engine) PeerBlob(ctx context.Context, peer string, d digest.Digest, rt 
 			e.m.conflicts.Inc()
 			return nil, fmt.Errorf("blob %s: this node reads it from %s: %w", d, peer, ErrNotFound)
 		}
-		filling := e.filling(d)
-		if join && !filling {
-			return nil, fmt.Errorf("blob %s: not being filled here: %w", d, ErrNotFound)
+		if join { // a fill running here, joined now, or nothing
+			f, err := e.joinFill(d)
+			if err != nil {
+				return nil, err
+			}
+			if f == nil {
+				return nil, fmt.Errorf("blob %s: not being filled here: %w", d, ErrNotFound)
+			}
+			b, err := e.follow(ctx, rt, repo, f)
+			if err != nil {
+				e.leave(f)
+			}
+			return b, err
 		}
+		filling := e.filling(d)
 		if rt == peerRoute && !filling {
 			if e.global == nil || !e.globalUp() {
 				return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
@@ -95,11 +106,13 @@ func (e *Engine) feeds(peer string, d digest.Digest) bool {
 	return f != nil && f.viaPeer() == peer
 }
 
-// filling reports whether a fill of d runs here now, which a peer joins.
+// filling reports whether a fill of d that a peer can join runs here now:
+// not one that failed and is winding down.
 func (e *Engine) filling(d digest.Digest) bool {
 	e.fillMu.Lock()
 	defer e.fillMu.Unlock()
-	return e.fills[d] != nil
+	f := e.fills[d]
+	return f != nil && !f.yielded && f.joinable()
 }
 
 // statter is the global tier's stat of a blob (*storjtier.Tier, and the
