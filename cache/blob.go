@@ -111,9 +111,18 @@ func (e *Engine) Blob(ctx context.Context, rt *policy.Route, repo string, d dige
 	b, err := e.follow(ctx, rt, repo, f)
 	if err != nil {
 		e.leave(f)
+		if !started && f.route == peerRoute.Name && rt != peerRoute && isNotFound(err) && ctx.Value(joinedOriginless{}) == nil {
+			// It joined a fill for a peer or a prewarm, which has no
+			// origin: this request's route may have one. Once.
+			return e.Blob(context.WithValue(ctx, joinedOriginless{}, true), rt, repo, d)
+		}
 	}
 	return b, err
 }
+
+// joinedOriginless marks a Blob that retries after the fill it joined, one
+// without an origin, did not find the blob.
+type joinedOriginless struct{}
 
 // follow opens a reader of fill f for one request.
 func (e *Engine) follow(ctx context.Context, rt *policy.Route, repo string, f *fill) (*Blob, error) {

@@ -268,6 +268,15 @@ func (e *Engine) checkTag(ctx context.Context, rt *policy.Route, repo, tag strin
 	}
 	if desc.Digest != rec.Digest {
 		e.m.revalidated.WithLabelValues(rt.Name, "changed").Inc()
+		if lm, err := e.local.GetManifest(mctx, desc.Digest); err == nil && desc.Digest.Validate() == nil {
+			// Held here already (a prewarm fetched it): the HEAD was the
+			// origin's word for the tag, and no GET is spent on it.
+			m := Manifest{Digest: desc.Digest, MediaType: lm.MediaType, Body: lm.Body}
+			e.storeManifest(mctx, rt, repo, m)
+			e.storeTag(mctx, rt, repo, tag, m)
+			e.enqueueFrom(mctx, rt, replication.TagItem(rt.Name, repo, tag))
+			return m, nil
+		}
 		// The node's own fetch, not its client's miss: a client over its
 		// miss limit must not leave a moved tag stale for everyone.
 		m, err := e.fetchManifest(WithClient(context.WithoutCancel(ctx), ""), rt, repo, tag)

@@ -41,6 +41,16 @@ func (e *Engine) Warm(ctx context.Context, rt *policy.Route, repo, tag string, d
 		return false, 0, nil
 	}
 	ctx = WithClient(ctx, "prewarm")
+	// The hint adds no trust of its own: the global tier's record of the
+	// tag, the origin's word relayed as a region adopting it trusts it,
+	// must name d too (not yet: the moving node's write-behind lags).
+	grec, err := e.globalTag(ctx, rt, repo, tag)
+	if err != nil {
+		return true, 0, err
+	}
+	if grec.Digest != d {
+		return true, 0, fmt.Errorf("tag %s of %s: the global tier's record names %s, not %s: %w", tag, repo, grec.Digest, d, ErrNotFound)
+	}
 	m, err := e.warmManifest(ctx, rt, repo, d)
 	if err != nil {
 		return true, 0, err
@@ -109,6 +119,13 @@ func (e *Engine) warmManifest(ctx context.Context, rt *policy.Route, repo string
 // warmBlob fills blob d from the region's owner or the global tier, as the
 // fills for peers do, never from an origin, and waits until it is stored.
 func (e *Engine) warmBlob(ctx context.Context, rt *policy.Route, repo string, d digest.Digest) (int64, error) {
+	// Not worth a fill slot, nor a fill a client could join in vain, when
+	// the global tier does not have it yet.
+	if st, ok := e.global.(statter); ok {
+		if _, err := st.StatBlob(ctx, d); err != nil {
+			return 0, err
+		}
+	}
 	f, _, err := e.fillFor(ctx, peerRoute, "", d)
 	if errors.Is(err, errFilledMeanwhile) {
 		e.Link(ctx, rt, repo, d)

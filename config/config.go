@@ -436,6 +436,9 @@ func (c *Config) checkRoutes() []error {
 				errs = append(errs, fmt.Errorf("routes[%d] (%s): origin %q must be an http(s) URL", i, r.Name, r.Origin))
 			}
 		}
+		if r.Name == "fleet" {
+			errs = append(errs, fmt.Errorf("routes[%d]: the name fleet is the node's own, for what it fetches for the fleet", i))
+		}
 		if r.Deletes != nil && !r.Hosted {
 			errs = append(errs, fmt.Errorf("routes[%d] (%s): deletes applies to hosted routes only", i, r.Name))
 		}

@@ -90,6 +90,7 @@ func TestParseRejects(t *testing.T) {
 		"forward with password":   {"routes: [{name: a, origin: 'https://a', forward_credentials: true, username: u, password: p}]\n", "takes no username or password"},
 		"forward on hosted":       {"routes: [{name: t, hosted: true, prefix: t/, forward_credentials: true}]\nglobal: {backend: dir}\n", "forward_credentials applies to pull-through routes only"},
 		"forward anonymous":       {"routes: [{name: a, origin: 'https://a', forward_credentials: true, anonymous_pull: true}]\n", "anonymous_pull cannot be true"},
+		"route named fleet":       {"routes: [{name: fleet, origin: 'https://a'}]\n", "the name fleet is the node's own"},
 		"token hosts alone":       {"routes: [{name: a, origin: 'https://a', token_hosts: [auth.a]}]\n", "token_hosts applies with forward_credentials only"},
 		"token host a URL":        {"routes: [{name: a, origin: 'https://a', forward_credentials: true, token_hosts: ['https://auth.a/']}]\n", "is not a host[:port]"},
 		"forward in clear":        {"routes: [{name: a, origin: 'http://registry.example', forward_credentials: true}]\n", "must be https"},

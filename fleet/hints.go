@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -60,45 +61,58 @@ func (m *Membership) PutHint(ctx context.Context, route, repo, tag string, d dig
 	return m.b.Put(ctx, key, bytes.NewReader(body), int64(len(body)), nil)
 }
 
-// Hints returns the hints of other members written after since, oldest
-// first, and the time of the newest hint listed, to pass as since next
-// time. Hints that cannot be read, are malformed or are not signed with the
-// fleet secret are skipped; hints older than an hour are removed.
-func (m *Membership) Hints(ctx context.Context, since time.Time) ([]Hint, time.Time, error) {
+// Hints returns the hints of other members that this Membership has not
+// returned before, oldest first. A hint is known by its key, whatever its
+// time: one whose write lands late, or whose writer's clock is behind, is
+// still read. Hints that cannot be read, are malformed or are not signed
+// with the fleet secret are skipped, once; hints older than an hour are
+// removed.
+func (m *Membership) Hints(ctx context.Context) ([]Hint, error) {
 	now := m.now()
+	m.hintsMu.Lock()
+	defer m.hintsMu.Unlock()
+	if m.hintsSeen == nil {
+		m.hintsSeen = map[string]time.Time{}
+	}
+	for k, at := range m.hintsSeen {
+		if now.Sub(at) > 2*hintKeep {
+			delete(m.hintsSeen, k)
+		}
+	}
 	var keys []string
-	newest := since
 	err := m.b.List(ctx, hintPrefix, func(o storjtier.ObjectInfo) error {
 		at, ok := hintTime(o.Key)
+		_, seen := m.hintsSeen[o.Key]
 		switch {
 		case !ok:
 		case now.Sub(at) > hintKeep:
 			if err := m.b.Delete(ctx, o.Key); err != nil && !errors.Is(err, storjtier.ErrNotFound) {
 				m.log.Debug("cannot remove an old hint", "key", o.Key, "err", err)
 			}
-		case at.After(since):
+		case seen, strings.HasSuffix(o.Key, "-"+m.self.ID):
+		default:
 			keys = append(keys, o.Key)
-			if at.After(newest) {
-				newest = at
-			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, since, err
+		return nil, err
 	}
+	slices.Sort(keys) // by time: the keys start with it, zero-padded
 	var out []Hint
 	for _, k := range keys {
 		h, err := m.readHint(ctx, k)
+		if err != nil && ctx.Err() != nil {
+			return out, err // not seen: read again next time
+		}
+		m.hintsSeen[k] = now
 		if err != nil {
 			m.log.Warn("skipping a hint of the fleet", "key", k, "err", err)
 			continue
 		}
-		if h.By != m.self.ID {
-			out = append(out, h)
-		}
+		out = append(out, h)
 	}
-	return out, newest, nil
+	return out, nil
 }
 
 // hintTime is the time a hint's key names.

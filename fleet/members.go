@@ -64,6 +64,9 @@ type Membership struct {
 	regions map[string]*rendezvous.Rendezvous
 	all     []Member // every region's, sorted by ID
 	fleet   *rendezvous.Rendezvous
+
+	hintsMu   sync.Mutex
+	hintsSeen map[string]time.Time // hint keys listed, and when
 }
 
 // Option configures a Membership.

@@ -333,15 +333,15 @@ func (p *peerClient) Pick(d digest.Digest, forFleet bool) (string, bool) {
 }
 
 // Failed passes peer over for a while: for every blob when it cannot be
-// reached (the connection is refused, reset, or times out: it is down or
-// cut off), for d alone otherwise (it stalled on d, or sent bytes of d that
-// did not verify), so that one bad transfer does not move every blob it
-// owns or fills.
+// reached (a connection to it is refused, or cannot be made: it is down or
+// cut off), for d alone otherwise (it was slow to answer, stalled on d,
+// broke off, or sent bytes of d that did not verify), so that one bad or
+// slow transfer does not move every blob it owns or fills.
 func (p *peerClient) Failed(peer string, d digest.Digest, err error) {
 	key := peer + " " + string(d)
-	var ne net.Error
-	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EHOSTUNREACH) ||
-		errors.As(err, &ne) && ne.Timeout() {
+	var oe *net.OpError
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
+		errors.As(err, &oe) && oe.Op == "dial" {
 		key = peer
 	}
 	p.mu.Lock()

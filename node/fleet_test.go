@@ -424,8 +424,23 @@ func TestABusyFillerIsNotAFailedOne(t *testing.T) {
 	if busy < 1 || failed != 0 {
 		t.Fatalf("n0's asks of its busy filler: %v busy, %v failed; want busy, not failed", busy, failed)
 	}
-	if peer, ok := n0.Fleet().Owner("eu-west", d, nil); !ok || peer.ID != n1.Fleet().Self().ID {
-		t.Fatalf("owner %+v", peer)
+	// n1 was busy, not failed: once its slot is free, n0 asks it for the
+	// next blob it owns.
+	gate.Release()
+	<-done
+	hits := testkit.Metric(t, n0.Metrics(), "edge_peer_requests_total", map[string]string{"result": "hit"})
+	next, nd := r.blobOwnedBy(t, n1)
+	res, err = http.Get("http://" + n0.Addr("api") + "/v2/library/app/blobs/" + nd.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err = io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || !bytes.Equal(body, next) {
+		t.Fatalf("GET of the next blob: %d bytes, %v", len(body), err)
+	}
+	if got := testkit.Metric(t, n0.Metrics(), "edge_peer_requests_total", map[string]string{"result": "hit"}); got != hits+1 {
+		t.Fatalf("n0 did not get the next blob from n1 (hits %v, then %v): it passed n1 over", hits, got)
 	}
 }
 

@@ -156,3 +156,37 @@ func TestAStalledPeerIsPassedOver(t *testing.T) {
 		t.Fatalf("after the pass-over: Pick named %q, %v", peer, ok)
 	}
 }
+
+// A filler that is alive but slow to send its headers (its own fill still
+// waits for its sources) is passed over for that blob alone, not for every
+// blob as an unreachable one is: the others still go to it.
+func TestASlowFillerIsPassedOverForThatBlobOnly(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	p, d := peerPair(t, func(w http.ResponseWriter, r *http.Request) {
+		select { // the filler's own fill has not got its size yet
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	p.http.Transport.(*http.Transport).ResponseHeaderTimeout = 50 * time.Millisecond // peerHeaders, shortened
+	peer, ok := p.Pick(d, true)
+	if !ok {
+		t.Fatal("no filler")
+	}
+	_, _, err := p.Open(t.Context(), peer, d, 0, cache.PeerAsk{Route: "hub", Repo: "library/app"})
+	if err == nil {
+		t.Fatal("Open succeeded")
+	}
+	p.Failed(peer, d, err) // what openPeer does with a non-not-found error
+	var other digest.Digest
+	for i := 0; ; i++ {
+		other = digest.FromString(fmt.Sprint("another ", i))
+		if f, _ := p.m.Filler(other, nil); f.ID == "other" {
+			break
+		}
+	}
+	if got, ok := p.Pick(other, true); !ok || got != "other" {
+		t.Fatalf("a filler slow to answer for %s is passed over for every blob (err %v)", d, err)
+	}
+}

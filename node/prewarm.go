@@ -77,22 +77,22 @@ func (n *Node) runPrewarm(ctx context.Context) {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	since := n.now()
 	pending := map[string]*pendingHint{}
+	self := n.fleet.Self().Region
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		hints, newest, err := n.fleet.Hints(ctx, since)
+		hints, err := n.fleet.Hints(ctx)
 		if err != nil {
 			n.log.Warn("cannot read the fleet's rollout hints", "err", err)
-			continue
 		}
-		since = newest
 		for _, h := range hints {
-			if rt := n.router.Route(h.Route); rt != nil && rt.Prewarm.Budget > 0 {
+			// The nodes of the hint's own region get the content from the
+			// owner that pulled it, when their clients ask.
+			if rt := n.router.Route(h.Route); rt != nil && rt.Prewarm.Budget > 0 && h.Region != self {
 				pending[h.Route+"\x00"+h.Repo+"\x00"+h.Tag] = &pendingHint{h: h} // the newest hint of a tag wins
 			}
 		}
@@ -102,6 +102,13 @@ func (n *Node) runPrewarm(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// retryable reports whether a warm that failed with err may succeed later:
+// the content is not in the global tier yet, the tier does not answer now,
+// or every fill slot is taken.
+func retryable(err error) bool {
+	return errors.Is(err, cache.ErrNotFound) || errors.Is(err, cache.ErrGlobalUnavailable) || errors.Is(err, cache.ErrFillsBusy)
 }
 
 // prewarms reports whether some route prewarms.
@@ -131,9 +138,9 @@ func (n *Node) followHint(ctx context.Context, p *pendingHint) bool {
 	case errors.Is(err, cache.ErrWarmBudget):
 		result = "budget"
 		n.log.Info("rollout prewarm stopped at the route's budget", "route", rt.Name, "repo", h.Repo, "tag", h.Tag, "bytes", p.fetched, "err", err)
-	case errors.Is(err, cache.ErrNotFound) && n.now().Sub(h.At) < prewarmRetry:
-		return false // not in the global tier yet: next round
-	case errors.Is(err, cache.ErrNotFound):
+	case retryable(err) && n.now().Sub(h.At) < prewarmRetry:
+		return false // not in the global tier yet, or not now: next round
+	case retryable(err):
 		result = "expired"
 	default:
 		if ctx.Err() != nil {
