@@ -29,12 +29,16 @@ func writeSecret(dir string) (string, error) {
 	return path, os.WriteFile(path, []byte(hex.EncodeToString(b)), 0o600)
 }
 
-// fleetYAML is the fleet section of a member ("" for a node on its own).
-func fleetYAML(secretFile string, ttl time.Duration) string {
-	if secretFile == "" {
-		return ""
+// fleetYAML is the fleet section of a member: its peer listener on
+// listen ("": a free port), announced as advertise ("": as it listens).
+func fleetYAML(secretFile string, ttl time.Duration, listen, advertise string) string {
+	if listen == "" {
+		listen = "127.0.0.1:0"
 	}
-	return fmt.Sprintf("fleet: {peer_listen: \"127.0.0.1:0\", secret_file: %q, ttl: %s}\n", secretFile, ttl)
+	if advertise != "" {
+		advertise = fmt.Sprintf(", advertise: %q", advertise)
+	}
+	return fmt.Sprintf("fleet: {peer_listen: %q%s, secret_file: %q, ttl: %s}\n", listen, advertise, secretFile, ttl)
 }
 
 // startMember starts the node name of region in dir, with its origin at

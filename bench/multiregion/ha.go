@@ -71,7 +71,7 @@ func runHA(ctx context.Context, s settings, workDir, originURL string, run int, 
 	}()
 	for i := range s.haNodes {
 		name := fmt.Sprintf("H%d", i+1)
-		n, err := startMember(ctx, s, filepath.Join(dir, name), name, "A", w.url, b.global, fleetYAML(secret, s.fleetTTL))
+		n, err := startMember(ctx, s, filepath.Join(dir, name), name, "A", w.url, b.global, fleetYAML(secret, s.fleetTTL, "", ""))
 		if n != nil {
 			nodes = append(nodes, n)
 		}

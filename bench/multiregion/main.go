@@ -47,6 +47,8 @@ type settings struct {
 	regions, perRegion            int
 	global                        string // the global tier of the fleet: dir or s3
 	fleetTTL                      time.Duration
+	peerLatency                   time.Duration // rollout: the link in front of each peer listener; 0 and peerRate 0: none
+	peerRate                      float64       // bytes/s per connection
 	haNodes, haPullers            int
 	haWarm, haCold, haLayers      int
 	haLayerSize                   int64
@@ -81,6 +83,8 @@ func main() {
 	flag.IntVar(&s.perRegion, "per-region", 2, "rollout: nodes per region")
 	flag.StringVar(&s.global, "global", "dir", "rollout, ha: the fleet's global tier, dir or s3")
 	flag.DurationVar(&s.fleetTTL, "fleet-ttl", 30*time.Second, "rollout, ha: fleet.ttl of the nodes (the node's default: 30s)")
+	flag.DurationVar(&s.peerLatency, "peer-latency", 0, "rollout: one-way latency of a link in front of each node's peer listener, announced with fleet.advertise (0 and -peer-bandwidth-mib 0: no link)")
+	peerRateMiB := flag.Float64("peer-bandwidth-mib", 0, "rollout: bandwidth per connection of the peer links in MiB/s (0: unlimited)")
 	flag.IntVar(&s.haNodes, "ha-nodes", 2, "ha: nodes behind the balancer")
 	flag.IntVar(&s.haPullers, "ha-pullers", 4, "ha: clients pulling at once")
 	flag.IntVar(&s.haWarm, "ha-warm", 2, "ha: images pulled once before the clock starts")
@@ -92,6 +96,7 @@ func main() {
 	flag.DurationVar(&s.lbCheck, "lb-check", time.Second, "ha: how often the balancer asks each node's /readyz")
 	flag.Parse()
 	s.haLayerSize = *haLayerMiB << 20
+	s.peerRate = *peerRateMiB * (1 << 20)
 	if s.scenario == "rollout" {
 		// A new image of ~256 MiB unless the layers are given.
 		set := map[string]bool{}

@@ -32,6 +32,18 @@ func (s settings) wanText() string {
 	return fmt.Sprintf("a proxy per region adding %s per request and at most %s per connection", s.latency, rate)
 }
 
+func (s settings) peerText() string {
+	if s.peerLatency == 0 && s.peerRate == 0 {
+		return "Peer traffic between nodes is on loopback, not shaped."
+	}
+	rate := "unlimited"
+	if s.peerRate > 0 {
+		rate = fmt.Sprintf("%.0f MiB/s", s.peerRate/(1<<20))
+	}
+	return fmt.Sprintf("Peer traffic crosses a link in front of each node's peer listener (announced with `fleet.advertise`): "+
+		"%s one-way latency each way, at most %s per connection, within a region too.", s.peerLatency, rate)
+}
+
 // renderRollout is the rollout's report: each run, then the medians.
 func renderRollout(s settings, runs []rolloutRun) string {
 	var b strings.Builder
@@ -39,10 +51,10 @@ func renderRollout(s settings, runs []rolloutRun) string {
 	fmt.Fprintf(&b, "# Rollout: %d regions × %d nodes, one fleet, one global tier (%s)\n\n", s.regions, s.perRegion, s.global)
 	fmt.Fprintf(&b, "Each run seeds a new image `%s:rN` of %d random layers of %d MiB (%s in all) and every node's client pulls it at the same moment "+
 		"(manifest by tag, then the blobs %d at a time, verifying digests). Origin: distribution's registry on loopback behind %s. "+
-		"Peer traffic between nodes is on loopback, not shaped. Baseline: one node on its own (no fleet, a dir global tier of its own) "+
+		"%s Baseline: one node on its own (no fleet, a dir global tier of its own) "+
 		"pulling the same image cold through a WAN proxy of its own, alone on the machine (before the fleet in odd runs, after it in even ones). "+
 		"Fleet TTL %s. Edge %s. %s.\n\n",
-		rolloutRepo, s.layers, s.layerSize>>20, mib(float64(im.size)), s.parallel, s.wanText(), s.fleetTTL, s.edgeDesc,
+		rolloutRepo, s.layers, s.layerSize>>20, mib(float64(im.size)), s.parallel, s.wanText(), s.peerText(), s.fleetTTL, s.edgeDesc,
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	b.WriteString("## Runs\n\n| run | region | wall (slowest node) | origin bytes (blobs) | origin requests (blob GET / manifest / other) | peer bytes (peer + fleet) | global-tier bytes | origin fill bytes | takeovers | peer errors / misses |\n")
 	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")

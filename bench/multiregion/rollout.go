@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/edgeregistry/edge/bench/internal/benchkit"
 )
 
 // The rollout scenario: regions of several nodes each, one fleet, one
@@ -67,12 +69,16 @@ func runRollout(ctx context.Context, s settings, workDir, originURL string) ([]r
 	}
 	var all []*node
 	var wans []*wan
+	var links []*peerLink
 	defer func() {
 		for _, n := range all {
 			n.proc.Stop()
 		}
 		for _, w := range wans {
 			w.close()
+		}
+		for _, l := range links {
+			l.close()
 		}
 	}()
 	regions := make([][]*node, s.regions)
@@ -86,7 +92,23 @@ func runRollout(ctx context.Context, s settings, workDir, originURL string) ([]r
 		for i := range s.perRegion {
 			name := fmt.Sprintf("%s%d", region, i+1)
 			slog.Info("starting node", "node", name)
-			n, err := startMember(ctx, s, filepath.Join(dir, name), name, region, w.url, b.global, fleetYAML(secret, s.fleetTTL))
+			var listen, advertise string
+			if s.peerLatency > 0 || s.peerRate > 0 {
+				// The node's peer listener behind a link of its own.
+				port, err := benchkit.FreePort()
+				if err != nil {
+					return nil, err
+				}
+				listen = fmt.Sprintf("127.0.0.1:%d", port)
+				l, err := startPeerLink(listen, s.peerLatency, s.peerRate)
+				if err != nil {
+					return nil, err
+				}
+				links = append(links, l)
+				advertise = l.addr()
+			}
+			n, err := startMember(ctx, s, filepath.Join(dir, name), name, region, w.url, b.global,
+				fleetYAML(secret, s.fleetTTL, listen, advertise))
 			if n != nil {
 				all = append(all, n)
 			}
