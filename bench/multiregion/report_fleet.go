@@ -56,18 +56,20 @@ func renderRollout(s settings, runs []rolloutRun) string {
 		"Fleet TTL %s. Edge %s. %s.\n\n",
 		rolloutRepo, s.layers, s.layerSize>>20, mib(float64(im.size)), s.parallel, s.wanText(), s.peerText(), s.fleetTTL, s.edgeDesc,
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	b.WriteString("## Runs\n\n| run | region | wall (slowest node) | origin bytes (blobs) | origin requests (blob GET / manifest / other) | peer bytes (peer + fleet) | global-tier bytes | origin fill bytes | takeovers | peer errors / misses |\n")
-	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("## Runs\n\n| run | region | wall (slowest node) | origin bytes (blobs) | origin requests (blob GET / manifest / other) | peer bytes (peer + fleet) | global-tier bytes | origin fill bytes | takeovers | peer errors / misses | nodes' CPU | bench CPU |\n")
+	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i, r := range runs {
 		for _, g := range r.regions {
-			fmt.Fprintf(&b, "| %d | %s | %.2f s | %s (%s) | %d / %d / %d | %s (%s + %s) | %s | %s | %.0f | %.0f / %.0f |\n", i+1, g.name, g.wall.Seconds(),
+			fmt.Fprintf(&b, "| %d | %s | %.2f s | %s (%s) | %d / %d / %d | %s (%s + %s) | %s | %s | %.0f | %.0f / %.0f | %.2f s | |\n", i+1, g.name, g.wall.Seconds(),
 				mib(float64(g.originBytes)), mib(float64(g.originBlob)), g.blobGETs, g.manifests, g.rest,
-				mib(g.c.peer+g.c.fleet), mib(g.c.peer), mib(g.c.fleet), mib(g.c.global), mib(g.c.origin), g.c.takeovers, g.c.peerErrors, g.c.peerMisses)
+				mib(g.c.peer+g.c.fleet), mib(g.c.peer), mib(g.c.fleet), mib(g.c.global), mib(g.c.origin), g.c.takeovers, g.c.peerErrors, g.c.peerMisses,
+				g.cpu.Seconds())
 		}
 		all, blobs := r.originBytes()
-		fmt.Fprintf(&b, "| %d | fleet | %.2f s | %s (%s): %.3f copies | | | | | | |\n", i+1, r.slowest().Seconds(), mib(float64(all)), mib(float64(blobs)),
-			float64(blobs)/float64(blobBytes(r.im)))
-		fmt.Fprintf(&b, "| %d | single node | %.2f s | %s | | | | | | |\n", i+1, r.single.Seconds(), mib(float64(r.singleBytes)))
+		fmt.Fprintf(&b, "| %d | fleet | %.2f s | %s (%s): %.3f copies | | | | | | | %.2f s | %.2f s |\n", i+1, r.slowest().Seconds(), mib(float64(all)), mib(float64(blobs)),
+			float64(blobs)/float64(blobBytes(r.im)), r.fleetCPU().Seconds(), r.benchCPU.Seconds())
+		fmt.Fprintf(&b, "| %d | single node | %.2f s | %s | | | | | | | %.2f s | %.2f s |\n", i+1, r.single.Seconds(), mib(float64(r.singleBytes)),
+			r.singleCPU.Seconds(), r.singleBenchCPU.Seconds())
 	}
 	b.WriteString("\n## Medians\n\n| region | wall (slowest node) | origin bytes | peer bytes | global-tier bytes |\n|---|---:|---:|---:|---:|\n")
 	for gi, g := range runs[0].regions {
@@ -89,11 +91,16 @@ func renderRollout(s settings, runs []rolloutRun) string {
 	fmt.Fprintf(&b, "| single node | %.2f s | %s |\n", single, join(collect(runs, func(r rolloutRun) float64 { return r.single.Seconds() }), "%.2f"))
 	fmt.Fprintf(&b, "| slowest region / single node (goal ≤ 1.2) | %.2f (of the medians); %.2f (median of the runs' ratios) | %s |\n",
 		slowest/single, medianOf(ratios), join(ratios, "%.2f"))
+	fmt.Fprintf(&b, "| CPU of the nodes + bench during the pull, fleet / single node | %.1f s / %.1f s | |\n",
+		medianOf(collect(runs, func(r rolloutRun) float64 { return (r.fleetCPU() + r.benchCPU).Seconds() })),
+		medianOf(collect(runs, func(r rolloutRun) float64 { return (r.singleCPU + r.singleBenchCPU).Seconds() })))
 	b.WriteString("\n- wall: from the common start to the last blob verified, the slowest of the region's nodes. Origin bytes and requests: " +
 		"as the region's WAN proxy counted them (blobs: blob GET bodies alone; the rest is manifests and the `/v2/` check). " +
 		"Peer, global-tier, origin fill bytes: `edge_fill_bytes_total` by tier (peer: from the region's owner; fleet: from the blob's filler " +
 		"for the fleet), summed over the region's nodes, as deltas over the pull. Takeovers: `edge_peer_takeovers_total`; " +
-		"peer errors / misses: `edge_peer_requests_total{result=error|miss}`.\n")
+		"peer errors / misses: `edge_peer_requests_total{result=error|miss}`. " +
+		"Nodes' CPU: user + system time of the region's node processes from the start to the last client's end; bench CPU: this process's " +
+		"(its clients hashing every blob, the WAN proxies) over the same pull. The machine's cores bound the pull at (nodes' + bench CPU) / cores.\n")
 	return b.String()
 }
 

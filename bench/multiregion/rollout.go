@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/edgeregistry/edge/bench/internal/benchkit"
@@ -24,7 +25,8 @@ type rolloutRegion struct {
 	wall                      time.Duration // the slowest of its nodes' pulls
 	originBytes, originBlob   int64         // as its WAN proxy counted them
 	blobGETs, manifests, rest int64
-	c                         counters // summed over its nodes
+	c                         counters      // summed over its nodes
+	cpu                       time.Duration // its nodes' CPU time over the pull
 }
 
 // rolloutRun is one run: a new image, the fleet's pull and the single node's.
@@ -34,12 +36,24 @@ type rolloutRun struct {
 	single      time.Duration
 	singleBytes int64 // origin bytes of the single node
 	fleetFirst  bool
+	// CPU time over the pulls: of the single node, and of this process
+	// (the clients verifying digests, the WAN proxies) during the
+	// fleet's pull and the single node's.
+	singleCPU, benchCPU, singleBenchCPU time.Duration
 }
 
 func (r rolloutRun) slowest() time.Duration {
 	var d time.Duration
 	for _, g := range r.regions {
 		d = max(d, g.wall)
+	}
+	return d
+}
+
+func (r rolloutRun) fleetCPU() time.Duration {
+	var d time.Duration
+	for _, g := range r.regions {
+		d += g.cpu
 	}
 	return d
 }
@@ -153,11 +167,13 @@ func runRollout(ctx context.Context, s settings, workDir, originURL string) ([]r
 		pullSingle := func() error {
 			before := singleWAN.bytes.Load()
 			slog.Info("single node pulls", "run", run+1)
-			t0 := time.Now()
+			t0, cpu0, self0 := time.Now(), single.proc.CPUTicks(), selfCPU()
 			if err := pull(ctx, single.api, rolloutRepo, tag, im.digest, s.parallel); err != nil {
 				return fmt.Errorf("single node: %w (log: %s)", err, single.log)
 			}
 			rr.single = time.Since(t0)
+			rr.singleCPU = ticks(single.proc.CPUTicks() - cpu0)
+			rr.singleBenchCPU = selfCPU() - self0
 			rr.singleBytes = singleWAN.bytes.Load() - before
 			return settle(ctx, []*node{single}, 5*time.Minute)
 		}
@@ -166,9 +182,11 @@ func runRollout(ctx context.Context, s settings, workDir, originURL string) ([]r
 				return nil, err
 			}
 		}
+		self0 := selfCPU()
 		if rr.regions, err = rolloutPull(ctx, s, regions, wans, tag, im); err != nil {
 			return nil, err
 		}
+		rr.benchCPU = selfCPU() - self0
 		if rr.fleetFirst {
 			if err := pullSingle(); err != nil {
 				return nil, err
@@ -200,6 +218,10 @@ func rolloutPull(ctx context.Context, s settings, regions [][]*node, wans []*wan
 	}
 	slog.Info("the fleet pulls", "image", rolloutRepo+":"+tag, "nodes", len(nodes))
 	times := make([]time.Duration, len(nodes))
+	cpu0 := make([]int64, len(nodes))
+	for i, n := range nodes {
+		cpu0[i] = n.proc.CPUTicks()
+	}
 	errs := make([]error, len(nodes))
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -215,6 +237,10 @@ func rolloutPull(ctx context.Context, s settings, regions [][]*node, wans []*wan
 	}
 	close(start)
 	wg.Wait()
+	cpu := make([]time.Duration, len(nodes))
+	for i, n := range nodes {
+		cpu[i] = ticks(n.proc.CPUTicks() - cpu0[i])
+	}
 	for _, err := range errs {
 		if err != nil {
 			return nil, err
@@ -238,8 +264,21 @@ func rolloutPull(ctx context.Context, s settings, regions [][]*node, wans []*wan
 			}
 			g.c = g.c.plus(after.minus(before[i]))
 			g.wall = max(g.wall, times[i])
+			g.cpu += cpu[i]
 			i++
 		}
 	}
 	return out, nil
+}
+
+// ticks is a CPU time in clock ticks (USER_HZ, 100 on Linux) as a duration.
+func ticks(n int64) time.Duration { return time.Duration(n) * time.Second / 100 }
+
+// selfCPU is the CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
