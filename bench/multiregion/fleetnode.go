@@ -143,6 +143,7 @@ type counters struct {
 	peer, fleet, global, origin    float64 // edge_fill_bytes_total by tier
 	takeovers                      float64
 	peerErrors, peerMisses, peerOK float64 // edge_peer_requests_total by result
+	gcs                            float64 // go_gc_duration_seconds_count: the node's garbage collections
 }
 
 func readCounters(ctx context.Context, n *node) (counters, error) {
@@ -159,15 +160,16 @@ func readCounters(ctx context.Context, n *node) (counters, error) {
 		peerErrors: m.Sum("edge_peer_requests_total", `result="error"`),
 		peerMisses: m.Sum("edge_peer_requests_total", `result="miss"`),
 		peerOK:     m.Sum("edge_peer_requests_total", `result="hit"`),
+		gcs:        m.Sum("go_gc_duration_seconds_count"),
 	}, nil
 }
 
 func (c counters) minus(o counters) counters {
 	return counters{c.peer - o.peer, c.fleet - o.fleet, c.global - o.global, c.origin - o.origin,
-		c.takeovers - o.takeovers, c.peerErrors - o.peerErrors, c.peerMisses - o.peerMisses, c.peerOK - o.peerOK}
+		c.takeovers - o.takeovers, c.peerErrors - o.peerErrors, c.peerMisses - o.peerMisses, c.peerOK - o.peerOK, c.gcs - o.gcs}
 }
 
 func (c counters) plus(o counters) counters {
 	return counters{c.peer + o.peer, c.fleet + o.fleet, c.global + o.global, c.origin + o.origin,
-		c.takeovers + o.takeovers, c.peerErrors + o.peerErrors, c.peerMisses + o.peerMisses, c.peerOK + o.peerOK}
+		c.takeovers + o.takeovers, c.peerErrors + o.peerErrors, c.peerMisses + o.peerMisses, c.peerOK + o.peerOK, c.gcs + o.gcs}
 }

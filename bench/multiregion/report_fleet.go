@@ -56,20 +56,20 @@ func renderRollout(s settings, runs []rolloutRun) string {
 		"Fleet TTL %s. Edge %s. %s.\n\n",
 		rolloutRepo, s.layers, s.layerSize>>20, mib(float64(im.size)), s.parallel, s.wanText(), s.peerText(), s.fleetTTL, s.edgeDesc,
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	b.WriteString("## Runs\n\n| run | region | wall (slowest node) | origin bytes (blobs) | origin requests (blob GET / manifest / other) | peer bytes (peer + fleet) | global-tier bytes | origin fill bytes | takeovers | peer errors / misses | nodes' CPU | bench CPU |\n")
+	b.WriteString("## Runs\n\n| run | region | wall (slowest node) | origin bytes (blobs) | origin requests (blob GET / manifest / other) | peer bytes (peer + fleet) | global-tier bytes | origin fill bytes | takeovers | peer errors / misses | nodes' CPU (GCs) | bench CPU |\n")
 	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i, r := range runs {
 		for _, g := range r.regions {
-			fmt.Fprintf(&b, "| %d | %s | %.2f s | %s (%s) | %d / %d / %d | %s (%s + %s) | %s | %s | %.0f | %.0f / %.0f | %.2f s | |\n", i+1, g.name, g.wall.Seconds(),
+			fmt.Fprintf(&b, "| %d | %s | %.2f s | %s (%s) | %d / %d / %d | %s (%s + %s) | %s | %s | %.0f | %.0f / %.0f | %.2f s (%.0f) | |\n", i+1, g.name, g.wall.Seconds(),
 				mib(float64(g.originBytes)), mib(float64(g.originBlob)), g.blobGETs, g.manifests, g.rest,
 				mib(g.c.peer+g.c.fleet), mib(g.c.peer), mib(g.c.fleet), mib(g.c.global), mib(g.c.origin), g.c.takeovers, g.c.peerErrors, g.c.peerMisses,
-				g.cpu.Seconds())
+				g.cpu.Seconds(), g.c.gcs)
 		}
 		all, blobs := r.originBytes()
 		fmt.Fprintf(&b, "| %d | fleet | %.2f s | %s (%s): %.3f copies | | | | | | | %.2f s | %.2f s |\n", i+1, r.slowest().Seconds(), mib(float64(all)), mib(float64(blobs)),
 			float64(blobs)/float64(blobBytes(r.im)), r.fleetCPU().Seconds(), r.benchCPU.Seconds())
-		fmt.Fprintf(&b, "| %d | single node | %.2f s | %s | | | | | | | %.2f s | %.2f s |\n", i+1, r.single.Seconds(), mib(float64(r.singleBytes)),
-			r.singleCPU.Seconds(), r.singleBenchCPU.Seconds())
+		fmt.Fprintf(&b, "| %d | single node | %.2f s | %s | | | | | | | %.2f s (%.0f) | %.2f s |\n", i+1, r.single.Seconds(), mib(float64(r.singleBytes)),
+			r.singleCPU.Seconds(), r.singleGCs, r.singleBenchCPU.Seconds())
 	}
 	b.WriteString("\n## Medians\n\n| region | wall (slowest node) | origin bytes | peer bytes | global-tier bytes |\n|---|---:|---:|---:|---:|\n")
 	for gi, g := range runs[0].regions {
@@ -99,7 +99,7 @@ func renderRollout(s settings, runs []rolloutRun) string {
 		"Peer, global-tier, origin fill bytes: `edge_fill_bytes_total` by tier (peer: from the region's owner; fleet: from the blob's filler " +
 		"for the fleet), summed over the region's nodes, as deltas over the pull. Takeovers: `edge_peer_takeovers_total`; " +
 		"peer errors / misses: `edge_peer_requests_total{result=error|miss}`. " +
-		"Nodes' CPU: user + system time of the region's node processes from the start to the last client's end; bench CPU: this process's " +
+		"Nodes' CPU: user + system time of the region's node processes from the start to the last client's end; GCs: the Go garbage collections of those nodes over the pull (a node runs under a soft memory limit of 80 MiB); bench CPU: this process's " +
 		"(its clients hashing every blob, the WAN proxies) over the same pull. The machine's cores bound the pull at (nodes' + bench CPU) / cores.\n")
 	return b.String()
 }

@@ -40,6 +40,7 @@ type rolloutRun struct {
 	// (the clients verifying digests, the WAN proxies) during the
 	// fleet's pull and the single node's.
 	singleCPU, benchCPU, singleBenchCPU time.Duration
+	singleGCs                           float64
 }
 
 func (r rolloutRun) slowest() time.Duration {
@@ -167,6 +168,10 @@ func runRollout(ctx context.Context, s settings, workDir, originURL string) ([]r
 		pullSingle := func() error {
 			before := singleWAN.bytes.Load()
 			slog.Info("single node pulls", "run", run+1)
+			c0, err := readCounters(ctx, single)
+			if err != nil {
+				return err
+			}
 			t0, cpu0, self0 := time.Now(), single.proc.CPUTicks(), selfCPU()
 			if err := pull(ctx, single.api, rolloutRepo, tag, im.digest, s.parallel); err != nil {
 				return fmt.Errorf("single node: %w (log: %s)", err, single.log)
@@ -174,6 +179,11 @@ func runRollout(ctx context.Context, s settings, workDir, originURL string) ([]r
 			rr.single = time.Since(t0)
 			rr.singleCPU = ticks(single.proc.CPUTicks() - cpu0)
 			rr.singleBenchCPU = selfCPU() - self0
+			c1, err := readCounters(ctx, single)
+			if err != nil {
+				return err
+			}
+			rr.singleGCs = c1.gcs - c0.gcs
 			rr.singleBytes = singleWAN.bytes.Load() - before
 			return settle(ctx, []*node{single}, 5*time.Minute)
 		}
