@@ -26,6 +26,8 @@ type haRun struct {
 	kill                  bool
 	victim                string
 	pulls, failed         int
+	pullsAfter            int // pulls that ended after the kill moment
+	afterFor              time.Duration
 	retries               int64
 	errs                  []string // the first few errors retried or failed
 	maxPull               time.Duration
@@ -171,6 +173,9 @@ func runHA(ctx context.Context, s settings, workDir, originURL string, run int, 
 				d := time.Since(t0)
 				mu.Lock()
 				out.pulls++
+				if time.Since(start) >= s.haKillAt {
+					out.pullsAfter++
+				}
 				out.maxPull = max(out.maxPull, d)
 				if err != nil {
 					out.failed++
@@ -184,6 +189,7 @@ func runHA(ctx context.Context, s settings, workDir, originURL string, run int, 
 		})
 	}
 	wg.Wait()
+	out.afterFor = time.Since(start) - s.haKillAt
 	out.retries = retries.Load()
 	var live []*node
 	for i, n := range nodes {

@@ -134,14 +134,14 @@ func renderHA(s settings, runs []haRun) string {
 		"is the comparison. Edge %s. %s.\n\n",
 		s.haPullers, s.haDuration, s.lbCheck, s.haLayers, s.haLayerSize>>20, s.haWarm, s.haCold, s.haDuration/time.Duration(max(s.haCold, 1)),
 		haRetries, s.global, s.fleetTTL, s.wanText(), s.edgeDesc, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	b.WriteString("| run | kill | pulls | failed pulls | retried requests | slowest pull | origin blob bytes (copies of the cold images) | of which after the kill moment | takeovers | peer errors / misses | fill bytes peer / fleet / global / origin |\n")
-	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	b.WriteString("| run | kill | pulls | pulls/s before / after the kill moment | failed pulls | retried requests | slowest pull | origin blob bytes (copies of the cold images) | of which after the kill moment | takeovers | peer errors / misses | fill bytes peer / fleet / global / origin |\n")
+	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for i, r := range runs {
 		kill := "no"
 		if r.kill {
 			kill = "yes (" + r.victim + ")"
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d | %.2f s | %s (%.3f) | %s | %.0f | %.0f / %.0f | %s / %s / %s / %s |\n", i/2+1, kill, r.pulls, r.failed, r.retries,
+		fmt.Fprintf(&b, "| %d | %s | %d | %.1f / %.1f | %d | %d | %.2f s | %s (%.3f) | %s | %.0f | %.0f / %.0f | %s / %s / %s / %s |\n", i/2+1, kill, r.pulls, r.rateBefore(s), r.rateAfter(), r.failed, r.retries,
 			r.maxPull.Seconds(), mib(float64(r.originBlob)), float64(r.originBlob)/float64(r.coldBytes), mib(float64(r.afterKill)),
 			r.c.takeovers, r.c.peerErrors, r.c.peerMisses, mib(r.c.peer), mib(r.c.fleet), mib(r.c.global), mib(r.c.origin))
 	}
@@ -158,6 +158,8 @@ func renderHA(s settings, runs []haRun) string {
 		fmt.Fprintf(&b, "| %s | "+format+" | "+format+" |\n", label, medianOf(collect(with, f)), medianOf(collect(without, f)))
 	}
 	row("pulls", "%.0f", func(r haRun) float64 { return float64(r.pulls) })
+	row("pulls/s before the kill moment", "%.1f", func(r haRun) float64 { return r.rateBefore(s) })
+	row("pulls/s after the kill moment", "%.1f", func(r haRun) float64 { return r.rateAfter() })
 	row("failed pulls (goal 0)", "%.0f", func(r haRun) float64 { return float64(r.failed) })
 	row("retried requests", "%.0f", func(r haRun) float64 { return float64(r.retries) })
 	row("origin blob bytes, copies of the cold images", "%.3f", func(r haRun) float64 { return float64(r.originBlob) / float64(r.coldBytes) })
@@ -172,3 +174,9 @@ func renderHA(s settings, runs []haRun) string {
 	}
 	return b.String()
 }
+
+func (r haRun) rateBefore(s settings) float64 {
+	return float64(r.pulls-r.pullsAfter) / s.haKillAt.Seconds()
+}
+
+func (r haRun) rateAfter() float64 { return float64(r.pullsAfter) / r.afterFor.Seconds() }
