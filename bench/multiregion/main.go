@@ -41,6 +41,18 @@ type settings struct {
 	runs                    int // pulls of region B per backend, each by a fresh node
 	s3Bin, storjAccessFile  string
 	parallelReads           int // parallel.concurrency of s3 and storj; 0: the node's default
+
+	// The rollout and ha scenarios (rollout.go, ha.go).
+	scenario                      string
+	regions, perRegion            int
+	global                        string // the global tier of the fleet: dir or s3
+	fleetTTL                      time.Duration
+	peerLatency                   time.Duration // rollout: the link in front of each peer listener; 0 and peerRate 0: none
+	peerRate                      float64       // bytes/s per connection
+	haNodes, haPullers            int
+	haWarm, haCold, haLayers      int
+	haLayerSize                   int64
+	haDuration, haKillAt, lbCheck time.Duration
 }
 
 func main() {
@@ -64,7 +76,38 @@ func main() {
 	flag.StringVar(&s.s3Bin, "s3-server", "", "the S3 server (versitygw) for the s3 backend (default: $EDGE_S3_SERVER, PATH, .cache/bin)")
 	flag.IntVar(&s.parallelReads, "parallel-reads", 0, "parallel ranged reads of one blob for s3 and storj (global.*.parallel.concurrency; -1: off, 0: the node's default)")
 	flag.StringVar(&s.storjAccessFile, "storj-access-file", "", "a Storj access grant in a file: adds the storj backend")
+	flag.StringVar(&s.scenario, "scenario", "sequential", "sequential: one node per region, pulling one after the other; "+
+		"rollout: regions of nodes in one fleet, every node pulling a new image at once, against a single node; "+
+		"ha: one region behind a balancer, pulling continuously, one node killed")
+	flag.IntVar(&s.regions, "regions", 3, "rollout: regions")
+	flag.IntVar(&s.perRegion, "per-region", 2, "rollout: nodes per region")
+	flag.StringVar(&s.global, "global", "dir", "rollout, ha: the fleet's global tier, dir or s3")
+	flag.DurationVar(&s.fleetTTL, "fleet-ttl", 30*time.Second, "rollout, ha: fleet.ttl of the nodes (the node's default: 30s)")
+	flag.DurationVar(&s.peerLatency, "peer-latency", 0, "rollout: one-way latency of a link in front of each node's peer listener, announced with fleet.advertise (0 and -peer-bandwidth-mib 0: no link)")
+	peerRateMiB := flag.Float64("peer-bandwidth-mib", 0, "rollout: bandwidth per connection of the peer links in MiB/s (0: unlimited)")
+	flag.IntVar(&s.haNodes, "ha-nodes", 2, "ha: nodes behind the balancer")
+	flag.IntVar(&s.haPullers, "ha-pullers", 4, "ha: clients pulling at once")
+	flag.IntVar(&s.haWarm, "ha-warm", 2, "ha: images pulled once before the clock starts")
+	flag.IntVar(&s.haCold, "ha-cold", 6, "ha: new images, released one by one through the run")
+	flag.IntVar(&s.haLayers, "ha-layers", 3, "ha: layers of each image")
+	haLayerMiB := flag.Int64("ha-layer-mib", 16, "ha: size of each layer in MiB")
+	flag.DurationVar(&s.haDuration, "ha-duration", 30*time.Second, "ha: how long the clients pull")
+	flag.DurationVar(&s.haKillAt, "ha-kill-at", 10200*time.Millisecond, "ha: when the last node is killed (SIGKILL)")
+	flag.DurationVar(&s.lbCheck, "lb-check", time.Second, "ha: how often the balancer asks each node's /readyz")
 	flag.Parse()
+	s.haLayerSize = *haLayerMiB << 20
+	s.peerRate = *peerRateMiB * (1 << 20)
+	if s.scenario == "rollout" {
+		// A new image of ~256 MiB unless the layers are given.
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["layers"] {
+			s.layers = 3
+		}
+		if !set["layer-mib"] {
+			*layerMiB = 85
+		}
+	}
 	s.backends = strings.Split(*backends, ",")
 	if s.storjAccessFile != "" && !slices.Contains(s.backends, "storj") {
 		s.backends = append(s.backends, "storj")
@@ -76,6 +119,9 @@ func main() {
 	s.rate = *rateMiB * (1 << 20)
 	err := errors.New("-nodes must be 2 to 26, -layers 1 to 64, -layer-mib 1 to 1024, -runs at least 1")
 	if s.nodes >= 2 && s.nodes <= 26 && s.layers >= 1 && s.layers <= 64 && s.layerSize >= 1<<20 && s.layerSize <= 1<<30 && s.runs >= 1 {
+		err = s.check()
+	}
+	if err == nil {
 		err = run(s, *outDir, *workDir, *keep)
 	}
 	if err != nil {
@@ -111,6 +157,26 @@ func run(s settings, outDir, workDir string, keep bool) (err error) {
 		return err
 	}
 	defer origin.Stop()
+	switch s.scenario {
+	case "rollout":
+		runs, err := runRollout(ctx, s, workDir, originURL)
+		if err != nil {
+			return err
+		}
+		return benchkit.Publish(renderRollout(s, runs), outDir, "rollout-")
+	case "ha":
+		var runs []haRun
+		for i := range s.runs {
+			for _, kill := range []bool{true, false} {
+				r, err := runHA(ctx, s, workDir, originURL, i, kill)
+				if err != nil {
+					return fmt.Errorf("ha run %d (kill %t): %w", i+1, kill, err)
+				}
+				runs = append(runs, r)
+			}
+		}
+		return benchkit.Publish(renderHA(s, runs), outDir, "ha-")
+	}
 	slog.Info("seeding origin", "layers", s.layers, "layer_MiB", s.layerSize>>20)
 	img, err := seed(ctx, originURL, repo+":"+tag, int64(s.layers), s.layerSize)
 	if err != nil {
@@ -131,6 +197,29 @@ func run(s settings, outDir, workDir string, keep bool) (err error) {
 
 	report := render(s, im, results)
 	return benchkit.Publish(report, outDir, "multiregion-")
+}
+
+// check rejects settings of the rollout and ha scenarios that cannot run.
+func (s settings) check() error {
+	switch s.scenario {
+	case "sequential":
+		return nil
+	case "rollout":
+		if s.regions < 1 || s.regions > 26 || s.perRegion < 1 {
+			return errors.New("-regions must be 1 to 26, -per-region at least 1")
+		}
+	case "ha":
+		if s.haNodes < 2 || s.haPullers < 1 || s.haWarm < 1 || s.haCold < 0 || s.haLayers < 1 || s.haLayerSize < 1<<20 ||
+			s.haKillAt <= 0 || s.haKillAt >= s.haDuration || s.lbCheck <= 0 {
+			return errors.New("-ha-nodes must be at least 2, -ha-pullers and -ha-warm and -ha-layers and -ha-layer-mib at least 1, -ha-kill-at within -ha-duration")
+		}
+	default:
+		return fmt.Errorf("-scenario %q: want sequential, rollout or ha", s.scenario)
+	}
+	if s.global != "dir" && s.global != "s3" {
+		return fmt.Errorf("-global %q: want dir or s3", s.global)
+	}
+	return nil
 }
 
 type image struct {

@@ -60,6 +60,7 @@ type wan struct {
 	rate    float64 // bytes per second of one response (one connection)
 
 	bytes                     atomic.Int64
+	blobBytes                 atomic.Int64 // of blob GETs alone
 	blobGETs, manifests, rest atomic.Int64
 }
 
@@ -82,9 +83,11 @@ func startWAN(originURL string, latency time.Duration, rate float64) (*wan, erro
 }
 
 func (w *wan) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	blob := false
 	switch p := r.URL.Path; {
 	case strings.Contains(p, "/blobs/") && r.Method == http.MethodGet:
 		w.blobGETs.Add(1)
+		blob = true
 	case strings.Contains(p, "/manifests/"):
 		w.manifests.Add(1)
 	default:
@@ -95,7 +98,7 @@ func (w *wan) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return
 	}
-	w.rp.ServeHTTP(&paced{ResponseWriter: rw, w: w, start: time.Now()}, r)
+	w.rp.ServeHTTP(&paced{ResponseWriter: rw, w: w, blob: blob, start: time.Now()}, r)
 }
 
 func (w *wan) requests() int64 { return w.blobGETs.Load() + w.manifests.Load() + w.rest.Load() }
@@ -110,6 +113,7 @@ func (w *wan) close() {
 type paced struct {
 	http.ResponseWriter
 	w     *wan
+	blob  bool
 	start time.Time
 	sent  int64
 }
@@ -122,6 +126,9 @@ func (p *paced) Write(b []byte) (int, error) {
 		written += n
 		p.sent += int64(n)
 		p.w.bytes.Add(int64(n))
+		if p.blob {
+			p.w.blobBytes.Add(int64(n))
+		}
 		if err != nil {
 			return written, err
 		}

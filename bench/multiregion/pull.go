@@ -27,7 +27,7 @@ type descriptor struct {
 // parallel at a time, and checks the manifest's digest against want and
 // every blob's size and digest against its descriptor.
 func pull(ctx context.Context, base, repo, tag, want string, parallel int) error {
-	body, err := get(ctx, base+"/v2/"+repo+"/manifests/"+tag, acceptManifests, -1)
+	body, err := get(ctx, client, base+"/v2/"+repo+"/manifests/"+tag, acceptManifests, -1)
 	if err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
@@ -49,7 +49,7 @@ func pull(ctx context.Context, base, repo, tag, want string, parallel int) error
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if err := getBlob(ctx, base+"/v2/"+repo+"/blobs/"+b.Digest, b); err != nil {
+			if err := getBlob(ctx, client, base+"/v2/"+repo+"/blobs/"+b.Digest, b); err != nil {
 				errs <- fmt.Errorf("blob %s: %w", b.Digest, err)
 			}
 		})
@@ -61,12 +61,12 @@ func pull(ctx context.Context, base, repo, tag, want string, parallel int) error
 
 // getBlob checks the size and digest of a blob as it streams, as a
 // client writing it to disk would, without holding it in memory.
-func getBlob(ctx context.Context, url string, want descriptor) error {
+func getBlob(ctx context.Context, c *http.Client, url string, want descriptor) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func getBlob(ctx context.Context, url string, want descriptor) error {
 
 // get returns the body of a 200 answer to GET url, at most limit bytes (or
 // 4 MiB when limit < 0) plus one, so that a longer body shows.
-func get(ctx context.Context, url, accept string, limit int64) ([]byte, error) {
+func get(ctx context.Context, c *http.Client, url, accept string, limit int64) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -96,7 +96,7 @@ func get(ctx context.Context, url, accept string, limit int64) ([]byte, error) {
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
-	resp, err := client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}
