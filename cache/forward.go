@@ -169,7 +169,7 @@ func (e *Engine) askOrigin(ctx context.Context, rt *policy.Route, repo string, k
 	client := clientOf(ctx)
 	var q *guess
 	if client != "" {
-		pair := client + "\x00" + cr.Username
+		pair := e.guesses.pairOf(client, cr.Username)
 		release, err := e.guesses.enter(ctx, pair)
 		if err != nil {
 			return err
@@ -183,6 +183,7 @@ func (e *Engine) askOrigin(ctx context.Context, rt *policy.Route, repo string, k
 			e.m.admissions.WithLabelValues("throttled").Inc()
 			return &RefusalsError{Client: client, RetryAfter: wait}
 		}
+		defer q.done()
 	}
 	if e.nodeUser != nil && e.nodeUser(cr.Username) {
 		err = fmt.Errorf("cache: %s/%s: %w", rt.Name, repo, ErrNodeUserName)
@@ -208,11 +209,7 @@ func (e *Engine) askOrigin(ctx context.Context, rt *policy.Route, repo string, k
 		}
 		if q != nil {
 			q.refused()
-			q = nil // the address's share stays taken
 		}
-	}
-	if q != nil {
-		q.answered()
 	}
 	e.m.admissions.WithLabelValues(admissionResult(err)).Inc()
 	return err
