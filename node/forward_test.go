@@ -146,3 +146,49 @@ auth:
 		t.Fatalf("the node user on the node's own route: %d", got)
 	}
 }
+
+// TestForwardedCredentialsTooLong checks that a forwarding route refuses a
+// user name or password longer than any origin's with a 401 that says so,
+// without asking the origin, and that the API takes no request header near
+// net/http's 1 MiB default (a huge user name would otherwise be held).
+func TestForwardedCredentialsTooLong(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	private := origintest.NewRegistry(t, origintest.WithTokenAuth("owner", "owner-pw"))
+	url := startNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: `+dir+`/data
+routes:
+  - {name: private.example, origin: "`+private.URL+`", forward_credentials: true, default: true}
+global: {backend: none}
+`)
+	get := func(user, pass string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url+"/v2/private.example/team/secret/manifests/v1", nil)
+		req.SetBasicAuth(user, pass)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(body)
+	}
+	asked := func() int { return private.TokensIssued() + private.TokenDenials() }
+	before := asked()
+	for _, c := range [][2]string{{strings.Repeat("u", 257), "x"}, {"u", strings.Repeat("p", 4<<10+1)}} {
+		if code, body := get(c[0], c[1]); code != http.StatusUnauthorized || !strings.Contains(body, "too long") {
+			t.Errorf("a %d-byte user name and %d-byte password: %d %s, want 401 saying they are too long", len(c[0]), len(c[1]), code, body)
+		}
+	}
+	if n := asked() - before; n != 0 {
+		t.Errorf("credentials too long reached the origin (%d token requests)", n)
+	}
+	if code, _ := get(strings.Repeat("u", 256), strings.Repeat("p", 4<<10)); code != http.StatusUnauthorized || asked() == before {
+		t.Errorf("credentials of the longest lengths: %d, origin asked %d times; want the origin's 401", code, asked()-before)
+	}
+	if code, _ := get(strings.Repeat("u", 700<<10), "x"); code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a 700 KiB user name: %d, want 431", code)
+	}
+}
