@@ -34,6 +34,27 @@ func (a *Authorizer) clientIP(r *http.Request) netip.Addr {
 	return ip
 }
 
+// trustedHops is how many trusted proxies r came through: none when its
+// peer is not one; else the peer and each trusted address at the end of
+// X-Forwarded-For, as clientIP walks them.
+func (a *Authorizer) trustedHops(r *http.Request) int {
+	if !inAny(a.proxies, peerIP(r.RemoteAddr)) {
+		return 0
+	}
+	n := 1
+	hops := r.Header.Values("X-Forwarded-For")
+	for i := len(hops) - 1; i >= 0; i-- {
+		list := strings.Split(hops[i], ",")
+		for j := len(list) - 1; j >= 0; j-- {
+			if !inAny(a.proxies, hopIP(list[j])) {
+				return n
+			}
+			n++
+		}
+	}
+	return n
+}
+
 // Client names the client of r as the limits count it: its address (the
 // /64 of an IPv6 one), read through trusted proxies.
 func (a *Authorizer) Client(r *http.Request) string { return addrName(a.clientIP(r)) }

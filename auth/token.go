@@ -357,19 +357,33 @@ func (a *Authorizer) realmURL(r *http.Request) string {
 }
 
 // origin is the scheme and host the client of r came to: the request's,
-// or those a trusted proxy in front set in X-Forwarded-Proto and
-// X-Forwarded-Host (the values the nearest proxy appended, the last).
-// X-Forwarded-Proto: https from another peer makes the scheme https, never
-// the host: a proxy that terminates TLS and is missing from the trusted
-// proxies must not get its clients sent to an http endpoint.
+// or those the trusted proxies in front set in X-Forwarded-Proto and
+// X-Forwarded-Host.
+//
+// The scheme is never downgraded: if any value of X-Forwarded-Proto says
+// https, the scheme is https (a CDN that terminates TLS in front of a
+// balancer that speaks http to the node makes "https, http"); else a
+// trusted proxy's last value, http, makes it http. X-Forwarded-Proto:
+// https from a peer that is not a trusted proxy makes the scheme https
+// too, never the host: a proxy that terminates TLS and is missing from the
+// trusted proxies must not get its clients sent to an http endpoint.
+//
+// The host is the value set by the outermost trusted proxy, the one the
+// client reached: r came through as many trusted proxies as its peer and
+// the trusted addresses at the end of X-Forwarded-For (as clientIP reads
+// them), each appending one value of X-Forwarded-Host or none, so that
+// value is that many from the end (the first, if there are fewer). A value
+// written by the client itself can only misdirect that client.
 func (a *Authorizer) origin(r *http.Request) (scheme, host string) {
 	scheme, host = "http", r.Host
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	proto := strings.ToLower(lastValue(r.Header.Values("X-Forwarded-Proto")))
-	if !inAny(a.proxies, peerIP(r.RemoteAddr)) {
-		if proto == "https" && scheme == "http" {
+	protos := headerValues(r.Header.Values("X-Forwarded-Proto"))
+	https := slices.ContainsFunc(protos, func(p string) bool { return strings.EqualFold(p, "https") })
+	hops := a.trustedHops(r)
+	if hops == 0 {
+		if https && scheme == "http" {
 			scheme = "https"
 			a.untrustedProto.Do(func() {
 				a.log.Warn("auth: X-Forwarded-Proto: https from a peer that is not a trusted proxy: "+
@@ -379,26 +393,30 @@ func (a *Authorizer) origin(r *http.Request) (scheme, host string) {
 		}
 		return scheme, host
 	}
-	if proto == "http" || proto == "https" {
-		scheme = proto
+	switch {
+	case https:
+		scheme = "https"
+	case len(protos) > 0 && strings.EqualFold(protos[len(protos)-1], "http"):
+		scheme = "http"
 	}
-	if h := lastValue(r.Header.Values("X-Forwarded-Host")); h != "" {
-		host = h
+	if hosts := headerValues(r.Header.Values("X-Forwarded-Host")); len(hosts) > 0 {
+		host = hosts[max(len(hosts)-hops, 0)]
 	}
 	return scheme, host
 }
 
-// lastValue is the last of the comma-separated values of a header that
-// may appear several times, trimmed.
-func lastValue(vs []string) string {
-	if len(vs) == 0 {
-		return ""
+// headerValues are the comma-separated values of a header that may appear
+// several times, trimmed, in order, the empty ones left out.
+func headerValues(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
 	}
-	v := vs[len(vs)-1]
-	if i := strings.LastIndexByte(v, ','); i >= 0 {
-		v = v[i+1:]
-	}
-	return strings.TrimSpace(v)
+	return out
 }
 
 // bearerOn reports whether 401s to r carry the Bearer challenge: the flow

@@ -120,10 +120,12 @@ func TestTokenHosts(t *testing.T) {
 	}
 }
 
-// TestTokenRealmForwarded checks that the realm takes the values of
-// X-Forwarded-Host and X-Forwarded-Proto that the nearest trusted proxy
-// set (the last), not those the client wrote before it, and that a 401
-// whose realm is derived from the request is not to be cached.
+// TestTokenRealmForwarded checks that the realm takes the host of
+// X-Forwarded-Host that the outermost trusted proxy set (counted by the
+// trusted hops of X-Forwarded-For), not those the client wrote before it
+// nor those of proxies behind it; that an https anywhere in
+// X-Forwarded-Proto is never downgraded to http; and that a 401 whose
+// realm is derived from the request is not to be cached.
 func TestTokenRealmForwarded(t *testing.T) {
 	t.Parallel()
 	f := newTokenFixture(t, auth.TokenConfig{}, auth.WithTrustedProxies(netip.MustParsePrefix("10.0.0.0/8")))
@@ -140,10 +142,24 @@ func TestTokenRealmForwarded(t *testing.T) {
 	if got := w.Header().Get("Cache-Control"); got != "no-store" {
 		t.Errorf("a 401 with a derived realm: Cache-Control %q, want no-store", got)
 	}
-	r.Header.Set("X-Forwarded-Host", "registry.example, evil.example")
-	r.Header.Set("X-Forwarded-Proto", "https,http")
-	if got, want := challengeOf(f, r, ""), `Bearer realm="http://evil.example/token",service="edge.test"`; got != want {
-		t.Errorf("challenge %s, want %s: the proxy's values are the last", got, want)
+	for _, tc := range []struct {
+		what, xff, host, proto, want string
+	}{
+		{"the peer's values are the last; https anywhere is never downgraded",
+			"", "registry.example, evil.example", "https,http", "https://evil.example"},
+		{"behind a CDN (TLS) and a balancer (http), both trusted: the CDN's host, https",
+			"203.0.113.9, 10.0.0.3", "registry.example, lb.internal", "https, http", "https://registry.example"},
+		{"a host the client wrote is not the CDN's",
+			"203.0.113.9, 10.0.0.3", "evil.example, registry.example, lb.internal", "http, https, http", "https://registry.example"},
+		{"one trusted proxy, http", "203.0.113.9", "registry.example", "http", "http://registry.example"},
+		{"fewer hosts than trusted proxies: the first", "203.0.113.9, 10.0.0.3", "registry.example", "", "http://registry.example"},
+	} {
+		r.Header.Set("X-Forwarded-For", tc.xff)
+		r.Header.Set("X-Forwarded-Host", tc.host)
+		r.Header.Set("X-Forwarded-Proto", tc.proto)
+		if got, want := challengeOf(f, r, ""), `Bearer realm="`+tc.want+`/token",service="edge.test"`; got != want {
+			t.Errorf("%s: challenge %s, want %s", tc.what, got, want)
+		}
 	}
 }
 

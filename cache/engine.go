@@ -117,8 +117,8 @@ type Engine struct {
 
 	access       *lru.Cache[accessKey, accessAnswer] // the origin's answers about clients' credentials
 	accessFlight singleflight.Group
-	guesses      *guessLimits                     // the origin's refusals of clients' credentials
-	nodeUser     func(user, password string) bool // nil: no node users
+	guesses      *guessLimits           // the origin's refusals of clients' credentials
+	nodeUser     func(name string) bool // nil: no node users
 
 	gate globalGate // the global tier's health: failures, cool-down, probe
 }

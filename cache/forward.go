@@ -69,18 +69,20 @@ type tokenExpiry interface {
 	CredentialsLeft(cr upstream.Credentials, repo string) (time.Duration, bool)
 }
 
-// WithNodeUsers names the node's own users' credentials: isUser reports
-// whether a user name and password are those of a node user, without
-// counting a mismatch as a failed login (*auth.Authorizer.Owns). A route
-// that forwards its clients' credentials refuses those, as if the origin
-// had: a node user's password, which may push to the node, is not sent to
-// another party.
-func WithNodeUsers(isUser func(user, password string) bool) Option {
+// WithNodeUsers names the node's own users: isUser reports whether a user
+// name is a node user's (*auth.Authorizer.HasUser). A route that forwards
+// its clients' credentials refuses any under a node user's name, whatever
+// their password, as if the origin had: a node user's password, which may
+// push to the node, is not sent to another party, and no password is
+// checked, so the route tells a node user's right password from a wrong
+// one by nothing (neither its answer nor its time).
+func WithNodeUsers(isUser func(name string) bool) Option {
 	return func(e *Engine) { e.nodeUser = isUser }
 }
 
-// errNodeUser: the credentials are a node user's, and not forwarded.
-var errNodeUser = fmt.Errorf("%w: the node's own users' credentials are not sent to the origin", ErrCredentialsNeeded)
+// ErrNodeUserName: the credentials carry the user name of one of the
+// node's own users, and are not forwarded (a 401, as ErrCredentialsNeeded).
+var ErrNodeUserName = fmt.Errorf("%w: credentials under the user name of one of the node's own users are not sent to the origin; use the origin's own user name", ErrCredentialsNeeded)
 
 // accessKey names an answer: the credentials by their keyed hash, never
 // the credentials.
@@ -167,7 +169,7 @@ func (e *Engine) askOrigin(ctx context.Context, rt *policy.Route, repo string, k
 	client := clientOf(ctx)
 	var q *guess
 	if client != "" {
-		pair := client + "\x00" + cr.Username
+		pair := e.guesses.pairOf(client, cr.Username)
 		release, err := e.guesses.enter(ctx, pair)
 		if err != nil {
 			return err
@@ -181,9 +183,10 @@ func (e *Engine) askOrigin(ctx context.Context, rt *policy.Route, repo string, k
 			e.m.admissions.WithLabelValues("throttled").Inc()
 			return &RefusalsError{Client: client, RetryAfter: wait}
 		}
+		defer q.done()
 	}
-	if e.nodeUser != nil && e.nodeUser(cr.Username, cr.Password) {
-		err = fmt.Errorf("cache: %s/%s: %w", rt.Name, repo, errNodeUser)
+	if e.nodeUser != nil && e.nodeUser(cr.Username) {
+		err = fmt.Errorf("cache: %s/%s: %w", rt.Name, repo, ErrNodeUserName)
 	} else {
 		err = refusal(ask(o, cr))
 	}
@@ -206,11 +209,7 @@ func (e *Engine) askOrigin(ctx context.Context, rt *policy.Route, repo string, k
 		}
 		if q != nil {
 			q.refused()
-			q = nil // the address's share stays taken
 		}
-	}
-	if q != nil {
-		q.answered()
 	}
 	e.m.admissions.WithLabelValues(admissionResult(err)).Inc()
 	return err

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -72,19 +73,23 @@ auth:
 	}
 }
 
-// TestForwardedCredentialsNeverCarryANodeUsersPassword checks that a node
-// user's credentials, which a client that has them stored for the node's
-// host sends with any request (a FROM line or a ?ns= that someone else
-// chose is enough to name the forwarding route), are refused there and
-// never reach the origin, even one that knows them; an origin user of the
-// same name with another password is served, and the node user's failure
-// there counts against nothing of the node's own logins.
+// TestForwardedCredentialsNeverCarryANodeUsersPassword checks that
+// credentials under a node user's name, which a client that has them
+// stored for the node's host sends with any request (a FROM line or a ?ns=
+// that someone else chose is enough to name the forwarding route), are
+// refused there whatever their password and never reach the origin, even
+// one that knows them: the route is no oracle for a node user's password
+// (a right one and a wrong one get the same answer, and neither asks the
+// origin, whose round trip would tell them apart); an origin user the node
+// does not know is served, and the refusals count against nothing of the
+// node's own logins.
 func TestForwardedCredentialsNeverCarryANodeUsersPassword(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	private := origintest.NewRegistry(t, origintest.WithTokenAuth("owner", "owner-pw"),
 		origintest.WithTokenUser("ci", "ci-secret", "team/secret"),
-		origintest.WithTokenUser("ops", "ops-origin-pw", "team/secret"))
+		origintest.WithTokenUser("ops", "ops-origin-pw", "team/secret"),
+		origintest.WithTokenUser("alice", "alice-pw", "team/secret"))
 	origintest.PushImage(t, private.URL, "team/secret", "v1", 1, 512)
 	htpasswd := htpasswdFile(t, dir, map[string]string{"ci": "ci-secret", "ops": "ops-node-pw"})
 	url := startNode(t, `
@@ -99,7 +104,7 @@ auth:
   htpasswd: `+htpasswd+`
   grants: [{user: ci, prefix: team/, actions: [pull, push, delete]}]
 `)
-	get := func(user, pass, path string) int {
+	get := func(user, pass, path string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url+path, nil)
 		req.SetBasicAuth(user, pass)
@@ -108,24 +113,82 @@ auth:
 		if err != nil {
 			t.Fatal(err)
 		}
-		res.Body.Close()
-		return res.StatusCode
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(body)
 	}
 	const secret = "/v2/private.example/team/secret/manifests/v1"
-	issued, denied := private.TokensIssued(), private.TokenDenials() // the push's
-	for range 3 {
-		if got := get("ci", "ci-secret", secret); got != http.StatusUnauthorized {
-			t.Fatalf("a node user's credentials on the forwarding route: %d, want 401", got)
+	asked := func() int { return private.TokensIssued() + private.TokenDenials() }
+	before := asked() // the push's
+	for _, user := range []string{"ci", "ops"} {
+		var bodies []string
+		for _, pass := range []string{"wrong", user + "-secret", "ops-node-pw", "ops-origin-pw"} {
+			code, body := get(user, pass, secret)
+			if code != http.StatusUnauthorized || !strings.Contains(body, "user name of one of the node's own users") {
+				t.Fatalf("credentials under the node user name %q on the forwarding route: %d %s, want 401 saying why", user, code, body)
+			}
+			bodies = append(bodies, body)
+		}
+		for _, b := range bodies[1:] {
+			if b != bodies[0] {
+				t.Fatalf("the node user %q's answers differ by password: %q and %q", user, bodies[0], b)
+			}
 		}
 	}
-	if n, d := private.TokensIssued()-issued, private.TokenDenials()-denied; n+d != 0 {
-		t.Fatalf("the node user's credentials reached the origin (%d tokens issued, %d refused)", n, d)
+	if n := asked() - before; n != 0 {
+		t.Fatalf("credentials under a node user's name reached the origin (%d token requests)", n)
 	}
-	if got := get("ops", "ops-origin-pw", secret); got != http.StatusOK {
-		t.Fatalf("an origin user named as a node user, with the origin's password: %d, want 200", got)
+	if got, _ := get("alice", "alice-pw", secret); got != http.StatusOK {
+		t.Fatalf("an origin user the node does not know: %d, want 200", got)
 	}
 	// The node user's own logins are untouched.
-	if got := get("ci", "ci-secret", "/v2/team/app/tags/list"); got == http.StatusUnauthorized || got == http.StatusTooManyRequests {
+	if got, _ := get("ci", "ci-secret", "/v2/team/app/tags/list"); got == http.StatusUnauthorized || got == http.StatusTooManyRequests {
 		t.Fatalf("the node user on the node's own route: %d", got)
+	}
+}
+
+// TestForwardedCredentialsTooLong checks that a forwarding route refuses a
+// user name or password longer than any origin's with a 401 that says so,
+// without asking the origin, and that the API takes no request header near
+// net/http's 1 MiB default (a huge user name would otherwise be held).
+func TestForwardedCredentialsTooLong(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	private := origintest.NewRegistry(t, origintest.WithTokenAuth("owner", "owner-pw"))
+	url := startNode(t, `
+listen: "127.0.0.1:0"
+admin_listen: ""
+data_dir: `+dir+`/data
+routes:
+  - {name: private.example, origin: "`+private.URL+`", forward_credentials: true, default: true}
+global: {backend: none}
+`)
+	get := func(user, pass string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url+"/v2/private.example/team/secret/manifests/v1", nil)
+		req.SetBasicAuth(user, pass)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(body)
+	}
+	asked := func() int { return private.TokensIssued() + private.TokenDenials() }
+	before := asked()
+	for _, c := range [][2]string{{strings.Repeat("u", 257), "x"}, {"u", strings.Repeat("p", 4<<10+1)}} {
+		if code, body := get(c[0], c[1]); code != http.StatusUnauthorized || !strings.Contains(body, "too long") {
+			t.Errorf("a %d-byte user name and %d-byte password: %d %s, want 401 saying they are too long", len(c[0]), len(c[1]), code, body)
+		}
+	}
+	if n := asked() - before; n != 0 {
+		t.Errorf("credentials too long reached the origin (%d token requests)", n)
+	}
+	if code, _ := get(strings.Repeat("u", 256), strings.Repeat("p", 4<<10)); code != http.StatusUnauthorized || asked() == before {
+		t.Errorf("credentials of the longest lengths: %d, origin asked %d times; want the origin's 401", code, asked()-before)
+	}
+	if code, _ := get(strings.Repeat("u", 700<<10), "x"); code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a 700 KiB user name: %d, want 431", code)
 	}
 }

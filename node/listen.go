@@ -128,6 +128,9 @@ func (n *Node) stop() {
 // the next start to resume; only a disk that does not answer takes longer.
 const fillGrace = 10 * time.Second
 
+// apiMaxHeaderBytes bounds a request header on the API.
+const apiMaxHeaderBytes = 64 << 10
+
 // newAPIServer builds the API's server: pulls on the lean loop, the rest
 // (everything, with TLS or when the lean loop is off) on net/http, under
 // one set of limits and timeouts.
@@ -136,6 +139,10 @@ func newAPIServer(cfg config.Server, tlsCfg *config.TLS, handler http.Handler, l
 		Handler:           handler,
 		ReadHeaderTimeout: time.Duration(cfg.HeaderTimeout),
 		IdleTimeout:       time.Duration(cfg.IdleTimeout),
+		// A request's header fits in far less (the lean loop takes 4 KiB
+		// at most, handing larger ones to this server); net/http's default
+		// is 1 MiB.
+		MaxHeaderBytes: apiMaxHeaderBytes,
 	}
 	lean := handler
 	if cfg.LeanLoop != nil && !*cfg.LeanLoop {

@@ -294,9 +294,9 @@ func (n *Node) buildEngine(ctx context.Context, reg prometheus.Registerer, authz
 		opts = append(opts, cache.WithPeers(n.peers), cache.WithTagMoved(n.tagMoved))
 	}
 	if u, ok := authz.(interface {
-		Owns(user, password string) bool
+		HasUser(name string) bool
 	}); ok {
-		opts = append(opts, cache.WithNodeUsers(u.Owns)) // never forwarded to an origin
+		opts = append(opts, cache.WithNodeUsers(u.HasUser)) // never forwarded to an origin
 	}
 	if n.engine, err = cache.New(store, origins, opts...); err != nil {
 		return err

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+
 	"github.com/edgeregistry/edge/auth"
 	"github.com/edgeregistry/edge/cache"
 	"github.com/edgeregistry/edge/policy"
@@ -111,15 +113,28 @@ func (s *Server) scopeName(rt *policy.Route, name, repo string) string {
 // refused: such a route has no anonymous pulls.
 //
 // The client is named in the context too: the origin's refusals of its
-// credentials are counted against its address.
+// credentials are counted against its address. A user name or password
+// longer than any registry's is refused before anything is kept of it.
 func (s *Server) forwardCredentials(r *http.Request) (*http.Request, error) {
 	user, pass, ok := r.BasicAuth()
 	if !ok || user == "" && pass == "" {
 		return r, fmt.Errorf("registry: %w (with HTTP Basic)", cache.ErrCredentialsNeeded)
 	}
+	if len(user) > maxForwardedUser || len(pass) > maxForwardedPassword {
+		return r, &apiError{Status: http.StatusUnauthorized, Code: errcode.ErrorCodeUnauthorized,
+			Message: fmt.Sprintf("credentials too long to forward to the origin: a user name may have up to %d bytes, a password up to %d",
+				maxForwardedUser, maxForwardedPassword),
+			Err: cache.ErrCredentialsNeeded}
+	}
 	ctx := upstream.WithCredentials(r.Context(), upstream.Credentials{Username: user, Password: pass})
 	return r.WithContext(cache.WithClient(ctx, s.client(r))), nil
 }
+
+// The longest user name and password forwarded to an origin.
+const (
+	maxForwardedUser     = 256
+	maxForwardedPassword = 4 << 10
+)
 
 // defaultChallenge is the challenge of a 401 on a node without users.
 const defaultChallenge = `Basic realm="edge", charset="UTF-8"`

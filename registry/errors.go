@@ -98,6 +98,10 @@ func toAPIError(err error, about subject) *apiError {
 		return &apiError{Status: http.StatusUnauthorized, Code: errcode.ErrorCodeUnauthorized, Message: "authentication required", Err: err}
 	case errors.Is(err, auth.ErrDenied):
 		return &apiError{Status: http.StatusForbidden, Code: errcode.ErrorCodeDenied, Message: "requested access to the resource is denied", Err: err}
+	case errors.Is(err, cache.ErrNodeUserName):
+		return &apiError{Status: http.StatusUnauthorized, Code: errcode.ErrorCodeUnauthorized,
+			Message: "authentication required: this route forwards its clients' credentials to its origin, " +
+				"and credentials under the user name of one of the node's own users are never sent there; use the origin's own user name", Err: err}
 	case errors.Is(err, cache.ErrCredentialsNeeded):
 		return &apiError{Status: http.StatusUnauthorized, Code: errcode.ErrorCodeUnauthorized,
 			Message: "authentication required: this route serves only clients whose credentials its origin accepts", Err: err}

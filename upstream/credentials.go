@@ -138,19 +138,24 @@ var ErrRealmElsewhere = errors.New("the origin's token realm is on another host;
 
 // realmAtOrigin checks that the realm of a Bearer challenge, to which a
 // client's credentials are about to go, is on the origin's own host or one
-// of the route's token hosts, and
-// is https unless the origin itself is http: the challenge was learnt from
+// of the route's token hosts, and is https: the challenge was learnt from
 // the origin, but a client's password goes to the party that the client
-// named to the node, and to no other.
+// named to the node, and to no other, and never in clear across a network.
+// Only a realm on the origin's own host may be http, when the origin
+// itself is (which the configuration allows on loopback only).
 func (c *Client) realmAtOrigin(ch *transport.Challenge) error {
 	realm := ch.Parameters["realm"]
 	u, err := url.Parse(realm)
-	switch {
-	case err != nil || u.Host == "":
+	if err != nil || u.Host == "" {
 		return fmt.Errorf("%w: realm %q", ErrRealmElsewhere, realm)
-	case !strings.EqualFold(u.Host, c.host) && !slices.ContainsFunc(c.cfg.TokenHosts, func(h string) bool { return strings.EqualFold(h, u.Host) }):
+	}
+	atOrigin := strings.EqualFold(u.Host, c.host)
+	switch {
+	case !atOrigin && !slices.ContainsFunc(c.cfg.TokenHosts, func(h string) bool { return strings.EqualFold(h, u.Host) }):
 		return fmt.Errorf("%w: realm %q, origin %s (route token_hosts: %v)", ErrRealmElsewhere, realm, c.host, c.cfg.TokenHosts)
-	case u.Scheme != "https" && (u.Scheme != "http" || c.reg.Scheme() != "http"):
+	case u.Scheme == "https":
+	case u.Scheme == "http" && atOrigin && c.reg.Scheme() == "http":
+	default:
 		return fmt.Errorf("%w: realm %q is not https", ErrRealmElsewhere, realm)
 	}
 	return nil

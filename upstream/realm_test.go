@@ -1,7 +1,9 @@
 package upstream_test
 
 import (
+	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -23,19 +25,43 @@ type thief struct {
 func newThief(t *testing.T) *thief {
 	t.Helper()
 	th := &thief{}
-	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := httptest.NewServer(th.handler())
+	t.Cleanup(s.Close)
+	// By name: go-containerregistry refuses a realm at a loopback address
+	// on another host than the origin's, but not a name.
+	th.URL = strings.Replace(s.URL, "127.0.0.1", "localhost", 1)
+	return th
+}
+
+// newTLSThief is a thief on https, at example.com (which its certificate
+// names), and a transport that trusts it and reaches example.com on
+// loopback.
+func newTLSThief(t *testing.T) (*thief, http.RoundTripper) {
+	t.Helper()
+	th := &thief{}
+	s := httptest.NewTLSServer(th.handler())
+	t.Cleanup(s.Close)
+	th.URL = strings.Replace(s.URL, "127.0.0.1", "example.com", 1)
+	tr := s.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if host, port, err := net.SplitHostPort(addr); err == nil && host == "example.com" {
+			addr = net.JoinHostPort("127.0.0.1", port)
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return th, tr
+}
+
+func (th *thief) handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if u, p, ok := r.BasicAuth(); ok {
 			th.mu.Lock()
 			th.seen = append(th.seen, u+":"+p)
 			th.mu.Unlock()
 		}
 		w.WriteHeader(http.StatusUnauthorized)
-	}))
-	t.Cleanup(s.Close)
-	// By name: go-containerregistry refuses a realm at a loopback address
-	// on another host than the origin's, but not a name.
-	th.URL = strings.Replace(s.URL, "127.0.0.1", "localhost", 1)
-	return th
+	})
 }
 
 func (th *thief) wantNothing(t *testing.T) {
@@ -110,16 +136,16 @@ func TestForwardedCredentialsGoToTheOriginsHostOnly(t *testing.T) {
 
 // A route's token hosts are the exception: a realm that the origin's own
 // challenge names on one of them (Docker Hub's origin names auth.docker.io)
-// is sent the client's credentials.
+// is sent the client's credentials, over https.
 func TestForwardedCredentialsGoToARouteTokenHost(t *testing.T) {
 	t.Parallel()
-	th := newThief(t)
+	th, tr := newTLSThief(t)
 	origin := serve(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="`+th.URL+`/token",service="x"`)
 		w.WriteHeader(http.StatusUnauthorized)
 	})
-	host := strings.TrimPrefix(th.URL, "http://")
-	c, _ := newClient(t, origin, forward, func(c *upstream.Config) { c.TokenHosts = []string{host} })
+	host := strings.TrimPrefix(th.URL, "https://")
+	c, _ := newClient(t, origin, forward, func(c *upstream.Config) { c.TokenHosts = []string{host}; c.Transport = tr })
 	_, err := c.HeadManifest(as(t.Context(), "alice", "alice-pw"), "app", "v1")
 	if errors.Is(err, upstream.ErrRealmElsewhere) {
 		t.Fatalf("a realm on a token host of the route: %v", err)
@@ -129,4 +155,23 @@ func TestForwardedCredentialsGoToARouteTokenHost(t *testing.T) {
 	if len(th.seen) == 0 || th.seen[0] != "alice:alice-pw" {
 		t.Fatalf("the token host saw %v, want alice's credentials", th.seen)
 	}
+}
+
+// A realm on a token host of the route is sent nothing over http, even
+// when the origin itself is http (on loopback): a password would cross the
+// network in clear.
+func TestForwardedCredentialsNeverGoToAnHTTPTokenHost(t *testing.T) {
+	t.Parallel()
+	th := newThief(t)
+	origin := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+th.URL+`/token",service="x"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	})
+	host := strings.TrimPrefix(th.URL, "http://")
+	c, _ := newClient(t, origin, forward, func(c *upstream.Config) { c.TokenHosts = []string{host} })
+	_, err := c.HeadManifest(as(t.Context(), "alice", "alice-pw"), "app", "v1")
+	if !errors.Is(err, upstream.ErrRealmElsewhere) || !strings.Contains(err.Error(), "not https") {
+		t.Fatalf("an http realm on a token host: %v, want ErrRealmElsewhere (not https)", err)
+	}
+	th.wantNothing(t)
 }
