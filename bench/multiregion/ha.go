@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -10,8 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/edgeregistry/edge/bench/internal/benchkit"
 )
 
 // The HA scenario: one region of nodes behind a round-robin balancer,
@@ -258,46 +255,5 @@ func pullRetry(ctx context.Context, c *http.Client, base string, hi haImage, par
 		}
 		return err
 	}
-	var body []byte
-	err := try(func() error {
-		var err error
-		if body, err = get(ctx, c, base+"/v2/"+haRepo+"/manifests/"+hi.tag, acceptManifests, -1); err != nil {
-			return fmt.Errorf("manifest: %w", err)
-		}
-		if got := benchkit.Digest(body); got != hi.im.digest {
-			return fmt.Errorf("manifest digest %s, want %s", got, hi.im.digest)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	var m struct {
-		Config descriptor   `json:"config"`
-		Layers []descriptor `json:"layers"`
-	}
-	if err := json.Unmarshal(body, &m); err != nil {
-		return fmt.Errorf("manifest: %w", err)
-	}
-	blobs := append([]descriptor{m.Config}, m.Layers...)
-	sem := make(chan struct{}, max(parallel, 1))
-	errs := make(chan error, len(blobs))
-	var wg sync.WaitGroup
-	for _, b := range blobs {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := try(func() error {
-				if err := getBlob(ctx, c, base+"/v2/"+haRepo+"/blobs/"+b.Digest, b); err != nil {
-					return fmt.Errorf("blob %s: %w", b.Digest, err)
-				}
-				return nil
-			}); err != nil {
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return pullWith(ctx, c, base, haRepo, hi.tag, hi.im.digest, parallel, try)
 }

@@ -380,23 +380,7 @@ func startRegion(ctx context.Context, s settings, dir, name, originURL, globalYA
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, w, err
-	}
-	cfg := fmt.Sprintf(`region: %s
-listen: "127.0.0.1:0"
-admin_listen: "127.0.0.1:0"
-data_dir: %q
-log: {level: info, format: text}
-routes:
-  - {name: docker.io, origin: %q, default: true, tag_ttl: 5m}
-global: %s
-`, name, filepath.Join(dir, "data"), w.url, globalYAML)
-	cfgPath := filepath.Join(dir, "edge.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		return nil, w, err
-	}
-	n, err := startEdge(ctx, s.edgeBin, name, cfgPath, filepath.Join(dir, "edge.log"))
+	n, err := startMember(ctx, s, dir, name, name, w.url, globalYAML, "")
 	return n, w, err
 }
 

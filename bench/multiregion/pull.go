@@ -27,12 +27,25 @@ type descriptor struct {
 // parallel at a time, and checks the manifest's digest against want and
 // every blob's size and digest against its descriptor.
 func pull(ctx context.Context, base, repo, tag, want string, parallel int) error {
-	body, err := get(ctx, client, base+"/v2/"+repo+"/manifests/"+tag, acceptManifests, -1)
+	return pullWith(ctx, client, base, repo, tag, want, parallel, func(f func() error) error { return f() })
+}
+
+// pullWith is pull through c, each request (the manifest, each blob) run by
+// try, which may retry it.
+func pullWith(ctx context.Context, c *http.Client, base, repo, tag, want string, parallel int, try func(func() error) error) error {
+	var body []byte
+	err := try(func() error {
+		var err error
+		if body, err = get(ctx, c, base+"/v2/"+repo+"/manifests/"+tag, acceptManifests, -1); err != nil {
+			return fmt.Errorf("manifest: %w", err)
+		}
+		if got := benchkit.Digest(body); got != want {
+			return fmt.Errorf("manifest digest %s, want %s", got, want)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("manifest: %w", err)
-	}
-	if got := benchkit.Digest(body); got != want {
-		return fmt.Errorf("manifest digest %s, want %s", got, want)
+		return err
 	}
 	var m struct {
 		Config descriptor   `json:"config"`
@@ -49,8 +62,13 @@ func pull(ctx context.Context, base, repo, tag, want string, parallel int) error
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if err := getBlob(ctx, client, base+"/v2/"+repo+"/blobs/"+b.Digest, b); err != nil {
-				errs <- fmt.Errorf("blob %s: %w", b.Digest, err)
+			if err := try(func() error {
+				if err := getBlob(ctx, c, base+"/v2/"+repo+"/blobs/"+b.Digest, b); err != nil {
+					return fmt.Errorf("blob %s: %w", b.Digest, err)
+				}
+				return nil
+			}); err != nil {
+				errs <- err
 			}
 		})
 	}
