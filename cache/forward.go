@@ -121,12 +121,12 @@ func (e *Engine) admit(ctx context.Context, rt *policy.Route, repo, ref string, 
 			}
 			return nil, err
 		})
-		select {
-		case res := <-ch:
-			return res.Err
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
+		// The answer is waited for even when the client has left: the
+		// question was asked, and its answer (a refusal above all) must
+		// count against the credentials' guesses. The metadata timeout
+		// bounds the wait.
+		res := <-ch
+		return res.Err
 	})
 }
 

@@ -177,7 +177,7 @@ global: {backend: none}
 	}
 	asked := func() int { return private.TokensIssued() + private.TokenDenials() }
 	before := asked()
-	for _, c := range [][2]string{{strings.Repeat("u", 257), "x"}, {"u", strings.Repeat("p", 4<<10+1)}} {
+	for _, c := range [][2]string{{strings.Repeat("u", 257), "x"}, {"u", strings.Repeat("p", 16<<10+1)}} {
 		if code, body := get(c[0], c[1]); code != http.StatusUnauthorized || !strings.Contains(body, "too long") {
 			t.Errorf("a %d-byte user name and %d-byte password: %d %s, want 401 saying they are too long", len(c[0]), len(c[1]), code, body)
 		}
@@ -185,7 +185,7 @@ global: {backend: none}
 	if n := asked() - before; n != 0 {
 		t.Errorf("credentials too long reached the origin (%d token requests)", n)
 	}
-	if code, _ := get(strings.Repeat("u", 256), strings.Repeat("p", 4<<10)); code != http.StatusUnauthorized || asked() == before {
+	if code, _ := get(strings.Repeat("u", 256), strings.Repeat("p", 16<<10)); code != http.StatusUnauthorized || asked() == before {
 		t.Errorf("credentials of the longest lengths: %d, origin asked %d times; want the origin's 401", code, asked()-before)
 	}
 	if code, _ := get(strings.Repeat("u", 700<<10), "x"); code != http.StatusRequestHeaderFieldsTooLarge {

@@ -133,7 +133,7 @@ func (s *Server) forwardCredentials(r *http.Request) (*http.Request, error) {
 // The longest user name and password forwarded to an origin.
 const (
 	maxForwardedUser     = 256
-	maxForwardedPassword = 4 << 10
+	maxForwardedPassword = 16 << 10 // cloud registries' tokens run to a few KiB
 )
 
 // defaultChallenge is the challenge of a 401 on a node without users.

@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeregistry/edge/internal/origintest"
+	"github.com/edgeregistry/edge/internal/testkit"
 	"github.com/edgeregistry/edge/policy"
 )
 
@@ -214,4 +216,35 @@ func TestForwardedAdmissionEndsWithItsToken(t *testing.T) {
 	if got := heads(); got != asked+1 {
 		t.Fatalf("the admission outlived its token (%d HEADs, want %d)", got, asked+1)
 	}
+}
+
+// A guess whose client leaves before the origin answers still counts: the
+// origin was asked, and its refusal is charged to the credentials, so
+// guesses cut short cannot spray passwords at the origin unbounded.
+func TestForwardedGuessesCountWhenTheClientLeaves(t *testing.T) {
+	t.Parallel()
+	p := newPrivate(t, nodeConfig{})
+	manifest := p.url("private/app/manifests/v1")
+	p.proxy.Latency(origintest.AnyRequest, 300*time.Millisecond) // every answer comes after the client left
+	for i := range 10 {
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, manifest, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("alice", "guess-"+strconv.Itoa(i))
+		// Over 4 KiB of headers: served by net/http, which sees the client
+		// leave at once (the lean loop notices within a second).
+		req.Header.Set("X-Pad", strings.Repeat("p", 5<<10))
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+			t.Fatalf("guess %d was answered (%d) before the origin could", i, res.StatusCode)
+		}
+		cancel()
+		// The next guess comes once the origin refused this one.
+		testkit.Eventually(t, "the origin to refuse the guess", func() bool { return p.origin.TokenDenials() == i+1 })
+	}
+	p.proxy.ClearFaults()
+	r := do(t, http.MethodGet, manifest, basicAuth("alice", "guess-last")...)
+	wantError(t, r, http.StatusTooManyRequests, "TOOMANYREQUESTS")
 }
