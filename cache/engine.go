@@ -168,6 +168,11 @@ type Peers interface {
 	// not have it, is busy, or its own lower tiers failed: none of those
 	// is the peer's fault.
 	Open(ctx context.Context, peer string, d digest.Digest, offset int64, ask PeerAsk) (io.ReadCloser, int64, error)
+	// OpenManifest reads manifest d at peer, the fleet's filler of that
+	// digest, for the route and repository of ask: the filler fetches it by
+	// its digest from the origin once for every node that asks. An error
+	// wrapping ErrNotFound when the peer does not send it.
+	OpenManifest(ctx context.Context, peer string, d digest.Digest, ask PeerAsk) (body []byte, mediaType string, err error)
 	// Failed tells the fleet that peer failed to send d: it broke off,
 	// stalled, sent bytes that did not verify, or did not answer. Pick
 	// passes over it for a while.

@@ -317,6 +317,12 @@ func (e *Engine) fetchManifest(ctx context.Context, rt *policy.Route, repo, ref 
 		}
 		mctx, cancel := e.meta(context.WithoutCancel(ctx))
 		defer cancel()
+		if m, ok := e.manifestFromFiller(mctx, o, rt, repo, ref); ok {
+			e.storeManifest(mctx, rt, repo, m)
+			e.storeTag(mctx, rt, repo, ref, m)
+			e.enqueueFrom(mctx, rt, replication.TagItem(rt.Name, repo, ref))
+			return m, nil
+		}
 		desc, body, err := o.GetManifest(mctx, repo, ref)
 		if err != nil {
 			return Manifest{}, err
@@ -342,6 +348,73 @@ func (e *Engine) fetchManifest(ctx context.Context, rt *policy.Route, repo, ref 
 	case <-ctx.Done():
 		return Manifest{}, ctx.Err()
 	}
+}
+
+// manifestFromFiller gets the manifest that tag of repo names through the
+// fleet: a HEAD of the tag at the origin (Docker Hub does not count it
+// against its pull limit) names the digest, and the digest's filler for
+// the fleet, which fetches it from the origin once for every node that
+// asks, sends it; verified here. When this node is the filler, it GETs
+// the digest, sharing that GET with the other nodes' asks. false when
+// there is no fleet, the route forwards its clients' credentials, or the
+// manifest could not be had that way: the caller GETs the tag itself.
+func (e *Engine) manifestFromFiller(ctx context.Context, o Origin, rt *policy.Route, repo, tag string) (Manifest, bool) {
+	if e.peers == nil || rt.ForwardCredentials {
+		return Manifest{}, false
+	}
+	if _, err := digest.Parse(tag); err == nil {
+		return Manifest{}, false // by digest: fetched where it is asked for
+	}
+	desc, err := o.HeadManifest(ctx, repo, tag)
+	if err != nil || desc.Digest.Validate() != nil {
+		return Manifest{}, false
+	}
+	if lm, err := e.local.GetManifest(ctx, desc.Digest); err == nil {
+		// Here already: fetched for a peer that asked this node, its filler.
+		return Manifest{Digest: desc.Digest, MediaType: lm.MediaType, Body: lm.Body}, true
+	}
+	peer, ok := e.peers.Pick(desc.Digest, true)
+	if !ok {
+		// This node is the digest's filler: it GETs it by its digest, as
+		// the other nodes' asks do here, so that they share the one GET.
+		m, err := e.fetchManifest(WithClient(ctx, ""), rt, repo, desc.Digest.String())
+		return m, err == nil
+	}
+	body, mediaType, err := e.peers.OpenManifest(ctx, peer, desc.Digest, PeerAsk{Route: rt.Name, Repo: repo})
+	if err == nil && (len(body) > oci.MaxManifestSize || desc.Digest.Algorithm().FromBytes(body) != desc.Digest) {
+		err = &VerifyError{Digest: desc.Digest, Err: ErrDigestMismatch, Detail: "a peer sent another manifest"}
+	}
+	if err != nil {
+		if !isNotFound(err) && ctx.Err() == nil {
+			e.peers.Failed(peer, desc.Digest, err)
+			e.log.Info("the fleet's filler cannot send a manifest; fetching it here", "digest", desc.Digest, "peer", peer, "err", err)
+		}
+		return Manifest{}, false
+	}
+	if mediaType == "" {
+		mediaType = desc.MediaType
+	}
+	e.m.peerManifests.Inc()
+	return Manifest{Digest: desc.Digest, MediaType: mediaType, Body: body}, true
+}
+
+// PeerManifest answers peer, which names this node the filler of manifest
+// d and learnt from the origin that repo of route rt holds it: from the
+// local tier, the global tier, or a fetch by digest from rt's origin,
+// shared by every node that asks at once (fetchManifest coalesces), kept
+// and linked here. The caller checked that this node serves repo on rt for
+// the fleet.
+func (e *Engine) PeerManifest(ctx context.Context, peer string, d digest.Digest, rt *policy.Route, repo string) (Manifest, error) {
+	ctx = WithClient(ctx, "peer:"+peer)
+	if m, err := e.local.GetManifest(ctx, d); err == nil {
+		e.Link(ctx, rt, repo, d)
+		return Manifest{Digest: d, MediaType: m.MediaType, Body: m.Body}, nil
+	}
+	if gm, err := e.globalManifest(ctx, rt, d); err == nil {
+		e.storeManifest(ctx, rt, repo, gm)
+		return gm, nil
+	}
+	return e.fetchManifest(ctx, rt, repo, d.String())
 }
 
 // Remember keeps manifest m of repo in the local tier, with what it

@@ -16,6 +16,7 @@ type metrics struct {
 	globalErrors  *prometheus.CounterVec // op
 	takeovers     prometheus.Counter     // fills moved on after a peer broke off
 	conflicts     prometheus.Counter     // peers refused: they asked the node they feed
+	peerManifests prometheus.Counter     // manifests of tags got from the fleet's filler
 	admissions    *prometheus.CounterVec // result: of routes that forward credentials
 
 	fillsInFlight, fillWaiters prometheus.Gauge
@@ -58,6 +59,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"op"}),
 		takeovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edge_peer_takeovers_total", Help: "Fills that took over from the byte reached after a peer broke off, stalled or died.",
+		}),
+		peerManifests: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_peer_manifests_total", Help: "Manifests of tags got from the fleet's filler of their digest (after a HEAD of the tag at the origin) instead of a GET at the origin.",
 		}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edge_peer_conflicts_total", Help: "Peer requests answered not-found because the asking peer is the one this node's fill reads from (two nodes naming each other).",
@@ -102,7 +106,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.localManifestHit = m.hits.WithLabelValues("local", "manifest")
 	if reg != nil {
 		reg.MustRegister(m.hits, m.misses, m.bytes, m.coalesced, m.fills, m.stale, m.revalidated, m.writeFailure,
-			m.globalErrors, m.fillsInFlight, m.fillWaiters, m.missesRefused, m.takeovers, m.conflicts, m.admissions)
+			m.globalErrors, m.fillsInFlight, m.fillWaiters, m.missesRefused, m.takeovers, m.conflicts, m.peerManifests, m.admissions)
 	}
 	return m
 }

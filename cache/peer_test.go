@@ -104,6 +104,10 @@ func (p *fakePeers) Open(_ context.Context, peer string, _ digest.Digest, off in
 	return nil, 0, fmt.Errorf("no peer %s: %w", peer, ErrNotFound)
 }
 
+func (p *fakePeers) OpenManifest(context.Context, string, digest.Digest, PeerAsk) ([]byte, string, error) {
+	return nil, "", fmt.Errorf("no manifests here: %w", ErrNotFound)
+}
+
 func (p *fakePeers) Failed(peer string, _ digest.Digest, _ error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

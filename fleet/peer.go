@@ -144,6 +144,12 @@ type Ask struct {
 // local tier or filled on the request from the tiers below.
 type Blobs func(ctx context.Context, d digest.Digest, ask Ask) (Content, error)
 
+// Manifests is what the peer listener serves manifests from: manifest d,
+// for the route and repository of ask, held here or fetched by its digest
+// from that route's origin once for every node that asks (the asking nodes
+// learnt the digest from the origin, with a HEAD of the tag).
+type Manifests func(ctx context.Context, d digest.Digest, ask Ask) (body []byte, mediaType string, err error)
+
 // File is the Content of a file of exactly the blob, verified before it
 // was committed.
 type File struct{ *os.File }
@@ -151,8 +157,11 @@ type File struct{ *os.File }
 // Err is nil: the file was verified before it was committed.
 func (File) Err() error { return nil }
 
-// blobPath is the one path the peer listener answers, then a digest.
-const blobPath = "/peer/v1/blobs/"
+// The paths the peer listener answers, each then a digest.
+const (
+	blobPath     = "/peer/v1/blobs/"
+	manifestPath = "/peer/v1/manifests/"
+)
 
 // BlobURL is the URL of blob d at the peer listener at addr, a host:port
 // that checkPeer took, asking for ask.
@@ -165,6 +174,14 @@ func BlobURL(addr string, d digest.Digest, ask Ask) string {
 		}
 		u.RawQuery = q.Encode()
 	}
+	return u.String()
+}
+
+// ManifestURL is the URL of manifest d at the peer listener at addr, for
+// the route and repository of ask.
+func ManifestURL(addr string, d digest.Digest, ask Ask) string {
+	u := &url.URL{Scheme: "http", Host: addr, Path: manifestPath + string(d)}
+	u.RawQuery = url.Values{"route": {ask.Route}, "repo": {ask.Repo}}.Encode()
 	return u.String()
 }
 
@@ -207,14 +224,15 @@ func repoName(s string) bool {
 }
 
 // Handler serves signed GET and HEAD requests of blobs by digest, with
-// ranges and an optional Ask, from blobs; nothing else. A blob is named by
+// ranges and an optional Ask, from blobs, and of manifests by digest, for a
+// route and repository, from manifests; nothing else. A blob is named by
 // its digest alone: the node that asks has checked, as its API does, that
 // its client may read it. status gives the status of an error of blobs:
 // http.StatusNotFound (not here), http.StatusServiceUnavailable (busy:
 // no fill slot free), http.StatusBadGateway (a tier below failed); an
 // asking node goes on to its next tier for each, and blames this node only
 // for other failures.
-func Handler(s *Signer, blobs Blobs, status func(error) int) http.Handler {
+func Handler(s *Signer, blobs Blobs, manifests Manifests, status func(error) int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := s.Check(r); err != nil {
 			http.Error(w, "not signed by a member of the fleet", http.StatusUnauthorized)
@@ -224,11 +242,32 @@ func Handler(s *Signer, blobs Blobs, status func(error) int) http.Handler {
 			http.Error(w, "GET or HEAD only", http.StatusMethodNotAllowed)
 			return
 		}
+		if rest, ok := strings.CutPrefix(r.URL.Path, manifestPath); ok {
+			d, err := digest.Parse(rest)
+			ask, good := parseAsk(r.URL.RawQuery)
+			if err != nil || !good || ask.Route == "" || ask.Join {
+				http.Error(w, "manifests by digest, for a route and repository", http.StatusNotFound)
+				return
+			}
+			body, mediaType, err := manifests(r.Context(), d, ask)
+			if err != nil {
+				code := status(err)
+				http.Error(w, http.StatusText(code), code)
+				return
+			}
+			w.Header().Set("Content-Type", mediaType)
+			w.Header().Set("Docker-Content-Digest", string(d))
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			if r.Method == http.MethodGet {
+				_, _ = w.Write(body)
+			}
+			return
+		}
 		rest, ok := strings.CutPrefix(r.URL.Path, blobPath)
 		d, err := digest.Parse(rest)
 		ask, good := parseAsk(r.URL.RawQuery)
 		if !ok || err != nil || !good {
-			http.Error(w, "only blobs, by digest", http.StatusNotFound)
+			http.Error(w, "only blobs and manifests, by digest", http.StatusNotFound)
 			return
 		}
 		f, err := blobs(r.Context(), d, ask)

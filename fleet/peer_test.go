@@ -46,7 +46,13 @@ func peerServer(t *testing.T, secret []byte, clock *testkit.Clock) (url string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(server, blobs, func(err error) int {
+	manifests := func(_ context.Context, want digest.Digest, ask Ask) ([]byte, string, error) {
+		if want == digest.FromString("manifest") && ask == (Ask{Route: "hub", Repo: "library/app"}) {
+			return []byte("manifest"), "application/vnd.oci.image.manifest.v1+json", nil
+		}
+		return nil, "", errNotHere
+	}
+	srv := httptest.NewServer(Handler(server, blobs, manifests, func(err error) int {
 		if errors.Is(err, errNotHere) {
 			return http.StatusNotFound
 		}
@@ -99,6 +105,11 @@ func TestPeersGetBlobsByDigest(t *testing.T) {
 	member.Sign(req)
 	if code, body := send(t, req); code != http.StatusOK || !bytes.Equal(body, data) {
 		t.Fatalf("signed GET asking for a fill from route hub: %d, %d bytes", code, len(body))
+	}
+	req = newReq(t, http.MethodGet, ManifestURL(url[len("http://"):], digest.FromString("manifest"), Ask{Route: "hub", Repo: "library/app"}))
+	member.Sign(req)
+	if code, body := send(t, req); code != http.StatusOK || string(body) != "manifest" {
+		t.Fatalf("signed GET of a manifest: %d, %q", code, body)
 	}
 	req = newReq(t, http.MethodGet, url+blobPath+string(d))
 	req.Header.Set("Range", "bytes=100-199")
@@ -169,20 +180,25 @@ func TestPeerListenerRefusesWhatIsNotASignedBlobRequest(t *testing.T) {
 	}
 
 	for path, want := range map[string]int{
-		"/v2/library/app/blobs/" + string(d):               http.StatusNotFound,
-		blobPath + "..%2F..%2Fetc%2Fpasswd":                http.StatusNotFound,
-		blobPath + "sha256:abc":                            http.StatusNotFound,
-		blobPath + string(d) + "?ns=docker.io":             http.StatusNotFound,
-		blobPath + string(d) + "?route=hub":                http.StatusNotFound,
-		blobPath + string(d) + "?route=hub&repo=..%2Fx":    http.StatusNotFound,
-		blobPath + string(d) + "?route=a%2Fb&repo=x":       http.StatusNotFound,
-		blobPath + string(d) + "?route=hub&repo=Upper":     http.StatusNotFound,
-		blobPath + string(d) + "?route=hub&repo=x&n=1":     http.StatusNotFound,
-		blobPath + string(d) + "?route=hub&route=x&repo=y": http.StatusNotFound,
-		blobPath + string(d) + "?route=hub&repo=x&join=2":  http.StatusNotFound,
-		blobPath + string(d) + "?join=1":                   http.StatusNotFound,
-		blobPath + string(digest.FromString("not here")):   http.StatusNotFound,
-		blobPath + string(digest.FromString("broken")):     http.StatusInternalServerError,
+		"/v2/library/app/blobs/" + string(d):                                              http.StatusNotFound,
+		blobPath + "..%2F..%2Fetc%2Fpasswd":                                               http.StatusNotFound,
+		blobPath + "sha256:abc":                                                           http.StatusNotFound,
+		blobPath + string(d) + "?ns=docker.io":                                            http.StatusNotFound,
+		blobPath + string(d) + "?route=hub":                                               http.StatusNotFound,
+		blobPath + string(d) + "?route=hub&repo=..%2Fx":                                   http.StatusNotFound,
+		blobPath + string(d) + "?route=a%2Fb&repo=x":                                      http.StatusNotFound,
+		blobPath + string(d) + "?route=hub&repo=Upper":                                    http.StatusNotFound,
+		blobPath + string(d) + "?route=hub&repo=x&n=1":                                    http.StatusNotFound,
+		blobPath + string(d) + "?route=hub&route=x&repo=y":                                http.StatusNotFound,
+		blobPath + string(d) + "?route=hub&repo=x&join=2":                                 http.StatusNotFound,
+		blobPath + string(d) + "?join=1":                                                  http.StatusNotFound,
+		manifestPath + string(digest.FromString("manifest")):                              http.StatusNotFound,
+		manifestPath + string(digest.FromString("manifest")) + "?route=hub&repo=x%2F..":   http.StatusNotFound,
+		manifestPath + string(digest.FromString("manifest")) + "?route=hub&repo=x&join=1": http.StatusNotFound,
+		manifestPath + string(digest.FromString("manifest")) + "?route=hub&repo=other":    http.StatusNotFound,
+		manifestPath + "sha256:abc?route=hub&repo=library%2Fapp":                          http.StatusNotFound,
+		blobPath + string(digest.FromString("not here")):                                  http.StatusNotFound,
+		blobPath + string(digest.FromString("broken")):                                    http.StatusInternalServerError,
 	} {
 		r := newReq(t, http.MethodGet, url+path)
 		member.Sign(r)

@@ -86,11 +86,11 @@ type peerMetrics struct {
 func newPeerMetrics(reg prometheus.Registerer) *peerMetrics {
 	m := &peerMetrics{
 		asked: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_peer_requests_total",
-			Help: "Blobs this node asked of peers, by path (region: the blob's owner in the region; fleet: its filler for the fleet) and result (hit; miss: the peer does not have it, or its own tiers failed; busy: no fill slot free there; error: the peer failed, and is passed over for a while)."}, []string{"path", "result"}),
+			Help: "Blobs and manifests this node asked of peers, by path (region: the blob's owner in the region; fleet: its filler for the fleet; manifest: a manifest's filler) and result (hit; miss: the peer does not have it, or its own tiers failed; busy: no fill slot free there; error: the peer failed, and is passed over for a while)."}, []string{"path", "result"}),
 		answered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_peer_answers_total",
 			Help: "Requests of other nodes on the peer listener, by status code."}, []string{"code"}),
 	}
-	for _, path := range []string{"region", "fleet"} {
+	for _, path := range []string{"region", "fleet", "manifest"} {
 		for _, r := range []string{"hit", "miss", "busy", "error"} {
 			m.asked.WithLabelValues(path, r)
 		}
@@ -147,7 +147,15 @@ func (n *Node) peerHandler(sign *fleet.Signer, m *peerMetrics) http.Handler {
 		}
 		return peerContent{ReadSeeker: rs, b: b}, nil
 	}
-	h := fleet.Handler(sign, blobs, func(err error) int {
+	manifests := func(ctx context.Context, d digest.Digest, ask fleet.Ask) ([]byte, string, error) {
+		rt := n.router.Route(ask.Route)
+		if rt == nil || rt.Hosted || rt.ForwardCredentials || !rt.Permits(ask.Repo, "") {
+			return nil, "", fmt.Errorf("route %q, repository %q: not served here for the fleet: %w", ask.Route, ask.Repo, oci.ErrNotFound)
+		}
+		m, err := n.engine.PeerManifest(ctx, peerOf(ctx), d, rt, ask.Repo)
+		return m.Body, m.MediaType, err
+	}
+	h := fleet.Handler(sign, blobs, manifests, func(err error) int {
 		switch {
 		case errors.Is(err, oci.ErrNotFound):
 			return http.StatusNotFound
@@ -408,6 +416,41 @@ func (p *peerClient) Open(ctx context.Context, peer string, d digest.Digest, off
 	}
 	asked("hit")
 	return newIdleBody(ctx, res.Body, p.idle, cancel), size, nil
+}
+
+func (p *peerClient) OpenManifest(ctx context.Context, peer string, d digest.Digest, ask cache.PeerAsk) ([]byte, string, error) {
+	asked := func(result string) { p.metrics.asked.WithLabelValues("manifest", result).Inc() }
+	mb, ok := p.m.Member(peer)
+	if !ok {
+		return nil, "", fmt.Errorf("peer %s: no longer a member", peer)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fleet.ManifestURL(mb.Peer, d, fleet.Ask{Route: ask.Route, Repo: ask.Repo}), nil)
+	if err != nil {
+		return nil, "", err
+	}
+	p.sign.Sign(req)
+	res, err := p.http.Do(req)
+	if err != nil {
+		asked("error")
+		return nil, "", fmt.Errorf("peer %s: %w", peer, err)
+	}
+	defer res.Body.Close()
+	switch res.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound, http.StatusServiceUnavailable, http.StatusBadGateway:
+		asked("miss")
+		return nil, "", fmt.Errorf("manifest %s: peer %s: %s: %w", d, peer, res.Status, localtier.ErrNotFound)
+	default:
+		asked("error")
+		return nil, "", fmt.Errorf("peer %s: manifest %s: %s", peer, d, res.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(res.Body, oci.MaxManifestSize+1))
+	if err != nil {
+		asked("error")
+		return nil, "", fmt.Errorf("peer %s: manifest %s: %w", peer, d, err)
+	}
+	asked("hit")
+	return body, res.Header.Get("Content-Type"), nil
 }
 
 // idleBody is a peer's response body that ends with errPeerStalled once

@@ -490,3 +490,61 @@ func TestTheDashboardDrawsWhatNodesExport(t *testing.T) {
 		}
 	}
 }
+
+// Four nodes in two regions miss the same tag at the same moment: each
+// asks the origin only a HEAD of the tag, and the manifest's filler GETs
+// it once, by its digest, for the fleet.
+func TestTheFleetGetsATagsManifestFromTheOriginOnce(t *testing.T) {
+	t.Parallel()
+	r := newFleet(t, "eu-west", "eu-west", "us-east", "us-east")
+	im := origintest.PushImage(t, r.registry.URL, "library/app", "v1", 1, 1024)
+	want, err := im.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := r.proxy.Hold(origintest.Match{Method: http.MethodGet, Kind: origintest.KindManifest}, -1)
+	errs := make(chan error, len(r.nodes))
+	for _, n := range r.nodes {
+		go func() {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+n.Addr("api")+"/v2/library/app/manifests/v1", nil)
+			req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			body, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			switch {
+			case err != nil:
+				errs <- err
+			case res.StatusCode != http.StatusOK || digest.FromBytes(body).String() != want.String():
+				errs <- fmt.Errorf("%s: %d, another manifest", n.Fleet().Self().ID, res.StatusCode)
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	<-gate.Reached()
+	// Every node has asked the origin for the tag before the filler's GET
+	// goes on.
+	testkit.Eventually(t, "every node to HEAD the tag", func() bool {
+		return r.proxy.CountMatch(origintest.Match{Method: http.MethodHead, Kind: origintest.KindManifest}) >= len(r.nodes)
+	})
+	gate.Release()
+	for range r.nodes {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := r.proxy.CountMatch(origintest.Match{Method: http.MethodGet, Kind: origintest.KindManifest}); n != 1 {
+		t.Fatalf("the origin was asked %d times for the manifest, want once for the fleet: %+v", n, r.proxy.Requests())
+	}
+	got := 0.0
+	for _, n := range r.nodes {
+		got += testkit.Metric(t, n.Metrics(), "edge_peer_manifests_total", nil)
+	}
+	if got != float64(len(r.nodes)-1) {
+		t.Fatalf("%v nodes got the manifest from its filler, want %d", got, len(r.nodes)-1)
+	}
+}
