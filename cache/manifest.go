@@ -402,16 +402,16 @@ func (e *Engine) manifestFromFiller(ctx context.Context, o Origin, rt *policy.Ro
 // d and learnt from the origin that repo of route rt holds it: from the
 // local tier, the global tier, or a fetch by digest from rt's origin,
 // shared by every node that asks at once (fetchManifest coalesces), kept
-// and linked here. The caller checked that this node serves repo on rt for
+// and linked here, since the origin served it in repo. The caller checked that this node serves repo on rt for
 // the fleet.
 func (e *Engine) PeerManifest(ctx context.Context, peer string, d digest.Digest, rt *policy.Route, repo string) (Manifest, error) {
 	ctx = WithClient(ctx, "peer:"+peer)
+	// Held here or in the global tier: sent, not linked to repo, which
+	// only the origin's word does (the fetch below, or a client's pull).
 	if m, err := e.local.GetManifest(ctx, d); err == nil {
-		e.Link(ctx, rt, repo, d)
 		return Manifest{Digest: d, MediaType: m.MediaType, Body: m.Body}, nil
 	}
 	if gm, err := e.globalManifest(ctx, rt, d); err == nil {
-		e.storeManifest(ctx, rt, repo, gm)
 		return gm, nil
 	}
 	return e.fetchManifest(ctx, rt, repo, d.String())
