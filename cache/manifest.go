@@ -317,7 +317,9 @@ func (e *Engine) fetchManifest(ctx context.Context, rt *policy.Route, repo, ref 
 		}
 		mctx, cancel := e.meta(context.WithoutCancel(ctx))
 		defer cancel()
-		if m, ok := e.manifestFromFiller(mctx, o, rt, repo, ref); ok {
+		if m, ok, err := e.manifestFromFiller(mctx, o, rt, repo, ref); err != nil {
+			return Manifest{}, err
+		} else if ok {
 			e.storeManifest(mctx, rt, repo, m)
 			e.storeTag(mctx, rt, repo, ref, m)
 			e.enqueueFrom(mctx, rt, replication.TagItem(rt.Name, repo, ref))
@@ -358,44 +360,60 @@ func (e *Engine) fetchManifest(ctx context.Context, rt *policy.Route, repo, ref 
 // the digest, sharing that GET with the other nodes' asks. false when
 // there is no fleet, the route forwards its clients' credentials, or the
 // manifest could not be had that way: the caller GETs the tag itself.
-func (e *Engine) manifestFromFiller(ctx context.Context, o Origin, rt *policy.Route, repo, tag string) (Manifest, bool) {
+func (e *Engine) manifestFromFiller(ctx context.Context, o Origin, rt *policy.Route, repo, tag string) (Manifest, bool, error) {
 	if e.peers == nil || rt.ForwardCredentials {
-		return Manifest{}, false
+		return Manifest{}, false, nil
 	}
 	if _, err := digest.Parse(tag); err == nil {
-		return Manifest{}, false // by digest: fetched where it is asked for
+		return Manifest{}, false, nil // by digest: fetched where it is asked for
 	}
 	desc, err := o.HeadManifest(ctx, repo, tag)
-	if err != nil || desc.Digest.Validate() != nil {
-		return Manifest{}, false
+	if err != nil {
+		return Manifest{}, false, err // the origin's answer: a GET would get it too
+	}
+	if desc.Digest.Validate() != nil {
+		return Manifest{}, false, nil
 	}
 	if lm, err := e.local.GetManifest(ctx, desc.Digest); err == nil {
 		// Here already: fetched for a peer that asked this node, its filler.
-		return Manifest{Digest: desc.Digest, MediaType: lm.MediaType, Body: lm.Body}, true
+		return Manifest{Digest: desc.Digest, MediaType: lm.MediaType, Body: lm.Body}, true, nil
 	}
 	peer, ok := e.peers.Pick(desc.Digest, true)
 	if !ok {
 		// This node is the digest's filler: it GETs it by its digest, as
 		// the other nodes' asks do here, so that they share the one GET.
 		m, err := e.fetchManifest(WithClient(ctx, ""), rt, repo, desc.Digest.String())
-		return m, err == nil
+		return m, err == nil, nil
 	}
 	body, mediaType, err := e.peers.OpenManifest(ctx, peer, desc.Digest, PeerAsk{Route: rt.Name, Repo: repo})
-	if err == nil && (len(body) > oci.MaxManifestSize || desc.Digest.Algorithm().FromBytes(body) != desc.Digest) {
+	// The media type is the origin's, as its HEAD said, else the body's
+	// own: a peer's word for it is checked, never taken.
+	want := desc.MediaType
+	if want == "" {
+		var doc struct {
+			MediaType string `json:"mediaType"`
+		}
+		_ = json.Unmarshal(body, &doc)
+		want = doc.MediaType
+	}
+	switch {
+	case err != nil:
+	case len(body) > oci.MaxManifestSize || desc.Digest.Algorithm().FromBytes(body) != desc.Digest:
 		err = &VerifyError{Digest: desc.Digest, Err: ErrDigestMismatch, Detail: "a peer sent another manifest"}
+	case want == "":
+		return Manifest{}, false, nil // nothing to check the peer's word by: GET it here
+	case mediaType != "" && mediaType != want:
+		err = fmt.Errorf("manifest %s: a peer named it %q, the origin %q", desc.Digest, mediaType, want)
 	}
 	if err != nil {
 		if !isNotFound(err) && ctx.Err() == nil {
 			e.peers.Failed(peer, desc.Digest, err)
 			e.log.Info("the fleet's filler cannot send a manifest; fetching it here", "digest", desc.Digest, "peer", peer, "err", err)
 		}
-		return Manifest{}, false
-	}
-	if mediaType == "" {
-		mediaType = desc.MediaType
+		return Manifest{}, false, nil
 	}
 	e.m.peerManifests.Inc()
-	return Manifest{Digest: desc.Digest, MediaType: mediaType, Body: body}, true
+	return Manifest{Digest: desc.Digest, MediaType: want, Body: body}, true, nil
 }
 
 // PeerManifest answers peer, which names this node the filler of manifest
@@ -414,7 +432,8 @@ func (e *Engine) PeerManifest(ctx context.Context, peer string, d digest.Digest,
 	if gm, err := e.globalManifest(ctx, rt, d); err == nil {
 		return gm, nil
 	}
-	return e.fetchManifest(ctx, rt, repo, d.String())
+	// The asking node's client paid its miss at that node.
+	return e.fetchManifest(WithClient(ctx, ""), rt, repo, d.String())
 }
 
 // Remember keeps manifest m of repo in the local tier, with what it

@@ -9,7 +9,9 @@ import (
 
 	"errors"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing/iotest"
 
 	"github.com/opencontainers/go-digest"
@@ -53,6 +55,9 @@ type fakePeers struct {
 	region bool
 	failed []string
 	opens  []string // "peer@offset route/repo"
+
+	manifest     []byte // what OpenManifest sends, nil: not found
+	manifestType string
 }
 
 type fakePeer struct {
@@ -105,7 +110,10 @@ func (p *fakePeers) Open(_ context.Context, peer string, _ digest.Digest, off in
 }
 
 func (p *fakePeers) OpenManifest(context.Context, string, digest.Digest, PeerAsk) ([]byte, string, error) {
-	return nil, "", fmt.Errorf("no manifests here: %w", ErrNotFound)
+	if p.manifest == nil {
+		return nil, "", fmt.Errorf("no manifests here: %w", ErrNotFound)
+	}
+	return p.manifest, p.manifestType, nil
 }
 
 func (p *fakePeers) Failed(peer string, _ digest.Digest, _ error) {
@@ -371,4 +379,57 @@ func originEngine(t *testing.T, o Origin, opts ...Option) *Engine {
 	}
 	t.Cleanup(func() { _ = e.Close(context.Background()); _ = store.Close() })
 	return e
+}
+
+// manifestOrigin holds one manifest under tag v1 of repo allowed.
+type manifestOrigin struct {
+	reviewOrigin
+	body []byte
+	mt   string
+	gets atomic.Int32
+}
+
+func (o *manifestOrigin) HeadManifest(_ context.Context, repo, _ string) (upstream.Descriptor, error) {
+	return upstream.Descriptor{Digest: digest.FromBytes(o.body), MediaType: o.mt, Size: int64(len(o.body))}, nil
+}
+
+func (o *manifestOrigin) GetManifest(ctx context.Context, repo, ref string) (upstream.Descriptor, []byte, error) {
+	o.gets.Add(1)
+	d, _ := o.HeadManifest(ctx, repo, ref)
+	return d, o.body, nil
+}
+
+// A tag's manifest comes from the filler of its digest, checked against
+// the origin's HEAD: the right bytes under another media type are not
+// taken (the peer is passed over, the origin asked); the right ones cost
+// the origin no GET.
+func TestAManifestFromTheFillerIsCheckedByTheOriginsWord(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:` + strings.Repeat("a", 64) + `","size":1},"layers":[]}`)
+	const mt = "application/vnd.oci.image.manifest.v1+json"
+	for name, tt := range map[string]struct {
+		peerType string
+		gets     int32
+		failed   bool
+	}{
+		"the origin's media type": {mt, 0, false},
+		"another media type":      {"text/html", 1, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			o := &manifestOrigin{body: body, mt: mt}
+			peers := &fakePeers{list: []*fakePeer{{id: "f", breakAt: -1}}, manifest: body, manifestType: tt.peerType}
+			e := originEngine(t, o, WithPeers(peers))
+			m, err := e.Manifest(t.Context(), hub, "allowed", "v1")
+			if err != nil || m.MediaType != mt || !bytes.Equal(m.Body, body) {
+				t.Fatalf("Manifest: %q %d bytes, %v", m.MediaType, len(m.Body), err)
+			}
+			if got := o.gets.Load(); got != tt.gets {
+				t.Fatalf("origin GETs %d, want %d", got, tt.gets)
+			}
+			if failed, _ := peers.record(); slices.Contains(failed, "f") != tt.failed {
+				t.Fatalf("peers failed: %v", failed)
+			}
+		})
+	}
 }
