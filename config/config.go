@@ -159,15 +159,6 @@ type Route struct {
 	Prewarm Prewarm `yaml:"prewarm,omitempty"`
 }
 
-// Prewarm is a route's rollout prewarm: see the README, "Rollout prewarm".
-type Prewarm struct {
-	Enabled bool `yaml:"enabled,omitempty"`
-	// Budget bounds the blob bytes fetched for one moved tag (default 2GiB).
-	Budget Size `yaml:"budget,omitempty"`
-	// Window is how lately this node must have served the tag (default 24h).
-	Window Duration `yaml:"window,omitempty"`
-}
-
 // OriginLimits bound a route's requests to its origin.
 type OriginLimits struct {
 	// Concurrent bounds the requests in flight at once, a blob being
@@ -569,15 +560,7 @@ func (c *Config) PolicyRoutes() []policy.Route {
 		if r.ForwardCredentials {
 			pr.ForwardCredentials, pr.AnonymousPull = true, false
 		}
-		if r.Prewarm.Enabled && !r.Hosted && !r.ForwardCredentials {
-			pr.Prewarm = policy.Prewarm{Budget: int64(r.Prewarm.Budget), Window: time.Duration(r.Prewarm.Window)}
-			if pr.Prewarm.Budget <= 0 {
-				pr.Prewarm.Budget = 2 << 30
-			}
-			if pr.Prewarm.Window <= 0 {
-				pr.Prewarm.Window = 24 * time.Hour
-			}
-		}
+		pr.Prewarm = r.Prewarm.policy(r)
 		if r.Hosted {
 			pr.Caps = policy.CapPull | policy.CapPush
 			if r.Deletes == nil || *r.Deletes {
@@ -593,14 +576,6 @@ func (c *Config) PolicyRoutes() []policy.Route {
 		out = append(out, pr)
 	}
 	return out
-}
-
-// ForwardTokenHosts are the token hosts of route r (see Route.TokenHosts).
-func (r Route) ForwardTokenHosts() []string {
-	if len(r.TokenHosts) == 0 && r.ForwardCredentials && isDockerHub(r.Origin) {
-		return []string{"auth.docker.io"}
-	}
-	return r.TokenHosts
 }
 
 func isDockerHub(origin string) bool {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/edgeregistry/edge/policy"
 )
 
 // Fleet is how the node finds the other nodes of the fleet and serves
@@ -95,4 +97,30 @@ func (p Prewarm) check(at string, r Route, fleet bool) []error {
 		errs = append(errs, fmt.Errorf("%s: prewarm budget and window must not be negative", at))
 	}
 	return errs
+}
+
+// Prewarm is a route's rollout prewarm: see the README, "Rollout prewarm".
+type Prewarm struct {
+	Enabled bool `yaml:"enabled,omitempty"`
+	// Budget bounds the blob bytes fetched for one moved tag (default 2GiB).
+	Budget Size `yaml:"budget,omitempty"`
+	// Window is how lately this node must have served the tag (default 24h).
+	Window Duration `yaml:"window,omitempty"`
+}
+
+// policy is the route's prewarm with its defaults, off (the zero value)
+// unless enabled on a pull-through route that does not forward
+// credentials.
+func (p Prewarm) policy(r Route) policy.Prewarm {
+	if !p.Enabled || r.Hosted || r.ForwardCredentials {
+		return policy.Prewarm{}
+	}
+	out := policy.Prewarm{Budget: int64(p.Budget), Window: time.Duration(p.Window)}
+	if out.Budget <= 0 {
+		out.Budget = 2 << 30
+	}
+	if out.Window <= 0 {
+		out.Window = 24 * time.Hour
+	}
+	return out
 }

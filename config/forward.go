@@ -64,3 +64,11 @@ func (c *Config) checkForwardGrants() []error {
 	}
 	return errs
 }
+
+// ForwardTokenHosts are the token hosts of route r (see Route.TokenHosts).
+func (r Route) ForwardTokenHosts() []string {
+	if len(r.TokenHosts) == 0 && r.ForwardCredentials && isDockerHub(r.Origin) {
+		return []string{"auth.docker.io"}
+	}
+	return r.TokenHosts
+}
