@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -128,12 +129,9 @@ func (n *Node) peerHandler(sign *fleet.Signer, m *peerMetrics) http.Handler {
 	blobs := func(ctx context.Context, d digest.Digest, ask fleet.Ask) (fleet.Content, error) {
 		var rt *policy.Route
 		if ask.Route != "" {
-			// The filler fetches only what this node would serve: a
-			// pull-through route it has, which shares its content with the
-			// fleet and lets the repository through.
-			rt = n.router.Route(ask.Route)
-			if rt == nil || rt.Hosted || rt.ForwardCredentials || !rt.Permits(ask.Repo, "") {
-				return nil, fmt.Errorf("route %q, repository %q: not served here for the fleet: %w", ask.Route, ask.Repo, oci.ErrNotFound)
+			var err error
+			if rt, err = n.fillerRoute(ask); err != nil {
+				return nil, err
 			}
 		}
 		b, err := n.engine.PeerBlob(ctx, peerOf(ctx), d, rt, ask.Repo, ask.Join)
@@ -148,9 +146,9 @@ func (n *Node) peerHandler(sign *fleet.Signer, m *peerMetrics) http.Handler {
 		return peerContent{ReadSeeker: rs, b: b}, nil
 	}
 	manifests := func(ctx context.Context, d digest.Digest, ask fleet.Ask) ([]byte, string, error) {
-		rt := n.router.Route(ask.Route)
-		if rt == nil || rt.Hosted || rt.ForwardCredentials || !rt.Permits(ask.Repo, "") {
-			return nil, "", fmt.Errorf("route %q, repository %q: not served here for the fleet: %w", ask.Route, ask.Repo, oci.ErrNotFound)
+		rt, err := n.fillerRoute(ask)
+		if err != nil {
+			return nil, "", err
 		}
 		m, err := n.engine.PeerManifest(ctx, peerOf(ctx), d, rt, ask.Repo)
 		return m.Body, m.MediaType, err
@@ -178,6 +176,18 @@ func (n *Node) peerHandler(sign *fleet.Signer, m *peerMetrics) http.Handler {
 		}
 		h.ServeHTTP(sw, r)
 	})
+}
+
+// fillerRoute is the route a peer names this node the filler for, of blobs
+// and manifests: only what this node would serve, a pull-through route it
+// has, which shares its content with the fleet and lets the repository
+// through; else not found.
+func (n *Node) fillerRoute(ask fleet.Ask) (*policy.Route, error) {
+	rt := n.router.Route(ask.Route)
+	if rt == nil || rt.Hosted || rt.ForwardCredentials || !rt.Permits(ask.Repo, "") {
+		return nil, fmt.Errorf("route %q, repository %q: not served here for the fleet: %w", ask.Route, ask.Repo, oci.ErrNotFound)
+	}
+	return rt, nil
 }
 
 // peerContent is a blob of the engine as the peer listener serves it.
@@ -369,25 +379,17 @@ func (p *peerClient) Open(ctx context.Context, peer string, d digest.Digest, off
 		path = "fleet"
 	}
 	asked := func(result string) { p.metrics.asked.WithLabelValues(path, result).Inc() }
-	mb, ok := p.m.Member(peer)
-	if !ok {
-		return nil, 0, fmt.Errorf("peer %s: no longer a member", peer)
-	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fleet.BlobURL(mb.Peer, d, fleet.Ask{Route: ask.Route, Repo: ask.Repo, Join: ask.Join}), nil)
+	hdr := http.Header{}
+	if offset > 0 {
+		hdr.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+	}
+	res, err := p.get(ctx, peer, func(addr string) string {
+		return fleet.BlobURL(addr, d, fleet.Ask{Route: ask.Route, Repo: ask.Repo, Join: ask.Join})
+	}, hdr, asked)
 	if err != nil {
 		cancel(nil)
 		return nil, 0, err
-	}
-	if offset > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
-	}
-	p.sign.Sign(req)
-	res, err := p.http.Do(req)
-	if err != nil {
-		cancel(nil)
-		asked("error")
-		return nil, 0, fmt.Errorf("peer %s: %w", peer, err)
 	}
 	size := int64(-1)
 	switch {
@@ -418,21 +420,34 @@ func (p *peerClient) Open(ctx context.Context, peer string, d digest.Digest, off
 	return newIdleBody(ctx, res.Body, p.idle, cancel), size, nil
 }
 
-func (p *peerClient) OpenManifest(ctx context.Context, peer string, d digest.Digest, ask cache.PeerAsk) ([]byte, string, error) {
-	asked := func(result string) { p.metrics.asked.WithLabelValues("manifest", result).Inc() }
+// get sends peer a signed GET of the URL that url makes of its address,
+// with hdr; a request that fails to be sent is counted an error.
+func (p *peerClient) get(ctx context.Context, peer string, url func(addr string) string, hdr http.Header, asked func(string)) (*http.Response, error) {
 	mb, ok := p.m.Member(peer)
 	if !ok {
-		return nil, "", fmt.Errorf("peer %s: no longer a member", peer)
+		return nil, fmt.Errorf("peer %s: no longer a member", peer)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fleet.ManifestURL(mb.Peer, d, fleet.Ask{Route: ask.Route, Repo: ask.Repo}), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url(mb.Peer), nil)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
+	maps.Copy(req.Header, hdr)
 	p.sign.Sign(req)
 	res, err := p.http.Do(req)
 	if err != nil {
 		asked("error")
-		return nil, "", fmt.Errorf("peer %s: %w", peer, err)
+		return nil, fmt.Errorf("peer %s: %w", peer, err)
+	}
+	return res, nil
+}
+
+func (p *peerClient) OpenManifest(ctx context.Context, peer string, d digest.Digest, ask cache.PeerAsk) ([]byte, string, error) {
+	asked := func(result string) { p.metrics.asked.WithLabelValues("manifest", result).Inc() }
+	res, err := p.get(ctx, peer, func(addr string) string {
+		return fleet.ManifestURL(addr, d, fleet.Ask{Route: ask.Route, Repo: ask.Repo})
+	}, nil, asked)
+	if err != nil {
+		return nil, "", err
 	}
 	defer res.Body.Close()
 	switch res.StatusCode {

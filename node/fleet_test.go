@@ -39,12 +39,7 @@ func TestNodesOfARegionFindEachOther(t *testing.T) {
 	}
 
 	// a fetches the blob; b reads it from a's peer listener.
-	res, err := http.Get("http://" + a.Addr("api") + "/v2/library/app/blobs/" + d.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, res.Body)
-	res.Body.Close()
+	getBlob(t, a, d)
 	testkit.Eventually(t, "the blob to be stored on a", func() bool { return peerGet(t, a, d, key) == http.StatusOK })
 	body := peerBody(t, a, d, key)
 	if !bytes.Equal(body, data) {
@@ -158,6 +153,22 @@ func (r *region) blobOwnedBy(t *testing.T, owner *node.Node) ([]byte, digest.Dig
 	return r.blob(t, owner, owner)
 }
 
+// getBlob GETs blob d of library/app through n's API and returns it; any
+// answer but 200 fails the test.
+func getBlob(t *testing.T, n *node.Node, d digest.Digest) []byte {
+	t.Helper()
+	res, err := http.Get("http://" + n.Addr("api") + "/v2/library/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET blob %s through %s: %d %v", d, n.Fleet().Self().ID, res.StatusCode, err)
+	}
+	return body
+}
+
 func runFleetNode(t *testing.T, yaml string) *node.Node {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml))
@@ -240,19 +251,7 @@ func TestAMissIsAskedOfTheOwner(t *testing.T) {
 	r := newRegion(t, 2)
 	a, b, proxy := r.nodes[0], r.nodes[1], r.proxy
 	data, d := r.blobOwnedBy(t, a)
-	get := func(n *node.Node) []byte {
-		t.Helper()
-		res, err := http.Get("http://" + n.Addr("api") + "/v2/library/app/blobs/" + d.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		body, err := io.ReadAll(res.Body)
-		if err != nil || res.StatusCode != http.StatusOK {
-			t.Fatalf("GET: %d %v", res.StatusCode, err)
-		}
-		return body
-	}
+	get := func(n *node.Node) []byte { return getBlob(t, n, d) }
 	get(a) // a fills it from the origin
 	testkit.Eventually(t, "the blob to be stored on a", func() bool { return peerGet(t, a, d, bytes.Repeat([]byte("k"), 40)) == http.StatusOK })
 	proxy.Reset()
@@ -284,19 +283,7 @@ func TestTheOwnerFillsFromTheGlobalTier(t *testing.T) {
 	r := newFleet(t, "eu-west", "eu-west", "eu-west", "us-east")
 	a, b, c, far, key, proxy := r.nodes[0], r.nodes[1], r.nodes[2], r.nodes[3], r.key, r.proxy
 	data, d := r.blob(t, a, far)
-	get := func(n *node.Node) []byte {
-		t.Helper()
-		res, err := http.Get("http://" + n.Addr("api") + "/v2/library/app/blobs/" + d.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		body, err := io.ReadAll(res.Body)
-		if err != nil || res.StatusCode != http.StatusOK {
-			t.Fatalf("GET: %d %v", res.StatusCode, err)
-		}
-		return body
-	}
+	get := func(n *node.Node) []byte { return getBlob(t, n, d) }
 	// The owner does not have it, nor the global tier: b asks the fleet's
 	// filler, in another region, which fills it from the origin and writes
 	// it behind to the global tier.
@@ -410,14 +397,8 @@ func TestABusyFillerIsNotAFailedOne(t *testing.T) {
 	}()
 	<-gate.Reached() // n1's one slot is taken
 
-	res, err := http.Get("http://" + n0.Addr("api") + "/v2/library/app/blobs/" + d.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(res.Body)
-	res.Body.Close()
-	if err != nil || res.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
-		t.Fatalf("GET through n0: %d, %d bytes, %v", res.StatusCode, len(body), err)
+	if body := getBlob(t, n0, d); !bytes.Equal(body, data) {
+		t.Fatalf("GET through n0: %d bytes of another blob", len(body))
 	}
 	busy := testkit.Metric(t, n0.Metrics(), "edge_peer_requests_total", map[string]string{"result": "busy"})
 	failed := testkit.Metric(t, n0.Metrics(), "edge_peer_requests_total", map[string]string{"result": "error"})
@@ -430,14 +411,8 @@ func TestABusyFillerIsNotAFailedOne(t *testing.T) {
 	<-done
 	hits := testkit.Metric(t, n0.Metrics(), "edge_peer_requests_total", map[string]string{"result": "hit"})
 	next, nd := r.blobOwnedBy(t, n1)
-	res, err = http.Get("http://" + n0.Addr("api") + "/v2/library/app/blobs/" + nd.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err = io.ReadAll(res.Body)
-	res.Body.Close()
-	if err != nil || !bytes.Equal(body, next) {
-		t.Fatalf("GET of the next blob: %d bytes, %v", len(body), err)
+	if body := getBlob(t, n0, nd); !bytes.Equal(body, next) {
+		t.Fatalf("GET of the next blob: %d bytes of another blob", len(body))
 	}
 	if got := testkit.Metric(t, n0.Metrics(), "edge_peer_requests_total", map[string]string{"result": "hit"}); got != hits+1 {
 		t.Fatalf("n0 did not get the next blob from n1 (hits %v, then %v): it passed n1 over", hits, got)
@@ -457,12 +432,7 @@ func TestTheDashboardDrawsWhatNodesExport(t *testing.T) {
 	// write-behind and a peer's request make those.
 	n := r.nodes[0]
 	_, d := r.blobOwnedBy(t, n)
-	res, err := http.Get("http://" + n.Addr("api") + "/v2/library/app/blobs/" + d.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, res.Body)
-	res.Body.Close()
+	getBlob(t, n, d)
 	testkit.Eventually(t, "the blob to be written behind", func() bool {
 		return testkit.Metric(t, n.Metrics(), "edge_writebehind_total", map[string]string{"result": "ok"}) == 1
 	})
