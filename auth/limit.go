@@ -230,27 +230,39 @@ func (b *budget) room(now time.Time) bool {
 }
 
 // trust remembers keys that logged in, each for ttl after its last login.
+// A full table forgets only keys whose trust has run out: a newcomer is
+// not trusted rather than push out a key that still is, so that other
+// users' logins cannot make an owner's address untrusted.
 type trust struct {
-	ttl time.Duration
+	ttl  time.Duration
+	size int
 
-	mu   sync.Mutex
+	mu sync.Mutex
+	// keys in the order of their last login, oldest first: the oldest is
+	// the first to run out (has only peeks, never reorders).
 	keys *simplelru.LRU[limitKey, time.Time]
 }
 
 func newTrust(ttl time.Duration, size int) *trust {
 	keys, _ := simplelru.NewLRU[limitKey, time.Time](size, nil) // size > 0
-	return &trust{ttl: ttl, keys: keys}
+	return &trust{ttl: ttl, size: size, keys: keys}
 }
 
 func (t *trust) add(k limitKey, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !t.keys.Contains(k) && t.keys.Len() >= t.size {
+		if _, until, ok := t.keys.GetOldest(); ok && now.Before(until) {
+			return // full of keys still trusted
+		}
+		t.keys.RemoveOldest()
+	}
 	t.keys.Add(k, now.Add(t.ttl))
 }
 
 func (t *trust) has(k limitKey, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	until, ok := t.keys.Get(k)
+	until, ok := t.keys.Peek(k)
 	return ok && now.Before(until)
 }

@@ -385,3 +385,30 @@ func TestTrustedNetworksAndProxies(t *testing.T) {
 		t.Fatalf("a forged X-Forwarded-For: %v", err)
 	}
 }
+
+// Other users' logins from ever new addresses do not push the owner's
+// address out of the trusted ones: a full table trusts no newcomer rather
+// than forget a key still trusted, and guessers elsewhere then still
+// cannot lock the owner out.
+func TestOtherLoginsDoNotUntrustTheOwner(t *testing.T) {
+	t.Parallel()
+	path := writeHtpasswd(t, t.TempDir(), map[string]string{"ci": "good", "mallory": "m"})
+	f := newFixture(t, auth.Config{Htpasswd: path}, append(limitOpts, auth.WithTableSize(8))...)
+	const owner = "192.0.2.1:1"
+	if err := login(f, owner, "ci", "good"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		f.clock.Advance(time.Minute)
+		if err := login(f, fmt.Sprintf("[2001:db8:0:%x::1]:1", i+1), "mallory", "m"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.clock.Advance(11 * time.Minute) // past the cache of the last check
+	for i := range 10 {
+		_ = login(f, fmt.Sprintf("198.51.100.%d:1", i+1), "ci", "guess")
+	}
+	if err := login(f, owner, "ci", "good"); err != nil {
+		t.Fatalf("the owner, after other users' logins filled the table and guesses elsewhere: %v", err)
+	}
+}
